@@ -1,0 +1,1 @@
+//! shopsim-model: the system under test, written like the real Laravel services.

@@ -1,0 +1,1 @@
+//! shopsim-scenarios: scenarios as data and their registry.

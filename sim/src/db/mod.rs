@@ -1,0 +1,1 @@
+//! The simulated SQL database (under construction).

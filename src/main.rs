@@ -1,0 +1,4 @@
+//! The shopsim command line.
+fn main() {
+    println!("shopsim");
+}

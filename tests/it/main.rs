@@ -1,0 +1,1 @@
+//! shopsim's integration tests: one binary, a module per area.
