@@ -1,0 +1,466 @@
+//! The database client: a bounded connection pool and pooled connections, the only way model
+//! code reaches the database.
+//!
+//! Goal: behave like a PHP worker's PDO connection under Laravel. A pool of at most
+//! `pool_size` connections per app node; `acquire` queues in FIFO order and gives up after
+//! `acquire_timeout_ms`. A connection opens lazily, a broken one is discarded and reopened on
+//! next use, and one returned while still inside a transaction is closed, so the server rolls
+//! it back at once and releases its row locks. [`DbConn::transaction`] retries on deadlock and
+//! serialization failures like `DB::transaction($fn, $attempts)`.
+//!
+//! Key invariant: a statement never hangs and never reports a failure it cannot be sure of.
+//! A reply that does not arrive within `statement_timeout_ms`, or a connection that closes
+//! while a statement that may have committed is in flight, yields an error marked
+//! `ambiguous: true`; any error marked `ambiguous: false` means the statement had no effect
+//! (beyond rolling back the open transaction).
+//!
+//! The surface is small on purpose (`execute`, `begin`, `commit`, `rollback`, `transaction`),
+//! so the same calls could run against a real PostgreSQL or MariaDB.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use madsim::net::{Endpoint, Receiver, Sender};
+use tokio::sync::oneshot;
+
+use super::server::{statement_kind, Hello, Reply, Request, StatementKind};
+use super::{DbError, QueryResult, Value};
+
+/// Client settings of one pool. Times are virtual.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbClientConfig {
+    /// Address of the database node.
+    pub addr: SocketAddr,
+    /// Most connections this pool holds open at once.
+    pub pool_size: usize,
+    /// How long `acquire` waits for a free connection before [`ClientError::PoolTimeout`].
+    pub acquire_timeout_ms: u64,
+    /// How long opening a connection may take before it counts as failed.
+    pub connect_timeout_ms: u64,
+    /// How long a statement may take, lock waits included, before the client gives up on the
+    /// connection with an ambiguous [`ClientError::Timeout`]. Generous by default: the server's
+    /// lock wait timeouts should fire first.
+    pub statement_timeout_ms: u64,
+}
+
+impl DbClientConfig {
+    /// Defaults for a pool talking to `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        DbClientConfig {
+            addr,
+            pool_size: 10,
+            acquire_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// Why a statement did not return a result.
+#[derive(Debug, Clone)]
+pub enum ClientError {
+    /// The database answered with an error; the statement's effects are as the error says.
+    Db(DbError),
+    /// The connection broke: refused, reset, or the node crashed. `ambiguous` is true if the
+    /// statement in flight may have committed (a COMMIT, or a write outside a transaction).
+    ConnectionLost {
+        /// True if the statement may have taken effect.
+        ambiguous: bool,
+    },
+    /// No connection became free within `acquire_timeout_ms`.
+    PoolTimeout,
+    /// No reply within `statement_timeout_ms`; the connection was closed.
+    Timeout {
+        /// True if the statement may have taken effect.
+        ambiguous: bool,
+    },
+}
+
+impl ClientError {
+    /// True if the statement may have taken effect although no result arrived.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            ClientError::ConnectionLost { ambiguous } | ClientError::Timeout { ambiguous } => {
+                *ambiguous
+            }
+            ClientError::Db(_) | ClientError::PoolTimeout => false,
+        }
+    }
+
+    /// The database error, if the database answered.
+    pub fn db_error(&self) -> Option<&DbError> {
+        match self {
+            ClientError::Db(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// True for the errors Laravel's `DB::transaction` retries: deadlocks, serialization
+    /// failures, and (matched by message in Laravel) InnoDB's lock wait timeout.
+    pub fn is_concurrency_error(&self) -> bool {
+        match self {
+            ClientError::Db(error) => {
+                error.is_deadlock() || error.is_serialization_failure() || error.code() == "1205"
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Db(error) => write!(f, "{error}"),
+            ClientError::ConnectionLost { ambiguous: true } => {
+                write!(
+                    f,
+                    "connection lost while the statement may have committed (outcome unknown)"
+                )
+            }
+            ClientError::ConnectionLost { ambiguous: false } => {
+                write!(f, "connection lost (statement not applied)")
+            }
+            ClientError::PoolTimeout => {
+                write!(f, "timed out waiting for a free database connection")
+            }
+            ClientError::Timeout { ambiguous: true } => {
+                write!(f, "statement timed out (outcome unknown)")
+            }
+            ClientError::Timeout { ambiguous: false } => {
+                write!(f, "statement timed out (statement not applied)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<DbError> for ClientError {
+    fn from(error: DbError) -> Self {
+        ClientError::Db(error)
+    }
+}
+
+/// An open connection to the server.
+struct Transport {
+    tx: Sender,
+    rx: Receiver,
+}
+
+struct PoolShared {
+    config: DbClientConfig,
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    /// Connections not held by anyone: open transports ready for reuse.
+    idle: Vec<Transport>,
+    /// Slots not held by anyone (idle transports count as free slots too).
+    slots_free: usize,
+    /// Acquirers waiting for a slot, first come first served. A slot is handed over directly,
+    /// with its open transport if there is one.
+    waiters: VecDeque<oneshot::Sender<Option<Transport>>>,
+}
+
+/// A bounded pool of connections to one database node. Cheap to clone; clones share the pool.
+/// Create it inside the node that uses it: connections belong to that node and die with it.
+#[derive(Clone)]
+pub struct DbPool {
+    shared: Arc<PoolShared>,
+}
+
+impl DbPool {
+    /// A pool with no connections open yet.
+    pub fn new(config: DbClientConfig) -> Self {
+        assert!(config.pool_size > 0);
+        assert!(config.statement_timeout_ms > 0);
+        let slots_free = config.pool_size;
+        DbPool {
+            shared: Arc::new(PoolShared {
+                config,
+                state: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    slots_free,
+                    waiters: VecDeque::new(),
+                }),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &DbClientConfig {
+        &self.shared.config
+    }
+
+    /// Takes a connection, waiting in line for up to `acquire_timeout_ms`.
+    pub async fn acquire(&self) -> Result<DbConn, ClientError> {
+        let mut waiter_rx = {
+            let mut state = self.lock();
+            assert!(state.slots_free <= self.shared.config.pool_size);
+            if state.slots_free > 0 && state.waiters.is_empty() {
+                state.slots_free -= 1;
+                let transport = state.idle.pop();
+                return Ok(DbConn::new(self.clone(), transport));
+            }
+            let (waiter_tx, waiter_rx) = oneshot::channel();
+            state.waiters.push_back(waiter_tx);
+            waiter_rx
+        };
+        let timeout = Duration::from_millis(self.shared.config.acquire_timeout_ms);
+        match madsim::time::timeout(timeout, &mut waiter_rx).await {
+            Ok(Ok(transport)) => Ok(DbConn::new(self.clone(), transport)),
+            Ok(Err(_)) => unreachable!("the pool holds its waiters until it hands them a slot"),
+            Err(_elapsed) => {
+                // A slot may have been handed over in the same instant; do not lose it.
+                waiter_rx.close();
+                match waiter_rx.try_recv() {
+                    Ok(transport) => Ok(DbConn::new(self.clone(), transport)),
+                    Err(_) => Err(ClientError::PoolTimeout),
+                }
+            }
+        }
+    }
+
+    /// Gives a slot back, handing it to the first live waiter if there is one.
+    fn release(&self, mut transport: Option<Transport>) {
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(transport) {
+                Ok(()) => return,
+                // That waiter timed out; try the next one.
+                Err(returned) => transport = returned,
+            }
+        }
+        state.slots_free += 1;
+        assert!(state.slots_free <= self.shared.config.pool_size);
+        if let Some(transport) = transport {
+            state.idle.push(transport);
+        }
+    }
+
+    /// Connections held by callers right now.
+    pub fn in_use(&self) -> usize {
+        self.shared.config.pool_size - self.lock().slots_free
+    }
+
+    /// One statement on a pooled connection, outside any transaction.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<QueryResult, ClientError> {
+        self.acquire().await?.execute(sql, params).await
+    }
+
+    /// [`DbConn::transaction`] on a pooled connection.
+    pub async fn transaction<T, F>(&self, attempts: u32, f: F) -> Result<T, ClientError>
+    where
+        F: for<'c> FnMut(
+            &'c mut DbConn,
+        )
+            -> Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 'c>>,
+    {
+        self.acquire().await?.transaction(attempts, f).await
+    }
+}
+
+/// A connection taken from a [`DbPool`]; returns to the pool when dropped.
+pub struct DbConn {
+    pool: DbPool,
+    /// None until first use, and after the connection broke.
+    transport: Option<Transport>,
+    /// As the server last reported it.
+    in_transaction: bool,
+}
+
+impl DbConn {
+    fn new(pool: DbPool, transport: Option<Transport>) -> Self {
+        DbConn {
+            pool,
+            transport,
+            in_transaction: false,
+        }
+    }
+
+    /// True if the server reported an open transaction after the last statement.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Opens a connection and waits for the server's greeting. Takes the address and timeout
+    /// by value: a future that borrows the connection would not be `Send`.
+    async fn connect(addr: SocketAddr, connect_timeout_ms: u64) -> Result<Transport, ClientError> {
+        let refused = ClientError::ConnectionLost { ambiguous: false };
+        let open = async {
+            let endpoint = Endpoint::bind("0.0.0.0:0")
+                .await
+                .map_err(|_| refused.clone())?;
+            let (tx, mut rx) = endpoint.connect1(addr).await.map_err(|_| refused.clone())?;
+            let hello = rx.recv().await.map_err(|_| refused.clone())?;
+            let hello = hello.downcast::<Hello>().expect("servers greet with Hello");
+            hello.result.map_err(ClientError::Db)?;
+            Ok(Transport { tx, rx })
+        };
+        match madsim::time::timeout(Duration::from_millis(connect_timeout_ms), open).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(refused),
+        }
+    }
+
+    /// Runs one statement. On a broken connection the connection is discarded (the server
+    /// rolls back the open transaction) and the next statement opens a new one.
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<QueryResult, ClientError> {
+        // A pooled connection the server closed while idle (crash, restart) is reopened
+        // silently: nothing was in flight on it.
+        if let Some(transport) = &self.transport {
+            if transport.tx.is_closed() && !self.in_transaction {
+                self.transport = None;
+            }
+        }
+        if self.transport.is_none() {
+            if self.in_transaction {
+                // The transaction died with the old connection; say so, without guessing.
+                self.in_transaction = false;
+                return Err(ClientError::ConnectionLost { ambiguous: false });
+            }
+            let config = &self.pool.shared.config;
+            let (addr, connect_timeout_ms) = (config.addr, config.connect_timeout_ms);
+            self.transport = Some(Self::connect(addr, connect_timeout_ms).await?);
+        }
+        let ambiguous = statement_may_commit(sql, self.in_transaction);
+        let transport = self.transport.as_mut().expect("connected above");
+        let request = Request {
+            sql: sql.to_string(),
+            params: params.to_vec(),
+        };
+        if transport.tx.send(Box::new(request)).await.is_err() {
+            // Never delivered: nothing ran, but an open transaction is gone.
+            self.break_connection();
+            return Err(ClientError::ConnectionLost { ambiguous: false });
+        }
+        let timeout = Duration::from_millis(self.pool.shared.config.statement_timeout_ms);
+        let reply = match madsim::time::timeout(timeout, transport.rx.recv()).await {
+            Ok(Ok(reply)) => *reply.downcast::<Reply>().expect("servers reply with Reply"),
+            Ok(Err(_reset)) => {
+                self.break_connection();
+                return Err(ClientError::ConnectionLost { ambiguous });
+            }
+            Err(_elapsed) => {
+                // Closing makes the server roll back whatever is still open.
+                self.break_connection();
+                return Err(ClientError::Timeout { ambiguous });
+            }
+        };
+        self.in_transaction = reply.in_transaction;
+        reply.result.map_err(ClientError::Db)
+    }
+
+    fn break_connection(&mut self) {
+        self.transport = None;
+        self.in_transaction = false;
+    }
+
+    /// `BEGIN`.
+    pub async fn begin(&mut self) -> Result<(), ClientError> {
+        assert!(!self.in_transaction, "nested transactions are not modelled");
+        self.execute("BEGIN", &[]).await.map(drop)
+    }
+
+    /// `COMMIT`.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        self.execute("COMMIT", &[]).await.map(drop)
+    }
+
+    /// `ROLLBACK`.
+    pub async fn rollback(&mut self) -> Result<(), ClientError> {
+        self.execute("ROLLBACK", &[]).await.map(drop)
+    }
+
+    /// Runs `f` inside a transaction and commits, with Laravel's `DB::transaction($fn, $attempts)`
+    /// semantics: on a deadlock or serialization failure (in `f` or at COMMIT) the transaction is
+    /// rolled back and `f` runs again, up to `attempts` times in all; any other error rolls back
+    /// and is returned as is. `f` builds its future from the connection:
+    /// `conn.transaction(3, |c| Box::pin(async move { c.execute(..).await?; Ok(()) }))`.
+    pub async fn transaction<T, F>(&mut self, attempts: u32, mut f: F) -> Result<T, ClientError>
+    where
+        F: for<'c> FnMut(
+            &'c mut DbConn,
+        )
+            -> Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 'c>>,
+    {
+        assert!(attempts >= 1);
+        let mut attempt = 1;
+        loop {
+            self.begin().await?;
+            let error = match f(self).await {
+                Ok(value) => match self.commit().await {
+                    Ok(()) => return Ok(value),
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            // Laravel rolls back on any exception; on a lost connection there is nothing to
+            // roll back and the error is returned as it is.
+            if self.in_transaction {
+                if let Err(rollback_error) = self.rollback().await {
+                    maybe(rollback_error.is_ambiguous());
+                    return Err(error);
+                }
+            }
+            if error.is_concurrency_error() && attempt < attempts {
+                attempt += 1;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+}
+
+/// Records that both outcomes are legal here.
+fn maybe(_: bool) {}
+
+impl Drop for DbConn {
+    fn drop(&mut self) {
+        let transport = self.transport.take();
+        // Left inside a transaction: close it so the server rolls back now and releases the
+        // row locks, instead of holding them while the connection idles in the pool.
+        let transport = if self.in_transaction { None } else { transport };
+        self.pool.release(transport);
+    }
+}
+
+/// Whether a statement whose reply was lost may have committed. Inside a transaction only
+/// COMMIT can; outside, any write autocommits.
+fn statement_may_commit(sql: &str, in_transaction: bool) -> bool {
+    match statement_kind(sql) {
+        StatementKind::Commit => in_transaction,
+        StatementKind::Write => !in_transaction,
+        StatementKind::Read => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_may_commit_classifies() {
+        assert!(statement_may_commit("COMMIT", true));
+        assert!(!statement_may_commit("commit", false));
+        assert!(statement_may_commit("  update t set v = 1", false));
+        assert!(!statement_may_commit("UPDATE t SET v = 1", true));
+        assert!(!statement_may_commit("select 1", false));
+    }
+}

@@ -1,0 +1,611 @@
+//! The database server node: puts the synchronous engine ([`Database`]) on the simulated network.
+//!
+//! Goal: model code talks to the database the way a PHP worker talks to PostgreSQL or MariaDB,
+//! over connections that can be refused, blocked on a row lock, dropped, or cut by a crash, and
+//! every statement spends virtual time, so lock waits and queues show up in latency.
+//!
+//! One task per connection executes that connection's statements in order. A statement the
+//! engine reports as blocked parks the task on a oneshot channel; the engine's completions are
+//! routed to those channels after every `execute`, `disconnect` and `advance`. A timer task
+//! calls `advance` at the engine's next deadline (lock wait timeouts, deadlock checks).
+//!
+//! Key invariant: every engine session belongs to exactly one live connection task of the
+//! current incarnation of the node. When that task ends for any reason (client gone, reply
+//! undeliverable, buggified drop) its guard disconnects the session, which rolls back the open
+//! transaction and releases its row locks, also while the statement is still blocked. A crash
+//! of the node drops all tasks at once; the next start calls [`Database::crash`], so no session
+//! of an earlier incarnation survives, while committed data does (it lives in [`DbNodeState`],
+//! outside the node).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use madsim::net::{Endpoint, Receiver, Sender};
+use madsim::rand::Rng;
+use madsim::time::Instant;
+use tokio::sync::{oneshot, Notify};
+
+use super::{
+    CommitRecord, Database, DbConfig, DbError, Exec, Profile, QueryResult, SessionId, Value,
+};
+
+/// The port a database node listens on unless configured otherwise.
+pub const PORT_DEFAULT: u16 = 5432;
+
+/// Server settings of one database node. All costs are virtual time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbServerConfig {
+    /// TCP-like port the node listens on.
+    pub port: u16,
+    /// Connections beyond this many get `53300` (PostgreSQL) or `1040` (MariaDB) and are closed.
+    pub max_connections: usize,
+    /// Cost range of a statement that only reads (SELECT, BEGIN, SET, ROLLBACK), microseconds.
+    pub statement_read_cost_us_min: u64,
+    /// Upper end (exclusive) of the read statement cost range, microseconds.
+    pub statement_read_cost_us_max: u64,
+    /// Cost range of a statement that writes (INSERT, UPDATE, DELETE), microseconds.
+    pub statement_write_cost_us_min: u64,
+    /// Upper end (exclusive) of the write statement cost range, microseconds.
+    pub statement_write_cost_us_max: u64,
+    /// Cost of a commit with a durable flush (COMMIT, or an autocommit write), microseconds.
+    pub commit_cost_us_min: u64,
+    /// Upper end (exclusive) of the commit cost range, microseconds.
+    pub commit_cost_us_max: u64,
+    /// Cost per row the statement touched (scanned or written), microseconds.
+    pub row_cost_us_min: u64,
+    /// Upper end (exclusive) of the per-row cost range, microseconds.
+    pub row_cost_us_max: u64,
+    /// Buggify: probability that a statement runs slow (an extra 10–500 ms).
+    pub buggify_slow_statement_probability: f64,
+    /// Buggify: probability that the connection drops after a COMMIT was applied but before the
+    /// client hears of it.
+    pub buggify_drop_after_commit_probability: f64,
+    /// Buggify: probability that a reply is held back (an extra 1–200 ms) before it is sent.
+    pub buggify_delay_reply_probability: f64,
+}
+
+impl Default for DbServerConfig {
+    /// Defaults from DESIGN.md "Cost model": point read 0.05–0.1 ms, write 0.1–0.3 ms, commit
+    /// with a durable flush 0.5–2 ms, plus a few microseconds per row touched.
+    fn default() -> Self {
+        DbServerConfig {
+            port: PORT_DEFAULT,
+            max_connections: 100,
+            statement_read_cost_us_min: 50,
+            statement_read_cost_us_max: 100,
+            statement_write_cost_us_min: 100,
+            statement_write_cost_us_max: 300,
+            commit_cost_us_min: 500,
+            commit_cost_us_max: 2_000,
+            row_cost_us_min: 1,
+            row_cost_us_max: 5,
+            buggify_slow_statement_probability: 0.01,
+            buggify_drop_after_commit_probability: 0.01,
+            buggify_delay_reply_probability: 0.01,
+        }
+    }
+}
+
+impl DbServerConfig {
+    /// Checks the relations between fields; a bad value is named with the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let ranges = [
+            (
+                "statement_read_cost_us",
+                self.statement_read_cost_us_min,
+                self.statement_read_cost_us_max,
+            ),
+            (
+                "statement_write_cost_us",
+                self.statement_write_cost_us_min,
+                self.statement_write_cost_us_max,
+            ),
+            (
+                "commit_cost_us",
+                self.commit_cost_us_min,
+                self.commit_cost_us_max,
+            ),
+            ("row_cost_us", self.row_cost_us_min, self.row_cost_us_max),
+        ];
+        for (name, min, max) in ranges {
+            // A zero cost would hide queueing: DESIGN.md forbids it.
+            if min == 0 {
+                return Err(format!("{name}_min: must be > 0, got 0"));
+            }
+            if min > max {
+                return Err(format!(
+                    "{name}_min: must be <= {name}_max ({max}), got {min}"
+                ));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections: must be > 0, got 0".to_string());
+        }
+        let probabilities = [
+            (
+                "buggify_slow_statement_probability",
+                self.buggify_slow_statement_probability,
+            ),
+            (
+                "buggify_drop_after_commit_probability",
+                self.buggify_drop_after_commit_probability,
+            ),
+            (
+                "buggify_delay_reply_probability",
+                self.buggify_delay_reply_probability,
+            ),
+        ];
+        for (name, p) in probabilities {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name}: must be in 0..=1, got {p}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The named buggify points of the database layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbBuggify {
+    /// A statement takes much longer than its cost.
+    SlowStatement,
+    /// The connection drops after a commit was applied, before the reply is sent.
+    DropAfterCommit,
+    /// A reply is held back before it is sent.
+    DelayReply,
+}
+
+impl DbBuggify {
+    /// The name of the point, as the fault registry knows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbBuggify::SlowStatement => "db.slow_statement",
+            DbBuggify::DropAfterCommit => "db.drop_after_commit",
+            DbBuggify::DelayReply => "db.delay_reply",
+        }
+    }
+}
+
+/// Whether a buggify point fires. The one place that decides, so it can be re-pointed at a
+/// named fault registry without touching the call sites. Off unless buggify is enabled.
+pub fn buggify(point: DbBuggify, probability: f64) -> bool {
+    let _ = point.name();
+    probability > 0.0 && madsim::buggify::buggify_with_prob(probability)
+}
+
+/// Sleeps exactly `duration` of virtual time. `madsim::time::sleep` rounds every sleep up to
+/// 1 ms, which would make a 0.05 ms point read cost twenty times too much.
+pub async fn sleep_precise(duration: Duration) {
+    let mut sleep = pin!(madsim::time::sleep(Duration::ZERO));
+    let deadline = Instant::now() + duration;
+    sleep.as_mut().reset(deadline);
+    sleep.await;
+}
+
+/// First message on every connection, from the server: accepted, or refused with an error.
+pub(crate) struct Hello {
+    pub(crate) result: Result<(), DbError>,
+}
+
+/// One statement, client to server.
+pub(crate) struct Request {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Value>,
+}
+
+/// The outcome of one statement, server to client, with the session's transaction state after
+/// it (the client needs it to classify a lost reply as ambiguous or not).
+pub(crate) struct Reply {
+    pub(crate) result: Result<QueryResult, DbError>,
+    pub(crate) in_transaction: bool,
+}
+
+/// The kind of a statement, for its cost. Decided from the first keyword: the engine parses
+/// the statement anyway, this only picks a cost range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatementKind {
+    Read,
+    Write,
+    Commit,
+}
+
+pub(crate) fn statement_kind(sql: &str) -> StatementKind {
+    let word = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    if word.eq_ignore_ascii_case("commit") || word.eq_ignore_ascii_case("end") {
+        StatementKind::Commit
+    } else if ["insert", "update", "delete", "replace"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
+        StatementKind::Write
+    } else {
+        StatementKind::Read
+    }
+}
+
+/// The database and its server bookkeeping. Lives outside the node (in an `Arc` the test or
+/// runner holds), so committed data survives a crash of the node and is readable after the run.
+pub struct DbNodeState {
+    inner: Mutex<DbNodeInner>,
+    /// Wakes the deadline timer when a statement blocks (the next deadline may have moved).
+    timer_notify: Notify,
+}
+
+struct DbNodeInner {
+    db: Database,
+    profile: Profile,
+    /// Incarnation of the node; sessions of an earlier incarnation are gone.
+    epoch: u64,
+    /// Virtual time zero of the engine: the first start of the node. Kept across restarts so
+    /// the engine's clock never runs backwards.
+    origin: Option<Instant>,
+    connection_count: usize,
+    /// Connection tasks parked on a blocked statement, by session.
+    waiters: BTreeMap<SessionId, oneshot::Sender<Result<QueryResult, DbError>>>,
+    /// Completions that arrived before their waiter registered (kept rather than lost).
+    completions_unrouted: BTreeMap<SessionId, Result<QueryResult, DbError>>,
+    /// Statements executed since the state was created, for statistics.
+    statement_count: u64,
+}
+
+impl DbNodeState {
+    /// A fresh database with the given engine profile.
+    pub fn new(profile: Profile, config: DbConfig) -> Arc<Self> {
+        let db = Database::new(profile, config);
+        Arc::new(DbNodeState {
+            inner: Mutex::new(DbNodeInner {
+                db,
+                profile,
+                epoch: 0,
+                origin: None,
+                connection_count: 0,
+                waiters: BTreeMap::new(),
+                completions_unrouted: BTreeMap::new(),
+                statement_count: 0,
+            }),
+            timer_notify: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DbNodeInner> {
+        // A panic inside the engine poisons the lock; the run is lost anyway, so surface the
+        // original panic's state rather than a second one.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the database. For setup (schema, seed data) before the run and for checkers
+    /// after it; during a run, go through the network.
+    pub fn with_database<T>(&self, f: impl FnOnce(&mut Database) -> T) -> T {
+        f(&mut self.lock().db)
+    }
+
+    /// Committed rows of `table`, for checkers after the run.
+    pub fn table_rows(&self, table: &str) -> Result<Vec<Vec<Value>>, DbError> {
+        self.lock().db.table_rows(table)
+    }
+
+    /// The commit log so far, in commit order.
+    pub fn commit_log(&self) -> Vec<CommitRecord> {
+        self.lock().db.commit_log().to_vec()
+    }
+
+    /// The engine profile.
+    pub fn profile(&self) -> Profile {
+        self.lock().profile
+    }
+
+    /// Open connections of the current incarnation.
+    pub fn connection_count(&self) -> usize {
+        self.lock().connection_count
+    }
+
+    /// Statements executed so far, over all incarnations.
+    pub fn statement_count(&self) -> u64 {
+        self.lock().statement_count
+    }
+
+    /// Starts a new incarnation: forgets every session of the previous one (open transactions
+    /// are lost, committed data stays) and returns the new epoch.
+    fn start(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.db.crash();
+        inner.epoch += 1;
+        inner.connection_count = 0;
+        // Dropping the senders wakes nothing: the tasks that waited died with the node.
+        inner.waiters.clear();
+        inner.completions_unrouted.clear();
+        if inner.origin.is_none() {
+            inner.origin = Some(Instant::now());
+        }
+        inner.epoch
+    }
+}
+
+impl DbNodeInner {
+    fn now(&self) -> Duration {
+        let origin = self.origin.expect("the node has started");
+        Instant::now().duration_since(origin)
+    }
+
+    /// Hands every finished blocked statement to its parked connection task.
+    fn route_completions(&mut self) {
+        for (session, result) in self.db.take_completions() {
+            match self.waiters.remove(&session) {
+                // The waiter may have gone (client closed); its session is disconnected next.
+                Some(waiter) => drop(waiter.send(result)),
+                None => {
+                    let previous = self.completions_unrouted.insert(session, result);
+                    assert!(
+                        previous.is_none(),
+                        "two completions for one blocked statement"
+                    );
+                }
+            }
+        }
+    }
+
+    fn too_many_connections(&self) -> DbError {
+        if self.profile.is_postgres() {
+            DbError::new("53300", "sorry, too many clients already")
+        } else {
+            DbError::new("1040", "Too many connections")
+        }
+    }
+}
+
+/// Disconnects the session when its connection task ends, however it ends.
+struct SessionGuard {
+    state: Arc<DbNodeState>,
+    session: SessionId,
+    epoch: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut inner = self.state.lock();
+        // A task of an earlier incarnation: its session died with the crash.
+        if inner.epoch != self.epoch {
+            return;
+        }
+        assert!(inner.connection_count > 0);
+        inner.connection_count -= 1;
+        inner.waiters.remove(&self.session);
+        inner.completions_unrouted.remove(&self.session);
+        inner.db.disconnect(self.session);
+        inner.route_completions();
+        drop(inner);
+        self.state.timer_notify.notify_one();
+    }
+}
+
+/// The database server as a value: a state plus a config, run with [`DbServer::serve`].
+#[derive(Clone)]
+pub struct DbServer {
+    /// The database that outlives the node.
+    pub state: Arc<DbNodeState>,
+    /// How the server behaves.
+    pub config: DbServerConfig,
+}
+
+impl DbServer {
+    /// Runs the server in the current node until the node is killed.
+    pub async fn serve(self) {
+        serve(self.state, self.config).await
+    }
+
+    /// The address clients connect to, given the node's IP.
+    pub fn addr(&self, ip: std::net::IpAddr) -> SocketAddr {
+        SocketAddr::new(ip, self.config.port)
+    }
+}
+
+/// Runs the database server in the current madsim node until the node is killed. Use it as the
+/// node's init task, so a restart serves again:
+/// `rt.create_node().name("db").ip(ip).init(move || serve(state.clone(), config.clone())).build()`.
+pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
+    if let Err(message) = config.validate() {
+        panic!("invalid DbServerConfig: {message}");
+    }
+    let epoch = state.start();
+    let endpoint = Endpoint::bind(("0.0.0.0", config.port))
+        .await
+        .expect("the database port is free at node start");
+    let config = Arc::new(config);
+    madsim::task::spawn(serve_deadlines(state.clone()));
+    loop {
+        let Ok((tx, rx, _peer)) = endpoint.accept1().await else {
+            return;
+        };
+        let refused = {
+            let mut inner = state.lock();
+            if inner.connection_count >= config.max_connections {
+                Some(inner.too_many_connections())
+            } else {
+                inner.connection_count += 1;
+                None
+            }
+        };
+        match refused {
+            Some(error) => {
+                // Like PostgreSQL, answer the startup with the error, then close.
+                let _ = tx.send(Box::new(Hello { result: Err(error) })).await;
+            }
+            None => {
+                let session = state.lock().db.connect();
+                let guard = SessionGuard {
+                    state: state.clone(),
+                    session,
+                    epoch,
+                };
+                madsim::task::spawn(serve_connection(guard, config.clone(), tx, rx));
+            }
+        }
+    }
+}
+
+/// Calls `advance` at each engine deadline (lock wait timeouts, deadlock checks).
+async fn serve_deadlines(state: Arc<DbNodeState>) {
+    loop {
+        let (deadline, origin) = {
+            let inner = state.lock();
+            (inner.db.next_deadline(), inner.origin.expect("started"))
+        };
+        match deadline {
+            None => state.timer_notify.notified().await,
+            Some(deadline) => {
+                let mut sleep = pin!(madsim::time::sleep(Duration::ZERO));
+                sleep.as_mut().reset(origin + deadline);
+                let notified = pin!(state.timer_notify.notified());
+                // Whichever comes first: the deadline, or a new statement that may move it.
+                madsim::export::futures::future::select(sleep, notified).await;
+            }
+        }
+        let mut inner = state.lock();
+        let now = inner.now();
+        inner.db.advance(now);
+        inner.route_completions();
+    }
+}
+
+fn draw_us(min: u64, max: u64) -> Duration {
+    assert!(min > 0);
+    assert!(min <= max);
+    let us = if min == max {
+        min
+    } else {
+        madsim::rand::thread_rng().gen_range(min..max)
+    };
+    Duration::from_micros(us)
+}
+
+/// Executes one connection's statements in order until the client goes away.
+async fn serve_connection(
+    guard: SessionGuard,
+    config: Arc<DbServerConfig>,
+    tx: Sender,
+    mut rx: Receiver,
+) {
+    let state = guard.state.clone();
+    let session = guard.session;
+    if tx.send(Box::new(Hello { result: Ok(()) })).await.is_err() {
+        return;
+    }
+    loop {
+        // The client closed the connection: the guard rolls back and releases locks.
+        let Ok(message) = rx.recv().await else { return };
+        let request = *message.downcast::<Request>().expect("clients send Request");
+
+        let kind = statement_kind(&request.sql);
+        let in_transaction_before = state.lock().db.in_transaction(session);
+        let commits = kind == StatementKind::Commit
+            || (kind == StatementKind::Write && !in_transaction_before);
+        // The statement runs (and a commit flushes) before its effects become visible and its
+        // locks are released, so the base cost is spent first.
+        let mut cost = match kind {
+            StatementKind::Read | StatementKind::Commit => draw_us(
+                config.statement_read_cost_us_min,
+                config.statement_read_cost_us_max,
+            ),
+            StatementKind::Write => draw_us(
+                config.statement_write_cost_us_min,
+                config.statement_write_cost_us_max,
+            ),
+        };
+        if commits {
+            cost += draw_us(config.commit_cost_us_min, config.commit_cost_us_max);
+        }
+        if buggify(
+            DbBuggify::SlowStatement,
+            config.buggify_slow_statement_probability,
+        ) {
+            cost += draw_us(10_000, 500_000);
+        }
+        sleep_precise(cost).await;
+
+        let (exec, rows_touched) = {
+            let mut inner = state.lock();
+            let now = inner.now();
+            inner.statement_count += 1;
+            let exec = inner
+                .db
+                .execute(session, &request.sql, &request.params, now);
+            let rows_touched = inner.db.stats().rows_touched;
+            inner.route_completions();
+            let exec = match exec {
+                Exec::Done(result) => Ok(result),
+                Exec::Blocked => match inner.completions_unrouted.remove(&session) {
+                    Some(result) => Ok(result),
+                    None => {
+                        let (waiter_tx, waiter_rx) = oneshot::channel();
+                        inner.waiters.insert(session, waiter_tx);
+                        Err(waiter_rx)
+                    }
+                },
+            };
+            (exec, rows_touched)
+        };
+        let result = match exec {
+            Ok(result) => {
+                sleep_precise(draw_rows_cost(&config, rows_touched)).await;
+                result
+            }
+            Err(waiter_rx) => {
+                // A new lock wait may bring the engine's next deadline forward.
+                state.timer_notify.notify_one();
+                let closed = pin!(tx.closed());
+                match madsim::export::futures::future::select(waiter_rx, closed).await {
+                    madsim::export::futures::future::Either::Left((Ok(result), _)) => result,
+                    // The waiter was dropped by a restart, or the client went away while
+                    // blocked: either way the guard disconnects the session.
+                    _ => return,
+                }
+            }
+        };
+
+        let in_transaction = state.lock().db.in_transaction(session);
+        if commits
+            && result.is_ok()
+            && buggify(
+                DbBuggify::DropAfterCommit,
+                config.buggify_drop_after_commit_probability,
+            )
+        {
+            // The commit is durable, but the client only sees the connection close.
+            return;
+        }
+        if buggify(
+            DbBuggify::DelayReply,
+            config.buggify_delay_reply_probability,
+        ) {
+            sleep_precise(draw_us(1_000, 200_000)).await;
+        }
+        let reply = Reply {
+            result,
+            in_transaction,
+        };
+        if tx.send(Box::new(reply)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn draw_rows_cost(config: &DbServerConfig, rows_touched: u64) -> Duration {
+    if rows_touched == 0 {
+        return Duration::from_micros(1);
+    }
+    draw_us(config.row_cost_us_min, config.row_cost_us_max)
+        * u32::try_from(rows_touched).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -1,0 +1,486 @@
+//! Scripted tests of the server node and the client pool: each sets up one database node and a
+//! few app nodes in one seeded runtime, plays a short race, and checks what the clients saw
+//! (results, errors, virtual latency) and what the database kept.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::runtime::{NodeHandle, Runtime};
+use madsim::time::{sleep, Instant};
+
+use super::*;
+use crate::db::client::{ClientError, DbClientConfig, DbConn, DbPool};
+
+const DB_IP: &str = "10.0.0.1";
+
+struct World {
+    rt: Runtime,
+    state: Arc<DbNodeState>,
+    db_node: NodeHandle,
+    app_count: u8,
+}
+
+impl World {
+    fn new(seed: u64, profile: Profile, config: DbServerConfig) -> World {
+        // DESIGN.md's one-way latency, 0.1–0.5 ms (madsim delivers no sooner than 1 ms).
+        let mut sim_config = madsim::Config::default();
+        sim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
+        let rt = Runtime::with_seed_and_config(seed, sim_config);
+        let state = DbNodeState::new(profile, DbConfig::default());
+        let placeholder = if profile.is_postgres() {
+            ["$1", "$2"]
+        } else {
+            ["?", "?"]
+        };
+        state.with_database(|db| {
+            let session = db.connect();
+            let create = "CREATE TABLE test (id INT PRIMARY KEY, value INT NOT NULL)";
+            assert!(matches!(
+                db.execute(session, create, &[], Duration::ZERO),
+                Exec::Done(Ok(_))
+            ));
+            let insert = format!(
+                "INSERT INTO test (id, value) VALUES ({}, {})",
+                placeholder[0], placeholder[1]
+            );
+            for id in 1..=4 {
+                let params = [Value::Int(id), Value::Int(0)];
+                assert!(matches!(
+                    db.execute(session, &insert, &params, Duration::ZERO),
+                    Exec::Done(Ok(_))
+                ));
+            }
+            db.disconnect(session);
+        });
+        let serve_state = state.clone();
+        let db_node = rt
+            .create_node()
+            .name("db")
+            .ip(DB_IP.parse().unwrap())
+            .init(move || serve(serve_state.clone(), config.clone()))
+            .build();
+        World {
+            rt,
+            state,
+            db_node,
+            app_count: 0,
+        }
+    }
+
+    fn app_node(&mut self) -> NodeHandle {
+        self.app_count += 1;
+        let ip: IpAddr = format!("10.0.1.{}", self.app_count).parse().unwrap();
+        self.rt
+            .create_node()
+            .name(format!("app{}", self.app_count))
+            .ip(ip)
+            .build()
+    }
+
+    fn value(&self, id: i64) -> i64 {
+        let rows = self.state.table_rows("test").unwrap();
+        let row = rows
+            .iter()
+            .find(|row| row[0] == Value::Int(id))
+            .expect("row exists");
+        match row[1] {
+            Value::Int(value) => value,
+            ref other => panic!("value is not an int: {other:?}"),
+        }
+    }
+}
+
+fn client_config() -> DbClientConfig {
+    DbClientConfig::new(SocketAddr::new(DB_IP.parse().unwrap(), PORT_DEFAULT))
+}
+
+fn pool() -> DbPool {
+    DbPool::new(client_config())
+}
+
+const UPDATE: &str = "UPDATE test SET value = value + 1 WHERE id = $1";
+const SELECT: &str = "SELECT value FROM test WHERE id = $1";
+
+fn id(id: i64) -> [Value; 1] {
+    [Value::Int(id)]
+}
+
+/// Waits for the server to bind before the first connection.
+async fn settle() {
+    sleep(Duration::from_millis(10)).await;
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap()
+}
+
+#[test]
+fn lock_wait_shows_in_latency() {
+    let mut world = World::new(1, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let holder = app.spawn(async {
+        settle().await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        conn.begin().await.unwrap();
+        conn.execute(UPDATE, &id(1)).await.unwrap();
+        sleep(Duration::from_millis(200)).await;
+        conn.commit().await.unwrap();
+    });
+    let waiter = app.spawn(async {
+        settle().await;
+        sleep(Duration::from_millis(50)).await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        // Warm the connection so the measured latency is the statement's alone.
+        conn.execute(SELECT, &id(2)).await.unwrap();
+        let start = Instant::now();
+        conn.execute(UPDATE, &id(1)).await.unwrap();
+        start.elapsed()
+    });
+    let latency = world.rt.block_on(async move {
+        holder.await.unwrap();
+        waiter.await.unwrap()
+    });
+    // The holder keeps the row lock for 200 ms; the waiter arrives about 50 ms later.
+    assert!(ms(latency) >= 100, "latency {latency:?} shows no lock wait");
+    assert!(ms(latency) < 400, "latency {latency:?} too long");
+    assert_eq!(world.value(1), 2);
+}
+
+#[test]
+fn statement_cost_is_spent() {
+    let mut world = World::new(2, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let (read, commit) = world.rt.block_on(async move {
+        app.spawn(async {
+            settle().await;
+            let pool = pool();
+            let mut conn = pool.acquire().await.unwrap();
+            conn.execute(SELECT, &id(1)).await.unwrap();
+            let start = Instant::now();
+            conn.execute(SELECT, &id(1)).await.unwrap();
+            let read = start.elapsed();
+            let start = Instant::now();
+            conn.execute(UPDATE, &id(1)).await.unwrap();
+            (read, start.elapsed())
+        })
+        .await
+        .unwrap()
+    });
+    // An autocommit write pays a durable flush (>= 0.5 ms) on top of the round trip.
+    assert!(read > Duration::ZERO);
+    assert!(
+        commit >= read + Duration::from_micros(500),
+        "read {read:?}, commit {commit:?}"
+    );
+}
+
+#[test]
+fn killed_client_releases_locks_while_blocked() {
+    let mut world = World::new(3, Profile::PgRc, DbServerConfig::default());
+    let holder_node = world.app_node();
+    let victim_node = world.app_node();
+    let other_node = world.app_node();
+    // The holder locks row 1 and never lets go.
+    holder_node.spawn(async {
+        settle().await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        conn.begin().await.unwrap();
+        conn.execute(UPDATE, &id(1)).await.unwrap();
+        sleep(Duration::from_secs(3600)).await;
+    });
+    // The victim locks row 2, then blocks on row 1.
+    victim_node.spawn(async {
+        settle().await;
+        sleep(Duration::from_millis(20)).await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        conn.begin().await.unwrap();
+        conn.execute(UPDATE, &id(2)).await.unwrap();
+        let _ = conn.execute(UPDATE, &id(1)).await;
+        unreachable!("the victim's node is killed while blocked");
+    });
+    let other = other_node.spawn(async {
+        settle().await;
+        sleep(Duration::from_millis(60)).await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        conn.execute(UPDATE, &id(2)).await.unwrap();
+        Instant::now()
+    });
+    let handle = world.rt.handle().clone();
+    let victim_id = victim_node.id();
+    let (killed_at, done_at) = world.rt.block_on(async move {
+        sleep(Duration::from_millis(100)).await;
+        let killed_at = Instant::now();
+        handle.kill(victim_id);
+        (killed_at, other.await.unwrap())
+    });
+    assert!(done_at > killed_at);
+    assert!(
+        ms(done_at - killed_at) < 100,
+        "other waited {:?} after the kill",
+        done_at - killed_at
+    );
+    assert_eq!(
+        world.value(2),
+        1,
+        "only the other's update of row 2 is committed"
+    );
+    assert_eq!(world.value(1), 0, "the holder never committed");
+}
+
+#[test]
+fn dropped_connection_rolls_back() {
+    let mut world = World::new(4, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let seen = world.rt.block_on(async move {
+        app.spawn(async {
+            settle().await;
+            let pool = pool();
+            let mut conn = pool.acquire().await.unwrap();
+            conn.begin().await.unwrap();
+            conn.execute(UPDATE, &id(1)).await.unwrap();
+            drop(conn);
+            // The row lock is free again at once: this would block otherwise.
+            let mut conn = pool.acquire().await.unwrap();
+            let start = Instant::now();
+            conn.execute(UPDATE, &id(1)).await.unwrap();
+            assert!(ms(start.elapsed()) < 100);
+            conn.execute(SELECT, &id(1)).await.unwrap().rows
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(seen, vec![vec![Value::Int(1)]]);
+    assert_eq!(world.value(1), 1);
+}
+
+fn connection_limit(profile: Profile, code: &str) {
+    let config = DbServerConfig {
+        max_connections: 2,
+        ..DbServerConfig::default()
+    };
+    let mut world = World::new(5, profile, config);
+    let app = world.app_node();
+    let select = if profile.is_postgres() {
+        SELECT.to_string()
+    } else {
+        SELECT.replace("$1", "?")
+    };
+    let errors = world.rt.block_on(async move {
+        app.spawn(async move {
+            settle().await;
+            let pool = DbPool::new(DbClientConfig {
+                pool_size: 3,
+                ..client_config()
+            });
+            let mut conns: Vec<DbConn> = Vec::new();
+            let mut errors = Vec::new();
+            for _ in 0..3 {
+                let mut conn = pool.acquire().await.unwrap();
+                match conn.execute(&select, &id(1)).await {
+                    Ok(_) => conns.push(conn),
+                    Err(error) => errors.push(error),
+                }
+            }
+            errors
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(errors.len(), 1);
+    let error = errors[0].db_error().expect("the server answered");
+    assert_eq!(error.code(), code);
+    assert!(!errors[0].is_ambiguous());
+}
+
+#[test]
+fn connection_limit_postgres() {
+    connection_limit(Profile::PgRc, "53300");
+}
+
+#[test]
+fn connection_limit_mariadb() {
+    connection_limit(Profile::MariaRr, "1040");
+}
+
+#[test]
+fn crash_keeps_committed_loses_open_and_restart_serves() {
+    let mut world = World::new(6, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let handle = world.rt.handle().clone();
+    let db_id = world.db_node.id();
+    let client = app.spawn(async {
+        settle().await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        conn.execute(UPDATE, &id(1)).await.unwrap();
+        conn.begin().await.unwrap();
+        conn.execute(UPDATE, &id(2)).await.unwrap();
+        // The node crashes while this transaction is open.
+        sleep(Duration::from_millis(100)).await;
+        let lost = conn.execute(UPDATE, &id(3)).await.unwrap_err();
+        // After the restart an idle pooled connection is reopened transparently.
+        sleep(Duration::from_millis(200)).await;
+        let rows = conn.execute(SELECT, &id(2)).await.unwrap().rows;
+        (lost, rows)
+    });
+    let (lost, rows) = world.rt.block_on(async move {
+        sleep(Duration::from_millis(50)).await;
+        handle.kill(db_id);
+        sleep(Duration::from_millis(100)).await;
+        handle.restart(db_id);
+        client.await.unwrap()
+    });
+    assert!(
+        matches!(lost, ClientError::ConnectionLost { ambiguous: false }),
+        "{lost}"
+    );
+    assert_eq!(rows, vec![vec![Value::Int(0)]]);
+    assert_eq!(world.value(1), 1, "committed before the crash");
+    assert_eq!(world.value(2), 0, "open at the crash");
+    assert_eq!(world.value(3), 0);
+}
+
+#[test]
+fn pool_exhaustion_queues_then_times_out() {
+    let mut world = World::new(7, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let (queued, timed_out) = world.rt.block_on(async move {
+        app.spawn(async {
+            settle().await;
+            let config = DbClientConfig {
+                pool_size: 1,
+                acquire_timeout_ms: 300,
+                ..client_config()
+            };
+            let pool = DbPool::new(config);
+            let holder = pool.acquire().await.unwrap();
+            let start = Instant::now();
+            let queued_pool = pool.clone();
+            let queued = madsim::task::spawn(async move {
+                let mut conn = queued_pool.acquire().await.unwrap();
+                conn.execute(SELECT, &id(1)).await.unwrap();
+                start.elapsed()
+            });
+            sleep(Duration::from_millis(200)).await;
+            drop(holder);
+            let queued = queued.await.unwrap();
+            let second = pool.acquire().await.unwrap();
+            let start = Instant::now();
+            let timed_out = pool.acquire().await.map(drop);
+            drop(second);
+            (queued, (timed_out, start.elapsed()))
+        })
+        .await
+        .unwrap()
+    });
+    assert!(ms(queued) >= 200, "queued for {queued:?}");
+    let (result, waited) = timed_out;
+    assert!(matches!(result, Err(ClientError::PoolTimeout)));
+    assert_eq!(ms(waited), 300);
+}
+
+#[test]
+fn drop_after_commit_is_ambiguous_and_committed() {
+    let config = DbServerConfig {
+        buggify_slow_statement_probability: 0.0,
+        buggify_delay_reply_probability: 0.0,
+        buggify_drop_after_commit_probability: 1.0,
+        ..DbServerConfig::default()
+    };
+    let mut world = World::new(8, Profile::PgRc, config);
+    let app = world.app_node();
+    let error = world.rt.block_on(async move {
+        madsim::buggify::enable();
+        app.spawn(async {
+            settle().await;
+            let pool = pool();
+            let mut conn = pool.acquire().await.unwrap();
+            conn.begin().await.unwrap();
+            conn.execute(UPDATE, &id(1)).await.unwrap();
+            conn.commit().await.unwrap_err()
+        })
+        .await
+        .unwrap()
+    });
+    assert!(
+        matches!(error, ClientError::ConnectionLost { ambiguous: true }),
+        "{error}"
+    );
+    assert!(error.is_ambiguous());
+    assert_eq!(world.value(1), 1, "the commit was applied");
+}
+
+/// Updates `first`, then `second`, in one transaction with up to three attempts.
+async fn transfer(
+    pool: DbPool,
+    first: i64,
+    second: i64,
+    attempts: Arc<AtomicU32>,
+) -> Result<(), ClientError> {
+    settle().await;
+    pool.transaction(3, move |conn| {
+        let attempts = attempts.clone();
+        Box::pin(async move {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            conn.execute(UPDATE, &id(first)).await?;
+            sleep(Duration::from_millis(20)).await;
+            conn.execute(UPDATE, &id(second)).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// Two transactions lock rows 1 and 2 in opposite orders; one is the deadlock victim, is
+/// retried, and both end up committed. Returns what each saw and its attempt count.
+fn deadlock_race(seed: u64) -> (Vec<String>, u32, i64, i64) {
+    let mut world = World::new(seed, Profile::PgRc, DbServerConfig::default());
+    let a = world.app_node();
+    let b = world.app_node();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let first = a.spawn(transfer(pool(), 1, 2, attempts.clone()));
+    let second_attempts = attempts.clone();
+    let second = b.spawn(async move {
+        sleep(Duration::from_millis(5)).await;
+        transfer(pool(), 2, 1, second_attempts).await
+    });
+    let results = world.rt.block_on(async move {
+        let first = first.await.unwrap();
+        let second = second.await.unwrap();
+        vec![
+            format!("{first:?} at {:?}", Instant::now()),
+            format!("{second:?}"),
+        ]
+    });
+    (
+        results,
+        attempts.load(Ordering::Relaxed),
+        world.value(1),
+        world.value(2),
+    )
+}
+
+#[test]
+fn transaction_retries_deadlock_victim() {
+    let (results, attempts, one, two) = deadlock_race(9);
+    assert!(
+        results.iter().all(|r| r.starts_with("Ok(())")),
+        "{results:?}"
+    );
+    assert_eq!(attempts, 3, "one of the two ran twice");
+    assert_eq!((one, two), (2, 2));
+}
+
+#[test]
+fn same_seed_same_run() {
+    let first = deadlock_race(10);
+    let second = deadlock_race(10);
+    assert_eq!(first, second);
+}
