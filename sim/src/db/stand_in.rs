@@ -1,5 +1,5 @@
 //! A stand-in for the engine with the agreed API (temporary): one table `test(id, value)`, row
-//! UPDATE and SELECT .. FOR UPDATE, immediate deadlock detection, lock wait timeout.
+//! locks on UPDATE and SELECT .. FOR UPDATE, immediate deadlock detection, lock wait timeout.
 //! Replaced by the real engine when it lands.
 
 use std::collections::BTreeMap;
