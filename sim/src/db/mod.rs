@@ -6,4 +6,5 @@ mod stand_in;
 pub use stand_in::*;
 
 pub mod client;
+pub mod replica;
 pub mod server;

@@ -65,6 +65,8 @@ pub struct DbServerConfig {
     pub buggify_drop_after_commit_probability: f64,
     /// Buggify: probability that a reply is held back (an extra 1–200 ms) before it is sent.
     pub buggify_delay_reply_probability: f64,
+    /// A read replica: statements that write are refused (`25006` / `1290`).
+    pub read_only: bool,
 }
 
 impl Default for DbServerConfig {
@@ -85,6 +87,7 @@ impl Default for DbServerConfig {
             buggify_slow_statement_probability: 0.01,
             buggify_drop_after_commit_probability: 0.01,
             buggify_delay_reply_probability: 0.01,
+            read_only: false,
         }
     }
 }
@@ -298,6 +301,16 @@ impl DbNodeState {
         self.lock().db.commit_log().to_vec()
     }
 
+    /// Number of records in the commit log.
+    pub fn commit_count(&self) -> usize {
+        self.lock().db.commit_log().len()
+    }
+
+    /// The commit record at `index` in commit order, if there is one yet.
+    pub fn commit_record(&self, index: usize) -> Option<CommitRecord> {
+        self.lock().db.commit_log().get(index).cloned()
+    }
+
     /// The engine profile.
     pub fn profile(&self) -> Profile {
         self.lock().profile
@@ -350,6 +363,20 @@ impl DbNodeInner {
                     );
                 }
             }
+        }
+    }
+
+    fn read_only(&self) -> DbError {
+        if self.profile.is_postgres() {
+            DbError::new(
+                "25006",
+                "cannot execute statement in a read-only transaction",
+            )
+        } else {
+            DbError::new(
+                "1290",
+                "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+            )
         }
     }
 
@@ -505,6 +532,24 @@ async fn serve_connection(
         let request = *message.downcast::<Request>().expect("clients send Request");
 
         let kind = statement_kind(&request.sql);
+        if config.read_only && kind == StatementKind::Write {
+            sleep_precise(draw_us(
+                config.statement_read_cost_us_min,
+                config.statement_read_cost_us_max,
+            ))
+            .await;
+            let reply = {
+                let inner = state.lock();
+                Reply {
+                    result: Err(inner.read_only()),
+                    in_transaction: inner.db.in_transaction(session),
+                }
+            };
+            if tx.send(Box::new(reply)).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let in_transaction_before = state.lock().db.in_transaction(session);
         let commits = kind == StatementKind::Commit
             || (kind == StatementKind::Write && !in_transaction_before);

@@ -484,3 +484,99 @@ fn same_seed_same_run() {
     let second = deadlock_race(10);
     assert_eq!(first, second);
 }
+
+const REPLICA_IP: &str = "10.0.0.2";
+
+/// A replica of `world`'s primary with the same seeded rows, on its own node.
+fn replica_node(world: &World) -> (Arc<crate::db::replica::DbReplica>, NodeHandle) {
+    use crate::db::replica::{serve_replica, DbReplica, DbReplicaConfig};
+    let state = DbNodeState::new(Profile::PgRc, DbConfig::default());
+    state.with_database(|db| {
+        let session = db.connect();
+        let create = "CREATE TABLE test (id INT PRIMARY KEY, value INT NOT NULL)";
+        assert!(matches!(
+            db.execute(session, create, &[], Duration::ZERO),
+            Exec::Done(Ok(_))
+        ));
+        let insert = "INSERT INTO test (id, value) VALUES ($1, $2)";
+        for id in 1..=4 {
+            let params = [Value::Int(id), Value::Int(0)];
+            assert!(matches!(
+                db.execute(session, insert, &params, Duration::ZERO),
+                Exec::Done(Ok(_))
+            ));
+        }
+        db.disconnect(session);
+    });
+    let replica = DbReplica::new(world.state.clone(), state);
+    assert_eq!(replica.lag_records(), 0);
+    let config = DbReplicaConfig {
+        lag_ms_min: 20,
+        lag_ms_max: 50,
+        ..DbReplicaConfig::default()
+    };
+    let serve_replica_state = replica.clone();
+    let node = world
+        .rt
+        .create_node()
+        .name("replica")
+        .ip(REPLICA_IP.parse().unwrap())
+        .init(move || serve_replica(serve_replica_state.clone(), config.clone()))
+        .build();
+    (replica, node)
+}
+
+fn replica_pool() -> DbPool {
+    DbPool::new(DbClientConfig::new(SocketAddr::new(
+        REPLICA_IP.parse().unwrap(),
+        PORT_DEFAULT,
+    )))
+}
+
+#[test]
+fn replica_lags_refuses_writes_and_survives_restart() {
+    let mut world = World::new(11, Profile::PgRc, DbServerConfig::default());
+    let (replica, replica_node) = replica_node(&world);
+    let app = world.app_node();
+    let handle = world.rt.handle().clone();
+    let replica_id = replica_node.id();
+    let seen = world.rt.block_on(async move {
+        app.spawn(async move {
+            settle().await;
+            let primary = pool();
+            let replica_pool = replica_pool();
+            let value = |rows: Vec<Vec<Value>>| rows[0][0].clone();
+            primary.execute(UPDATE, &id(1)).await.unwrap();
+            let stale = value(replica_pool.execute(SELECT, &id(1)).await.unwrap().rows);
+            sleep(Duration::from_millis(100)).await;
+            let caught_up = value(replica_pool.execute(SELECT, &id(1)).await.unwrap().rows);
+            let write = replica_pool.execute(UPDATE, &id(1)).await.unwrap_err();
+            // The replica crashes; the primary commits meanwhile; after the restart it catches up.
+            handle.kill(replica_id);
+            primary.execute(UPDATE, &id(1)).await.unwrap();
+            sleep(Duration::from_millis(100)).await;
+            handle.restart(replica_id);
+            sleep(Duration::from_millis(100)).await;
+            let after_restart = value(replica_pool.execute(SELECT, &id(1)).await.unwrap().rows);
+            (
+                stale,
+                caught_up,
+                write.db_error().map(|e| e.code().to_string()),
+                after_restart,
+            )
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        seen,
+        (
+            Value::Int(0),
+            Value::Int(1),
+            Some("25006".to_string()),
+            Value::Int(2)
+        )
+    );
+    assert_eq!(replica.lag_records(), 0);
+    assert_eq!(replica.applied_count(), world.state.commit_count());
+}

@@ -323,6 +323,10 @@ impl Database {
     pub fn in_transaction(&self, s: SessionId) -> bool {
         self.sessions.get(&s).is_some_and(|x| x.in_tx)
     }
+    pub fn apply_commit_record(&mut self, record: &CommitRecord) {
+        self.rows.extend(record.writes.iter().copied());
+        self.log.push(record.clone());
+    }
     pub fn commit_log(&self) -> &[CommitRecord] {
         &self.log
     }
