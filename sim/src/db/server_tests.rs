@@ -580,3 +580,69 @@ fn replica_lags_refuses_writes_and_survives_restart() {
     assert_eq!(replica.lag_records(), 0);
     assert_eq!(replica.applied_count(), world.state.commit_count());
 }
+
+#[test]
+fn lock_wait_timeout_fires_from_the_deadline_timer() {
+    let mut world = World::new(12, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let (code, waited) = world.rt.block_on(async move {
+        app.spawn(async {
+            settle().await;
+            let pool = pool();
+            let mut holder = pool.acquire().await.unwrap();
+            holder.begin().await.unwrap();
+            holder.execute(UPDATE, &id(1)).await.unwrap();
+            let mut waiter = pool.acquire().await.unwrap();
+            waiter
+                .execute("SET lock_timeout = '100ms'", &[])
+                .await
+                .unwrap();
+            let start = Instant::now();
+            let error = waiter.execute(UPDATE, &id(1)).await.unwrap_err();
+            let code = error.db_error().map(|e| e.code().to_string());
+            (code, start.elapsed())
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(code.as_deref(), Some("55P03"));
+    assert!(ms(waited) >= 100, "waited {waited:?}");
+    assert!(ms(waited) < 6_000, "waited {waited:?}");
+}
+
+#[test]
+fn crash_while_autocommit_write_blocked_is_ambiguous() {
+    let mut world = World::new(13, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let handle = world.rt.handle().clone();
+    let db_id = world.db_node.id();
+    let client = app.spawn(async {
+        settle().await;
+        let pool = pool();
+        let mut holder = pool.acquire().await.unwrap();
+        holder.begin().await.unwrap();
+        holder.execute(UPDATE, &id(1)).await.unwrap();
+        let mut writer = pool.acquire().await.unwrap();
+        // Blocked behind the holder when the node crashes: the client cannot know whether it
+        // ran, so the error must not claim it did not.
+        let error = writer.execute(UPDATE, &id(1)).await.unwrap_err();
+        (error, Instant::now())
+    });
+    let error = world.rt.block_on(async move {
+        sleep(Duration::from_millis(50)).await;
+        let killed_at = Instant::now();
+        handle.kill(db_id);
+        let (error, seen_at) = client.await.unwrap();
+        assert!(
+            ms(seen_at - killed_at) < 100,
+            "the client saw the crash only after {:?}",
+            seen_at - killed_at
+        );
+        error
+    });
+    assert!(
+        matches!(error, ClientError::ConnectionLost { ambiguous: true }),
+        "{error}"
+    );
+    assert_eq!(world.value(1), 0);
+}
