@@ -364,6 +364,7 @@ impl DbConn {
             }
         };
         self.in_transaction = reply.in_transaction;
+        assert!(self.transport.is_some());
         reply.result.map_err(ClientError::Db)
     }
 

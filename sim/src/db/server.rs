@@ -590,6 +590,8 @@ async fn serve_connection(
                 Exec::Blocked => match inner.completions_unrouted.remove(&session) {
                     Some(result) => Ok(result),
                     None => {
+                        // One statement at a time per connection: never two parked.
+                        assert!(!inner.waiters.contains_key(&session));
                         let (waiter_tx, waiter_rx) = oneshot::channel();
                         inner.waiters.insert(session, waiter_tx);
                         Err(waiter_rx)
@@ -617,6 +619,8 @@ async fn serve_connection(
         };
 
         let in_transaction = state.lock().db.in_transaction(session);
+        // A successful COMMIT always ends the transaction; the client relies on it.
+        assert!(!(kind == StatementKind::Commit && result.is_ok() && in_transaction));
         if commits
             && result.is_ok()
             && buggify(
