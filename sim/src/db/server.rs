@@ -443,9 +443,17 @@ pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
         panic!("invalid DbServerConfig: {message}");
     }
     let epoch = state.start();
-    let endpoint = Endpoint::bind(("0.0.0.0", config.port))
-        .await
-        .expect("the database port is free at node start");
+    let endpoint = match Endpoint::bind(("0.0.0.0", config.port)).await {
+        Ok(endpoint) => endpoint,
+        Err(_) => {
+            // A restart without a kill keeps the previous incarnation's sockets bound (madsim
+            // resets a node's sockets on kill only); they are dead, so clear them and bind again.
+            madsim::net::NetSim::current().reset_node(madsim::plugin::node());
+            Endpoint::bind(("0.0.0.0", config.port))
+                .await
+                .expect("the database port is free after a reset")
+        }
+    };
     let config = Arc::new(config);
     madsim::task::spawn(serve_deadlines(state.clone()));
     loop {

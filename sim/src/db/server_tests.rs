@@ -646,3 +646,24 @@ fn crash_while_autocommit_write_blocked_is_ambiguous() {
     );
     assert_eq!(world.value(1), 0);
 }
+
+#[test]
+fn restart_without_kill_serves_again() {
+    let mut world = World::new(14, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let handle = world.rt.handle().clone();
+    let db_id = world.db_node.id();
+    let client = app.spawn(async {
+        settle().await;
+        let pool = pool();
+        pool.execute(UPDATE, &id(1)).await.unwrap();
+        sleep(Duration::from_millis(100)).await;
+        pool.execute(UPDATE, &id(1)).await.unwrap();
+    });
+    world.rt.block_on(async move {
+        sleep(Duration::from_millis(50)).await;
+        handle.restart(db_id);
+        client.await.unwrap();
+    });
+    assert_eq!(world.value(1), 2);
+}
