@@ -16,6 +16,51 @@
 //!
 //! The surface is small on purpose (`execute`, `begin`, `commit`, `rollback`, `transaction`),
 //! so the same calls could run against a real PostgreSQL or MariaDB.
+//!
+//! ```
+//! use std::{net::SocketAddr, time::Duration};
+//! use madsim::runtime::Runtime;
+//! use shopsim_sim::db::client::{DbClientConfig, DbPool};
+//! use shopsim_sim::db::server::{serve, DbNodeState, DbServerConfig, PORT_DEFAULT};
+//! use shopsim_sim::db::{DbConfig, Profile, Value};
+//!
+//! let rt = Runtime::with_seed_and_config(7, madsim::Config::default());
+//! // The database outlives its node: committed data survives crashes and is read after the run.
+//! let state = DbNodeState::new(Profile::PgRc, DbConfig::default());
+//! state.with_database(|db| {
+//!     let session = db.connect();
+//!     let create = "CREATE TABLE test (id INT PRIMARY KEY, value INT NOT NULL)";
+//!     db.execute(session, create, &[], Duration::ZERO);
+//!     let insert = "INSERT INTO test (id, value) VALUES ($1, $2)";
+//!     db.execute(session, insert, &[Value::Int(1), Value::Int(0)], Duration::ZERO);
+//!     db.disconnect(session);
+//! });
+//! let serve_state = state.clone();
+//! rt.create_node()
+//!     .name("db")
+//!     .ip("10.0.0.1".parse().unwrap())
+//!     .init(move || serve(serve_state.clone(), DbServerConfig::default()))
+//!     .build();
+//! let app = rt.create_node().name("app").ip("10.0.1.1".parse().unwrap()).build();
+//! let request = app.spawn(async {
+//!     madsim::time::sleep(Duration::from_millis(10)).await;
+//!     let addr = SocketAddr::new("10.0.0.1".parse().unwrap(), PORT_DEFAULT);
+//!     let pool = DbPool::new(DbClientConfig { pool_size: 4, ..DbClientConfig::new(addr) });
+//!     // Like `DB::transaction(fn () => ..., 3)`: retried on deadlock or serialization failure.
+//!     pool.transaction(3, |conn| {
+//!         Box::pin(async move {
+//!             let sql = "SELECT value FROM test WHERE id = $1 FOR UPDATE";
+//!             conn.execute(sql, &[Value::Int(1)]).await?;
+//!             let sql = "UPDATE test SET value = value + 1 WHERE id = $1";
+//!             conn.execute(sql, &[Value::Int(1)]).await?;
+//!             Ok(())
+//!         })
+//!     })
+//!     .await
+//! });
+//! rt.block_on(request).unwrap().unwrap();
+//! assert_eq!(state.table_rows("test").unwrap(), vec![vec![Value::Int(1), Value::Int(1)]]);
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
