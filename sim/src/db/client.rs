@@ -91,6 +91,11 @@ pub struct DbClientConfig {
     /// connection with an ambiguous [`ClientError::Timeout`]. Generous by default: the server's
     /// lock wait timeouts should fire first.
     pub statement_timeout_ms: u64,
+    /// Laravel's `tryAgainIfCausedByLostConnection`: a statement outside a transaction whose
+    /// connection was lost is run once more on a new connection, and the caller sees only the
+    /// second outcome. Faithful to Laravel, and a source of double writes when the first run
+    /// had committed. Off by default so that lost replies stay visible as ambiguous errors.
+    pub retry_lost_connection_outside_transaction: bool,
 }
 
 impl DbClientConfig {
@@ -100,8 +105,10 @@ impl DbClientConfig {
             addr,
             pool_size: 10,
             acquire_timeout_ms: 5_000,
-            connect_timeout_ms: 5_000,
+            // Long enough for madsim's own buggified network hiccups (up to 5 s per step).
+            connect_timeout_ms: 30_000,
             statement_timeout_ms: 120_000,
+            retry_lost_connection_outside_transaction: false,
         }
     }
 }
@@ -363,6 +370,27 @@ impl DbConn {
     /// Runs one statement. On a broken connection the connection is discarded (the server
     /// rolls back the open transaction) and the next statement opens a new one.
     pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<QueryResult, ClientError> {
+        let in_transaction = self.in_transaction;
+        let result = self.execute_once(sql, params).await;
+        let retry = self
+            .pool
+            .shared
+            .config
+            .retry_lost_connection_outside_transaction;
+        match result {
+            Err(ClientError::ConnectionLost { .. }) if retry && !in_transaction => {
+                assert!(self.transport.is_none());
+                self.execute_once(sql, params).await
+            }
+            result => result,
+        }
+    }
+
+    async fn execute_once(
         &mut self,
         sql: &str,
         params: &[Value],

@@ -109,7 +109,13 @@ fn id(id: i64) -> [Value; 1] {
 
 /// Waits for the server to bind before the first connection.
 async fn settle() {
-    sleep(Duration::from_millis(10)).await;
+    // With buggify on, madsim itself may delay a bind or an accept by up to 5 s.
+    let wait_ms = if madsim::buggify::is_enabled() {
+        20_000
+    } else {
+        10
+    };
+    sleep(Duration::from_millis(wait_ms)).await;
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -666,4 +672,52 @@ fn restart_without_kill_serves_again() {
         client.await.unwrap();
     });
     assert_eq!(world.value(1), 2);
+}
+
+/// An autocommit UPDATE whose reply is lost after it committed: without Laravel's lost
+/// connection retry the caller sees an ambiguous error; with it, a success and a double write.
+fn lost_autocommit_reply(retry: bool) -> (Result<u64, String>, i64) {
+    let config = DbServerConfig {
+        buggify_slow_statement_probability: 0.0,
+        buggify_delay_reply_probability: 0.0,
+        buggify_drop_after_commit_probability: 1.0,
+        ..DbServerConfig::default()
+    };
+    let mut world = World::new(15, Profile::PgRc, config);
+    let app = world.app_node();
+    let result = world.rt.block_on(async move {
+        madsim::buggify::enable();
+        app.spawn(async move {
+            settle().await;
+            let config = DbClientConfig {
+                retry_lost_connection_outside_transaction: retry,
+                ..client_config()
+            };
+            let pool = DbPool::new(config);
+            let result = pool.execute(UPDATE, &id(1)).await;
+            result
+                .map(|r| r.rows_affected)
+                .map_err(|e| format!("{e:?}"))
+        })
+        .await
+        .unwrap()
+    });
+    (result, world.value(1))
+}
+
+#[test]
+fn lost_autocommit_reply_is_ambiguous_or_retried() {
+    let (result, value) = lost_autocommit_reply(false);
+    assert_eq!(
+        result,
+        Err("ConnectionLost { ambiguous: true }".to_string())
+    );
+    assert_eq!(value, 1);
+    // The retry's own reply is lost too (probability 1), so only the write count tells.
+    let (result, value) = lost_autocommit_reply(true);
+    assert_eq!(
+        result,
+        Err("ConnectionLost { ambiguous: true }".to_string())
+    );
+    assert_eq!(value, 2, "Laravel's retry wrote twice");
 }
