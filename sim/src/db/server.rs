@@ -408,6 +408,7 @@ impl Drop for SessionGuard {
         inner.waiters.remove(&self.session);
         inner.completions_unrouted.remove(&self.session);
         inner.db.disconnect(self.session);
+        tracing::debug!(session = ?self.session, "db connection closed; open transaction rolled back");
         inner.route_completions();
         drop(inner);
         self.state.timer_notify.notify_one();
@@ -443,6 +444,10 @@ pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
         panic!("invalid DbServerConfig: {message}");
     }
     let epoch = state.start();
+    tracing::debug!(
+        epoch,
+        "db node started; sessions of earlier incarnations are gone"
+    );
     let endpoint = match Endpoint::bind(("0.0.0.0", config.port)).await {
         Ok(endpoint) => endpoint,
         Err(_) => {
@@ -471,6 +476,7 @@ pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
         };
         match refused {
             Some(error) => {
+                tracing::debug!(%error, "db connection refused");
                 // Like PostgreSQL, answer the startup with the error, then close.
                 let _ = tx.send(Box::new(Hello { result: Err(error) })).await;
             }
@@ -637,6 +643,7 @@ async fn serve_connection(
             )
         {
             // The commit is durable, but the client only sees the connection close.
+            tracing::debug!(?session, "buggify: db connection dropped after commit");
             return;
         }
         if buggify(
