@@ -1,1 +1,3 @@
 //! shopsim's integration tests: one binary, a module per area.
+
+mod conformance;

@@ -336,9 +336,6 @@ impl DbNodeState {
         // Dropping the senders wakes nothing: the tasks that waited died with the node.
         inner.waiters.clear();
         inner.completions_unrouted.clear();
-        if inner.origin.is_none() {
-            inner.origin = Some(Instant::now());
-        }
         inner.epoch
     }
 }
@@ -394,13 +391,16 @@ struct SessionGuard {
     state: Arc<DbNodeState>,
     session: SessionId,
     epoch: u64,
+    node: madsim::task::NodeId,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut inner = self.state.lock();
-        // A task of an earlier incarnation: its session died with the crash.
-        if inner.epoch != self.epoch {
+        // A task of an earlier incarnation: its session died with the crash. A task dropped
+        // because its node was killed: the crash must not let a blocked statement of another
+        // session run and commit once this one's locks go; the next start forgets them all.
+        if inner.epoch != self.epoch || madsim::runtime::Handle::current().is_exit(self.node) {
             return;
         }
         assert!(inner.connection_count > 0);
@@ -425,9 +425,9 @@ pub struct DbServer {
 }
 
 impl DbServer {
-    /// Runs the server in the current node until the node is killed.
-    pub async fn serve(self) {
-        serve(self.state, self.config).await
+    /// Runs the server in the current node until the node is killed (see [`serve`]).
+    pub fn serve(self) -> impl std::future::Future<Output = ()> {
+        serve(self.state, self.config)
     }
 
     /// The address clients connect to, given the node's IP.
@@ -439,11 +439,32 @@ impl DbServer {
 /// Runs the database server in the current madsim node until the node is killed. Use it as the
 /// node's init task, so a restart serves again:
 /// `rt.create_node().name("db").ip(ip).init(move || serve(state.clone(), config.clone())).build()`.
-pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
+///
+/// The new incarnation starts (forgetting every session of the previous one) when this is
+/// called, not when the future first runs: madsim calls the init closure inside `restart`, so
+/// the connection tasks of the previous incarnation, which madsim drops later, already see a
+/// newer epoch and cannot roll back, wake or commit anything.
+pub fn serve(
+    state: Arc<DbNodeState>,
+    config: DbServerConfig,
+) -> impl std::future::Future<Output = ()> {
     if let Err(message) = config.validate() {
         panic!("invalid DbServerConfig: {message}");
     }
     let epoch = state.start();
+    serve_incarnation(state, config, epoch)
+}
+
+async fn serve_incarnation(state: Arc<DbNodeState>, config: DbServerConfig, epoch: u64) {
+    let node = madsim::plugin::node();
+    {
+        // The clock starts at the first incarnation's first poll: the init closure may run
+        // outside the runtime's clock (when the node is built).
+        let mut inner = state.lock();
+        if inner.origin.is_none() {
+            inner.origin = Some(Instant::now());
+        }
+    }
     tracing::debug!(
         epoch,
         "db node started; sessions of earlier incarnations are gone"
@@ -453,7 +474,7 @@ pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
         Err(_) => {
             // A restart without a kill keeps the previous incarnation's sockets bound (madsim
             // resets a node's sockets on kill only); they are dead, so clear them and bind again.
-            madsim::net::NetSim::current().reset_node(madsim::plugin::node());
+            madsim::net::NetSim::current().reset_node(node);
             Endpoint::bind(("0.0.0.0", config.port))
                 .await
                 .expect("the database port is free after a reset")
@@ -486,6 +507,7 @@ pub async fn serve(state: Arc<DbNodeState>, config: DbServerConfig) {
                     state: state.clone(),
                     session,
                     epoch,
+                    node,
                 };
                 madsim::task::spawn(serve_connection(guard, config.clone(), tx, rx));
             }

@@ -1,0 +1,223 @@
+//! Multi-version storage: tables keyed by primary key, each row a chain of committed versions
+//! plus at most one uncommitted version of the transaction that holds the row's write lock.
+//!
+//! Indexes map index values to primary keys for every version ever written, like InnoDB's
+//! delete-marked secondary records and PostgreSQL's index entries for dead tuples; a lookup
+//! re-checks each candidate against the version it can see. Rollback therefore never has to
+//! touch an index, and gap positions stay stable while a transaction holds gap locks.
+//!
+//! Key invariant: a row has an uncommitted version only while its writer's transaction is open,
+//! and that writer holds the row's exclusive lock (the engine asserts this when it writes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use super::sql::ColumnSpec;
+use super::value::Value;
+
+/// A transaction id. Ids grow with time and are never reused within a database.
+pub type TxId = u64;
+
+/// A commit sequence number: the n-th commit since the database was created.
+pub type CommitSeq = u64;
+
+/// Values of the primary key (or of an index's columns).
+pub type Key = Vec<Value>;
+
+/// The values of one row, in column order.
+pub type Row = Vec<Value>;
+
+/// One committed version of a row: the row as of commit `seq`, or its deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// The commit that wrote this version.
+    pub seq: CommitSeq,
+    /// The transaction that wrote it.
+    pub tx: TxId,
+    /// The row, or `None` for a deletion.
+    pub data: Option<Row>,
+}
+
+/// The uncommitted version of a row, written by the transaction holding its write lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The writer.
+    pub tx: TxId,
+    /// The row, or `None` for a deletion.
+    pub data: Option<Row>,
+}
+
+/// All versions of one row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowVersions {
+    /// Committed versions, oldest first.
+    pub committed: Vec<Version>,
+    /// The open writer's version, if any.
+    pub pending: Option<Pending>,
+}
+
+impl RowVersions {
+    /// The newest committed version.
+    pub fn latest_committed(&self) -> Option<&Version> {
+        self.committed.last()
+    }
+
+    /// The newest committed version with `seq <= snapshot`.
+    pub fn visible_at(&self, snapshot: CommitSeq) -> Option<&Version> {
+        self.committed.iter().rev().find(|v| v.seq <= snapshot)
+    }
+
+    /// Drops committed versions no snapshot at or after `horizon` can see: all but the newest
+    /// version with `seq <= horizon` and everything newer.
+    pub fn prune(&mut self, horizon: CommitSeq) {
+        let keep_from = self
+            .committed
+            .iter()
+            .rposition(|v| v.seq <= horizon)
+            .unwrap_or(0);
+        if keep_from > 0 {
+            self.committed.drain(..keep_from);
+        }
+        assert!(!self.committed.is_empty() || self.pending.is_some());
+    }
+}
+
+/// A unique or secondary index over some columns of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDef {
+    /// The index name (as in error messages: `test_pkey`, `orders_cart_id_key`).
+    pub name: String,
+    /// Column positions.
+    pub columns: Vec<usize>,
+    /// Whether values must be unique among live rows.
+    pub unique: bool,
+}
+
+/// A table: schema, rows and indexes.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The table name.
+    pub name: String,
+    /// The columns.
+    pub columns: Vec<ColumnSpec>,
+    /// Positions of the primary key columns.
+    pub primary_key: Vec<usize>,
+    /// Unique and secondary indexes (the primary key is not among them).
+    pub indexes: Vec<IndexDef>,
+    /// Rows by primary key.
+    pub rows: BTreeMap<Key, RowVersions>,
+    /// Per index: (index values, primary key) of every version ever written.
+    pub index_entries: Vec<BTreeSet<(Key, Key)>>,
+    /// The next value an auto-increment column hands out.
+    pub next_auto_increment: i64,
+}
+
+impl Table {
+    /// A new empty table.
+    pub fn new(
+        name: String,
+        columns: Vec<ColumnSpec>,
+        primary_key: Vec<usize>,
+        indexes: Vec<IndexDef>,
+    ) -> Table {
+        assert!(!primary_key.is_empty(), "a table needs a primary key");
+        assert!(primary_key.iter().all(|&c| c < columns.len()));
+        let index_entries = indexes.iter().map(|_| BTreeSet::new()).collect();
+        Table {
+            name,
+            columns,
+            primary_key,
+            indexes,
+            rows: BTreeMap::new(),
+            index_entries,
+            next_auto_increment: 1,
+        }
+    }
+
+    /// The position of `column`.
+    pub fn column(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == column)
+    }
+
+    /// The primary key of `row`.
+    pub fn key_of(&self, row: &Row) -> Key {
+        self.primary_key.iter().map(|&c| row[c].clone()).collect()
+    }
+
+    /// The values of index `index` in `row`.
+    pub fn index_key_of(&self, index: usize, row: &Row) -> Key {
+        self.indexes[index]
+            .columns
+            .iter()
+            .map(|&c| row[c].clone())
+            .collect()
+    }
+
+    /// The name of the primary key constraint, as PostgreSQL names it.
+    pub fn primary_key_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+
+    /// Records that some version of the row `key` has the values `row` in every index.
+    pub fn index_row(&mut self, key: &Key, row: &Row) {
+        for index in 0..self.indexes.len() {
+            let values = self.index_key_of(index, row);
+            self.index_entries[index].insert((values, key.clone()));
+        }
+    }
+
+    /// Primary keys of rows some version of which had `values` in index `index`, in order.
+    pub fn index_lookup(&self, index: usize, values: &Key) -> Vec<Key> {
+        let start = (values.clone(), Vec::new());
+        self.index_entries[index]
+            .range((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(v, _)| v == values)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// The first primary key after `key`, or `None` for the end of the table (InnoDB's
+    /// supremum): the record whose gap an insert of `key` falls into.
+    pub fn primary_successor(&self, key: &Key) -> Option<Key> {
+        self.rows
+            .range((Bound::Excluded(key.clone()), Bound::Unbounded))
+            .next()
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The first entry of index `index` after `(values, key)`.
+    pub fn index_successor(&self, index: usize, values: &Key, key: &Key) -> Option<(Key, Key)> {
+        self.index_entries[index]
+            .range((
+                Bound::Excluded((values.clone(), key.clone())),
+                Bound::Unbounded,
+            ))
+            .next()
+            .cloned()
+    }
+}
+
+/// One row written by a committed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowWrite {
+    /// The table.
+    pub table: String,
+    /// The primary key.
+    pub key: Vec<Value>,
+    /// The row as committed, or `None` for a deletion.
+    pub row: Option<Vec<Value>>,
+}
+
+/// One committed transaction or schema change, in commit order: what a replica applies and
+/// what the trace hash covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// The commit sequence number.
+    pub seq: CommitSeq,
+    /// A schema statement (`CREATE TABLE`, `CREATE INDEX`), replayed as is by a replica.
+    pub ddl: Option<String>,
+    /// The rows written, in primary-key order per table.
+    pub writes: Vec<RowWrite>,
+}
