@@ -32,3 +32,55 @@ fn hermitage_scripts_match_every_measured_profile() {
         failures.join("\n")
     );
 }
+
+/// Canary: the runner must flag a wrong measurement, naming the step and both outcomes.
+#[test]
+fn a_wrong_expectation_is_reported_at_its_step() {
+    let mut file = hermitage();
+    file.scripts.retain(|s| s.name == "g0");
+    let outcome = file.scripts[0].outcomes.get_mut(&Profile::PgRc).unwrap();
+    assert_eq!(outcome.steps[3], "BLOCK->aff=1@s6");
+    outcome.steps[3] = "aff=1".to_string();
+    let reports = check_file(&file, &[Profile::PgRc]);
+    assert_eq!(reports.len(), 1);
+    let mismatch = reports[0].mismatch.as_ref().expect("the mismatch is found");
+    assert_eq!(mismatch.step, Some(4));
+    assert_eq!(mismatch.actual, "BLOCK->aff=1@s6");
+    assert_eq!(
+        reports[0].to_string(),
+        "g0 pg_rc: step 4 (T2: update test set value = 12 where id = 1): expected `aff=1`, got `BLOCK->aff=1@s6`"
+    );
+}
+
+/// The step kinds hermitage.toml does not use: DISCONNECT while blocked, SLEEP, `{share}`,
+/// and SET with an engine's own error for an unknown setting.
+#[test]
+fn disconnect_sleep_share_and_set_steps() {
+    let text = r#"
+[[script]]
+name = "disconnect-while-blocked"
+steps = [
+  ["T1", "BEGIN"],
+  ["T1", "select * from test where id = 1 {share}"],
+  ["T2", "update test set value = 11 where id = 1"],
+  ["T2", "DISCONNECT"],
+  ["T3", "set lock_timeout = '200ms'"],
+  ["T3", "set nonsense = 1"],
+  ["-", "SLEEP 0.5"],
+  ["T1", "commit"],
+  ["T2", "select * from test where id = 1"],
+]
+[script.outcome.pg_rc]
+steps = ["ok", "rows[1:10]", "BLOCK->ERR conn-closed@s4", "ok", "ok", "ERR 42704", "ok", "ok", "rows[1:10]"]
+final = "1=>10, 2=>20"
+[script.outcome.maria_rr]
+steps = ["ok", "rows[1:10]", "BLOCK->ERR 2013@s4", "ok", "ERR 1193", "ERR 1193", "ok", "ok", "rows[1:10]"]
+final = "1=>10, 2=>20"
+"#;
+    let file = ScriptFile::parse(text).unwrap();
+    let reports = check_file(&file, &Profile::ALL);
+    assert_eq!(reports.len(), 2);
+    for report in reports {
+        assert!(report.mismatch.is_none(), "{report}");
+    }
+}

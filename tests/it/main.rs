@@ -1,3 +1,4 @@
 //! shopsim's integration tests: one binary, a module per area.
 
+mod cli;
 mod conformance;

@@ -89,6 +89,8 @@ struct Tx {
     savepoints: Vec<(String, usize)>,
     /// PostgreSQL: an error happened; only ROLLBACK (TO SAVEPOINT) is accepted.
     aborted: bool,
+    /// A query ran in this transaction (the isolation level can no longer change).
+    queried: bool,
     /// Session settings to restore at the end of the transaction (`SET LOCAL`).
     saved_settings: Option<Settings>,
 }
@@ -556,6 +558,7 @@ impl Database {
             self.statement_failed(session, &e, mark);
             return Some(Err(e));
         }
+        self.tx_mut(session).queried = true;
         let mark = resume.map_or_else(|| self.tx_mut(session).undo.len(), |r| r.mark);
         let statement_started = resume.map_or(self.now, |r| r.statement_started);
         let statement_snapshot = match resume {
@@ -742,6 +745,7 @@ impl Database {
             undo: Vec::new(),
             savepoints: Vec::new(),
             aborted: false,
+            queried: false,
             saved_settings: None,
         });
         self.tx_session.insert(id, session);
@@ -1011,7 +1015,7 @@ impl Database {
                         if let Some(tx) =
                             self.sessions.get_mut(&session).and_then(|s| s.tx.as_mut())
                         {
-                            if tx.snapshot.is_some() || !tx.undo.is_empty() {
+                            if tx.queried {
                                 let e = errors::isolation_after_query(engine);
                                 self.pg_abort(session);
                                 return Err(e);
@@ -1909,7 +1913,10 @@ impl Database {
                     if other == *key {
                         continue;
                     }
-                    let rv = &table.rows[&other];
+                    // Index entries outlive rolled-back inserts.
+                    let Some(rv) = table.rows.get(&other) else {
+                        continue;
+                    };
                     let has =
                         |row: Option<&Row>| row.is_some_and(|r| table.index_key_of(i, r) == values);
                     let committed = rv.latest_committed().and_then(|v| v.data.as_ref());
@@ -2594,7 +2601,12 @@ fn positions(table: &Table, access: &Access) -> Vec<Position> {
                 before,
             };
             for v in values {
-                let keys = table.index_lookup(*index, v);
+                // Index entries outlive rolled-back inserts; only rows that exist are visited.
+                let keys: Vec<Key> = table
+                    .index_lookup(*index, v)
+                    .into_iter()
+                    .filter(|k| table.rows.contains_key(k))
+                    .collect();
                 for key in &keys {
                     out.push(Position::Row {
                         key: key.clone(),
@@ -2763,3 +2775,7 @@ fn aggregate(
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,59 @@
+//! `shopsim conformance FILE [--profile P ...]`.
+
+use std::path::PathBuf;
+
+use shopsim_sim::db::conformance::{check_file, ScriptFile};
+use shopsim_sim::db::Profile;
+
+use crate::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATION};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A script file in the format of sim/conformance/hermitage.toml.
+    file: PathBuf,
+    /// Only these profiles (repeatable): pg_rc, pg_rr, pg_ser, maria_ru, maria_rc, maria_rr,
+    /// maria_ser, maria_rr_si. Default: every profile a script has a measurement for.
+    #[arg(long = "profile", value_name = "P")]
+    profiles: Vec<String>,
+}
+
+pub fn run(args: Args) -> u8 {
+    let mut profiles = Vec::new();
+    for name in &args.profiles {
+        match name.parse::<Profile>() {
+            Ok(p) => profiles.push(p),
+            Err(e) => {
+                eprintln!("error: --profile: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
+    if profiles.is_empty() {
+        profiles = Profile::ALL.to_vec();
+    }
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: FILE {}: {e}", args.file.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let file = match ScriptFile::parse(&text) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let reports = check_file(&file, &profiles);
+    let failed = reports.iter().filter(|r| r.mismatch.is_some()).count();
+    for report in &reports {
+        println!("{report}");
+    }
+    println!("{} passed, {failed} failed", reports.len() - failed);
+    if failed > 0 {
+        EXIT_VIOLATION
+    } else {
+        EXIT_OK
+    }
+}
