@@ -1,1 +1,295 @@
-//! (module under construction)
+//! Checks: pure functions of the history and the final state that judge a run.
+//!
+//! A [`Checker`] returns a [`Report`] with a three-valued [`Verdict`] (Elle's valid / unknown /
+//! invalid) and, when invalid, a minimal witness in words: the few operations that prove the
+//! violation. Generic checkers live here (server errors, latency percentiles in virtual time,
+//! liveness); the shop's domain checkers live in `model::audit`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{History, Op, OpOutcome};
+
+/// The judgement of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The property holds.
+    Valid,
+    /// Cannot tell (for example, every relevant operation had an unknown outcome).
+    Unknown,
+    /// The property is violated; the witness says how.
+    Invalid,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The check's name (`no_oversell`).
+    pub check: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// For an invalid verdict, a one-sentence witness; else a short summary.
+    pub witness: String,
+}
+
+impl Report {
+    /// A valid report with a summary.
+    pub fn valid(check: &str, summary: impl Into<String>) -> Report {
+        Report {
+            check: check.to_string(),
+            verdict: Verdict::Valid,
+            witness: summary.into(),
+        }
+    }
+
+    /// An invalid report with a witness.
+    pub fn invalid(check: &str, witness: impl Into<String>) -> Report {
+        Report {
+            check: check.to_string(),
+            verdict: Verdict::Invalid,
+            witness: witness.into(),
+        }
+    }
+
+    /// An unknown report with the reason.
+    pub fn unknown(check: &str, reason: impl Into<String>) -> Report {
+        Report {
+            check: check.to_string(),
+            verdict: Verdict::Unknown,
+            witness: reason.into(),
+        }
+    }
+}
+
+/// A check: a pure function of the history and the final state `S`.
+pub trait Checker<S> {
+    /// The check's name.
+    fn name(&self) -> &str;
+    /// Judges a run.
+    fn check(&self, history: &History, state: &S) -> Report;
+}
+
+/// Describes an operation in a witness: `shopper-3 POST /x (status 500) at 12.5 ms`.
+pub fn describe(op: &Op) -> String {
+    let status = op
+        .status
+        .map(|s| format!(" status {s}"))
+        .unwrap_or_default();
+    let at = op.invoke_us as f64 / 1000.0;
+    format!(
+        "#{} {} {}{status} at {at:.1} ms",
+        op.index, op.process, op.kind
+    )
+}
+
+/// No server errors: no operation completed with a 5xx status.
+#[derive(Debug, Clone, Default)]
+pub struct ServerErrors;
+
+impl<S> Checker<S> for ServerErrors {
+    fn name(&self) -> &str {
+        "no_5xx"
+    }
+
+    fn check(&self, history: &History, _state: &S) -> Report {
+        let errors: Vec<&Op> = history
+            .ops
+            .iter()
+            .filter(|op| op.status.is_some_and(|s| s >= 500))
+            .collect();
+        match errors.first() {
+            None => Report::valid("no_5xx", "no 5xx responses"),
+            Some(first) => Report::invalid(
+                "no_5xx",
+                format!(
+                    "{} responses were 5xx; the first: {} ({})",
+                    errors.len(),
+                    describe(first),
+                    first.details.get("response").unwrap_or(&first.details)
+                ),
+            ),
+        }
+    }
+}
+
+/// A latency percentile of one class of operations stays under a threshold (virtual time).
+#[derive(Debug, Clone)]
+pub struct LatencySla {
+    /// The check's name.
+    pub name: String,
+    /// Operation kinds in the class.
+    pub kinds: Vec<String>,
+    /// The percentile, in 0..=100.
+    pub percentile: f64,
+    /// The threshold in milliseconds.
+    pub threshold_ms: f64,
+}
+
+/// The `p`-th percentile (nearest rank) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    assert!((0.0..=100.0).contains(&p));
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+impl LatencySla {
+    /// Completed latencies of the class, sorted, in microseconds.
+    pub fn latencies_us(&self, history: &History) -> Vec<u64> {
+        let mut l: Vec<u64> = history
+            .ops
+            .iter()
+            .filter(|op| self.kinds.contains(&op.kind))
+            .filter_map(Op::latency_us)
+            .collect();
+        l.sort_unstable();
+        l
+    }
+}
+
+impl<S> Checker<S> for LatencySla {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, history: &History, _state: &S) -> Report {
+        let latencies = self.latencies_us(history);
+        let Some(p) = percentile(&latencies, self.percentile) else {
+            return Report::unknown(&self.name, "no completed operations of this class");
+        };
+        let p_ms = p as f64 / 1000.0;
+        let summary = format!(
+            "p{} = {p_ms:.1} ms over {} operations (threshold {} ms)",
+            self.percentile,
+            latencies.len(),
+            self.threshold_ms
+        );
+        if p_ms < self.threshold_ms {
+            Report::valid(&self.name, summary)
+        } else {
+            Report::invalid(&self.name, summary)
+        }
+    }
+}
+
+/// Liveness: every operation invoked completes, and none invoked after the faults stopped
+/// ends unknown (with the network healed, every request must get an answer).
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// When the faults stopped, microseconds of virtual time.
+    pub faults_end_us: u64,
+}
+
+impl<S> Checker<S> for Liveness {
+    fn name(&self) -> &str {
+        "liveness"
+    }
+
+    fn check(&self, history: &History, _state: &S) -> Report {
+        let stuck = history.ops.iter().find(|op| {
+            op.complete_us.is_none()
+                || (op.invoke_us >= self.faults_end_us && op.outcome == OpOutcome::Unknown)
+        });
+        match stuck {
+            None => Report::valid("liveness", "every operation completed"),
+            Some(op) if op.complete_us.is_none() => {
+                Report::invalid("liveness", format!("{} never completed", describe(op)))
+            }
+            Some(op) => Report::invalid(
+                "liveness",
+                format!(
+                    "{} got no answer although faults had stopped at {:.1} ms",
+                    describe(op),
+                    self.faults_end_us as f64 / 1000.0
+                ),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(
+        index: usize,
+        kind: &str,
+        invoke_us: u64,
+        complete_us: Option<u64>,
+        status: Option<u16>,
+    ) -> Op {
+        Op {
+            index,
+            process: format!("p{index}"),
+            kind: kind.to_string(),
+            invoke_us,
+            complete_us,
+            outcome: if complete_us.is_some() {
+                OpOutcome::Ok
+            } else {
+                OpOutcome::Unknown
+            },
+            status,
+            details: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn canary_server_errors() {
+        let h = History {
+            ops: vec![
+                op(0, "GET /x", 0, Some(10), Some(200)),
+                op(1, "GET /x", 5, Some(9), Some(503)),
+            ],
+        };
+        let r = Checker::<()>::check(&ServerErrors, &h, &());
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness.contains("#1 p1 GET /x status 503"),
+            "{}",
+            r.witness
+        );
+    }
+
+    #[test]
+    fn canary_latency_sla() {
+        let ops = (0..100)
+            .map(|i| {
+                op(
+                    i,
+                    "read",
+                    0,
+                    Some(if i < 94 { 1_000 } else { 900_000 }),
+                    Some(200),
+                )
+            })
+            .collect();
+        let h = History { ops };
+        let sla = LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        };
+        let r = Checker::<()>::check(&sla, &h, &());
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
+        assert_eq!(percentile(&[1, 2, 3, 4], 50.0), Some(2));
+    }
+
+    #[test]
+    fn canary_liveness() {
+        let h = History {
+            ops: vec![op(0, "w", 0, Some(5), None), op(1, "w", 2_000, None, None)],
+        };
+        let r = Checker::<()>::check(
+            &Liveness {
+                faults_end_us: 1_000,
+            },
+            &h,
+            &(),
+        );
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(r.witness.contains("never completed"), "{}", r.witness);
+    }
+}

@@ -20,6 +20,7 @@ pub mod db;
 pub mod fault;
 pub mod fuzz;
 pub mod history;
+pub mod input;
 pub mod net;
 pub mod replay;
 pub mod runner;
