@@ -172,11 +172,10 @@ impl DbBuggify {
     }
 }
 
-/// Whether a buggify point fires. The one place that decides, so it can be re-pointed at a
-/// named fault registry without touching the call sites. Off unless buggify is enabled.
+/// Whether a buggify point fires: asks the run's fault registry ([`crate::fault::buggify`]),
+/// which is off unless the run's fault plan turns buggify on.
 pub fn buggify(point: DbBuggify, probability: f64) -> bool {
-    let _ = point.name();
-    probability > 0.0 && madsim::buggify::buggify_with_prob(probability)
+    probability > 0.0 && crate::fault::buggify(point.name(), probability)
 }
 
 /// Sleeps exactly `duration` of virtual time. `madsim::time::sleep` rounds every sleep up to

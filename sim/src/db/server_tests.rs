@@ -109,13 +109,7 @@ fn id(id: i64) -> [Value; 1] {
 
 /// Waits for the server to bind before the first connection.
 async fn settle() {
-    // With buggify on, madsim itself may delay a bind or an accept by up to 5 s.
-    let wait_ms = if madsim::buggify::is_enabled() {
-        20_000
-    } else {
-        10
-    };
-    sleep(Duration::from_millis(wait_ms)).await;
+    sleep(Duration::from_millis(10)).await;
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -403,7 +397,12 @@ fn drop_after_commit_is_ambiguous_and_committed() {
     let mut world = World::new(8, Profile::PgRc, config);
     let app = world.app_node();
     let error = world.rt.block_on(async move {
-        madsim::buggify::enable();
+        // The run's fault registry, with buggify on at its base rate (the points' own
+        // probabilities apply unscaled).
+        crate::fault::start_run(&crate::fault::FaultPlan {
+            buggify_probability: 0.05,
+            ..crate::fault::FaultPlan::all()
+        });
         app.spawn(async {
             settle().await;
             let pool = pool();
@@ -686,7 +685,12 @@ fn lost_autocommit_reply(retry: bool) -> (Result<u64, String>, i64) {
     let mut world = World::new(15, Profile::PgRc, config);
     let app = world.app_node();
     let result = world.rt.block_on(async move {
-        madsim::buggify::enable();
+        // The run's fault registry, with buggify on at its base rate (the points' own
+        // probabilities apply unscaled).
+        crate::fault::start_run(&crate::fault::FaultPlan {
+            buggify_probability: 0.05,
+            ..crate::fault::FaultPlan::all()
+        });
         app.spawn(async move {
             settle().await;
             let config = DbClientConfig {
