@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod conformance;
+mod replay;
+mod run;
 
 /// Exit code: every check valid.
 pub const EXIT_OK: u8 = 0;
@@ -16,6 +18,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_VIOLATION: u8 = 1;
 /// Exit code: bad input (flag, file, scenario).
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: a run did not reproduce (nondeterminism).
+pub const EXIT_NONDETERMINISM: u8 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +40,20 @@ enum Command {
         shopsim conformance sim/conformance/hermitage.toml\n  \
         shopsim conformance sim/conformance/hermitage.toml --profile pg_rc --profile maria_rr")]
     Conformance(conformance::Args),
+    /// Run scenarios on seeds and print a summary table.
+    #[command(after_help = "Examples:\n  \
+        shopsim run --all\n  \
+        shopsim run checkout-concurrency --seeds 32 --profile maria_rr\n  \
+        shopsim run inventory-race --bug oversell_check_then_act\n  \
+        shopsim run --file my-scenario.toml --seed 7")]
+    Run(run::Args),
+    /// List the built-in scenarios.
+    List,
+    /// Reproduce one seed: the checks' reports, the trace hash, and with --trace the history.
+    #[command(after_help = "Examples:\n  \
+        shopsim replay checkout-concurrency --seed 7 --profile maria_rr --trace\n  \
+        shopsim replay inventory-race --seed 3 --bug oversell_check_then_act")]
+    Replay(replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +71,34 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Conformance(args) => conformance::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::List => {
+            for s in shopsim_scenarios::builtin() {
+                println!("{:<22} {}", s.name, s.why);
+            }
+            EXIT_OK
+        }
     };
     ExitCode::from(code)
+}
+
+/// The report of a failed seed: the FAIL line, then commands that reproduce it.
+pub fn failure_text<S>(outcome: &shopsim_sim::runner::Outcome<S>, bugs: &[String]) -> String {
+    let line = outcome.fail_line().expect("a failed outcome");
+    let (scenario, profile) = outcome
+        .system
+        .split_once('@')
+        .unwrap_or((&outcome.system, ""));
+    let mut replay = format!(
+        "cargo run --release -- replay {scenario} --seed {}",
+        outcome.seed
+    );
+    if !profile.is_empty() {
+        replay.push_str(&format!(" --profile {profile}"));
+    }
+    for bug in bugs {
+        replay.push_str(&format!(" --bug {bug}"));
+    }
+    format!("{line}\nnote: reproduce with: {replay}")
 }

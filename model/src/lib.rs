@@ -1,1 +1,24 @@
-//! shopsim-model: the system under test, written like the real Laravel services.
+//! shopsim-model: the system under test, written the way the Laravel services are —
+//! transactions, `lockForUpdate`, unique keys, retries — so that their races are real races.
+//!
+//! Start with [`shop`] (the deployment, the workload and the final state), then the services:
+//! [`cart`] (carts, reservations, checkout), [`payment`] (payments, webhooks, ledger),
+//! [`order_lock`] (`OrderLockService`), [`queue`] (the worker), [`cache`] and [`provider`]
+//! (the other nodes). [`app`] is the request pipeline of an app node; [`audit`] holds the
+//! domain checks; [`bugs`] the planted bugs; [`config`] the settings; `schema.sql` the tables.
+//!
+//! This crate has no word for faults: they are injected from outside by the runner.
+
+pub mod app;
+pub mod audit;
+pub mod bugs;
+pub mod cache;
+pub mod cart;
+pub mod config;
+pub mod http;
+pub mod order_lock;
+pub mod payment;
+pub mod provider;
+pub mod queue;
+pub mod schema;
+pub mod shop;

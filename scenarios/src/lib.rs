@@ -1,1 +1,312 @@
-//! shopsim-scenarios: scenarios as data and their registry.
+//! shopsim-scenarios: the scenarios as data (one TOML file each under `data/`) and their
+//! registry. A scenario names a workload, a deployment, the faults and the database profiles;
+//! [`Scenario::system`] turns it into the shop system and the runner's configuration.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use shopsim_model::config::ShopConfig;
+use shopsim_model::shop::Shop;
+use shopsim_sim::db::Profile;
+use shopsim_sim::fault::FaultPlan;
+use shopsim_sim::input::InputError;
+use shopsim_sim::runner::SimConfig;
+
+const BUILTIN: [(&str, &str); 5] = [
+    (
+        "checkout-concurrency",
+        include_str!("../data/checkout-concurrency.toml"),
+    ),
+    (
+        "inventory-race",
+        include_str!("../data/inventory-race.toml"),
+    ),
+    (
+        "payment-confirmation",
+        include_str!("../data/payment-confirmation.toml"),
+    ),
+    ("payment-race", include_str!("../data/payment-race.toml")),
+    (
+        "order-lock-race",
+        include_str!("../data/order-lock-race.toml"),
+    ),
+];
+
+/// The `[sim]` table: run length and network.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSection {
+    /// How long the workload runs, ms of virtual time.
+    pub duration_ms: u64,
+    /// A run still going after this is a liveness failure, ms.
+    pub time_limit_ms: u64,
+    /// One-way network latency, µs.
+    pub latency_us_min: u64,
+    /// One-way network latency, µs.
+    pub latency_us_max: u64,
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        let d = SimConfig::default();
+        SimSection {
+            duration_ms: d.duration_ms,
+            time_limit_ms: d.time_limit_ms,
+            latency_us_min: d.latency_us_min,
+            latency_us_max: d.latency_us_max,
+        }
+    }
+}
+
+/// The `[faults]` table: a fault plan whose fields all default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultSection {
+    /// Fault families that may happen.
+    pub families: BTreeSet<shopsim_sim::fault::FaultFamily>,
+    /// See [`FaultPlan`].
+    pub interval_ms_min: u64,
+    /// See [`FaultPlan`].
+    pub interval_ms_max: u64,
+    /// See [`FaultPlan`].
+    pub duration_ms_max: u64,
+    /// See [`FaultPlan`].
+    pub loss_probability: f64,
+    /// See [`FaultPlan`].
+    pub spike_latency_ms: u64,
+    /// See [`FaultPlan`].
+    pub buggify_probability: f64,
+    /// See [`FaultPlan`].
+    pub quiet_period_ms: u64,
+}
+
+impl Default for FaultSection {
+    fn default() -> Self {
+        let p = FaultPlan::none();
+        FaultSection {
+            families: p.families,
+            interval_ms_min: p.interval_ms_min,
+            interval_ms_max: p.interval_ms_max,
+            duration_ms_max: p.duration_ms_max,
+            loss_probability: p.loss_probability,
+            spike_latency_ms: p.spike_latency_ms,
+            buggify_probability: p.buggify_probability,
+            quiet_period_ms: p.quiet_period_ms,
+        }
+    }
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The name (`checkout-concurrency`).
+    pub name: String,
+    /// One sentence: what it tests and how.
+    pub why: String,
+    /// Database profiles it runs under.
+    #[serde(default = "default_profiles")]
+    pub profiles: Vec<String>,
+    /// Run length and network.
+    #[serde(default)]
+    pub sim: SimSection,
+    /// Faults.
+    #[serde(default)]
+    pub faults: FaultSection,
+    /// The shop.
+    #[serde(default)]
+    pub shop: ShopConfig,
+}
+
+fn default_profiles() -> Vec<String> {
+    vec!["pg_rc".to_string(), "maria_rr".to_string()]
+}
+
+impl Scenario {
+    /// Parses and validates a scenario file; errors name the field and the value.
+    pub fn from_toml(text: &str) -> Result<Scenario, InputError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let field = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "file".to_string());
+            let value = e.span().map(|s| text[s].to_string()).unwrap_or_default();
+            InputError::new(field, value, message)
+        })?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), InputError> {
+        if self.profiles.is_empty() {
+            return Err(InputError::new(
+                "profiles",
+                "[]",
+                "must name at least one database profile",
+            ));
+        }
+        for p in &self.profiles {
+            p.parse::<Profile>()
+                .map_err(|e| InputError::new("profiles", p, e.to_string()))?;
+        }
+        self.shop.validate()?;
+        self.sim_config().validate()
+    }
+
+    /// The runner's configuration.
+    pub fn sim_config(&self) -> SimConfig {
+        let f = &self.faults;
+        SimConfig {
+            duration_ms: self.sim.duration_ms,
+            time_limit_ms: self.sim.time_limit_ms,
+            latency_us_min: self.sim.latency_us_min,
+            latency_us_max: self.sim.latency_us_max,
+            faults: FaultPlan {
+                families: f.families.clone(),
+                interval_ms_min: f.interval_ms_min,
+                interval_ms_max: f.interval_ms_max,
+                duration_ms_max: f.duration_ms_max,
+                loss_probability: f.loss_probability,
+                spike_latency_ms: f.spike_latency_ms,
+                buggify_probability: f.buggify_probability,
+                quiet_period_ms: f.quiet_period_ms,
+            },
+        }
+    }
+
+    /// The profiles, parsed.
+    pub fn profile_list(&self) -> Vec<Profile> {
+        self.profiles
+            .iter()
+            .map(|p| p.parse().expect("validated"))
+            .collect()
+    }
+
+    /// The shop for `profile` with extra planted `bugs`; its name is `<scenario>@<profile>`
+    /// when the scenario has several profiles.
+    pub fn system(&self, profile: Profile, bugs: &[String]) -> Result<Shop, InputError> {
+        let mut shop = self.shop.clone();
+        shop.db_profile = profile.name().to_string();
+        shop.bugs.extend(bugs.iter().cloned());
+        shop.validate()?;
+        Ok(Shop::new(
+            &format!("{}@{}", self.name, profile.name()),
+            shop,
+        ))
+    }
+}
+
+/// The built-in scenarios, in a fixed order.
+pub fn builtin() -> Vec<Scenario> {
+    BUILTIN
+        .iter()
+        .map(|(name, text)| {
+            let s = Scenario::from_toml(text)
+                .unwrap_or_else(|e| panic!("built-in scenario {name}: {e}"));
+            assert_eq!(&s.name, name);
+            s
+        })
+        .collect()
+}
+
+/// An unknown scenario name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownScenario {
+    /// The name asked for.
+    pub name: String,
+    /// The closest known name.
+    pub nearest: String,
+    /// All known names.
+    pub known: Vec<String>,
+}
+
+impl std::fmt::Display for UnknownScenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown scenario `{}` (did you mean `{}`? known: {})",
+            self.name,
+            self.nearest,
+            self.known.join(", ")
+        )
+    }
+}
+
+/// The built-in scenario `name` (a `@profile` suffix is ignored here).
+pub fn find(name: &str) -> Result<Scenario, UnknownScenario> {
+    let base = name.split('@').next().unwrap_or(name);
+    let all = builtin();
+    if let Some(s) = all.iter().find(|s| s.name == base) {
+        return Ok(s.clone());
+    }
+    let known: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    let nearest = known
+        .iter()
+        .min_by_key(|k| edit_distance(k, base))
+        .cloned()
+        .unwrap_or_default();
+    Err(UnknownScenario {
+        name: name.to_string(),
+        nearest,
+        known,
+    })
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_scenarios_parse_and_validate() {
+        assert_eq!(builtin().len(), 5);
+    }
+
+    #[test]
+    fn bad_scenarios_name_field_and_value() {
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[shop]\nshopers = 3\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `shopers`"), "{err}");
+        assert_eq!(err.field, "line 4");
+        let err = Scenario::from_toml(
+            "name = \"x\"\nwhy = \"y\"\n[shop]\ndouble_convert_probability = 1.5\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "shop.double_convert_probability: must be a probability in 0..=1, got `1.5`"
+        );
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\nprofiles = [\"pg_xx\"]\n").unwrap_err();
+        assert_eq!(err.field, "profiles");
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[sim]\nduration_ms = 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "duration_ms: must be greater than 0, got `0`"
+        );
+        let err = find("checkout-concurency").unwrap_err();
+        assert_eq!(err.nearest, "checkout-concurrency");
+    }
+}

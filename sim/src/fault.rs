@@ -7,7 +7,7 @@
 //! system registered, and stops (healing everything) at the end of the fault window so that a
 //! quiet period remains in which liveness can be checked.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use madsim::rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::coverage;
+use crate::history::Recorder;
 use crate::input::{check_probability, InputError};
 use crate::runner::{NodeRole, World};
 
@@ -156,7 +157,16 @@ thread_local! {
     // Buggify probability of the run on this thread; `None` = buggify off. Set by the runner
     // for one run.
     static BUGGIFY: Cell<Option<f64>> = const { Cell::new(None) };
+    // Where fired buggify points are recorded, so checks can tell an injected failure from a
+    // real one.
+    static RECORDER: RefCell<Option<Recorder>> = const { RefCell::new(None) };
+    // Which buggify points this run activated (decided at each point's first use).
+    static ACTIVE: RefCell<std::collections::BTreeMap<String, bool>> = const { RefCell::new(std::collections::BTreeMap::new()) };
 }
+
+/// The probability that a buggify point is active in a run (FoundationDB activates each
+/// BUGGIFY site in some runs only, so runs differ in which faults they stress).
+pub const BUGGIFY_SITE_ACTIVATION_PROBABILITY: f64 = 0.25;
 
 pub(crate) fn start_run(plan: &FaultPlan) {
     let p = plan
@@ -165,22 +175,43 @@ pub(crate) fn start_run(plan: &FaultPlan) {
     BUGGIFY.with(|b| b.set(p));
 }
 
+pub(crate) fn record_into(recorder: Recorder) {
+    RECORDER.with(|r| *r.borrow_mut() = Some(recorder));
+}
+
 pub(crate) fn end_run() {
     BUGGIFY.with(|b| b.set(None));
+    ACTIVE.with(|a| a.borrow_mut().clear());
+    RECORDER.with(|r| *r.borrow_mut() = None);
 }
 
 /// Whether the buggify point `point` fires now. Off unless the run's plan has buggify on;
-/// then it fires with `probability` scaled by the plan's rate (FoundationDB's BUGGIFY). Hits
-/// are counted in the run's coverage as `buggify:<point>`.
+/// then each point is active in a run with [`BUGGIFY_SITE_ACTIVATION_PROBABILITY`] (decided at
+/// its first use), and an active point fires with `probability` scaled by the plan's rate
+/// (FoundationDB's BUGGIFY). Hits are counted in the run's coverage as `buggify:<point>` and
+/// recorded in the history as `nemesis buggify` events.
 pub fn buggify(point: &str, probability: f64) -> bool {
     assert!((0.0..=1.0).contains(&probability));
     let Some(rate) = BUGGIFY.with(|b| b.get()) else {
         return false;
     };
+    let active = ACTIVE.with(|a| {
+        *a.borrow_mut().entry(point.to_string()).or_insert_with(|| {
+            madsim::rand::thread_rng().gen_bool(BUGGIFY_SITE_ACTIVATION_PROBABILITY)
+        })
+    });
+    if !active {
+        return false;
+    }
     let p = (probability * rate / 0.05).min(1.0);
     let fired = p > 0.0 && madsim::rand::thread_rng().gen_bool(p);
     if fired {
         coverage::count(&format!("buggify:{point}"));
+        RECORDER.with(|r| {
+            if let Some(recorder) = r.borrow().as_ref() {
+                recorder.event("nemesis", "buggify", serde_json::json!({ "point": point }));
+            }
+        });
     }
     fired
 }

@@ -298,6 +298,10 @@ impl<S> Outcome<S> {
 /// Runs `system` with `seed`.
 pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::State> {
     assert!(config.validate().is_ok(), "{:?}", config.validate());
+    // sqlparser guards its recursion with `stacker`, which asks for the thread's stack bounds
+    // once per thread via `pthread_attr_init`; madsim refuses that call inside a simulation
+    // (it looks like spawning a thread). Asking once out here caches the answer.
+    let _ = crate::db::sql::parse(crate::db::Engine::Postgres, "select 1");
     let mut madsim_config = madsim::Config::default();
     madsim_config.net.send_latency = Duration::from_micros(config.latency_us_min)
         ..Duration::from_micros(config.latency_us_max.max(config.latency_us_min + 1));
@@ -313,6 +317,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     };
     coverage::start_run();
     fault::start_run(&config.faults);
+    fault::record_into(world.recorder());
     let run_world = world.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {

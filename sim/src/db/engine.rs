@@ -585,6 +585,15 @@ impl Database {
             }
             Err(Fail::Wait(table)) => {
                 self.stats.lock_waits += 1;
+                let tx = self.session_tx(session);
+                tracing::debug!(
+                    session,
+                    tx,
+                    table = %table,
+                    target = ?self.locks.waiting_target(tx),
+                    waits_for = ?self.locks.waits_for(tx),
+                    "lock wait"
+                );
                 self.undo_to(session, mark);
                 let settings = self.sessions[&session].settings.clone();
                 let now = self.now;
@@ -654,6 +663,7 @@ impl Database {
 
     /// Ends the blocked statement of `session` with `error`.
     fn fail_blocked(&mut self, session: SessionId, error: DbError) {
+        tracing::debug!(session, code = error.code(), "blocked statement failed");
         let blocked = self
             .sessions
             .get_mut(&session)

@@ -167,6 +167,10 @@ impl LockManager {
         let Some(queue) = self.queues.get(target) else {
             return Vec::new();
         };
+        if mode == LockMode::Gap {
+            // InnoDB grants gap locks at once: they only ever stop inserts.
+            return Vec::new();
+        }
         let mut blockers = BTreeSet::new();
         for &(t, m) in &queue.granted {
             if t != tx && conflicts(mode, m) {

@@ -36,7 +36,8 @@ use super::{
 pub const PORT_DEFAULT: u16 = 5432;
 
 /// Server settings of one database node. All costs are virtual time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DbServerConfig {
     /// TCP-like port the node listens on.
     pub port: u16,

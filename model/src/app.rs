@@ -1,0 +1,234 @@
+//! An app node: a fixed pool of request workers (like PHP-FPM) in front of the routes, a
+//! bounded database connection pool, and the clients of the cache and the payment provider.
+//!
+//! Errors become responses the way Laravel's exception handler makes them: a domain rejection
+//! is a 4xx from the service; a database error that is not retried (or still fails after
+//! `DB::transaction`'s attempts) is a 500; a lost connection, a full pool or a timeout is a
+//! 503. Every response carries the database error code when there is one, so checks can tell
+//! a deadlock that reached a client from other failures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::rand::Rng;
+use serde_json::json;
+use shopsim_sim::db::client::{ClientError, DbClientConfig, DbConn, DbPool};
+use shopsim_sim::db::{Engine, QueryResult, Value};
+use shopsim_sim::net;
+
+use crate::bugs::Bugs;
+use crate::config::ShopConfig;
+use crate::http::{HttpRequest, HttpResponse};
+use crate::{cache, cart, order_lock, payment, schema};
+
+/// The port app nodes serve on.
+pub const PORT: u16 = 80;
+
+/// What every request handler needs.
+#[derive(Clone)]
+pub struct App {
+    /// The database engine family (for the SQL dialect).
+    pub engine: Engine,
+    /// The connection pool of this node.
+    pub pool: DbPool,
+    /// Planted bugs.
+    pub bugs: Bugs,
+    /// The shop's settings.
+    pub config: Arc<ShopConfig>,
+    /// The cache node.
+    pub cache: SocketAddr,
+    /// The payment provider.
+    pub provider: SocketAddr,
+}
+
+/// A handler's error: the database client's, turned into a 500 or 503 at the top.
+pub type AppResult<T> = Result<T, ClientError>;
+
+impl App {
+    /// A new app context (inside the node that uses it).
+    pub fn new(config: Arc<ShopConfig>, addrs: &crate::shop::Addrs) -> App {
+        let pool = DbPool::new(DbClientConfig {
+            pool_size: config.db_pool_per_app as usize,
+            acquire_timeout_ms: config.db_acquire_timeout_ms,
+            ..DbClientConfig::new(addrs.db)
+        });
+        App {
+            engine: config.profile().engine(),
+            pool,
+            bugs: config.bugs(),
+            config,
+            cache: addrs.cache,
+            provider: addrs.provider,
+        }
+    }
+
+    /// The statement in this engine's placeholder style.
+    pub fn sql(&self, sql: &str) -> String {
+        schema::dialect(self.engine, sql)
+    }
+
+    /// Virtual time now, in ms (timestamps in rows).
+    pub fn now_ms(&self) -> i64 {
+        shopsim_sim::trace::virtual_now().as_millis() as i64
+    }
+
+    /// Transaction attempts (Laravel's `DB::transaction($fn, 3)`).
+    pub fn attempts(&self) -> u32 {
+        self.bugs.transaction_attempts()
+    }
+
+    /// Serves one request: waits for a worker, spends the framework's overhead, routes.
+    pub async fn handle(
+        &self,
+        workers: Arc<tokio::sync::Semaphore>,
+        request: HttpRequest,
+    ) -> HttpResponse {
+        let _worker = workers
+            .acquire_owned()
+            .await
+            .expect("the worker pool is never closed");
+        let overhead_us = madsim::rand::thread_rng()
+            .gen_range(self.config.app_overhead_us_min..=self.config.app_overhead_us_max);
+        madsim::time::sleep(Duration::from_micros(overhead_us)).await;
+        let result = self.route(&request).await;
+        match result {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        }
+    }
+
+    async fn route(&self, request: &HttpRequest) -> AppResult<HttpResponse> {
+        let parts: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let id = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
+        let body = &request.body;
+        let t = request.tenant;
+        match (request.method.as_str(), parts.as_slice()) {
+            ("POST", ["api", "v1", "cart"]) => cart::create(self, t).await,
+            ("POST", ["api", "v1", "cart", _, "items"]) => {
+                let (Some(cart_id), Some(product), Some(quantity)) = (
+                    id(3),
+                    body.get("product_id").and_then(|v| v.as_i64()),
+                    body.get("quantity").and_then(|v| v.as_i64()),
+                ) else {
+                    return Ok(bad_request("cart id, product_id and quantity are required"));
+                };
+                if quantity <= 0 {
+                    return Ok(HttpResponse::new(
+                        422,
+                        json!({"error": "quantity must be positive"}),
+                    ));
+                }
+                cart::add_item(self, t, cart_id, product, quantity).await
+            }
+            ("POST", ["api", "v1", "cart", _, "convert"]) => match id(3) {
+                Some(cart_id) => cart::convert(self, t, cart_id).await,
+                None => Ok(bad_request("cart id is required")),
+            },
+            ("POST", ["api", "v1", "orders", _, "payments"]) => match id(3) {
+                Some(order_id) => payment::create(self, t, order_id).await,
+                None => Ok(bad_request("order id is required")),
+            },
+            ("POST", ["api", "v1", "webhooks", "payments"]) => {
+                match body.get("payment_id").and_then(|v| v.as_i64()) {
+                    Some(payment_id) => payment::webhook(self, t, payment_id).await,
+                    None => Ok(bad_request("payment_id is required")),
+                }
+            }
+            ("GET", ["api", "v1", "payments", _, "return"]) => match id(3) {
+                Some(payment_id) => payment::return_url(self, t, payment_id).await,
+                None => Ok(bad_request("payment id is required")),
+            },
+            ("POST", ["api", "v1", "financial-orders", _, "lock"]) => match id(3) {
+                Some(fo) => order_lock::lock(self, t, fo).await,
+                None => Ok(bad_request("financial order id is required")),
+            },
+            ("PATCH", ["api", "v1", "financial-orders", _]) => match id(3) {
+                Some(fo) => order_lock::mutate(self, t, fo, body).await,
+                None => Ok(bad_request("financial order id is required")),
+            },
+            _ => Ok(HttpResponse::new(404, json!({"error": "no route"}))),
+        }
+    }
+
+    /// The cache client.
+    pub fn cache(&self) -> cache::CacheClient {
+        cache::CacheClient { addr: self.cache }
+    }
+}
+
+fn bad_request(message: &str) -> HttpResponse {
+    HttpResponse::new(400, json!({ "error": message }))
+}
+
+/// The response for an error that escaped a handler.
+pub fn error_response(error: &ClientError) -> HttpResponse {
+    match error {
+        ClientError::Db(e) => HttpResponse::new(
+            500,
+            json!({ "error": "database error", "code": e.code(), "message": e.message() }),
+        ),
+        other => HttpResponse::new(
+            503,
+            json!({ "error": "database unavailable", "detail": format!("{other:?}") }),
+        ),
+    }
+}
+
+/// Runs one statement with `?` placeholders on `conn`.
+pub async fn q(
+    app_engine: Engine,
+    conn: &mut DbConn,
+    sql: &str,
+    params: &[Value],
+) -> AppResult<QueryResult> {
+    conn.execute(&schema::dialect(app_engine, sql), params)
+        .await
+}
+
+/// Inserts a row and returns its generated id: `RETURNING id` on PostgreSQL, the last insert
+/// id on MariaDB (as Laravel's `insertGetId` does).
+pub async fn insert_id(
+    engine: Engine,
+    conn: &mut DbConn,
+    sql: &str,
+    params: &[Value],
+) -> AppResult<i64> {
+    let (sql, returning) = match engine {
+        Engine::Postgres => (format!("{sql} returning id"), true),
+        Engine::InnoDb => (sql.to_string(), false),
+    };
+    let result = q(engine, conn, &sql, params).await?;
+    let id = if returning {
+        result
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_int)
+    } else {
+        result.last_insert_id
+    };
+    Ok(id.expect("an insert into a table with an auto-increment key returns its id"))
+}
+
+/// The integer in column `i` of the first row.
+pub fn int_at(result: &QueryResult, row: usize, i: usize) -> Option<i64> {
+    result.rows.get(row)?.get(i)?.as_int()
+}
+
+/// The text in column `i` of the first row.
+pub fn text_at(result: &QueryResult, row: usize, i: usize) -> Option<String> {
+    result.rows.get(row)?.get(i)?.as_text().map(str::to_string)
+}
+
+/// Serves HTTP requests on this node until it is killed.
+pub async fn serve(config: Arc<ShopConfig>, addrs: crate::shop::Addrs) {
+    let app = App::new(config.clone(), &addrs);
+    let workers = Arc::new(tokio::sync::Semaphore::new(config.workers_per_app as usize));
+    net::serve(PORT, move |request: HttpRequest| {
+        let app = app.clone();
+        let workers = workers.clone();
+        async move { app.handle(workers, request).await }
+    })
+    .await
+}

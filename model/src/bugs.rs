@@ -1,0 +1,74 @@
+//! Planted bugs: switches (all off by default) that replace a correct code path with a known
+//! real-world faulty one, to prove that the checks find it.
+
+use serde::{Deserialize, Serialize};
+
+/// The planted bugs, by name.
+pub const NAMES: [(&str, &str); 5] = [
+    (
+        "oversell_check_then_act",
+        "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
+    ),
+    (
+        "double_order_on_convert",
+        "convert a cart without locking it and without the unique key on orders.cart_id",
+    ),
+    (
+        "payment_check_then_act",
+        "confirm a payment after reading its status, without the idempotency key or the unique ledger key",
+    ),
+    (
+        "order_lock_check_without_row_lock",
+        "check the financial order's status with a plain SELECT before mutating it",
+    ),
+    (
+        "deadlock_not_retried",
+        "run transactions once, without Laravel's retry on deadlock",
+    ),
+];
+
+/// Which bugs are on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bugs {
+    /// See [`NAMES`].
+    pub oversell_check_then_act: bool,
+    /// See [`NAMES`].
+    pub double_order_on_convert: bool,
+    /// See [`NAMES`].
+    pub payment_check_then_act: bool,
+    /// See [`NAMES`].
+    pub order_lock_check_without_row_lock: bool,
+    /// See [`NAMES`].
+    pub deadlock_not_retried: bool,
+}
+
+impl Bugs {
+    /// Turns on the bug `name`; an unknown name is an error listing the known ones.
+    pub fn enable(&mut self, name: &str) -> Result<(), String> {
+        let flag = match name {
+            "oversell_check_then_act" => &mut self.oversell_check_then_act,
+            "double_order_on_convert" => &mut self.double_order_on_convert,
+            "payment_check_then_act" => &mut self.payment_check_then_act,
+            "order_lock_check_without_row_lock" => &mut self.order_lock_check_without_row_lock,
+            "deadlock_not_retried" => &mut self.deadlock_not_retried,
+            _ => {
+                let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown bug `{name}` (known: {})",
+                    known.join(", ")
+                ));
+            }
+        };
+        *flag = true;
+        Ok(())
+    }
+
+    /// Transaction attempts: Laravel's `DB::transaction($fn, 3)`, or 1 with the bug on.
+    pub fn transaction_attempts(&self) -> u32 {
+        if self.deadlock_not_retried {
+            1
+        } else {
+            3
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! HTTP-shaped requests and responses over the harness RPC layer.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to an app node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, `PATCH`.
+    pub method: String,
+    /// `/api/v1/cart/12/items`.
+    pub path: String,
+    /// The tenant (the `X-Tenant` header).
+    pub tenant: i64,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+impl HttpResponse {
+    /// A response with `status` and `body`.
+    pub fn new(status: u16, body: serde_json::Value) -> HttpResponse {
+        assert!((100..600).contains(&status));
+        HttpResponse { status, body }
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The route class of a path, as used for latency classes and history kinds:
+/// `/api/v1/cart/12/items` -> `/api/v1/cart/{id}/items`.
+pub fn route(method: &str, path: &str) -> String {
+    let parts: Vec<String> = path
+        .split('/')
+        .map(|p| {
+            if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) {
+                "{id}".to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    format!("{method} {}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_name_the_class() {
+        assert_eq!(
+            super::route("POST", "/api/v1/cart/12/items"),
+            "POST /api/v1/cart/{id}/items"
+        );
+    }
+}

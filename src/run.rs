@@ -1,0 +1,211 @@
+//! `shopsim run`: runs scenarios on seeds and prints a summary table.
+
+use std::path::PathBuf;
+
+use shopsim_scenarios::Scenario;
+use shopsim_sim::check::{percentile, LatencySla};
+use shopsim_sim::db::Profile;
+use shopsim_sim::runner::Outcome;
+use shopsim_sim::seed::{parse_seed, SeedPlan};
+
+use crate::{EXIT_BAD_INPUT, EXIT_OK};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Built-in scenarios to run (see `shopsim list`).
+    scenarios: Vec<String>,
+    /// Run every built-in scenario.
+    #[arg(long)]
+    all: bool,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Run exactly this seed.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<String>,
+    /// How many seeds per scenario and profile (default: 8).
+    #[arg(long)]
+    seeds: Option<String>,
+    /// First seed (with --seeds).
+    #[arg(long, default_value = "0")]
+    seed_start: String,
+    /// Only this database profile (default: each profile the scenario names).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Turn on a planted bug (repeatable), to see the checks at work.
+    #[arg(long = "bug", value_name = "NAME")]
+    bugs: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+/// Resolves scenario names, files and flags into (scenario, profile) pairs; errors name the
+/// flag and the value.
+pub fn resolve(
+    names: &[String],
+    all: bool,
+    files: &[PathBuf],
+    profile: Option<&str>,
+) -> Result<Vec<(Scenario, Profile)>, String> {
+    let mut scenarios = Vec::new();
+    if all {
+        scenarios.extend(shopsim_scenarios::builtin());
+    }
+    for name in names {
+        scenarios.push(shopsim_scenarios::find(name).map_err(|e| format!("SCENARIO: {e}"))?);
+    }
+    for path in files {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("--file {}: {e}", path.display()))?;
+        scenarios.push(
+            Scenario::from_toml(&text).map_err(|e| format!("--file {}: {e}", path.display()))?,
+        );
+    }
+    if scenarios.is_empty() {
+        return Err(
+            "no scenario: name one (see `shopsim list`), or pass --all or --file".to_string(),
+        );
+    }
+    let only = match profile {
+        None => None,
+        Some(p) => Some(
+            p.parse::<Profile>()
+                .map_err(|e| format!("--profile: {e}"))?,
+        ),
+    };
+    let mut runs = Vec::new();
+    for s in scenarios {
+        for p in s.profile_list() {
+            if only.is_none_or(|o| o == p) {
+                runs.push((s.clone(), p));
+            }
+        }
+        if let Some(o) = only {
+            if !s.profile_list().contains(&o) {
+                runs.push((s.clone(), o));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// The seeds from `--seed` / `--seeds` / `--seed-start`.
+pub fn seeds(
+    seed: Option<&str>,
+    count: Option<&str>,
+    start: &str,
+    default_count: u64,
+) -> Result<Vec<u64>, String> {
+    let plan = SeedPlan::from_vars(seed, count, Some(start), default_count).map_err(|e| {
+        let flag = match e.field.as_str() {
+            "SHOPSIM_SEED" => "--seed",
+            "SHOPSIM_SEEDS" => "--seeds",
+            _ => "--seed-start",
+        };
+        format!("{flag}: {}, got `{}`", e.expected, e.value)
+    })?;
+    let _ = parse_seed;
+    Ok(plan.seeds().collect())
+}
+
+/// p95 of a latency class over outcomes, ms.
+fn p95_ms(outcomes: &[Outcome<shopsim_model::shop::ShopState>], kinds: &[&str]) -> Option<f64> {
+    let sla = LatencySla {
+        name: String::new(),
+        kinds: kinds.iter().map(|s| s.to_string()).collect(),
+        percentile: 95.0,
+        threshold_ms: 0.0,
+    };
+    let mut all: Vec<u64> = outcomes
+        .iter()
+        .flat_map(|o| sla.latencies_us(&o.history))
+        .collect();
+    all.sort_unstable();
+    percentile(&all, 95.0).map(|us| us as f64 / 1000.0)
+}
+
+pub fn run(args: Args) -> u8 {
+    let runs = match resolve(
+        &args.scenarios,
+        args.all,
+        &args.files,
+        args.profile.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let seeds = match seeds(
+        args.seed.as_deref(),
+        args.seeds.as_deref(),
+        &args.seed_start,
+        8,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let jobs = match args.jobs {
+        Some(0) => {
+            eprintln!("error: --jobs: must be at least 1, got `0`");
+            return EXIT_BAD_INPUT;
+        }
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    // Check every bug name before any work starts.
+    for (scenario, profile) in &runs {
+        if let Err(e) = scenario.system(*profile, &args.bugs) {
+            eprintln!("error: --bug: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    shopsim_sim::trace::init_from_env();
+    println!(
+        "{:<34} {:>6} {:>9} {:>14} {:>12} {:>13}",
+        "scenario", "seeds", "failures", "p95 checkout", "p95 reads", "virtual time"
+    );
+    let mut exit = EXIT_OK;
+    let mut failures = Vec::new();
+    for (scenario, profile) in &runs {
+        let system = scenario
+            .system(*profile, &args.bugs)
+            .expect("checked above");
+        let config = scenario.sim_config();
+        let outcomes = shopsim_sim::fuzz::run_seeds(
+            || system.clone(),
+            &seeds,
+            |_| config.clone(),
+            jobs,
+            |_| true,
+        );
+        let failed: Vec<&Outcome<_>> = outcomes.iter().filter(|o| !o.passed()).collect();
+        let virtual_s: f64 = outcomes
+            .iter()
+            .map(|o| o.virtual_elapsed.as_secs_f64())
+            .sum();
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+        println!(
+            "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11.1} s",
+            system.name,
+            outcomes.len(),
+            failed.len(),
+            fmt(p95_ms(&outcomes, &shopsim_model::shop::CHECKOUT_KINDS)),
+            fmt(p95_ms(&outcomes, &shopsim_model::shop::READ_KINDS)),
+            virtual_s
+        );
+        for o in failed {
+            exit = exit.max(o.exit_code());
+            failures.push(crate::failure_text(o, &args.bugs));
+        }
+    }
+    for f in &failures {
+        println!("\n{f}");
+    }
+    exit
+}
