@@ -52,9 +52,15 @@ pub fn resolve(
     if all {
         scenarios.extend(shopsim_scenarios::builtin());
     }
+    let mut named_profile = None;
     for name in names {
         scenarios.push(shopsim_scenarios::find(name).map_err(|e| format!("SCENARIO: {e}"))?);
+        // `payment-race@pg_rc`, as failure reports name a run, selects that profile.
+        if let Some((_, p)) = name.split_once('@') {
+            named_profile = Some(p.to_string());
+        }
     }
+    let profile = profile.or(named_profile.as_deref());
     for path in files {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("--file {}: {e}", path.display()))?;

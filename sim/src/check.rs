@@ -111,7 +111,42 @@ impl<S> Checker<S> for ServerErrors {
     }
 }
 
+/// Fault windows (start, end) in µs, from the `nemesis` events of a history: each fault from
+/// its start event to the event of its pair; with `instants`, an instant event (a buggify
+/// point) is a window of its own; a fault never healed lasts to the end.
+pub fn fault_windows(history: &History, instants: bool) -> Vec<(u64, u64)> {
+    let mut windows = Vec::new();
+    let mut open: Vec<(String, u64)> = Vec::new();
+    for op in history.ops.iter().filter(|o| o.process == "nemesis") {
+        let t = op.invoke_us;
+        match op.kind.as_str() {
+            "crash" | "pause" | "clog" | "partition" | "loss" | "latency" => {
+                open.push((op.kind.clone(), t))
+            }
+            "restart" | "resume" | "unclog" | "heal" | "loss_end" | "latency_end" => {
+                if let Some((_, start)) = open.pop() {
+                    windows.push((start, t));
+                }
+            }
+            _ if instants => windows.push((t, t)),
+            _ => {}
+        }
+    }
+    windows.extend(open.into_iter().map(|(_, start)| (start, u64::MAX)));
+    windows
+}
+
+/// Whether `op` overlaps a fault window, counting from `slack_us` before it was invoked (a
+/// fault shortly before a request still slows or breaks it).
+pub fn overlaps_fault(op: &Op, windows: &[(u64, u64)], slack_us: u64) -> bool {
+    let start = op.invoke_us.saturating_sub(slack_us);
+    let end = op.complete_us.unwrap_or(u64::MAX);
+    windows.iter().any(|&(a, b)| a <= end && b >= start)
+}
+
 /// A latency percentile of one class of operations stays under a threshold (virtual time).
+/// Operations that overlap a fault window are left out: the SLA is a promise about the system
+/// under load, not under a partition.
 #[derive(Debug, Clone)]
 pub struct LatencySla {
     /// The check's name.
@@ -135,12 +170,15 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 impl LatencySla {
-    /// Completed latencies of the class, sorted, in microseconds.
+    /// Completed latencies of the class outside fault windows, sorted, in microseconds.
     pub fn latencies_us(&self, history: &History) -> Vec<u64> {
+        // Buggify points are part of normal operation here: a slow statement is a latency.
+        let windows = fault_windows(history, false);
         let mut l: Vec<u64> = history
             .ops
             .iter()
             .filter(|op| self.kinds.contains(&op.kind))
+            .filter(|op| !overlaps_fault(op, &windows, 1_000_000))
             .filter_map(Op::latency_us)
             .collect();
         l.sort_unstable();

@@ -175,6 +175,12 @@ pub(crate) fn start_run(plan: &FaultPlan) {
     BUGGIFY.with(|b| b.set(p));
 }
 
+/// Activates buggify point `point` for the rest of this run (tests that need it to fire).
+#[cfg(test)]
+pub(crate) fn force_active(point: &str) {
+    ACTIVE.with(|a| a.borrow_mut().insert(point.to_string(), true));
+}
+
 pub(crate) fn record_into(recorder: Recorder) {
     RECORDER.with(|r| *r.borrow_mut() = Some(recorder));
 }

@@ -1,13 +1,17 @@
 //! Request/response RPC between simulated nodes over madsim's network, with deadlines.
 //!
 //! A request travels as one datagram and its reply as another, so packet loss, clogged links
-//! and partitions hit either. A call whose reply does not arrive by its deadline ends as
-//! [`RpcOutcome::Unknown`]: the server may or may not have acted on it. It is never reported
-//! as a failure, because a checker that took it for one would be wrong whenever it succeeded.
+//! and partitions hit either. Like HTTP over TCP, a lost datagram is retransmitted (the first
+//! retransmission after [`RETRANSMIT_AFTER`], then doubling) and the server answers a
+//! retransmitted request from its reply cache instead of serving it twice. A call whose reply
+//! does not arrive by its deadline ends as [`RpcOutcome::Unknown`]: the server may or may not
+//! have acted on it. It is never reported as a failure, because a checker that took it for one
+//! would be wrong whenever it succeeded.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::net::Endpoint;
@@ -17,6 +21,15 @@ use crate::fault::buggify;
 
 /// The datagram tag requests are sent with; replies use the caller's random tag.
 const TAG_REQUEST: u64 = 1;
+
+/// The first retransmission timeout (Linux TCP's minimum RTO).
+pub const RETRANSMIT_AFTER: Duration = Duration::from_millis(200);
+
+/// (client, reply tag) -> the reply once sent; `None` while the request is being served.
+type ReplyCache<Resp> = Arc<Mutex<BTreeMap<(SocketAddr, u64), Option<Resp>>>>;
+
+/// How many recent requests a server remembers to answer retransmissions.
+const REPLY_CACHE_ENTRIES: usize = 4096;
 
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +45,7 @@ pub enum RpcOutcome<T> {
 pub async fn serve<Req, Resp, F, Fut>(port: u16, handler: F)
 where
     Req: Send + Sync + 'static,
-    Resp: Send + Sync + 'static,
+    Resp: Clone + Send + Sync + 'static,
     F: Fn(Req) -> Fut + 'static,
     Fut: Future<Output = Resp> + 'static,
 {
@@ -47,6 +60,8 @@ where
         }
     };
     let endpoint = Arc::new(endpoint);
+    let replies: ReplyCache<Resp> = Arc::default();
+    let mut order: VecDeque<(SocketAddr, u64)> = VecDeque::new();
     loop {
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
@@ -56,13 +71,41 @@ where
             continue;
         };
         let (reply_tag, request) = *request;
+        let key = (from, reply_tag);
+        {
+            let mut cache = replies.lock().expect("reply cache");
+            match cache.get(&key) {
+                Some(Some(reply)) => {
+                    // A retransmission after the reply was lost: send it again.
+                    let (endpoint, reply) = (endpoint.clone(), reply.clone());
+                    madsim::task::spawn_local(async move {
+                        let _ = endpoint.send_to_raw(from, reply_tag, Box::new(reply)).await;
+                    });
+                    continue;
+                }
+                // Still being served: the reply will go out when it is ready.
+                Some(None) => continue,
+                None => {
+                    cache.insert(key, None);
+                    order.push_back(key);
+                    while order.len() > REPLY_CACHE_ENTRIES {
+                        let old = order.pop_front().expect("non-empty");
+                        cache.remove(&old);
+                    }
+                }
+            }
+        }
         let reply = handler(request);
         let endpoint = endpoint.clone();
+        let replies = replies.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
             if buggify("rpc.delay_reply", 0.02) {
                 let delay_ms = madsim::rand::thread_rng().gen_range(10..2_000);
                 madsim::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            if let Some(slot) = replies.lock().expect("reply cache").get_mut(&key) {
+                *slot = Some(response.clone());
             }
             let _ = endpoint
                 .send_to_raw(from, reply_tag, Box::new(response))
@@ -74,7 +117,7 @@ where
 /// Calls the server at `addr`; `Unknown` if no reply arrives within `deadline`.
 pub async fn call<Req, Resp>(addr: SocketAddr, request: Req, deadline: Duration) -> RpcOutcome<Resp>
 where
-    Req: Send + Sync + 'static,
+    Req: Clone + Send + Sync + 'static,
     Resp: Send + Sync + 'static,
 {
     assert!(deadline > Duration::ZERO);
@@ -83,20 +126,32 @@ where
         return RpcOutcome::Unknown;
     };
     let reply_tag: u64 = madsim::rand::thread_rng().gen_range(2..u64::MAX);
-    if endpoint
-        .send_to_raw(addr, TAG_REQUEST, Box::new((reply_tag, request)))
-        .await
-        .is_err()
-    {
-        // Nothing was sent, but a caller cannot always tell; stay on the safe side.
-        return RpcOutcome::Unknown;
-    }
-    let remaining = deadline.saturating_sub(started.elapsed());
-    match madsim::time::timeout(remaining, endpoint.recv_from_raw(reply_tag)).await {
-        Ok(Ok((payload, _))) => match payload.downcast::<Resp>() {
-            Ok(response) => RpcOutcome::Reply(*response),
-            Err(_) => RpcOutcome::Unknown,
-        },
-        _ => RpcOutcome::Unknown,
+    let mut retransmit_after = RETRANSMIT_AFTER;
+    loop {
+        let remaining = deadline.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return RpcOutcome::Unknown;
+        }
+        // The same tag every time: the server serves a request once.
+        let payload = Box::new((reply_tag, request.clone()));
+        if endpoint
+            .send_to_raw(addr, TAG_REQUEST, payload)
+            .await
+            .is_err()
+        {
+            // Nothing was sent, but a caller cannot always tell; stay on the safe side.
+            return RpcOutcome::Unknown;
+        }
+        let wait = retransmit_after.min(remaining);
+        match madsim::time::timeout(wait, endpoint.recv_from_raw(reply_tag)).await {
+            Ok(Ok((payload, _))) => {
+                return match payload.downcast::<Resp>() {
+                    Ok(response) => RpcOutcome::Reply(*response),
+                    Err(_) => RpcOutcome::Unknown,
+                }
+            }
+            Ok(Err(_)) => return RpcOutcome::Unknown,
+            Err(_) => retransmit_after *= 2,
+        }
     }
 }

@@ -45,8 +45,6 @@ fn text<'a>(row: &std::collections::BTreeMap<&str, &'a Value>, column: &str) -> 
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::collections::BTreeMap;
-
     use shopsim_sim::db::Value;
     use shopsim_sim::history::{History, Op, OpOutcome};
 
@@ -110,9 +108,5 @@ pub(crate) mod testing {
 
     pub fn history(ops: Vec<Op>) -> History {
         History { ops }
-    }
-
-    pub fn empty() -> BTreeMap<i64, i64> {
-        BTreeMap::new()
     }
 }

@@ -3,7 +3,7 @@
 //! provider unreachable) is excused when a fault was active, or a buggify point fired, between
 //! one second before the request and its answer.
 
-use shopsim_sim::check::{describe, Checker, Report};
+use shopsim_sim::check::{describe, fault_windows, overlaps_fault, Checker, Report};
 use shopsim_sim::history::{History, Op};
 
 use crate::shop::ShopState;
@@ -11,47 +11,19 @@ use crate::shop::ShopState;
 /// See the module documentation.
 pub struct No5xx;
 
-/// Fault windows (start, end) in µs from the nemesis events of a history.
-fn fault_windows(history: &History) -> Vec<(u64, u64)> {
-    let mut windows = Vec::new();
-    let mut open: Vec<(String, u64)> = Vec::new();
-    for op in history.ops.iter().filter(|o| o.process == "nemesis") {
-        let t = op.invoke_us;
-        match op.kind.as_str() {
-            "crash" | "pause" | "clog" | "partition" | "loss" | "latency" => {
-                open.push((op.kind.clone(), t))
-            }
-            "restart" | "resume" | "unclog" | "heal" | "loss_end" | "latency_end" => {
-                if let Some((_, start)) = open.pop() {
-                    windows.push((start, t));
-                }
-            }
-            _ => windows.push((t, t)),
-        }
-    }
-    windows.extend(open.into_iter().map(|(_, start)| (start, u64::MAX)));
-    windows
-}
-
-fn excused(op: &Op, windows: &[(u64, u64)]) -> bool {
-    let start = op.invoke_us.saturating_sub(1_000_000);
-    let end = op.complete_us.unwrap_or(u64::MAX);
-    windows.iter().any(|&(a, b)| a <= end && b >= start)
-}
-
 impl Checker<ShopState> for No5xx {
     fn name(&self) -> &str {
         "no_5xx"
     }
 
     fn check(&self, history: &History, _state: &ShopState) -> Report {
-        let windows = fault_windows(history);
+        let windows = fault_windows(history, true);
         let bad: Vec<&Op> = history
             .ops
             .iter()
             .filter(|op| match op.status {
                 Some(500) => true,
-                Some(s) if s > 500 => !excused(op, &windows),
+                Some(s) if s > 500 => !overlaps_fault(op, &windows, 1_000_000),
                 _ => false,
             })
             .collect();

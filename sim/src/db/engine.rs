@@ -634,31 +634,42 @@ impl Database {
 
     /// InnoDB detects a deadlock as soon as a wait closes a cycle, and rolls back the
     /// lightest transaction of the cycle (rows changed plus locks), the requester on a tie.
+    /// Rolling back a victim that was only on the path can leave another cycle through the
+    /// requester (its other blockers still wait for it), so this repeats until none is left.
     fn innodb_deadlock_check(&mut self, session: SessionId) {
         let tx = self.session_tx(session);
-        let Some(cycle) = self.locks.find_cycle(tx) else {
-            return;
-        };
-        let weight = |db: &Database, t: TxId| {
-            let undo = db.sessions[&db.tx_session[&t]]
-                .tx
-                .as_ref()
-                .map_or(0, |x| x.undo.len() as u64);
-            db.locks.weight(t) + undo
-        };
-        let mut victim = tx;
-        let mut victim_weight = weight(self, tx);
-        for &t in cycle.iter().skip(1) {
-            let w = weight(self, t);
-            if w < victim_weight {
-                victim = t;
-                victim_weight = w;
+        loop {
+            if self.locks.waiting_target(tx).is_none() {
+                return;
+            }
+            let Some(cycle) = self.locks.find_cycle(tx) else {
+                return;
+            };
+            tracing::debug!(tx, ?cycle, "deadlock");
+            let weight = |db: &Database, t: TxId| {
+                let undo = db.sessions[&db.tx_session[&t]]
+                    .tx
+                    .as_ref()
+                    .map_or(0, |x| x.undo.len() as u64);
+                db.locks.weight(t) + undo
+            };
+            let mut victim = tx;
+            let mut victim_weight = weight(self, tx);
+            for &t in cycle.iter().skip(1) {
+                let w = weight(self, t);
+                if w < victim_weight {
+                    victim = t;
+                    victim_weight = w;
+                }
+            }
+            self.stats.deadlocks += 1;
+            let victim_session = self.tx_session[&victim];
+            let engine = self.engine;
+            self.fail_blocked(victim_session, errors::deadlock(engine));
+            if victim == tx {
+                return;
             }
         }
-        self.stats.deadlocks += 1;
-        let victim_session = self.tx_session[&victim];
-        let engine = self.engine;
-        self.fail_blocked(victim_session, errors::deadlock(engine));
     }
 
     /// Ends the blocked statement of `session` with `error`.
@@ -689,6 +700,7 @@ impl Database {
             else {
                 continue;
             };
+            tracing::debug!(session, tx, "lock granted; statement runs again");
             if self.locks.waiting_target(tx).is_some() {
                 // Still queued (woken for an earlier grant): keep waiting.
                 self.sessions.get_mut(&session).expect("session").blocked = Some(blocked);

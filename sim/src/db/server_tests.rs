@@ -403,6 +403,7 @@ fn drop_after_commit_is_ambiguous_and_committed() {
             buggify_probability: 0.05,
             ..crate::fault::FaultPlan::all()
         });
+        crate::fault::force_active("db.drop_after_commit");
         app.spawn(async {
             settle().await;
             let pool = pool();
@@ -691,6 +692,7 @@ fn lost_autocommit_reply(retry: bool) -> (Result<u64, String>, i64) {
             buggify_probability: 0.05,
             ..crate::fault::FaultPlan::all()
         });
+        crate::fault::force_active("db.drop_after_commit");
         app.spawn(async move {
             settle().await;
             let config = DbClientConfig {
