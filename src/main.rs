@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod artifact;
+mod bench;
 mod conformance;
+mod determinism;
+mod fuzz;
 mod replay;
 mod run;
 
@@ -54,6 +58,21 @@ enum Command {
         shopsim replay checkout-concurrency --seed 7 --profile maria_rr --trace\n  \
         shopsim replay inventory-race --seed 3 --bug oversell_check_then_act")]
     Replay(replay::Args),
+    /// Explore fresh seeds in swarm mode on N threads; failures become artifacts.
+    #[command(after_help = "Examples:\n  \
+        shopsim fuzz --duration 8h\n  \
+        shopsim fuzz inventory-race --seeds 2000 --bug oversell_check_then_act --out target/fuzz\n  \
+        shopsim fuzz --duration 1h --shard 3/10 --out /data/shard-3\n  \
+        shopsim fuzz --duration 8h --resume")]
+    Fuzz(fuzz::Args),
+    /// Run each seed twice in this process and once in a fresh one; exit 5 on any difference.
+    #[command(after_help = "Examples:\n  \
+        shopsim check-determinism --seeds 20\n  \
+        shopsim check-determinism checkout-concurrency --seeds 100 --profile maria_rr")]
+    CheckDeterminism(determinism::Args),
+    /// Seeds per second, virtual/wall time, peak memory and multi-thread speed-up.
+    #[command(after_help = "Examples:\n  shopsim bench\n  shopsim bench --seeds 100 --json")]
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +92,9 @@ fn main() -> ExitCode {
         Command::Conformance(args) => conformance::run(args),
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
+        Command::CheckDeterminism(args) => determinism::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::List => {
             for s in shopsim_scenarios::builtin() {
                 println!("{:<22} {}", s.name, s.why);

@@ -9,14 +9,14 @@ use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The scenario (or `--file`).
+    /// The scenario, or an artifact written by `shopsim fuzz` (a `.json` path).
     scenario: Option<String>,
     /// A scenario file outside the registry.
     #[arg(long = "file", value_name = "PATH")]
     file: Option<PathBuf>,
-    /// The seed to replay.
+    /// The seed to replay (not with an artifact).
     #[arg(long)]
-    seed: String,
+    seed: Option<String>,
     /// The database profile (default: the scenario's first).
     #[arg(long)]
     profile: Option<String>,
@@ -29,9 +29,29 @@ pub struct Args {
     /// Print the whole history.
     #[arg(long)]
     trace: bool,
+    /// Write a Mermaid sequence diagram of the operations in the witness to this file.
+    #[arg(long, value_name = "FILE")]
+    diagram: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> u8 {
+pub fn run(mut args: Args) -> u8 {
+    // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
+    let mut artifact_config = None;
+    if let Some(path) = args.scenario.clone().filter(|s| s.ends_with(".json")) {
+        let artifact = match crate::artifact::read(std::path::Path::new(&path)) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: ARTIFACT {e}");
+                return EXIT_BAD_INPUT;
+            }
+        };
+        args.scenario = Some(artifact.scenario.clone());
+        args.seed = Some(artifact.seed.to_string());
+        args.profile = Some(artifact.profile.clone());
+        args.bugs = artifact.bugs.clone();
+        args.expect_hash = Some(format!("{:016x}", artifact.trace_hash));
+        artifact_config = Some(artifact.config.clone());
+    }
     let names: Vec<String> = args.scenario.iter().cloned().collect();
     let files: Vec<PathBuf> = args.file.iter().cloned().collect();
     let runs = match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
@@ -41,7 +61,11 @@ pub fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let seed = match shopsim_sim::seed::parse_seed("--seed", &args.seed) {
+    let Some(seed_text) = args.seed.as_deref() else {
+        eprintln!("error: --seed: required (or give an artifact)");
+        return EXIT_BAD_INPUT;
+    };
+    let seed = match shopsim_sim::seed::parse_seed("--seed", seed_text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -57,7 +81,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     shopsim_sim::trace::init_from_env();
-    let config = scenario.sim_config();
+    let config = artifact_config.unwrap_or_else(|| scenario.sim_config());
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     let outcome = shopsim_sim::runner::run(&system, seed, &config);
     if args.trace {
@@ -106,8 +130,108 @@ pub fn run(args: Args) -> u8 {
             return EXIT_NONDETERMINISM;
         }
     }
+    if let Some(path) = &args.diagram {
+        let diagram = diagram(&outcome);
+        if let Err(e) = std::fs::write(path, diagram) {
+            eprintln!("error: --diagram {}: {e}", path.display());
+            return EXIT_BAD_INPUT;
+        }
+        println!("diagram: {}", path.display());
+    }
     if !outcome.passed() {
         println!("\n{}", crate::failure_text(&outcome, &args.bugs));
     }
     outcome.exit_code()
+}
+
+/// A Mermaid sequence diagram of the operations a failure's witness names (`#12`), or of the
+/// first operations of the run if it names none, with the faults around them.
+pub fn diagram<S>(outcome: &shopsim_sim::runner::Outcome<S>) -> String {
+    let witness = outcome
+        .failure
+        .as_ref()
+        .map(|f| f.witness.clone())
+        .unwrap_or_default();
+    let mut named = std::collections::BTreeSet::new();
+    let bytes: Vec<char> = witness.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '#' {
+            let digits: String = bytes[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                named.insert(n);
+            }
+            i += digits.len();
+        }
+        i += 1;
+    }
+    let ops: Vec<_> = outcome
+        .history
+        .ops
+        .iter()
+        .filter(|op| {
+            if named.is_empty() {
+                op.index < 30
+            } else {
+                named.contains(&op.index) || (op.process == "nemesis" && op.kind != "buggify")
+            }
+        })
+        .collect();
+    let mut out = String::from("sequenceDiagram\n    participant shop as shop (app nodes)\n");
+    if let Some(f) = &outcome.failure {
+        out.push_str(&format!(
+            "    Note over shop: {} seed {}: {}\n",
+            outcome.system, outcome.seed, f.check
+        ));
+    }
+    let mut events: Vec<(u64, String)> = Vec::new();
+    for op in ops {
+        let who = op.process.replace('-', "_");
+        if op.process == "nemesis" {
+            events.push((
+                op.invoke_us,
+                format!(
+                    "    Note over shop: {:.1} ms fault: {} {}\n",
+                    op.invoke_us as f64 / 1000.0,
+                    op.kind,
+                    op.details
+                ),
+            ));
+            continue;
+        }
+        events.push((
+            op.invoke_us,
+            format!(
+                "    {who}->>shop: #{} {} ({:.1} ms)\n",
+                op.index,
+                op.kind,
+                op.invoke_us as f64 / 1000.0
+            ),
+        ));
+        let answer = match (op.status, op.complete_us) {
+            (Some(status), Some(t)) => format!(
+                "    shop-->>{who}: #{} {status} {} ({:.1} ms)\n",
+                op.index,
+                op.details["response"]["body"]
+                    .to_string()
+                    .replace(['{', '}', '"', ';'], ""),
+                t as f64 / 1000.0
+            ),
+            (None, Some(t)) => format!(
+                "    shop--x{who}: #{} no answer ({:.1} ms)\n",
+                op.index,
+                t as f64 / 1000.0
+            ),
+            _ => format!("    shop--x{who}: #{} never completed\n", op.index),
+        };
+        events.push((op.complete_us.unwrap_or(u64::MAX), answer));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    for (_, line) in events {
+        out.push_str(&line);
+    }
+    out
 }

@@ -61,3 +61,249 @@ fn conformance_bad_input_exits_2_naming_the_value() {
     let (code, _, _) = shopsim(&["no-such-command"]);
     assert_eq!(code, 2);
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("shopsim-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn list_and_run_a_scenario() {
+    let (code, out, _) = shopsim(&["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("checkout-concurrency") && out.contains("order-lock-race"),
+        "{out}"
+    );
+    let (code, out, err) = shopsim(&["run", "payment-race", "--seeds", "2", "--profile", "pg_rc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("payment-race@pg_rc"), "{out}");
+}
+
+#[test]
+fn a_planted_bug_fails_with_exit_1_and_a_paste_able_replay() {
+    let (code, out, _) = shopsim(&[
+        "run",
+        "inventory-race",
+        "--seeds",
+        "3",
+        "--profile",
+        "maria_rr",
+        "--bug",
+        "oversell_check_then_act",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL inventory-race@maria_rr seed="))
+        .expect("a FAIL line");
+    assert!(fail.contains("no_oversell"), "{fail}");
+    let replay = out
+        .lines()
+        .find_map(|l| l.strip_prefix("note: reproduce with: cargo run --release -- "))
+        .expect("a replay command");
+    let args: Vec<&str> = replay.split_whitespace().collect();
+    let (code, out, _) = shopsim(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(fail), "{out}");
+}
+
+#[test]
+fn bad_input_exits_2_naming_flag_and_value() {
+    for (args, needle) in [
+        (
+            vec!["run", "checkout-concurency"],
+            "did you mean `checkout-concurrency`",
+        ),
+        (
+            vec!["run", "inventory-race", "--seeds", "0"],
+            "--seeds: must be at least 1",
+        ),
+        (
+            vec!["run", "inventory-race", "--seed", "abc"],
+            "--seed: must be an unsigned 64-bit integer, got `abc`",
+        ),
+        (
+            vec!["run", "inventory-race", "--bug", "nope"],
+            "unknown bug `nope`",
+        ),
+        (
+            vec!["run", "inventory-race", "--jobs", "0"],
+            "--jobs: must be at least 1",
+        ),
+        (vec!["fuzz", "--duration", "8x"], "`8x`"),
+        (vec!["fuzz", "--seeds", "5", "--shard", "3/2"], "`3/2`"),
+        (vec!["fuzz", "--seeds", "5", "--jobs", "0"], "--jobs"),
+        (
+            vec!["fuzz", "--seeds", "5", "--out", "/proc/nope"],
+            "--out /proc/nope",
+        ),
+        (vec!["replay", "/nonexistent/artifact.json"], "ARTIFACT"),
+    ] {
+        let (code, out, err) = shopsim(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let dir = temp_dir("bad-scenario");
+    let file = dir.join("s.toml");
+    std::fs::write(&file, "name = \"x\"\nwhy = \"y\"\n[shop]\nshoppers = -1\n").unwrap();
+    let (code, _, err) = shopsim(&["run", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 4") && err.contains("-1"), "{err}");
+    let foreign = dir.join("foreign.json");
+    std::fs::write(&foreign, "{\"format\": \"something-else\"}").unwrap();
+    let (code, _, err) = shopsim(&["replay", foreign.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a shopsim artifact"), "{err}");
+}
+
+#[test]
+fn fuzz_writes_artifacts_that_replay_with_the_same_hash_and_a_diagram() {
+    let out_dir = temp_dir("fuzz");
+    let (code, out, err) = shopsim(&[
+        "fuzz",
+        "payment-race",
+        "--seeds",
+        "8",
+        "--profile",
+        "pg_rc",
+        "--bug",
+        "payment_check_then_act",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let dir = out_dir.join("payment-race@pg_rc");
+    let artifact = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("an artifact")
+        .unwrap()
+        .path();
+    let diagram = out_dir.join("d.mmd");
+    let (code, out, err) = shopsim(&[
+        "replay",
+        artifact.to_str().unwrap(),
+        "--diagram",
+        diagram.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("payment_exactly_once"), "{out}");
+    assert!(std::fs::read_to_string(&diagram)
+        .unwrap()
+        .starts_with("sequenceDiagram"));
+    assert!(out_dir.join("report.json").exists() && out_dir.join("junit.xml").exists());
+    // A tampered hash is nondeterminism: exit 5.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&artifact).unwrap()).unwrap();
+    json["trace_hash"] = serde_json::json!(12345);
+    let tampered = out_dir.join("tampered.json");
+    std::fs::write(&tampered, json.to_string()).unwrap();
+    let (code, _, _) = shopsim(&["replay", tampered.to_str().unwrap()]);
+    assert_eq!(code, 5);
+}
+
+#[test]
+fn a_killed_campaign_keeps_every_reported_failure_and_resumes() {
+    use std::io::{BufRead, BufReader};
+    let out_dir = temp_dir("kill");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shopsim"))
+        .args([
+            "fuzz",
+            "inventory-race",
+            "--seeds",
+            "100000",
+            "--bug",
+            "oversell_check_then_act",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--jobs",
+            "2",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the reported artifacts on a thread, so a campaign that reports nothing cannot hang
+    // the test: after 60 s it is killed and the test fails.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(path) = line.trim().strip_prefix("artifact: ") {
+                if tx
+                    .send(std::path::PathBuf::from(path.split("  ").next().unwrap()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let mut reported = Vec::new();
+    while reported.len() < 5 {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(path) => reported.push(path),
+            Err(_) => {
+                child.kill().unwrap();
+                panic!("the campaign reported {} failures in 60 s", reported.len());
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for path in &reported {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("a complete artifact");
+        assert_eq!(json["format"], "shopsim-artifact-1");
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("state.json")).unwrap())
+            .unwrap();
+    let before = state["seeds_run"].as_u64().unwrap();
+    assert!(
+        before % 16 == 0,
+        "the state is saved between batches: {before}"
+    );
+    let (code, out, err) = shopsim(&[
+        "fuzz",
+        "inventory-race",
+        "--seeds",
+        "16",
+        "--bug",
+        "oversell_check_then_act",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--resume",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["seeds_run"].as_u64().unwrap(), before + 16);
+}
+
+#[test]
+fn check_determinism_passes_in_and_across_processes() {
+    let (code, out, err) = shopsim(&[
+        "check-determinism",
+        "order-lock-race",
+        "--seeds",
+        "3",
+        "--profile",
+        "maria_rr",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("3 seeds deterministic (twice in process, once in a fresh process)"),
+        "{out}"
+    );
+}

@@ -18,8 +18,16 @@ impl Checker<ShopState> for NoOversell {
         "no_oversell"
     }
 
-    fn check(&self, _history: &History, state: &ShopState) -> Report {
+    fn check(&self, history: &History, state: &ShopState) -> Report {
         let reservations = state.rows("reservations");
+        // Which request made each reservation, for the witness.
+        let made_by: std::collections::BTreeMap<i64, String> = history
+            .of_kind("POST /api/v1/cart/{id}/items")
+            .filter_map(|op| {
+                let id = op.details["response"]["body"]["reservation_id"].as_i64()?;
+                Some((id, format!("#{} {}", op.index, op.process)))
+            })
+            .collect();
         for product in state.rows("products") {
             let id = int(&product, "id");
             let initial = state
@@ -36,9 +44,13 @@ impl Checker<ShopState> for NoOversell {
                     "converted" => converted += int(r, "quantity"),
                     _ => continue,
                 }
+                let id = int(r, "id");
+                let by = made_by
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| "an unknown request".to_string());
                 takers.push(format!(
-                    "#{} cart {} x{}",
-                    int(r, "id"),
+                    "reservation {id} (cart {}, {} units) by {by}",
                     int(r, "cart_id"),
                     int(r, "quantity")
                 ));
@@ -63,8 +75,13 @@ impl Checker<ShopState> for NoOversell {
                 return Report::invalid(
                     "no_oversell",
                     format!(
-                        "product {id}: {problem}; reservations: {}",
-                        takers.join(", ")
+                        "product {id}: {problem}; taken by {}{}",
+                        takers[..takers.len().min(6)].join(", "),
+                        if takers.len() > 6 {
+                            format!(" and {} more", takers.len() - 6)
+                        } else {
+                            String::new()
+                        }
                     ),
                 );
             }
@@ -90,7 +107,7 @@ mod tests {
         s.initial_stock.insert(1, 1);
         let r = NoOversell.check(&history(vec![]), &s);
         assert_eq!(r.verdict, shopsim_sim::check::Verdict::Invalid);
-        assert_eq!(r.witness, "product 1: 2 units were taken (2 held, 0 converted) of a stock of 1; reservations: #1 cart 10 x1, #2 cart 11 x1");
+        assert_eq!(r.witness, "product 1: 2 units were taken (2 held, 0 converted) of a stock of 1; taken by reservation 1 (cart 10, 1 units) by an unknown request, reservation 2 (cart 11, 1 units) by an unknown request");
         s.tables.get_mut("reservations").unwrap().1.pop();
         assert_eq!(
             NoOversell.check(&history(vec![]), &s).verdict,
