@@ -268,7 +268,7 @@ fn a_killed_campaign_keeps_every_reported_failure_and_resumes() {
             .unwrap();
     let before = state["seeds_run"].as_u64().unwrap();
     assert!(
-        before % 16 == 0,
+        before.is_multiple_of(16),
         "the state is saved between batches: {before}"
     );
     let (code, out, err) = shopsim(&[
