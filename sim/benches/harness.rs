@@ -35,14 +35,20 @@ impl System for PingPong {
                 .init(|| net::serve(9000, |x: u64| async move { x + 1 }))
                 .build();
             world.register(&server, "server", NodeRole::SERVER);
-            let client = handle.create_node().name("client").ip("10.0.0.2".parse().unwrap()).build();
+            let client = handle
+                .create_node()
+                .name("client")
+                .ip("10.0.0.2".parse().unwrap())
+                .build();
             let addr: SocketAddr = "10.0.0.1:9000".parse().unwrap();
             client
                 .spawn(async move {
                     madsim::time::sleep(Duration::from_millis(1)).await;
                     let mut ok = 0;
                     for i in 0..calls {
-                        if let net::RpcOutcome::Reply(_) = net::call::<u64, u64>(addr, i, Duration::from_secs(1)).await {
+                        if let net::RpcOutcome::Reply(_) =
+                            net::call::<u64, u64>(addr, i, Duration::from_secs(1)).await
+                        {
                             ok += 1;
                         }
                     }
@@ -100,5 +106,8 @@ fn main() {
     };
     let one = time(1);
     let two = time(2);
-    println!("speed-up of 2 threads over 1: {:.2}x (goal >= 1.8x)", one / two);
+    println!(
+        "speed-up of 2 threads over 1: {:.2}x (goal >= 1.8x)",
+        one / two
+    );
 }
