@@ -246,14 +246,8 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         } else {
             format!("shopper-{i}")
         };
-        let node = handle
-            .create_node()
-            .name(process.clone())
-            .ip(client_ip(n))
-            .build();
+        let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
         n += 1;
-        world.register(&node, &process, NodeRole::CLIENT);
-        let client = Client::new(process, world.recorder(), addrs.apps.clone(), &config);
         let config = config.clone();
         tasks.push(node.spawn(async move {
             let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
@@ -267,14 +261,8 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         let tenant = 1 + i64::from(i) % i64::from(config.tenants);
         for m in 0..=config.mutations_per_order {
             let process = format!("admin-{i}-{m}");
-            let node = handle
-                .create_node()
-                .name(process.clone())
-                .ip(client_ip(n))
-                .build();
+            let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
             n += 1;
-            world.register(&node, &process, NodeRole::CLIENT);
-            let client = Client::new(process, world.recorder(), addrs.apps.clone(), &config);
             let window = config.arrival_window_ms;
             tasks.push(node.spawn(async move {
                 let start = madsim::rand::thread_rng().gen_range(0..=window.min(50));
@@ -333,6 +321,25 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         initial_stock,
         deadlocks,
     }
+}
+
+/// A client node (registered for network faults) and the HTTP client that runs on it.
+fn client_node(
+    world: &World,
+    addrs: &Addrs,
+    config: &ShopConfig,
+    process: String,
+    ip: IpAddr,
+) -> (madsim::runtime::NodeHandle, Client) {
+    let node = world
+        .handle()
+        .create_node()
+        .name(process.clone())
+        .ip(ip)
+        .build();
+    world.register(&node, &process, NodeRole::CLIENT);
+    let client = Client::new(process, world.recorder(), addrs.apps.clone(), config);
+    (node, client)
 }
 
 /// A shopper's or admin's HTTP client: picks an app node per request (the load balancer) and

@@ -2,8 +2,6 @@
 //! registry. A scenario names a workload, a deployment, the faults and the database profiles;
 //! [`Scenario::system`] turns it into the shop system and the runner's configuration.
 
-use std::collections::BTreeSet;
-
 use serde::Deserialize;
 use shopsim_model::config::ShopConfig;
 use shopsim_model::shop::Shop;
@@ -58,44 +56,6 @@ impl Default for SimSection {
     }
 }
 
-/// The `[faults]` table: a fault plan whose fields all default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FaultSection {
-    /// Fault families that may happen.
-    pub families: BTreeSet<shopsim_sim::fault::FaultFamily>,
-    /// See [`FaultPlan`].
-    pub interval_ms_min: u64,
-    /// See [`FaultPlan`].
-    pub interval_ms_max: u64,
-    /// See [`FaultPlan`].
-    pub duration_ms_max: u64,
-    /// See [`FaultPlan`].
-    pub loss_probability: f64,
-    /// See [`FaultPlan`].
-    pub spike_latency_ms: u64,
-    /// See [`FaultPlan`].
-    pub buggify_probability: f64,
-    /// See [`FaultPlan`].
-    pub quiet_period_ms: u64,
-}
-
-impl Default for FaultSection {
-    fn default() -> Self {
-        let p = FaultPlan::none();
-        FaultSection {
-            families: p.families,
-            interval_ms_min: p.interval_ms_min,
-            interval_ms_max: p.interval_ms_max,
-            duration_ms_max: p.duration_ms_max,
-            loss_probability: p.loss_probability,
-            spike_latency_ms: p.spike_latency_ms,
-            buggify_probability: p.buggify_probability,
-            quiet_period_ms: p.quiet_period_ms,
-        }
-    }
-}
-
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +72,7 @@ pub struct Scenario {
     pub sim: SimSection,
     /// Faults.
     #[serde(default)]
-    pub faults: FaultSection,
+    pub faults: FaultPlan,
     /// The shop.
     #[serde(default)]
     pub shop: ShopConfig,
@@ -160,22 +120,12 @@ impl Scenario {
 
     /// The runner's configuration.
     pub fn sim_config(&self) -> SimConfig {
-        let f = &self.faults;
         SimConfig {
             duration_ms: self.sim.duration_ms,
             time_limit_ms: self.sim.time_limit_ms,
             latency_us_min: self.sim.latency_us_min,
             latency_us_max: self.sim.latency_us_max,
-            faults: FaultPlan {
-                families: f.families.clone(),
-                interval_ms_min: f.interval_ms_min,
-                interval_ms_max: f.interval_ms_max,
-                duration_ms_max: f.duration_ms_max,
-                loss_probability: f.loss_probability,
-                spike_latency_ms: f.spike_latency_ms,
-                buggify_probability: f.buggify_probability,
-                quiet_period_ms: f.quiet_period_ms,
-            },
+            faults: self.faults.clone(),
         }
     }
 

@@ -65,9 +65,10 @@ impl FaultFamily {
     }
 }
 
-/// Which faults a run gets and how often. All times are virtual.
+/// Which faults a run gets and how often. All times are virtual. As a scenario's `[faults]`
+/// table every field is optional (the defaults of [`FaultPlan::none`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct FaultPlan {
     /// The families that are on.
     pub families: BTreeSet<FaultFamily>,
