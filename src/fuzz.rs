@@ -267,7 +267,7 @@ pub fn run(args: Args) -> u8 {
                     seed: o.seed,
                     bugs: args.bugs.clone(),
                     config: config_of(o.seed),
-                    scenario_toml: String::new(),
+                    scenario_toml: scenario.to_toml(),
                     commit: commit.clone(),
                     trace_hash: o.trace_hash,
                     failure: failure.clone(),

@@ -15,6 +15,7 @@ mod determinism;
 mod fuzz;
 mod replay;
 mod run;
+mod shrink;
 
 /// Exit code: every check valid.
 pub const EXIT_OK: u8 = 0;
@@ -65,6 +66,11 @@ enum Command {
         shopsim fuzz --duration 1h --shard 3/10 --out /data/shard-3\n  \
         shopsim fuzz --duration 8h --resume")]
     Fuzz(fuzz::Args),
+    /// Search for a smaller run that still fails the same check; writes it as a new artifact.
+    #[command(
+        after_help = "Example:\n  shopsim shrink target/shopsim/fuzz/inventory-race@pg_rc/123.json"
+    )]
+    Shrink(shrink::Args),
     /// Run each seed twice in this process and once in a fresh one; exit 5 on any difference.
     #[command(after_help = "Examples:\n  \
         shopsim check-determinism --seeds 20\n  \
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Shrink(args) => shrink::run(args),
         Command::CheckDeterminism(args) => determinism::run(args),
         Command::Bench(args) => bench::run(args),
         Command::List => {

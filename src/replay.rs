@@ -37,6 +37,8 @@ pub struct Args {
 pub fn run(mut args: Args) -> u8 {
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
     let mut artifact_config = None;
+    let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
+    let mut embedded = None;
     if let Some(path) = args.scenario.clone().filter(|s| s.ends_with(".json")) {
         let artifact = match crate::artifact::read(std::path::Path::new(&path)) {
             Ok(a) => a,
@@ -51,15 +53,35 @@ pub fn run(mut args: Args) -> u8 {
         args.bugs = artifact.bugs.clone();
         args.expect_hash = Some(format!("{:016x}", artifact.trace_hash));
         artifact_config = Some(artifact.config.clone());
+        if !artifact.scenario_toml.is_empty() {
+            match shopsim_scenarios::Scenario::from_toml(&artifact.scenario_toml) {
+                Ok(s) => embedded = Some(s),
+                Err(e) => {
+                    eprintln!("error: ARTIFACT {path}: scenario_toml: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            }
+        }
     }
     let names: Vec<String> = args.scenario.iter().cloned().collect();
     let files: Vec<PathBuf> = args.file.iter().cloned().collect();
-    let runs = match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
+    let runs = match &embedded {
+        Some(scenario) => {
+            let profile = args
+                .profile
+                .as_deref()
+                .unwrap_or("pg_rc")
+                .parse()
+                .expect("an artifact names a valid profile");
+            vec![(scenario.clone(), profile)]
         }
+        None => match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
     };
     let Some(seed_text) = args.seed.as_deref() else {
         eprintln!("error: --seed: required (or give an artifact)");
@@ -139,7 +161,13 @@ pub fn run(mut args: Args) -> u8 {
         println!("diagram: {}", path.display());
     }
     if !outcome.passed() {
-        println!("\n{}", crate::failure_text(&outcome, &args.bugs));
+        match &artifact_path {
+            Some(path) => println!(
+                "\n{}\nnote: reproduce with: cargo run --release -- replay {path}",
+                outcome.fail_line().expect("failed")
+            ),
+            None => println!("\n{}", crate::failure_text(&outcome, &args.bugs)),
+        }
     }
     outcome.exit_code()
 }

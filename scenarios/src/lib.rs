@@ -2,7 +2,7 @@
 //! registry. A scenario names a workload, a deployment, the faults and the database profiles;
 //! [`Scenario::system`] turns it into the shop system and the runner's configuration.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shopsim_model::config::ShopConfig;
 use shopsim_model::shop::Shop;
 use shopsim_sim::db::Profile;
@@ -31,7 +31,7 @@ const BUILTIN: [(&str, &str); 5] = [
 ];
 
 /// The `[sim]` table: run length and network.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimSection {
     /// How long the workload runs, ms of virtual time.
@@ -57,7 +57,7 @@ impl Default for SimSection {
 }
 
 /// A scenario file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// The name (`checkout-concurrency`).
@@ -127,6 +127,11 @@ impl Scenario {
             latency_us_max: self.sim.latency_us_max,
             faults: self.faults.clone(),
         }
+    }
+
+    /// The scenario as a TOML file.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a scenario serializes")
     }
 
     /// The profiles, parsed.

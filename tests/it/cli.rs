@@ -307,3 +307,52 @@ fn check_determinism_passes_in_and_across_processes() {
         "{out}"
     );
 }
+
+#[test]
+fn shrink_makes_a_failing_run_smaller_and_it_replays() {
+    let out_dir = temp_dir("shrink");
+    let (code, _, _) = shopsim(&[
+        "fuzz",
+        "inventory-race",
+        "--seeds",
+        "4",
+        "--profile",
+        "pg_rc",
+        "--bug",
+        "oversell_check_then_act",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let dir = out_dir.join("inventory-race@pg_rc");
+    let artifact = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (code, out, err) = shopsim(&["shrink", artifact.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("clients "))
+        .expect("a size line");
+    let (before, after): (u32, u32) = {
+        let mut it = line
+            .trim_start_matches("clients ")
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty());
+        (
+            it.next().unwrap().parse().unwrap(),
+            it.next().unwrap().parse().unwrap(),
+        )
+    };
+    assert!(after < before, "{line}");
+    let shrunk = out
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: "))
+        .unwrap();
+    let (code, out, _) = shopsim(&["replay", shrunk]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no_oversell"), "{out}");
+}
