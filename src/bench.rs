@@ -13,6 +13,59 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure, per planted bug and profile, the median number of seeds to its first
+    /// detection (from each of 40 starting seeds).
+    #[arg(long)]
+    detection: bool,
+}
+
+/// Median and worst number of seeds to the first seed at or after each start that fails
+/// `check`, over starts 0..40, searching seeds 0..80.
+fn detection(
+    scenario: &str,
+    bug: &str,
+    check: &str,
+    profile: shopsim_sim::db::Profile,
+) -> (f64, u64, usize) {
+    let scenario = shopsim_scenarios::find(scenario).expect("built in");
+    let system = scenario
+        .system(profile, &[bug.to_string()])
+        .expect("valid bug");
+    let config = scenario.sim_config();
+    let seeds: Vec<u64> = (0..80).collect();
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let outcomes = shopsim_sim::fuzz::run_seeds(
+        || system.clone(),
+        &seeds,
+        |_| config.clone(),
+        jobs,
+        |_| true,
+    );
+    let failing: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| {
+            o.reports
+                .iter()
+                .any(|r| r.check == check && r.verdict == shopsim_sim::check::Verdict::Invalid)
+        })
+        .map(|o| o.seed)
+        .collect();
+    let mut distances: Vec<u64> = (0..40u64)
+        .filter_map(|start| failing.iter().find(|&&f| f >= start).map(|f| f - start + 1))
+        .collect();
+    distances.sort_unstable();
+    let median = if distances.is_empty() {
+        f64::NAN
+    } else if distances.len() % 2 == 1 {
+        distances[distances.len() / 2] as f64
+    } else {
+        (distances[distances.len() / 2 - 1] + distances[distances.len() / 2]) as f64 / 2.0
+    };
+    (
+        median,
+        distances.last().copied().unwrap_or(0),
+        failing.len(),
+    )
 }
 
 /// Peak resident memory of this process in KiB (Linux), if known.
@@ -67,7 +120,23 @@ pub fn run(args: Args) -> u8 {
     };
     let one = speed(1);
     let many = speed(jobs);
+    let mut detections = Vec::new();
+    if args.detection {
+        for (scenario, bug, check) in shopsim_scenarios::PLANTED_BUGS {
+            for profile in shopsim_scenarios::find(scenario)
+                .expect("built in")
+                .profile_list()
+            {
+                let (median, worst, failing) = detection(scenario, bug, check, profile);
+                detections.push(serde_json::json!({
+                    "bug": bug, "scenario": format!("{scenario}@{profile}"), "check": check,
+                    "median_seeds_to_detection": median, "worst": worst, "failing_of_80": failing,
+                }));
+            }
+        }
+    }
     let report = serde_json::json!({
+        "detection": detections,
         "scenarios": rows,
         "speedup": { "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
@@ -93,6 +162,17 @@ pub fn run(args: Args) -> u8 {
         "checkout-concurrency: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
         many / one
     );
+    for d in &detections {
+        println!(
+            "{:<34} {:<30} median seeds to detection {} (worst {}, {} of 80 seeds fail {})",
+            d["bug"].as_str().unwrap_or(""),
+            d["scenario"].as_str().unwrap_or(""),
+            d["median_seeds_to_detection"],
+            d["worst"],
+            d["failing_of_80"],
+            d["check"].as_str().unwrap_or("")
+        );
+    }
     if let Some(kib) = peak_rss_kib() {
         println!(
             "peak memory of this process: {:.1} MiB",

@@ -208,7 +208,9 @@ pub fn run(args: Args) -> u8 {
             .expect("template")
             .progress_chars("=> "),
     );
-    let batch = (jobs * 8) as u64;
+    // Every (scenario, profile) gets several seeds per thread in each batch, so the threads
+    // stay busy; the state is saved between batches.
+    let batch = (runs.len() * jobs * 4) as u64;
     let mut exit = EXIT_OK;
     loop {
         if stop.load(Ordering::SeqCst) || limit.is_some_and(|l| started.elapsed() >= l) {

@@ -53,6 +53,7 @@ enum Command {
         shopsim run --file my-scenario.toml --seed 7")]
     Run(run::Args),
     /// List the built-in scenarios.
+    #[command(after_help = "Example:\n  shopsim list")]
     List,
     /// Reproduce one seed: the checks' reports, the trace hash, and with --trace the history.
     #[command(after_help = "Examples:\n  \

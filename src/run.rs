@@ -209,6 +209,15 @@ pub fn run(args: Args) -> u8 {
             exit = exit.max(o.exit_code());
             failures.push(crate::failure_text(o, &args.bugs));
         }
+        // Race windows (`sometimes!`) that no seed of this run reached: the scenario does not
+        // test them.
+        let mut coverage = shopsim_sim::coverage::CoverageReport::default();
+        for o in &outcomes {
+            coverage.merge(&o.coverage);
+        }
+        for window in coverage.never_fired() {
+            println!("  never reached: sometimes!(\"{window}\")");
+        }
     }
     for f in &failures {
         println!("\n{f}");

@@ -56,6 +56,9 @@ pub struct ShopState {
     pub initial_stock: BTreeMap<i64, i64>,
     /// Deadlocks the database detected.
     pub deadlocks: u64,
+    /// Commits in the database's commit log, and its hash (so the trace hash covers the
+    /// order of every commit, not only the final tables).
+    pub commit_log: (usize, u64),
 }
 
 impl ShopState {
@@ -316,10 +319,16 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         tables.insert(table.to_string(), (columns, rows));
     }
     let deadlocks = db_state.with_database(|db| db.stats().deadlocks);
+    let log = db_state.commit_log();
+    let mut hasher = shopsim_sim::trace::TraceHasher::default();
+    for record in &log {
+        hasher.write_json(record);
+    }
     ShopState {
         tables,
         initial_stock,
         deadlocks,
+        commit_log: (log.len(), hasher.finish()),
     }
 }
 

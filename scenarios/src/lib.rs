@@ -30,6 +30,31 @@ const BUILTIN: [(&str, &str); 5] = [
     ),
 ];
 
+/// Each planted bug with the scenario that must find it and the check that names it.
+pub const PLANTED_BUGS: [(&str, &str, &str); 5] = [
+    ("inventory-race", "oversell_check_then_act", "no_oversell"),
+    (
+        "checkout-concurrency",
+        "double_order_on_convert",
+        "one_order_per_cart",
+    ),
+    (
+        "payment-race",
+        "payment_check_then_act",
+        "payment_exactly_once",
+    ),
+    (
+        "order-lock-race",
+        "order_lock_check_without_row_lock",
+        "locked_order_immutable",
+    ),
+    (
+        "checkout-concurrency",
+        "deadlock_not_retried",
+        "deadlocks_handled",
+    ),
+];
+
 /// The `[sim]` table: run length and network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -40,34 +40,9 @@ fn every_scenario_passes_its_seeds_under_both_profiles() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// (scenario, bug, the check that must find it).
-const PLANTED: [(&str, &str, &str); 5] = [
-    ("inventory-race", "oversell_check_then_act", "no_oversell"),
-    (
-        "checkout-concurrency",
-        "double_order_on_convert",
-        "one_order_per_cart",
-    ),
-    (
-        "payment-race",
-        "payment_check_then_act",
-        "payment_exactly_once",
-    ),
-    (
-        "order-lock-race",
-        "order_lock_check_without_row_lock",
-        "locked_order_immutable",
-    ),
-    (
-        "checkout-concurrency",
-        "deadlock_not_retried",
-        "deadlocks_handled",
-    ),
-];
-
 #[test]
 fn every_planted_bug_is_found_by_its_scenario_within_20_seeds() {
-    for (name, bug, check) in PLANTED {
+    for (name, bug, check) in shopsim_scenarios::PLANTED_BUGS {
         let scenario = find(name).unwrap();
         for profile in scenario.profile_list() {
             let system = scenario.system(profile, &[bug.to_string()]).unwrap();
