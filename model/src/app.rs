@@ -20,7 +20,7 @@ use shopsim_sim::net;
 use crate::bugs::Bugs;
 use crate::config::ShopConfig;
 use crate::http::{HttpRequest, HttpResponse};
-use crate::{cache, cart, order_lock, payment, schema};
+use crate::{cache, cart, catalog, order_lock, payment, schema};
 
 /// The port app nodes serve on.
 pub const PORT: u16 = 80;
@@ -104,6 +104,15 @@ impl App {
         let body = &request.body;
         let t = request.tenant;
         match (request.method.as_str(), parts.as_slice()) {
+            ("GET", ["api", "v1", "products"]) => {
+                let page = body.get("page").and_then(|v| v.as_i64()).unwrap_or(1);
+                let per_page = body.get("per_page").and_then(|v| v.as_i64()).unwrap_or(15);
+                catalog::list(self, t, page, per_page).await
+            }
+            ("GET", ["api", "v1", "products", _]) => match id(3) {
+                Some(product) => catalog::show(self, t, product).await,
+                None => Ok(bad_request("product id is required")),
+            },
             ("POST", ["api", "v1", "cart"]) => cart::create(self, t).await,
             ("POST", ["api", "v1", "cart", _, "items"]) => {
                 let (Some(cart_id), Some(product), Some(quantity)) = (
@@ -119,10 +128,21 @@ impl App {
                         json!({"error": "quantity must be positive"}),
                     ));
                 }
-                cart::add_item(self, t, cart_id, product, quantity).await
+                let response = cart::add_item(self, t, cart_id, product, quantity).await?;
+                if response.is_success() {
+                    // Stock changed: cached catalog pages of this tenant are stale.
+                    catalog::invalidate(self, t).await;
+                }
+                Ok(response)
             }
             ("POST", ["api", "v1", "cart", _, "convert"]) => match id(3) {
-                Some(cart_id) => cart::convert(self, t, cart_id).await,
+                Some(cart_id) => {
+                    let response = cart::convert(self, t, cart_id).await?;
+                    if response.status == 201 {
+                        catalog::invalidate(self, t).await;
+                    }
+                    Ok(response)
+                }
                 None => Ok(bad_request("cart id is required")),
             },
             ("POST", ["api", "v1", "orders", _, "payments"]) => match id(3) {
@@ -149,6 +169,11 @@ impl App {
             },
             _ => Ok(HttpResponse::new(404, json!({"error": "no route"}))),
         }
+    }
+
+    /// The pool reads go to (the primary, until the deployment has a replica).
+    pub fn read_pool(&self) -> &DbPool {
+        &self.pool
     }
 
     /// The cache client.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The planted bugs, by name.
-pub const NAMES: [(&str, &str); 5] = [
+pub const NAMES: [(&str, &str); 7] = [
     (
         "oversell_check_then_act",
         "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
@@ -25,6 +25,14 @@ pub const NAMES: [(&str, &str); 5] = [
         "deadlock_not_retried",
         "run transactions once, without Laravel's retry on deadlock",
     ),
+    (
+        "cache_key_without_tenant",
+        "cache catalog responses under keys without the tenant prefix",
+    ),
+    (
+        "n_plus_one_product_list",
+        "load each listed product's category with a query of its own",
+    ),
 ];
 
 /// Which bugs are on.
@@ -40,6 +48,10 @@ pub struct Bugs {
     pub order_lock_check_without_row_lock: bool,
     /// See [`NAMES`].
     pub deadlock_not_retried: bool,
+    /// See [`NAMES`].
+    pub cache_key_without_tenant: bool,
+    /// See [`NAMES`].
+    pub n_plus_one_product_list: bool,
 }
 
 impl Bugs {
@@ -51,6 +63,8 @@ impl Bugs {
             "payment_check_then_act" => &mut self.payment_check_then_act,
             "order_lock_check_without_row_lock" => &mut self.order_lock_check_without_row_lock,
             "deadlock_not_retried" => &mut self.deadlock_not_retried,
+            "cache_key_without_tenant" => &mut self.cache_key_without_tenant,
+            "n_plus_one_product_list" => &mut self.n_plus_one_product_list,
             _ => {
                 let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(

@@ -102,6 +102,16 @@ impl CacheClient {
         }
     }
 
+    /// Adds 1 to the counter `key`; best effort.
+    pub async fn incr(&self, key: &str) {
+        let _ = net::call::<CacheRequest, CacheResponse>(
+            self.addr,
+            CacheRequest::Incr(key.to_string()),
+            DEADLINE,
+        )
+        .await;
+    }
+
     /// Sets `key` for `ttl_ms`; best effort.
     pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
         let request = CacheRequest::Set(key.to_string(), value.to_string(), ttl_ms);

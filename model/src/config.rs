@@ -46,6 +46,12 @@ pub struct ShopConfig {
     pub webhook_duplicate_probability: f64,
     /// Longest delay before the provider's first webhook, ms.
     pub webhook_delay_ms_max: u64,
+    /// Clients reading the catalog (product pages and details).
+    pub catalog_readers: u32,
+    /// Reads per catalog reader.
+    pub reads_per_reader: u32,
+    /// Products per catalog page.
+    pub page_size: i64,
     /// Financial orders that admins race to lock and mutate.
     pub lockable_orders: u32,
     /// Mutation attempts per lockable order, racing its lock.
@@ -104,6 +110,9 @@ impl Default for ShopConfig {
             payers: 0,
             webhook_duplicate_probability: 0.3,
             webhook_delay_ms_max: 500,
+            catalog_readers: 0,
+            reads_per_reader: 10,
+            page_size: 10,
             lockable_orders: 0,
             mutations_per_order: 3,
             arrival_window_ms: 1_000,
@@ -175,6 +184,13 @@ impl ShopConfig {
                 "shop.stock_per_product",
                 self.stock_per_product,
                 "must not be negative",
+            ));
+        }
+        if !(1..=100).contains(&self.page_size) {
+            return Err(InputError::new(
+                "shop.page_size",
+                self.page_size,
+                "must be in 1..=100",
             ));
         }
         if self.quantity_max < 1 {

@@ -22,13 +22,20 @@ pub struct HttpResponse {
     pub status: u16,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// SQL statements the request issued, where the handler counts them (an `X-Query-Count`
+    /// debug header).
+    pub queries: Option<u32>,
 }
 
 impl HttpResponse {
     /// A response with `status` and `body`.
     pub fn new(status: u16, body: serde_json::Value) -> HttpResponse {
         assert!((100..600).contains(&status));
-        HttpResponse { status, body }
+        HttpResponse {
+            status,
+            body,
+            queries: None,
+        }
     }
 
     /// Whether the status is 2xx.

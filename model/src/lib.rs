@@ -14,6 +14,7 @@ pub mod audit;
 pub mod bugs;
 pub mod cache;
 pub mod cart;
+pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod order_lock;

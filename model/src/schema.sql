@@ -1,7 +1,9 @@
 -- The shop's tables, as the Laravel migrations create them (PostgreSQL spelling; MariaDB gets
 -- AUTO_INCREMENT for BIGSERIAL). Lines ending in a `-- key:<name>` comment are the unique keys
 -- that planted bugs remove.
-create table products (id bigserial primary key, tenant_id int not null, sku text not null, price int not null, stock int not null, reserved int not null default 0, unique (tenant_id, sku))
+create table categories (id bigserial primary key, tenant_id int not null, name text not null)
+create table products (id bigserial primary key, tenant_id int not null, sku text not null, name text not null, category_id int not null, price int not null, stock int not null, reserved int not null default 0, unique (tenant_id, sku))
+create index products_tenant on products (tenant_id)
 create table carts (id bigserial primary key, tenant_id int not null, status text not null, created_at int not null)
 create table cart_items (id bigserial primary key, tenant_id int not null, cart_id int not null, product_id int not null, quantity int not null, reservation_id int not null)
 create index cart_items_cart on cart_items (cart_id)

@@ -20,6 +20,9 @@ use crate::config::ShopConfig;
 use crate::http::{route, HttpRequest, HttpResponse};
 use crate::{app, audit, cache, provider, queue, schema};
 
+/// Categories each tenant's catalog has.
+pub const CATEGORIES_PER_TENANT: usize = 3;
+
 /// Where the services listen.
 #[derive(Debug, Clone)]
 pub struct Addrs {
@@ -145,13 +148,29 @@ fn seed_database(config: &ShopConfig, state: &DbNodeState) -> BTreeMap<i64, i64>
         for statement in schema::statements(engine, &bugs) {
             db.execute_setup(&statement, &[]).expect("the schema applies");
         }
-        let insert = schema::dialect(engine, "insert into products (tenant_id, sku, price, stock) values (?, ?, ?, ?)");
+        let insert = schema::dialect(engine, "insert into products (tenant_id, sku, name, category_id, price, stock) values (?, ?, ?, ?, ?, ?)");
+        let category = schema::dialect(engine, "insert into categories (tenant_id, name) values (?, ?)");
         let mut id = 0;
         for tenant in 1..=i64::from(config.tenants) {
+            // Every tenant has the same category and product names, so a leak is visible only
+            // through ids and tenant ids.
+            let mut categories = Vec::new();
+            for c in 0..CATEGORIES_PER_TENANT {
+                let r = db.execute_setup(&category, &[Value::Int(tenant), Value::Text(format!("Category {c}"))]).expect("category insert");
+                categories.push(r.last_insert_id.expect("category id"));
+            }
             for p in 0..config.products_per_tenant {
+                let category_id = categories[p as usize % categories.len()];
                 db.execute_setup(
                     &insert,
-                    &[Value::Int(tenant), Value::Text(format!("SKU-{p}")), Value::Int(config.price_cents), Value::Int(config.stock_per_product)],
+                    &[
+                        Value::Int(tenant),
+                        Value::Text(format!("SKU-{p}")),
+                        Value::Text(format!("Product {p}")),
+                        Value::Int(category_id),
+                        Value::Int(config.price_cents),
+                        Value::Int(config.stock_per_product),
+                    ],
                 )
                 .expect("products insert");
                 id += 1;
@@ -257,6 +276,18 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
             madsim::time::sleep(Duration::from_millis(start)).await;
             let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
             checkout_flow(&client, &config, tenant, products, pays).await;
+        }));
+    }
+    for i in 0..config.catalog_readers {
+        let process = format!("reader-{i}");
+        let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
+        n += 1;
+        let config = config.clone();
+        tasks.push(node.spawn(async move {
+            let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
+            madsim::time::sleep(Duration::from_millis(start)).await;
+            let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
+            read_flow(&client, &config, tenant, products).await;
         }));
     }
     for i in 0..config.lockable_orders {
@@ -407,7 +438,7 @@ impl Client {
                     op,
                     outcome,
                     Some(response.status),
-                    json!({"status": response.status, "body": response.body}),
+                    json!({"status": response.status, "body": response.body, "queries": response.queries}),
                 );
                 Some(response)
             }
@@ -417,6 +448,37 @@ impl Client {
                 None
             }
         }
+    }
+}
+
+/// A catalog reader: product pages and product details of its tenant, with think time.
+async fn read_flow(client: &Client, config: &ShopConfig, tenant: i64, products: i64) {
+    let pages = (products + config.page_size - 1) / config.page_size;
+    for _ in 0..config.reads_per_reader {
+        if madsim::rand::thread_rng().gen_bool(0.5) {
+            let page = madsim::rand::thread_rng().gen_range(1..=pages.max(1));
+            client
+                .request(
+                    "GET",
+                    "/api/v1/products",
+                    tenant,
+                    json!({"page": page, "per_page": config.page_size}),
+                )
+                .await;
+        } else {
+            let product =
+                (tenant - 1) * products + madsim::rand::thread_rng().gen_range(1..=products);
+            client
+                .request(
+                    "GET",
+                    &format!("/api/v1/products/{product}"),
+                    tenant,
+                    json!({}),
+                )
+                .await;
+        }
+        let think = madsim::rand::thread_rng().gen_range(0..=20);
+        madsim::time::sleep(Duration::from_millis(think)).await;
     }
 }
 

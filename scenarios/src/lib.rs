@@ -10,7 +10,7 @@ use shopsim_sim::fault::FaultPlan;
 use shopsim_sim::input::InputError;
 use shopsim_sim::runner::SimConfig;
 
-const BUILTIN: [(&str, &str); 5] = [
+const BUILTIN: [(&str, &str); 7] = [
     (
         "checkout-concurrency",
         include_str!("../data/checkout-concurrency.toml"),
@@ -28,10 +28,15 @@ const BUILTIN: [(&str, &str); 5] = [
         "order-lock-race",
         include_str!("../data/order-lock-race.toml"),
     ),
+    ("catalog-reads", include_str!("../data/catalog-reads.toml")),
+    (
+        "multi-tenant-mixed",
+        include_str!("../data/multi-tenant-mixed.toml"),
+    ),
 ];
 
 /// Each planted bug with the scenario that must find it and the check that names it.
-pub const PLANTED_BUGS: [(&str, &str, &str); 5] = [
+pub const PLANTED_BUGS: [(&str, &str, &str); 7] = [
     ("inventory-race", "oversell_check_then_act", "no_oversell"),
     (
         "checkout-concurrency",
@@ -53,6 +58,12 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 5] = [
         "deadlock_not_retried",
         "deadlocks_handled",
     ),
+    (
+        "catalog-reads",
+        "cache_key_without_tenant",
+        "no_cross_tenant",
+    ),
+    ("catalog-reads", "n_plus_one_product_list", "no_n_plus_one"),
 ];
 
 /// The `[sim]` table: run length and network.
@@ -260,7 +271,7 @@ mod tests {
 
     #[test]
     fn builtin_scenarios_parse_and_validate() {
-        assert_eq!(builtin().len(), 5);
+        assert_eq!(builtin().len(), 7);
     }
 
     #[test]

@@ -89,10 +89,17 @@ final = "1=>10, 2=>20"
 /// documented semantics (`sim/conformance/behaviours.toml`).
 #[test]
 fn behaviour_scripts_match_the_documented_semantics() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sim/conformance/behaviours.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sim/conformance/behaviours.toml"
+    );
     let file = ScriptFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
     let reports = check_file(&file, &Profile::ALL);
     assert!(reports.len() >= 18, "{}", reports.len());
-    let failures: Vec<String> = reports.iter().filter(|r| r.mismatch.is_some()).map(|r| r.to_string()).collect();
+    let failures: Vec<String> = reports
+        .iter()
+        .filter(|r| r.mismatch.is_some())
+        .map(|r| r.to_string())
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -9,6 +9,8 @@ use crate::shop::ShopState;
 mod deadlocks_handled;
 mod locked_order_immutable;
 mod no_5xx;
+mod no_cross_tenant;
+mod no_n_plus_one;
 mod no_oversell;
 mod one_order_per_cart;
 mod payment_exactly_once;
@@ -17,6 +19,8 @@ mod reservations_settled;
 pub use deadlocks_handled::DeadlocksHandled;
 pub use locked_order_immutable::LockedOrderImmutable;
 pub use no_5xx::No5xx;
+pub use no_cross_tenant::NoCrossTenant;
+pub use no_n_plus_one::NoNPlusOne;
 pub use no_oversell::NoOversell;
 pub use one_order_per_cart::OneOrderPerCart;
 pub use payment_exactly_once::PaymentExactlyOnce;
@@ -32,6 +36,8 @@ pub fn all() -> Vec<Box<dyn Checker<ShopState>>> {
         Box::new(No5xx),
         Box::new(DeadlocksHandled),
         Box::new(ReservationsSettled),
+        Box::new(NoCrossTenant),
+        Box::new(NoNPlusOne),
     ]
 }
 

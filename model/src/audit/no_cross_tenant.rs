@@ -1,0 +1,142 @@
+//! `no_cross_tenant`: no tenant ever sees or touches another tenant's data. Every product (and
+//! its category) in a catalog response belongs to the requesting tenant, whether it came from
+//! the database or the cache; and in the final state every row points only at rows of its own
+//! tenant (a reservation at its cart and product, an order at its cart, a payment at its order,
+//! a ledger transaction and a receipt at their payment).
+//!
+//! Not verified: statements that read another tenant's rows without returning them.
+
+use std::collections::BTreeMap;
+
+use shopsim_sim::check::{describe, Checker, Report};
+use shopsim_sim::history::History;
+
+use super::int;
+use crate::shop::ShopState;
+
+/// See the module documentation.
+pub struct NoCrossTenant;
+
+impl Checker<ShopState> for NoCrossTenant {
+    fn name(&self) -> &str {
+        "no_cross_tenant"
+    }
+
+    fn check(&self, history: &History, state: &ShopState) -> Report {
+        let name = "no_cross_tenant";
+        for op in &history.ops {
+            let Some(tenant) = op.details["tenant"].as_i64() else {
+                continue;
+            };
+            let body = &op.details["response"]["body"];
+            let mut products: Vec<&serde_json::Value> = body["products"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            if body["product"].is_object() {
+                products.push(&body["product"]);
+            }
+            for p in products {
+                for (what, owner) in [
+                    ("product", &p["tenant_id"]),
+                    ("its category", &p["category"]["tenant_id"]),
+                ] {
+                    if let Some(owner) = owner.as_i64() {
+                        if owner != tenant {
+                            return Report::invalid(
+                                name,
+                                format!(
+                                    "{} for tenant {tenant} received product {} whose {what} belongs to tenant {owner} (cache: {})",
+                                    describe(op),
+                                    p["id"],
+                                    body["cache"].as_str().unwrap_or("-")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let tenants = |table: &str| -> BTreeMap<i64, i64> {
+            state
+                .rows(table)
+                .iter()
+                .map(|r| (int(r, "id"), int(r, "tenant_id")))
+                .collect()
+        };
+        let (products, carts, orders, payments) = (
+            tenants("products"),
+            tenants("carts"),
+            tenants("orders"),
+            tenants("payments"),
+        );
+        let links: [(&str, &str, &BTreeMap<i64, i64>, &str); 7] = [
+            ("reservations", "product_id", &products, "product"),
+            ("reservations", "cart_id", &carts, "cart"),
+            ("orders", "cart_id", &carts, "cart"),
+            ("financial_orders", "order_id", &orders, "order"),
+            ("payments", "order_id", &orders, "order"),
+            ("ledger_transactions", "payment_id", &payments, "payment"),
+            ("receipts", "payment_id", &payments, "payment"),
+        ];
+        for (table, column, owners, what) in links {
+            for row in state.rows(table) {
+                let target = int(&row, column);
+                if let Some(&owner) = owners.get(&target) {
+                    let tenant = int(&row, "tenant_id");
+                    if owner != tenant {
+                        return Report::invalid(
+                            name,
+                            format!("{table} row {} of tenant {tenant} points at {what} {target} of tenant {owner}", row.get("id").map_or("-".to_string(), |v| v.to_string())),
+                        );
+                    }
+                }
+            }
+        }
+        Report::valid(name, "every response and row stays within its tenant")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::testing::*;
+    use crate::shop::ShopState;
+    use shopsim_sim::check::Verdict;
+
+    #[test]
+    fn canary_cached_page_of_another_tenant() {
+        let mut read = op(
+            0,
+            "GET /api/v1/products",
+            Some(200),
+            serde_json::json!({"products": [{"id": 4, "tenant_id": 1, "category": {"tenant_id": 1}}], "cache": "hit"}),
+            1,
+            2,
+        );
+        read.details["tenant"] = 2.into();
+        let r = NoCrossTenant.check(&history(vec![read]), &ShopState::default());
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness.ends_with(
+                "for tenant 2 received product 4 whose product belongs to tenant 1 (cache: hit)"
+            ),
+            "{}",
+            r.witness
+        );
+    }
+
+    #[test]
+    fn canary_payment_of_another_tenants_order() {
+        let s = state(&[
+            ("orders", "id,tenant_id; 1,1"),
+            ("payments", "id,tenant_id,order_id; 5,2,1"),
+        ]);
+        let r = NoCrossTenant.check(&history(vec![]), &s);
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(
+            r.witness,
+            "payments row 5 of tenant 2 points at order 1 of tenant 1"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The catalog read path: `GET /api/v1/products` (a page of products with their category
+//! eager-loaded: two statements whatever the page size) and `GET /api/v1/products/{id}`.
+//!
+//! Responses are cached on the cache node under tenant-scoped keys that include the tenant's
+//! catalog version; a change of stock or price bumps the version (`INCR`), so stale pages
+//! are never read again and expire by TTL. Reads go to the read pool (the replica when the
+//! deployment has one).
+
+use serde_json::{json, Value as Json};
+use shopsim_sim::db::Value;
+
+use crate::app::{q, App, AppResult};
+use crate::http::HttpResponse;
+
+/// How long a cached catalog response lives, ms.
+pub const CACHE_TTL_MS: u64 = 5_000;
+
+fn version_key(tenant: i64) -> String {
+    format!("tenant:{tenant}:catalog_version")
+}
+
+/// The cache key of a catalog response: tenant-scoped, unless the planted bug drops the
+/// tenant.
+fn cache_key(app: &App, tenant: i64, version: &str, what: &str) -> String {
+    if app.bugs.cache_key_without_tenant {
+        format!("catalog:v{version}:{what}")
+    } else {
+        format!("tenant:{tenant}:catalog:v{version}:{what}")
+    }
+}
+
+/// Marks the tenant's cached catalog stale (after stock or price changed).
+pub async fn invalidate(app: &App, tenant: i64) {
+    app.cache().incr(&version_key(tenant)).await;
+}
+
+fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
+    let int = |i: usize| row[i].as_int().unwrap_or(0);
+    json!({
+        "id": int(0),
+        "tenant_id": int(1),
+        "sku": row[2].as_text().unwrap_or(""),
+        "name": row[3].as_text().unwrap_or(""),
+        "price": int(5),
+        "available": int(6) - int(7),
+        "category": category.map(|c| json!({
+            "id": c[0].as_int(),
+            "tenant_id": c[1].as_int(),
+            "name": c[2].as_text().unwrap_or(""),
+        })),
+    })
+}
+
+const PRODUCT_COLUMNS: &str = "id, tenant_id, sku, name, category_id, price, stock, reserved";
+
+/// `GET /api/v1/products?page=&per_page=`.
+pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult<HttpResponse> {
+    if page < 1 || !(1..=100).contains(&per_page) {
+        return Ok(HttpResponse::new(
+            422,
+            json!({"error": "page must be >= 1 and per_page in 1..=100"}),
+        ));
+    }
+    let version = app
+        .cache()
+        .get(&version_key(tenant))
+        .await
+        .unwrap_or_else(|| "0".to_string());
+    let key = cache_key(
+        app,
+        tenant,
+        &version,
+        &format!("products:{page}:{per_page}"),
+    );
+    if let Some(cached) = app.cache().get(&key).await {
+        if let Ok(body) = serde_json::from_str::<Json>(&cached) {
+            let mut response =
+                HttpResponse::new(200, json!({"products": body, "page": page, "cache": "hit"}));
+            response.queries = Some(0);
+            return Ok(response);
+        }
+    }
+    let engine = app.engine;
+    let mut conn = app.read_pool().acquire().await?;
+    let mut queries = 0;
+    let sql = format!(
+        "select {PRODUCT_COLUMNS} from products where tenant_id = ? order by id limit ? offset ?"
+    );
+    let rows = q(
+        engine,
+        &mut conn,
+        &sql,
+        &[
+            Value::Int(tenant),
+            Value::Int(per_page),
+            Value::Int((page - 1) * per_page),
+        ],
+    )
+    .await?;
+    queries += 1;
+    let mut categories: Vec<Vec<Value>> = Vec::new();
+    if app.bugs.n_plus_one_product_list {
+        // Lazy loading: one query per product.
+        for row in &rows.rows {
+            let c = q(
+                engine,
+                &mut conn,
+                "select id, tenant_id, name from categories where id = ?",
+                &[row[4].clone()],
+            )
+            .await?;
+            queries += 1;
+            categories.extend(c.rows);
+        }
+    } else if !rows.rows.is_empty() {
+        // Eager loading (`with('category')`): one query for the page.
+        let mut ids: Vec<i64> = rows.rows.iter().filter_map(|r| r[4].as_int()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "select id, tenant_id, name from categories where tenant_id = ? and id in ({marks})"
+        );
+        let mut params = vec![Value::Int(tenant)];
+        params.extend(ids.into_iter().map(Value::Int));
+        categories = q(engine, &mut conn, &sql, &params).await?.rows;
+        queries += 1;
+    }
+    drop(conn);
+    let products: Vec<Json> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            product_json(
+                r,
+                categories.iter().find(|c| c[0] == r[4]).map(Vec::as_slice),
+            )
+        })
+        .collect();
+    let body = Json::Array(products);
+    app.cache().set(&key, &body.to_string(), CACHE_TTL_MS).await;
+    let mut response = HttpResponse::new(
+        200,
+        json!({"products": body, "page": page, "cache": "miss"}),
+    );
+    response.queries = Some(queries);
+    Ok(response)
+}
+
+/// `GET /api/v1/products/{id}`.
+pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
+    let version = app
+        .cache()
+        .get(&version_key(tenant))
+        .await
+        .unwrap_or_else(|| "0".to_string());
+    let key = cache_key(app, tenant, &version, &format!("product:{id}"));
+    if let Some(cached) = app.cache().get(&key).await {
+        if let Ok(product) = serde_json::from_str::<Json>(&cached) {
+            let mut response = HttpResponse::new(200, json!({"product": product, "cache": "hit"}));
+            response.queries = Some(0);
+            return Ok(response);
+        }
+    }
+    let engine = app.engine;
+    let mut conn = app.read_pool().acquire().await?;
+    let sql = format!("select {PRODUCT_COLUMNS} from products where id = ? and tenant_id = ?");
+    let rows = q(
+        engine,
+        &mut conn,
+        &sql,
+        &[Value::Int(id), Value::Int(tenant)],
+    )
+    .await?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(HttpResponse::new(
+            404,
+            json!({"error": "product not found"}),
+        ));
+    };
+    let category = q(
+        engine,
+        &mut conn,
+        "select id, tenant_id, name from categories where id = ? and tenant_id = ?",
+        &[row[4].clone(), Value::Int(tenant)],
+    )
+    .await?;
+    drop(conn);
+    let product = product_json(row, category.rows.first().map(Vec::as_slice));
+    app.cache()
+        .set(&key, &product.to_string(), CACHE_TTL_MS)
+        .await;
+    let mut response = HttpResponse::new(200, json!({"product": product, "cache": "miss"}));
+    response.queries = Some(2);
+    Ok(response)
+}
