@@ -173,8 +173,8 @@ pub fn run(args: Args) -> u8 {
     }
     shopsim_sim::trace::init_from_env();
     println!(
-        "{:<34} {:>6} {:>9} {:>14} {:>12} {:>13}",
-        "scenario", "seeds", "failures", "p95 checkout", "p95 reads", "virtual time"
+        "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>13}",
+        "scenario", "seeds", "failures", "p95 checkout", "p95 reads", "cache hits", "virtual time"
     );
     let mut exit = EXIT_OK;
     let mut failures = Vec::new();
@@ -196,13 +196,24 @@ pub fn run(args: Args) -> u8 {
             .map(|o| o.virtual_elapsed.as_secs_f64())
             .sum();
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+        // The catalog cache's hit rate over every catalog read of every seed.
+        let (mut hits, mut reads) = (0u64, 0u64);
+        for op in outcomes.iter().flat_map(|o| &o.history.ops) {
+            match op.details["response"]["body"]["cache"].as_str() {
+                Some("hit") => (hits, reads) = (hits + 1, reads + 1),
+                Some(_) => reads += 1,
+                None => {}
+            }
+        }
+        let hit_rate = if reads == 0 { "-".to_string() } else { format!("{:.0}%", 100.0 * hits as f64 / reads as f64) };
         println!(
-            "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11.1} s",
+            "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>11.1} s",
             system.name,
             outcomes.len(),
             failed.len(),
             fmt(p95_ms(&outcomes, &shopsim_model::shop::CHECKOUT_KINDS)),
             fmt(p95_ms(&outcomes, &shopsim_model::shop::READ_KINDS)),
+            hit_rate,
             virtual_s
         );
         for o in failed {

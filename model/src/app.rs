@@ -30,8 +30,13 @@ pub const PORT: u16 = 80;
 pub struct App {
     /// The database engine family (for the SQL dialect).
     pub engine: Engine,
-    /// The connection pool of this node.
+    /// The connection pool of this node (to the primary).
     pub pool: DbPool,
+    /// The pool to the read replica, if the deployment has one.
+    pub replica_pool: Option<DbPool>,
+    /// This request wrote (or may write): its reads go to the primary, so it reads its own
+    /// writes (Laravel's `sticky` connection option).
+    pub sticky: bool,
     /// Planted bugs.
     pub bugs: Bugs,
     /// The shop's settings.
@@ -53,9 +58,18 @@ impl App {
             acquire_timeout_ms: config.db_acquire_timeout_ms,
             ..DbClientConfig::new(addrs.db)
         });
+        let replica_pool = addrs.replica.map(|addr| {
+            DbPool::new(DbClientConfig {
+                pool_size: config.db_pool_per_app as usize,
+                acquire_timeout_ms: config.db_acquire_timeout_ms,
+                ..DbClientConfig::new(addr)
+            })
+        });
         App {
             engine: config.profile().engine(),
             pool,
+            replica_pool,
+            sticky: false,
             bugs: config.bugs(),
             config,
             cache: addrs.cache,
@@ -91,7 +105,10 @@ impl App {
         let overhead_us = madsim::rand::thread_rng()
             .gen_range(self.config.app_overhead_us_min..=self.config.app_overhead_us_max);
         madsim::time::sleep(Duration::from_micros(overhead_us)).await;
-        let result = self.route(&request).await;
+        // Anything but a GET may write: its reads stick to the primary.
+        let mut app = self.clone();
+        app.sticky = request.method != "GET";
+        let result = app.route(&request).await;
         match result {
             Ok(response) => response,
             Err(error) => error_response(&error),
@@ -171,9 +188,27 @@ impl App {
         }
     }
 
-    /// The pool reads go to (the primary, until the deployment has a replica).
+    /// The pool reads go to: the replica, unless there is none or this request writes.
     pub fn read_pool(&self) -> &DbPool {
-        &self.pool
+        match &self.replica_pool {
+            Some(replica) if !self.sticky => replica,
+            _ => &self.pool,
+        }
+    }
+
+    /// A pooled connection with the request's tenant as its session context (`SET
+    /// app.tenant_id` / `SET @tenant_id`), set on every request because a pooled connection
+    /// still carries the context of the request that used it last.
+    pub async fn tenant_conn(&self, pool: &DbPool, tenant: i64) -> AppResult<DbConn> {
+        let mut conn = pool.acquire().await?;
+        if conn.is_fresh() || !self.bugs.tenant_context_left_on_connection {
+            let set = match self.engine {
+                Engine::Postgres => format!("set app.tenant_id = '{tenant}'"),
+                Engine::InnoDb => format!("set @tenant_id = {tenant}"),
+            };
+            conn.execute(&set, &[]).await?;
+        }
+        Ok(conn)
     }
 
     /// The cache client.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The planted bugs, by name.
-pub const NAMES: [(&str, &str); 7] = [
+pub const NAMES: [(&str, &str); 9] = [
     (
         "oversell_check_then_act",
         "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
@@ -33,6 +33,14 @@ pub const NAMES: [(&str, &str); 7] = [
         "n_plus_one_product_list",
         "load each listed product's category with a query of its own",
     ),
+    (
+        "stock_check_from_replica",
+        "check available stock on the read replica, then reserve on the primary without re-checking",
+    ),
+    (
+        "tenant_context_left_on_connection",
+        "set the tenant context only on a newly opened connection, not on every request",
+    ),
 ];
 
 /// Which bugs are on.
@@ -52,6 +60,10 @@ pub struct Bugs {
     pub cache_key_without_tenant: bool,
     /// See [`NAMES`].
     pub n_plus_one_product_list: bool,
+    /// See [`NAMES`].
+    pub stock_check_from_replica: bool,
+    /// See [`NAMES`].
+    pub tenant_context_left_on_connection: bool,
 }
 
 impl Bugs {
@@ -65,6 +77,8 @@ impl Bugs {
             "deadlock_not_retried" => &mut self.deadlock_not_retried,
             "cache_key_without_tenant" => &mut self.cache_key_without_tenant,
             "n_plus_one_product_list" => &mut self.n_plus_one_product_list,
+            "stock_check_from_replica" => &mut self.stock_check_from_replica,
+            "tenant_context_left_on_connection" => &mut self.tenant_context_left_on_connection,
             _ => {
                 let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(

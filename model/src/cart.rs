@@ -40,6 +40,36 @@ pub async fn add_item(
     let engine = app.engine;
     let bug = app.bugs.oversell_check_then_act;
     let expires_at = app.now_ms() + app.config.reservation_ttl_ms as i64;
+    // The planted replica bug: availability is judged from the (lagging) replica and the
+    // primary transaction below trusts that judgement.
+    let replica_check = match (&app.replica_pool, app.bugs.stock_check_from_replica) {
+        (Some(replica), true) => {
+            let mut conn = replica.acquire().await?;
+            let row = q(
+                engine,
+                &mut conn,
+                "select stock, reserved from products where id = ? and tenant_id = ?",
+                &[Value::Int(product), Value::Int(tenant)],
+            )
+            .await?;
+            match (int_at(&row, 0, 0), int_at(&row, 0, 1)) {
+                (Some(stock), Some(reserved)) if stock - reserved >= quantity => true,
+                (Some(stock), Some(reserved)) => {
+                    return Ok(HttpResponse::new(
+                        422,
+                        json!({"error": "insufficient stock", "product_id": product, "available": stock - reserved, "requested": quantity}),
+                    ))
+                }
+                _ => {
+                    return Ok(HttpResponse::new(
+                        404,
+                        json!({"error": "product not found"}),
+                    ))
+                }
+            }
+        }
+        _ => false,
+    };
     let mut conn = app.pool.acquire().await?;
     conn.transaction(app.attempts(), move |c| {
         Box::pin(async move {
@@ -58,7 +88,7 @@ pub async fn add_item(
             };
             let available = stock - reserved;
             sometimes!("add item: last units contested", available > 0 && available <= quantity);
-            if available < quantity {
+            if available < quantity && !replica_check {
                 return Ok(HttpResponse::new(
                     422,
                     json!({"error": "insufficient stock", "product_id": product, "available": available, "requested": quantity}),

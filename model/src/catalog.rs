@@ -81,20 +81,22 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         }
     }
     let engine = app.engine;
-    let mut conn = app.read_pool().acquire().await?;
+    let mut conn = app.tenant_conn(app.read_pool(), tenant).await?;
     let mut queries = 0;
+    // The tenant scope lives in the connection's session (as a tenancy package's global scope
+    // or a row-level security policy would): the page is whatever that tenant owns.
+    let scope = match engine {
+        shopsim_sim::db::Engine::Postgres => "current_setting('app.tenant_id')::bigint",
+        shopsim_sim::db::Engine::InnoDb => "@tenant_id",
+    };
     let sql = format!(
-        "select {PRODUCT_COLUMNS} from products where tenant_id = ? order by id limit ? offset ?"
+        "select {PRODUCT_COLUMNS} from products where tenant_id = {scope} order by id limit ? offset ?"
     );
     let rows = q(
         engine,
         &mut conn,
         &sql,
-        &[
-            Value::Int(tenant),
-            Value::Int(per_page),
-            Value::Int((page - 1) * per_page),
-        ],
+        &[Value::Int(per_page), Value::Int((page - 1) * per_page)],
     )
     .await?;
     queries += 1;
@@ -119,10 +121,9 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         ids.dedup();
         let marks = vec!["?"; ids.len()].join(", ");
         let sql = format!(
-            "select id, tenant_id, name from categories where tenant_id = ? and id in ({marks})"
+            "select id, tenant_id, name from categories where tenant_id = {scope} and id in ({marks})"
         );
-        let mut params = vec![Value::Int(tenant)];
-        params.extend(ids.into_iter().map(Value::Int));
+        let params: Vec<Value> = ids.into_iter().map(Value::Int).collect();
         categories = q(engine, &mut conn, &sql, &params).await?.rows;
         queries += 1;
     }

@@ -52,6 +52,10 @@ pub struct ShopConfig {
     pub reads_per_reader: u32,
     /// Products per catalog page.
     pub page_size: i64,
+    /// Whether catalog reads go to a read replica.
+    pub replica: bool,
+    /// Replication lag of each commit, ms (upper end; the lower end is 1 ms).
+    pub replica_lag_ms_max: u64,
     /// Financial orders that admins race to lock and mutate.
     pub lockable_orders: u32,
     /// Mutation attempts per lockable order, racing its lock.
@@ -113,6 +117,8 @@ impl Default for ShopConfig {
             catalog_readers: 0,
             reads_per_reader: 10,
             page_size: 10,
+            replica: false,
+            replica_lag_ms_max: 50,
             lockable_orders: 0,
             mutations_per_order: 3,
             arrival_window_ms: 1_000,
@@ -235,6 +241,7 @@ impl ShopConfig {
             ("shop.request_timeout_ms", self.request_timeout_ms),
             ("shop.provider_timeout_ms", self.provider_timeout_ms),
             ("shop.app_overhead_us_min", self.app_overhead_us_min),
+            ("shop.replica_lag_ms_max", self.replica_lag_ms_max),
         ] {
             if value == 0 {
                 return Err(InputError::new(field, value, "must be greater than 0"));

@@ -34,10 +34,12 @@ pub struct Addrs {
     pub provider: SocketAddr,
     /// The app nodes.
     pub apps: Vec<SocketAddr>,
+    /// The read replica, if the deployment has one.
+    pub replica: Option<SocketAddr>,
 }
 
 impl Addrs {
-    fn new(app_nodes: u32) -> Addrs {
+    fn new(app_nodes: u32, replica: bool) -> Addrs {
         let ip = |s: String| -> IpAddr { s.parse().expect("valid ip") };
         Addrs {
             db: SocketAddr::new(ip("10.0.0.10".into()), db_server::PORT_DEFAULT),
@@ -46,6 +48,8 @@ impl Addrs {
             apps: (0..app_nodes)
                 .map(|i| SocketAddr::new(ip(format!("10.0.1.{}", i + 1)), app::PORT))
                 .collect(),
+            replica: replica
+                .then(|| SocketAddr::new(ip("10.0.0.13".into()), db_server::PORT_DEFAULT)),
         }
     }
 }
@@ -193,7 +197,7 @@ fn seed_database(config: &ShopConfig, state: &DbNodeState) -> BTreeMap<i64, i64>
 
 async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     let handle = world.handle();
-    let addrs = Addrs::new(config.app_nodes);
+    let addrs = Addrs::new(config.app_nodes, config.replica);
     let db_state = DbNodeState::new(config.profile(), DbConfig::default());
     let initial_stock = seed_database(&config, &db_state);
     let db_config = db_server::DbServerConfig {
@@ -208,6 +212,30 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         .init(move || db_server::serve(serve_state.clone(), db_config.clone()))
         .build();
     world.register(&db_node, "db", NodeRole::SERVER);
+    if let Some(replica_addr) = addrs.replica {
+        // The replica starts from the same data and follows the primary's commit log.
+        let replica_state = DbNodeState::new(config.profile(), DbConfig::default());
+        seed_database(&config, &replica_state);
+        let replica = shopsim_sim::db::replica::DbReplica::new(db_state.clone(), replica_state);
+        let replica_config = shopsim_sim::db::replica::DbReplicaConfig {
+            server: db_server::DbServerConfig {
+                max_connections: config.db_max_connections,
+                ..config.db.clone()
+            },
+            lag_ms_min: 1,
+            lag_ms_max: config.replica_lag_ms_max.max(2),
+            poll_interval_ms: 1,
+        };
+        let replica_node = handle
+            .create_node()
+            .name("replica")
+            .ip(replica_addr.ip())
+            .init(move || {
+                shopsim_sim::db::replica::serve_replica(replica.clone(), replica_config.clone())
+            })
+            .build();
+        world.register(&replica_node, "replica", NodeRole::SERVER);
+    }
     let cache_cost = config.cache_cost_us_max;
     let cache_node = handle
         .create_node()

@@ -36,7 +36,7 @@ const BUILTIN: [(&str, &str); 7] = [
 ];
 
 /// Each planted bug with the scenario that must find it and the check that names it.
-pub const PLANTED_BUGS: [(&str, &str, &str); 7] = [
+pub const PLANTED_BUGS: [(&str, &str, &str); 9] = [
     ("inventory-race", "oversell_check_then_act", "no_oversell"),
     (
         "checkout-concurrency",
@@ -64,6 +64,12 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 7] = [
         "no_cross_tenant",
     ),
     ("catalog-reads", "n_plus_one_product_list", "no_n_plus_one"),
+    ("inventory-race", "stock_check_from_replica", "no_oversell"),
+    (
+        "catalog-reads",
+        "tenant_context_left_on_connection",
+        "no_cross_tenant",
+    ),
 ];
 
 /// The `[sim]` table: run length and network.

@@ -347,6 +347,12 @@ impl DbConn {
         self.in_transaction
     }
 
+    /// True if no server session is open yet: the next statement opens a new one, with no
+    /// session settings from earlier users of the pooled connection.
+    pub fn is_fresh(&self) -> bool {
+        self.transport.is_none()
+    }
+
     /// Opens a connection and waits for the server's greeting. Takes the address and timeout
     /// by value: a future that borrows the connection would not be `Send`.
     async fn connect(addr: SocketAddr, connect_timeout_ms: u64) -> Result<Transport, ClientError> {

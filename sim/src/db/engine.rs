@@ -1279,6 +1279,20 @@ impl Database {
         params: &[Value],
         snapshot: Option<CommitSeq>,
     ) -> Step<QueryResult> {
+        let settings = self.sessions[&session].settings.custom.clone();
+        STATEMENT_SETTINGS.with(|s| *s.borrow_mut() = settings);
+        let result = self.dml_statement(session, stmt, params, snapshot);
+        STATEMENT_SETTINGS.with(|s| s.borrow_mut().clear());
+        result
+    }
+
+    fn dml_statement(
+        &mut self,
+        session: SessionId,
+        stmt: &Stmt,
+        params: &[Value],
+        snapshot: Option<CommitSeq>,
+    ) -> Step<QueryResult> {
         match stmt {
             Stmt::Select(select) => self.select(session, select, params, snapshot),
             Stmt::Insert(insert) => self.insert(session, insert, params, snapshot),
@@ -2277,6 +2291,12 @@ fn limit_value(engine: Engine, e: &Expr, params: &[Value]) -> Result<usize, DbEr
     }
 }
 
+thread_local! {
+    // The session settings of the statement being bound (`current_setting`, `@var`); set by
+    // `Database::dml` for the duration of one statement, empty otherwise.
+    static STATEMENT_SETTINGS: std::cell::RefCell<BTreeMap<String, Value>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
 /// Resolves column names and substitutes parameters.
 fn bind(engine: Engine, e: &Expr, columns: &[String], params: &[Value]) -> Result<BExpr, DbError> {
     Ok(match e {
@@ -2307,6 +2327,39 @@ fn bind(engine: Engine, e: &Expr, columns: &[String], params: &[Value]) -> Resul
             return Err(DbError::new(
                 "42803",
                 "aggregate functions are not allowed here",
+            ))
+        }
+        Expr::Setting(name) => BExpr::Val(
+            STATEMENT_SETTINGS.with(|s| s.borrow().get(name).cloned().unwrap_or(Value::Null)),
+        ),
+        Expr::Cast(inner, ty) => match bind(engine, inner, columns, params)? {
+            BExpr::Val(v) => BExpr::Val(cast(engine, v, *ty)?),
+            _ => {
+                return Err(errors::unsupported(
+                    engine,
+                    "casting anything but a constant, parameter or setting",
+                ))
+            }
+        },
+    })
+}
+
+/// `CAST(v AS ty)` for constant operands (settings and parameters).
+fn cast(engine: Engine, v: Value, ty: ColumnType) -> Result<Value, DbError> {
+    Ok(match (v, ty) {
+        (Value::Null, _) => Value::Null,
+        (Value::Int(i), ColumnType::Int) => Value::Int(i),
+        (Value::Text(t), ColumnType::Int) => match t.trim().parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => return Err(errors::wrong_type(engine, "cast", "bigint", &t)),
+        },
+        (v, ColumnType::Text) => Value::Text(v.to_string()),
+        (v, ty) => {
+            return Err(errors::wrong_type(
+                engine,
+                "cast",
+                ty.name(),
+                &v.to_string(),
             ))
         }
     })

@@ -576,3 +576,42 @@ proptest::proptest! {
         proptest::prop_assert_eq!(t.db.table_rows("t").unwrap(), committed);
     }
 }
+
+#[test]
+fn session_settings_filter_queries_like_a_tenant_scope() {
+    for (profile, set, filter) in [
+        (
+            Profile::PgRc,
+            "set app.tenant_id = '2'",
+            "select id from t where v = current_setting('app.tenant_id')::bigint",
+        ),
+        (
+            Profile::MariaRr,
+            "set @tenant_id = 2",
+            "select id from t where v = @tenant_id",
+        ),
+    ] {
+        let mut t = T::new(profile);
+        let s = t.db.connect();
+        t.ok(s, "insert into t (v) values (1), (2), (2)", &[]);
+        assert_eq!(
+            t.ok(s, filter, &[]).rows.len(),
+            0,
+            "unset is NULL: nothing matches"
+        );
+        t.ok(s, set, &[]);
+        assert_eq!(t.ok(s, filter, &[]).rows, vec![vec![int(2)], vec![int(3)]]);
+        let other = t.db.connect();
+        assert_eq!(
+            t.ok(other, filter, &[]).rows.len(),
+            0,
+            "settings are per session"
+        );
+    }
+    let mut t = T::new(Profile::PgRc);
+    let s = t.db.connect();
+    assert_eq!(
+        t.err(s, "select id from t where v = v::bigint", &[]),
+        "0A000"
+    );
+}

@@ -82,6 +82,11 @@ pub enum Expr {
     InList(Box<Expr>, Vec<Expr>, bool),
     /// An aggregate; only at the top of a projection item.
     Agg(AggFn, Option<Box<Expr>>),
+    /// A session setting: `current_setting('app.tenant_id')` (PostgreSQL, text) or a user
+    /// variable `@tenant_id` (MariaDB); NULL if unset.
+    Setting(String),
+    /// `expr::bigint` / `CAST(expr AS ...)` to an integer or text.
+    Cast(Box<Expr>, ColumnType),
 }
 
 /// Binary operators of the subset.
@@ -678,7 +683,31 @@ impl Converter {
     fn expr(&mut self, e: &sql::Expr) -> Result<Expr, DbError> {
         use sql::Expr as E;
         Ok(match e {
+            E::Identifier(ident)
+                if self.engine == Engine::InnoDb && ident.value.starts_with('@') =>
+            {
+                Expr::Setting(ident.value.to_ascii_lowercase())
+            }
             E::Identifier(ident) => Expr::Column(ident_name(ident)),
+            E::Cast {
+                expr, data_type, ..
+            } => {
+                let inner = self.expr(expr)?;
+                let ty = match data_type {
+                    sql::DataType::Int(_)
+                    | sql::DataType::Integer(_)
+                    | sql::DataType::BigInt(_)
+                    | sql::DataType::Int8(_)
+                    | sql::DataType::Int4(_)
+                    | sql::DataType::Signed
+                    | sql::DataType::SignedInteger => ColumnType::Int,
+                    sql::DataType::Text | sql::DataType::Varchar(_) | sql::DataType::Char(_) => {
+                        ColumnType::Text
+                    }
+                    other => return Err(self.unsupported(format!("cast to {other}"))),
+                };
+                Expr::Cast(Box::new(inner), ty)
+            }
             E::CompoundIdentifier(parts) => match parts.as_slice() {
                 [_table, column] => Expr::Column(ident_name(column)),
                 _ => return Err(self.unsupported(format!("name {e}"))),
@@ -759,6 +788,21 @@ impl Converter {
             }
             E::Function(f) => {
                 let name = self.object_name(&f.name)?;
+                if name == "current_setting" && self.engine == Engine::Postgres {
+                    if let sql::FunctionArguments::List(list) = &f.args {
+                        if let [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(
+                            sql::Expr::Value(v),
+                        ))] = list.args.as_slice()
+                        {
+                            if let sql::Value::SingleQuotedString(setting) = &v.value {
+                                return Ok(Expr::Setting(setting.to_ascii_lowercase()));
+                            }
+                        }
+                    }
+                    return Err(
+                        self.unsupported("current_setting with anything but one string literal")
+                    );
+                }
                 if matches!(name.as_str(), "count" | "sum" | "min" | "max") {
                     return Err(self.unsupported(format!("aggregate {name} inside an expression")));
                 }
