@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use shopsim_scenarios::Scenario;
 use shopsim_sim::check::{percentile, LatencySla};
 use shopsim_sim::db::Profile;
-use shopsim_sim::runner::Outcome;
 use shopsim_sim::seed::{parse_seed, SeedPlan};
 
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
@@ -115,20 +114,14 @@ pub fn seeds(
     Ok(plan.seeds().collect())
 }
 
-/// p95 of a latency class over outcomes, ms.
-fn p95_ms(outcomes: &[Outcome<shopsim_model::shop::ShopState>], kinds: &[&str]) -> Option<f64> {
-    let sla = LatencySla {
+/// The latency class of these operation kinds.
+fn latency_class(kinds: &[&str]) -> LatencySla {
+    LatencySla {
         name: String::new(),
         kinds: kinds.iter().map(|s| s.to_string()).collect(),
         percentile: 95.0,
         threshold_ms: 0.0,
-    };
-    let mut all: Vec<u64> = outcomes
-        .iter()
-        .flat_map(|o| sla.latencies_us(&o.history))
-        .collect();
-    all.sort_unstable();
-    percentile(&all, 95.0).map(|us| us as f64 / 1000.0)
+    }
 }
 
 pub fn run(args: Args) -> u8 {
@@ -183,49 +176,63 @@ pub fn run(args: Args) -> u8 {
             .system(*profile, &args.bugs)
             .expect("checked above");
         let config = scenario.sim_config();
-        let outcomes = shopsim_sim::fuzz::run_seeds(
+        // Streamed: only the figures and the failures are kept, so any number of seeds fits.
+        let mut seen = 0usize;
+        let mut failed = 0usize;
+        let mut virtual_s = 0.0f64;
+        let (mut checkout, mut reads) = (Vec::new(), Vec::new());
+        let (mut hits, mut cache_reads) = (0u64, 0u64);
+        let mut coverage = shopsim_sim::coverage::CoverageReport::default();
+        let checkout_sla = latency_class(&shopsim_model::shop::CHECKOUT_KINDS);
+        let read_sla = latency_class(&shopsim_model::shop::READ_KINDS);
+        shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
             |_| config.clone(),
             jobs,
-            |_| true,
+            |o| {
+                seen += 1;
+                virtual_s += o.virtual_elapsed.as_secs_f64();
+                checkout.extend(checkout_sla.latencies_us(&o.history));
+                reads.extend(read_sla.latencies_us(&o.history));
+                for op in &o.history.ops {
+                    match op.details["response"]["body"]["cache"].as_str() {
+                        Some("hit") => (hits, cache_reads) = (hits + 1, cache_reads + 1),
+                        Some(_) => cache_reads += 1,
+                        None => {}
+                    }
+                }
+                coverage.merge(&o.coverage);
+                if !o.passed() {
+                    failed += 1;
+                    exit = exit.max(o.exit_code());
+                    failures.push(crate::failure_text(&o, &args.bugs));
+                }
+                true
+            },
         );
-        let failed: Vec<&Outcome<_>> = outcomes.iter().filter(|o| !o.passed()).collect();
-        let virtual_s: f64 = outcomes
-            .iter()
-            .map(|o| o.virtual_elapsed.as_secs_f64())
-            .sum();
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-        // The catalog cache's hit rate over every catalog read of every seed.
-        let (mut hits, mut reads) = (0u64, 0u64);
-        for op in outcomes.iter().flat_map(|o| &o.history.ops) {
-            match op.details["response"]["body"]["cache"].as_str() {
-                Some("hit") => (hits, reads) = (hits + 1, reads + 1),
-                Some(_) => reads += 1,
-                None => {}
-            }
-        }
-        let hit_rate = if reads == 0 { "-".to_string() } else { format!("{:.0}%", 100.0 * hits as f64 / reads as f64) };
+        let p95 = |mut l: Vec<u64>| {
+            l.sort_unstable();
+            percentile(&l, 95.0).map(|us| us as f64 / 1000.0)
+        };
+        let hit_rate = if cache_reads == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0}%", 100.0 * hits as f64 / cache_reads as f64)
+        };
         println!(
             "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>11.1} s",
             system.name,
-            outcomes.len(),
-            failed.len(),
-            fmt(p95_ms(&outcomes, &shopsim_model::shop::CHECKOUT_KINDS)),
-            fmt(p95_ms(&outcomes, &shopsim_model::shop::READ_KINDS)),
+            seen,
+            failed,
+            fmt(p95(checkout)),
+            fmt(p95(reads)),
             hit_rate,
             virtual_s
         );
-        for o in failed {
-            exit = exit.max(o.exit_code());
-            failures.push(crate::failure_text(o, &args.bugs));
-        }
         // Race windows (`sometimes!`) that no seed of this run reached: the scenario does not
         // test them.
-        let mut coverage = shopsim_sim::coverage::CoverageReport::default();
-        for o in &outcomes {
-            coverage.merge(&o.coverage);
-        }
         for window in coverage.never_fired() {
             println!("  never reached: sometimes!(\"{window}\")");
         }

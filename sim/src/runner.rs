@@ -122,6 +122,8 @@ struct WorldInner {
     config: SimConfig,
     recorder: Recorder,
     nodes: Mutex<Vec<RegisteredNode>>,
+    /// Every node to stop at the end of the run (registered ones and the nemesis).
+    all_nodes: Mutex<Vec<madsim::task::NodeId>>,
 }
 
 /// The run as the system sees it: seed, configuration, history recorder, node registry.
@@ -173,8 +175,13 @@ impl World {
         Handle::current()
     }
 
-    /// Registers `node` for faults.
+    /// Registers `node` for faults (and to be stopped when the run ends).
     pub fn register(&self, node: &NodeHandle, name: &str, role: NodeRole) {
+        self.inner
+            .all_nodes
+            .lock()
+            .expect("node list")
+            .push(node.id());
         self.inner
             .nodes
             .lock()
@@ -195,7 +202,24 @@ impl World {
     pub fn start_nemesis(&self) {
         let world = self.clone();
         let node = self.handle().create_node().name("nemesis").build();
+        self.inner
+            .all_nodes
+            .lock()
+            .expect("node list")
+            .push(node.id());
         node.spawn(async move { fault::run_nemesis(world).await });
+    }
+
+    /// Stops every node, so their tasks (servers that loop forever, waiters registered with
+    /// each other) are dropped with the run instead of outliving it.
+    async fn shutdown(&self) {
+        let nodes = self.inner.all_nodes.lock().expect("node list").clone();
+        let handle = self.handle();
+        for node in nodes {
+            handle.kill(node);
+        }
+        // Killed tasks are dropped the next time the executor runs.
+        madsim::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -313,6 +337,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
             config: config.clone(),
             recorder: Recorder::default(),
             nodes: Mutex::new(Vec::new()),
+            all_nodes: Mutex::new(Vec::new()),
         }),
     };
     coverage::start_run();
@@ -322,8 +347,10 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
             trace::start_run();
-            let state = system.run(run_world).await;
-            (state, trace::virtual_now())
+            let state = system.run(run_world.clone()).await;
+            let elapsed = trace::virtual_now();
+            run_world.shutdown().await;
+            (state, elapsed)
         })
     }));
     trace::end_run();
