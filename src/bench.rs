@@ -115,7 +115,13 @@ pub fn run(args: Args) -> u8 {
     let config = scenario.sim_config();
     let speed = |j: usize| {
         let started = Instant::now();
-        shopsim_sim::fuzz::run_seeds(|| system.clone(), &seeds, |_| config.clone(), j, |_| true);
+        shopsim_sim::fuzz::for_each_seed(
+            || system.clone(),
+            &seeds,
+            |_| config.clone(),
+            j,
+            |_| true,
+        );
         seeds.len() as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);

@@ -122,6 +122,11 @@ impl Recorder {
         self.complete(index, OpOutcome::Ok, None, serde_json::Value::Null);
     }
 
+    /// Takes the history out, leaving an empty one (at the end of a run: no copy).
+    pub fn take(&self) -> History {
+        std::mem::take(&mut *self.inner.lock().expect("history lock"))
+    }
+
     /// The history so far.
     pub fn snapshot(&self) -> History {
         self.inner.lock().expect("history lock").clone()

@@ -357,7 +357,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     fault::end_run();
     let coverage = coverage::end_run();
     drop(runtime);
-    let history = world.recorder().snapshot();
+    let history = world.recorder().take();
     let mut outcome = Outcome {
         system: system.name(),
         seed,
