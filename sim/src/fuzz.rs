@@ -54,45 +54,21 @@ pub fn run_seeds<S, F>(
     seeds: &[u64],
     config: impl Fn(u64) -> SimConfig + Sync,
     jobs: usize,
-    on_outcome: impl FnMut(&Outcome<S::State>) -> bool + Send,
+    mut on_outcome: impl FnMut(&Outcome<S::State>) -> bool + Send,
 ) -> Vec<Outcome<S::State>>
 where
     S: System,
     S::State: Send,
     F: Fn() -> S + Sync,
 {
-    assert!(jobs >= 1);
-    let next = AtomicUsize::new(0);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Outcome<S::State>>>> =
-        Mutex::new((0..seeds.len()).map(|_| None).collect());
-    let on_outcome = Mutex::new(on_outcome);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(seeds.len().max(1)) {
-            scope.spawn(|| {
-                let system = make();
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else {
-                        return;
-                    };
-                    let outcome = runner::run(&system, seed, &config(seed));
-                    let keep_going = (on_outcome.lock().expect("callback"))(&outcome);
-                    if !keep_going {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    results.lock().expect("results")[i] = Some(outcome);
-                }
-            });
-        }
+    let mut outcomes = Vec::with_capacity(seeds.len());
+    for_each_seed(make, seeds, config, jobs, |outcome| {
+        let keep_going = on_outcome(&outcome);
+        outcomes.push(outcome);
+        keep_going
     });
-    results
-        .into_inner()
-        .expect("results")
-        .into_iter()
-        .flatten()
-        .collect()
+    let position: std::collections::BTreeMap<u64, usize> =
+        seeds.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    outcomes.sort_by_key(|o| position[&o.seed]);
+    outcomes
 }
