@@ -302,9 +302,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         n += 1;
         let config = config.clone();
         tasks.push(node.spawn(async move {
-            let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
-            madsim::time::sleep(Duration::from_millis(start)).await;
-            let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
+            let tenant = arrive(&config).await;
             checkout_flow(&client, &config, tenant, products, pays).await;
         }));
     }
@@ -314,9 +312,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         n += 1;
         let config = config.clone();
         tasks.push(node.spawn(async move {
-            let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
-            madsim::time::sleep(Duration::from_millis(start)).await;
-            let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
+            let tenant = arrive(&config).await;
             read_flow(&client, &config, tenant, products).await;
         }));
     }
@@ -479,6 +475,14 @@ impl Client {
             }
         }
     }
+}
+
+/// A client arrives at a random moment of the arrival window, as a customer of a random
+/// tenant; returns the tenant.
+async fn arrive(config: &ShopConfig) -> i64 {
+    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
+    madsim::time::sleep(Duration::from_millis(start)).await;
+    madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants))
 }
 
 /// A catalog reader: product pages and product details of its tenant, with think time.

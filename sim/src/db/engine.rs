@@ -2429,27 +2429,18 @@ fn eval(engine: Engine, e: &BExpr, row: &[Value]) -> Result<Value, DbError> {
         }
         BExpr::Bin(l, op, r) => {
             match op {
-                BinOp::And => {
+                BinOp::And | BinOp::Or => {
+                    // Three-valued logic: the dominant value (false for AND, true for OR) wins
+                    // even over NULL, and the right side is not evaluated once it is known.
+                    let dominant = *op == BinOp::Or;
                     let a = truthy(&eval(engine, l, row)?);
-                    if a == Some(false) {
-                        return Ok(Value::Bool(false));
+                    if a == Some(dominant) {
+                        return Ok(Value::Bool(dominant));
                     }
                     let b = truthy(&eval(engine, r, row)?);
                     return Ok(match (a, b) {
-                        (_, Some(false)) => Value::Bool(false),
-                        (Some(true), Some(true)) => Value::Bool(true),
-                        _ => Value::Null,
-                    });
-                }
-                BinOp::Or => {
-                    let a = truthy(&eval(engine, l, row)?);
-                    if a == Some(true) {
-                        return Ok(Value::Bool(true));
-                    }
-                    let b = truthy(&eval(engine, r, row)?);
-                    return Ok(match (a, b) {
-                        (_, Some(true)) => Value::Bool(true),
-                        (Some(false), Some(false)) => Value::Bool(false),
+                        (_, Some(x)) if x == dominant => Value::Bool(dominant),
+                        (Some(_), Some(_)) => Value::Bool(!dominant),
                         _ => Value::Null,
                     });
                 }
