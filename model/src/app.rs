@@ -7,13 +7,14 @@
 //! 503. Every response carries the database error code when there is one, so checks can tell
 //! a deadlock that reached a client from other failures.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::rand::Rng;
 use serde_json::json;
-use shopsim_sim::db::client::{ClientError, DbClientConfig, DbConn, DbPool};
+use shopsim_sim::db::client::{ClientError, DbClientConfig, DbConn, DbPool, QueryListener};
 use shopsim_sim::db::{Engine, QueryResult, Value};
 use shopsim_sim::net;
 
@@ -50,6 +51,41 @@ pub struct App {
 /// A handler's error: the database client's, turned into a 500 or 503 at the top.
 pub type AppResult<T> = Result<T, ClientError>;
 
+/// What the statements of one request (or queue job) did, heard through the pools' query
+/// listener: how many there were, and whose rows they read or wrote (the database's row
+/// audit on `tenant_id`).
+#[derive(Debug, Default)]
+pub struct StatementAudit {
+    /// Statements issued, failed ones included.
+    pub queries: u32,
+    /// Tenants whose rows the statements touched.
+    pub row_tenants: BTreeSet<i64>,
+    /// The first statement that touched a row of another tenant, with that tenant.
+    pub foreign_statement: Option<(i64, String)>,
+}
+
+impl StatementAudit {
+    fn hear(&mut self, tenant: i64, sql: &str, result: &Result<QueryResult, ClientError>) {
+        self.queries += 1;
+        let Ok(result) = result else {
+            return;
+        };
+        for owner in result.row_owners.iter().filter_map(Value::as_int) {
+            self.row_tenants.insert(owner);
+            if owner != tenant && self.foreign_statement.is_none() {
+                self.foreign_statement = Some((owner, sql.to_string()));
+            }
+        }
+    }
+
+    /// Copies the audit into `response`'s debug fields.
+    pub fn annotate(&self, response: &mut HttpResponse) {
+        response.queries = Some(self.queries);
+        response.row_tenants = self.row_tenants.iter().copied().collect();
+        response.foreign_statement = self.foreign_statement.clone();
+    }
+}
+
 impl App {
     /// A new app context (inside the node that uses it).
     pub fn new(config: Arc<ShopConfig>, addrs: &crate::shop::Addrs) -> App {
@@ -75,6 +111,25 @@ impl App {
             cache: addrs.cache,
             provider: addrs.provider,
         }
+    }
+
+    /// This app with pools whose connections report every statement to a fresh audit, for a
+    /// request or job of `tenant`.
+    pub fn audited(&self, tenant: i64) -> (App, Arc<Mutex<StatementAudit>>) {
+        let audit: Arc<Mutex<StatementAudit>> = Arc::default();
+        let sink = audit.clone();
+        let listener: QueryListener = Arc::new(move |sql, result| {
+            sink.lock()
+                .expect("statement audit")
+                .hear(tenant, sql, result);
+        });
+        let mut app = self.clone();
+        app.pool = self.pool.with_listener(listener.clone());
+        app.replica_pool = self
+            .replica_pool
+            .as_ref()
+            .map(|pool| pool.with_listener(listener));
+        (app, audit)
     }
 
     /// The statement in this engine's placeholder style.
@@ -106,13 +161,18 @@ impl App {
             .gen_range(self.config.app_overhead_us_min..=self.config.app_overhead_us_max);
         madsim::time::sleep(Duration::from_micros(overhead_us)).await;
         // Anything but a GET may write: its reads stick to the primary.
-        let mut app = self.clone();
+        let (mut app, audit) = self.audited(request.tenant);
         app.sticky = request.method != "GET";
         let result = app.route(&request).await;
-        match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(error) => error_response(&error),
-        }
+        };
+        audit
+            .lock()
+            .expect("statement audit")
+            .annotate(&mut response);
+        response
     }
 
     async fn route(&self, request: &HttpRequest) -> AppResult<HttpResponse> {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The planted bugs, by name.
-pub const NAMES: [(&str, &str); 9] = [
+pub const NAMES: [(&str, &str); 10] = [
     (
         "oversell_check_then_act",
         "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
@@ -41,6 +41,10 @@ pub const NAMES: [(&str, &str); 9] = [
         "tenant_context_left_on_connection",
         "set the tenant context only on a newly opened connection, not on every request",
     ),
+    (
+        "page_total_without_tenant_scope",
+        "count the product list's total with a raw query that bypasses the tenant scope",
+    ),
 ];
 
 /// Which bugs are on.
@@ -64,6 +68,8 @@ pub struct Bugs {
     pub stock_check_from_replica: bool,
     /// See [`NAMES`].
     pub tenant_context_left_on_connection: bool,
+    /// See [`NAMES`].
+    pub page_total_without_tenant_scope: bool,
 }
 
 impl Bugs {
@@ -79,6 +85,7 @@ impl Bugs {
             "n_plus_one_product_list" => &mut self.n_plus_one_product_list,
             "stock_check_from_replica" => &mut self.stock_check_from_replica,
             "tenant_context_left_on_connection" => &mut self.tenant_context_left_on_connection,
+            "page_total_without_tenant_scope" => &mut self.page_total_without_tenant_scope,
             _ => {
                 let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(

@@ -1,5 +1,6 @@
-//! The catalog read path: `GET /api/v1/products` (a page of products with their category
-//! eager-loaded: two statements whatever the page size) and `GET /api/v1/products/{id}`.
+//! The catalog read path: `GET /api/v1/products` (a page of products with its total and the
+//! products' categories eager-loaded: three statements whatever the page size) and
+//! `GET /api/v1/products/{id}`.
 //!
 //! Responses are cached on the cache node under tenant-scoped keys that include the tenant's
 //! catalog version; a change of stock or price bumps the version (`INCR`), so stale pages
@@ -74,21 +75,28 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
     );
     if let Some(cached) = app.cache().get(&key).await {
         if let Ok(body) = serde_json::from_str::<Json>(&cached) {
-            let mut response =
-                HttpResponse::new(200, json!({"products": body, "page": page, "cache": "hit"}));
-            response.queries = Some(0);
-            return Ok(response);
+            return Ok(HttpResponse::new(
+                200,
+                json!({"products": body["products"], "total": body["total"], "page": page, "cache": "hit"}),
+            ));
         }
     }
     let engine = app.engine;
     let mut conn = app.tenant_conn(app.read_pool(), tenant).await?;
-    let mut queries = 0;
     // The tenant scope lives in the connection's session (as a tenancy package's global scope
     // or a row-level security policy would): the page is whatever that tenant owns.
     let scope = match engine {
         shopsim_sim::db::Engine::Postgres => "current_setting('app.tenant_id')::bigint",
         shopsim_sim::db::Engine::InnoDb => "@tenant_id",
     };
+    // The page's total, as `paginate()` counts it before fetching the page.
+    let count = if app.bugs.page_total_without_tenant_scope {
+        "select count(*) from products".to_string()
+    } else {
+        format!("select count(*) from products where tenant_id = {scope}")
+    };
+    let total = q(engine, &mut conn, &count, &[]).await?;
+    let total = crate::app::int_at(&total, 0, 0).unwrap_or(0);
     let sql = format!(
         "select {PRODUCT_COLUMNS} from products where tenant_id = {scope} order by id limit ? offset ?"
     );
@@ -99,7 +107,6 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         &[Value::Int(per_page), Value::Int((page - 1) * per_page)],
     )
     .await?;
-    queries += 1;
     let mut categories: Vec<Vec<Value>> = Vec::new();
     if app.bugs.n_plus_one_product_list {
         // Lazy loading: one query per product.
@@ -111,7 +118,6 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
                 &[row[4].clone()],
             )
             .await?;
-            queries += 1;
             categories.extend(c.rows);
         }
     } else if !rows.rows.is_empty() {
@@ -125,7 +131,6 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         );
         let params: Vec<Value> = ids.into_iter().map(Value::Int).collect();
         categories = q(engine, &mut conn, &sql, &params).await?.rows;
-        queries += 1;
     }
     drop(conn);
     let products: Vec<Json> = rows
@@ -138,14 +143,12 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
             )
         })
         .collect();
-    let body = Json::Array(products);
+    let body = json!({"products": products, "total": total});
     app.cache().set(&key, &body.to_string(), CACHE_TTL_MS).await;
-    let mut response = HttpResponse::new(
+    Ok(HttpResponse::new(
         200,
-        json!({"products": body, "page": page, "cache": "miss"}),
-    );
-    response.queries = Some(queries);
-    Ok(response)
+        json!({"products": body["products"], "total": total, "page": page, "cache": "miss"}),
+    ))
 }
 
 /// `GET /api/v1/products/{id}`.
@@ -158,9 +161,10 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
     let key = cache_key(app, tenant, &version, &format!("product:{id}"));
     if let Some(cached) = app.cache().get(&key).await {
         if let Ok(product) = serde_json::from_str::<Json>(&cached) {
-            let mut response = HttpResponse::new(200, json!({"product": product, "cache": "hit"}));
-            response.queries = Some(0);
-            return Ok(response);
+            return Ok(HttpResponse::new(
+                200,
+                json!({"product": product, "cache": "hit"}),
+            ));
         }
     }
     let engine = app.engine;
@@ -191,7 +195,8 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
     app.cache()
         .set(&key, &product.to_string(), CACHE_TTL_MS)
         .await;
-    let mut response = HttpResponse::new(200, json!({"product": product, "cache": "miss"}));
-    response.queries = Some(2);
-    Ok(response)
+    Ok(HttpResponse::new(
+        200,
+        json!({"product": product, "cache": "miss"}),
+    ))
 }

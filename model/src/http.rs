@@ -22,9 +22,14 @@ pub struct HttpResponse {
     pub status: u16,
     /// The JSON body.
     pub body: serde_json::Value,
-    /// SQL statements the request issued, where the handler counts them (an `X-Query-Count`
-    /// debug header).
+    /// SQL statements the request issued (an `X-Query-Count` debug header).
     pub queries: Option<u32>,
+    /// The tenants whose rows the request's statements read or wrote, in order (a debug
+    /// header from the database's row audit): a request must touch only its own tenant's.
+    pub row_tenants: Vec<i64>,
+    /// The first statement that touched a row of another tenant than the request's, if any,
+    /// with that tenant: the witness a check names.
+    pub foreign_statement: Option<(i64, String)>,
 }
 
 impl HttpResponse {
@@ -35,6 +40,8 @@ impl HttpResponse {
             status,
             body,
             queries: None,
+            row_tenants: Vec::new(),
+            foreign_statement: None,
         }
     }
 

@@ -156,20 +156,19 @@ pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
 
 /// The receipt job: sends (records) the receipt of a confirmed payment, idempotently.
 pub async fn send_receipt(app: &App, tenant: i64, payment_id: i64) -> AppResult<()> {
+    // The receipt's tenant comes from the connection's tenant context, as a tenancy package's
+    // creating hook fills `tenant_id` in: a worker that did not switch context per job would
+    // file the receipt under the previous job's tenant.
     let sql = match app.engine {
-        shopsim_sim::db::Engine::Postgres => "insert into receipts (payment_id, tenant_id, sent_at) values (?, ?, ?) on conflict do nothing",
-        shopsim_sim::db::Engine::InnoDb => "insert ignore into receipts (payment_id, tenant_id, sent_at) values (?, ?, ?)",
+        shopsim_sim::db::Engine::Postgres => "insert into receipts (payment_id, tenant_id, sent_at) values (?, current_setting('app.tenant_id')::bigint, ?) on conflict do nothing",
+        shopsim_sim::db::Engine::InnoDb => "insert ignore into receipts (payment_id, tenant_id, sent_at) values (?, @tenant_id, ?)",
     };
-    let mut conn = app.pool.acquire().await?;
+    let mut conn = app.tenant_conn(&app.pool, tenant).await?;
     q(
         app.engine,
         &mut conn,
         sql,
-        &[
-            Value::Int(payment_id),
-            Value::Int(tenant),
-            Value::Int(app.now_ms()),
-        ],
+        &[Value::Int(payment_id), Value::Int(app.now_ms())],
     )
     .await?;
     Ok(())

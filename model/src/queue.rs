@@ -1,10 +1,16 @@
 //! The queue worker node: Laravel's database queue driver (a `jobs` table, reserved with
 //! `FOR UPDATE SKIP LOCKED`) plus the scheduler that releases expired reservations.
+//!
+//! Each job carries its tenant, and the worker switches to it per job: the job's connections
+//! get the tenant's session context, and the history gets a `job <kind>` event naming the
+//! tenants whose rows the job's statements touched.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use shopsim_sim::db::Value;
+use shopsim_sim::history::Recorder;
 
 use crate::app::{int_at, q, text_at, App};
 use crate::config::ShopConfig;
@@ -14,7 +20,7 @@ use crate::{cart, payment};
 pub const RETRY_AFTER_MS: i64 = 5_000;
 
 /// Runs the worker on this node until it is killed.
-pub async fn run(config: Arc<ShopConfig>, addrs: crate::shop::Addrs) {
+pub async fn run(config: Arc<ShopConfig>, addrs: crate::shop::Addrs, recorder: Recorder) {
     let app = App::new(config.clone(), &addrs);
     let poll = Duration::from_millis(config.worker_poll_ms);
     let mut next_sweep = Duration::ZERO;
@@ -31,13 +37,29 @@ pub async fn run(config: Arc<ShopConfig>, addrs: crate::shop::Addrs) {
         }
         match take_job(&app).await {
             Some((id, tenant, kind, payload)) => {
+                // The job runs as its tenant: its connections get that tenant's context, and
+                // every row its statements touch is audited against it.
+                let (job_app, audit) = app.audited(tenant);
                 let done = match kind.as_str() {
-                    "receipt" => payment::send_receipt(&app, tenant, payload).await.is_ok(),
+                    "receipt" => payment::send_receipt(&job_app, tenant, payload)
+                        .await
+                        .is_ok(),
                     other => {
                         tracing::warn!(kind = other, "unknown job kind dropped");
                         true
                     }
                 };
+                let details = {
+                    let audit = audit.lock().expect("statement audit");
+                    json!({
+                        "job": id,
+                        "tenant": tenant,
+                        "done": done,
+                        "row_tenants": audit.row_tenants,
+                        "foreign_statement": audit.foreign_statement,
+                    })
+                };
+                recorder.event("worker", &format!("job {kind}"), details);
                 if done {
                     if let Ok(mut conn) = app.pool.acquire().await {
                         let _ = q(

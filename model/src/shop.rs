@@ -195,10 +195,19 @@ fn seed_database(config: &ShopConfig, state: &DbNodeState) -> BTreeMap<i64, i64>
     initial
 }
 
+/// The database settings of the primary and the replica: engine defaults, plus the row audit
+/// on `tenant_id` that lets `no_cross_tenant` see every row a statement touched.
+fn db_engine_config() -> DbConfig {
+    DbConfig {
+        row_owner_column: Some("tenant_id".to_string()),
+        ..DbConfig::default()
+    }
+}
+
 async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     let handle = world.handle();
     let addrs = Addrs::new(config.app_nodes, config.replica);
-    let db_state = DbNodeState::new(config.profile(), DbConfig::default());
+    let db_state = DbNodeState::new(config.profile(), db_engine_config());
     let initial_stock = seed_database(&config, &db_state);
     let db_config = db_server::DbServerConfig {
         max_connections: config.db_max_connections,
@@ -214,7 +223,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     world.register(&db_node, "db", NodeRole::SERVER);
     if let Some(replica_addr) = addrs.replica {
         // The replica starts from the same data and follows the primary's commit log.
-        let replica_state = DbNodeState::new(config.profile(), DbConfig::default());
+        let replica_state = DbNodeState::new(config.profile(), db_engine_config());
         seed_database(&config, &replica_state);
         let replica = shopsim_sim::db::replica::DbReplica::new(db_state.clone(), replica_state);
         let replica_config = shopsim_sim::db::replica::DbReplicaConfig {
@@ -271,12 +280,12 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
             .build();
         world.register(&node, &format!("app-{}", i + 1), NodeRole::SERVER);
     }
-    let (c, a) = (config.clone(), addrs.clone());
+    let (c, a, r) = (config.clone(), addrs.clone(), world.recorder());
     let worker = handle
         .create_node()
         .name("worker")
         .ip("10.0.2.1".parse().expect("ip"))
-        .init(move || queue::run(c.clone(), a.clone()))
+        .init(move || queue::run(c.clone(), a.clone(), r.clone()))
         .build();
     world.register(&worker, "worker", NodeRole::SERVER);
     // Let the servers bind before the first request.
@@ -464,7 +473,13 @@ impl Client {
                     op,
                     outcome,
                     Some(response.status),
-                    json!({"status": response.status, "body": response.body, "queries": response.queries}),
+                    json!({
+                        "status": response.status,
+                        "body": response.body,
+                        "queries": response.queries,
+                        "row_tenants": response.row_tenants,
+                        "foreign_statement": response.foreign_statement,
+                    }),
                 );
                 Some(response)
             }

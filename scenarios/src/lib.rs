@@ -36,7 +36,7 @@ const BUILTIN: [(&str, &str); 7] = [
 ];
 
 /// Each planted bug with the scenario that must find it and the check that names it.
-pub const PLANTED_BUGS: [(&str, &str, &str); 9] = [
+pub const PLANTED_BUGS: [(&str, &str, &str); 10] = [
     ("inventory-race", "oversell_check_then_act", "no_oversell"),
     (
         "checkout-concurrency",
@@ -68,6 +68,11 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 9] = [
     (
         "catalog-reads",
         "tenant_context_left_on_connection",
+        "no_cross_tenant",
+    ),
+    (
+        "catalog-reads",
+        "page_total_without_tenant_scope",
         "no_cross_tenant",
     ),
 ];

@@ -1,10 +1,13 @@
-//! `no_cross_tenant`: no tenant ever sees or touches another tenant's data. Every product (and
-//! its category) in a catalog response belongs to the requesting tenant, whether it came from
-//! the database or the cache; and in the final state every row points only at rows of its own
-//! tenant (a reservation at its cart and product, an order at its cart, a payment at its order,
-//! a ledger transaction and a receipt at their payment).
+//! `no_cross_tenant`: no tenant ever sees or touches another tenant's data.
 //!
-//! Not verified: statements that read another tenant's rows without returning them.
+//! - Every product (and its category) in a catalog response belongs to the requesting tenant,
+//!   whether it came from the database or the cache.
+//! - Every SQL statement of a request or a queue job read and wrote rows of that request's or
+//!   job's tenant only, as the database's row audit reports them (`row_tenants`), including
+//!   rows a statement never returned: an aggregate, an UPDATE without the tenant filter.
+//! - In the final state every row points only at rows of its own tenant (a reservation at its
+//!   cart and product, an order at its cart, a payment at its order, a ledger transaction and a
+//!   receipt at their payment).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +31,28 @@ impl Checker<ShopState> for NoCrossTenant {
             let Some(tenant) = op.details["tenant"].as_i64() else {
                 continue;
             };
+            // A request's audit is in its response; a queue job's in its event.
+            let audit = if op.details["response"].is_object() {
+                &op.details["response"]
+            } else {
+                &op.details
+            };
+            let foreign = audit["row_tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_i64)
+                .find(|owner| *owner != tenant);
+            if let Some(owner) = foreign {
+                let statement = audit["foreign_statement"][1].as_str().unwrap_or("-");
+                return Report::invalid(
+                    name,
+                    format!(
+                        "{} for tenant {tenant} ran a statement that touched rows of tenant {owner}: {statement}",
+                        describe(op)
+                    ),
+                );
+            }
             let body = &op.details["response"]["body"];
             let mut products: Vec<&serde_json::Value> = body["products"]
                 .as_array()
@@ -121,6 +146,50 @@ mod tests {
             r.witness.ends_with(
                 "for tenant 2 received product 4 whose product belongs to tenant 1 (cache: hit)"
             ),
+            "{}",
+            r.witness
+        );
+    }
+
+    #[test]
+    fn canary_statement_touching_another_tenants_rows() {
+        let mut update = op(
+            0,
+            "POST /api/v1/cart/{id}/items",
+            Some(201),
+            serde_json::json!({}),
+            1,
+            2,
+        );
+        update.details["tenant"] = 2.into();
+        update.details["response"]["row_tenants"] = serde_json::json!([2, 3]);
+        update.details["response"]["foreign_statement"] = serde_json::json!([
+            3,
+            "update products set reserved = reserved + ? where id = ?"
+        ]);
+        let r = NoCrossTenant.check(&history(vec![update]), &ShopState::default());
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness.ends_with("for tenant 2 ran a statement that touched rows of tenant 3: update products set reserved = reserved + ? where id = ?"),
+            "{}",
+            r.witness
+        );
+    }
+
+    #[test]
+    fn canary_queue_job_touching_another_tenants_rows() {
+        let mut job = op(0, "job receipt", None, serde_json::Value::Null, 1, 1);
+        job.details = serde_json::json!({
+            "tenant": 4,
+            "row_tenants": [7],
+            "foreign_statement": [7, "insert into receipts ..."],
+            "response": null,
+        });
+        let r = NoCrossTenant.check(&history(vec![job]), &ShopState::default());
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness
+                .contains("for tenant 4 ran a statement that touched rows of tenant 7"),
             "{}",
             r.witness
         );

@@ -219,11 +219,18 @@ struct PoolState {
     waiters: VecDeque<oneshot::Sender<Option<Transport>>>,
 }
 
+/// Called after every statement a connection ran, with the statement's text and outcome, as
+/// Laravel's `DB::listen` is: to count a request's queries, or to see whose rows they touched
+/// ([`QueryResult::row_owners`]).
+pub type QueryListener = Arc<dyn Fn(&str, &Result<QueryResult, ClientError>) + Send + Sync>;
+
 /// A bounded pool of connections to one database node. Cheap to clone; clones share the pool.
 /// Create it inside the node that uses it: connections belong to that node and die with it.
 #[derive(Clone)]
 pub struct DbPool {
     shared: Arc<PoolShared>,
+    /// Told of every statement run on connections taken through this handle.
+    listener: Option<QueryListener>,
 }
 
 impl DbPool {
@@ -241,6 +248,17 @@ impl DbPool {
                     waiters: VecDeque::new(),
                 }),
             }),
+            listener: None,
+        }
+    }
+
+    /// A handle on the same pool whose connections tell `listener` of every statement they
+    /// run (replacing any listener this handle had). Other handles are not affected, so a
+    /// request can listen to its own statements only.
+    pub fn with_listener(&self, listener: QueryListener) -> DbPool {
+        DbPool {
+            shared: self.shared.clone(),
+            listener: Some(listener),
         }
     }
 
@@ -387,13 +405,17 @@ impl DbConn {
             .shared
             .config
             .retry_lost_connection_outside_transaction;
-        match result {
+        let result = match result {
             Err(ClientError::ConnectionLost { .. }) if retry && !in_transaction => {
                 assert!(self.transport.is_none());
                 self.execute_once(sql, params).await
             }
             result => result,
+        };
+        if let Some(listener) = &self.pool.listener {
+            listener(sql, &result);
         }
+        result
     }
 
     async fn execute_once(

@@ -1450,14 +1450,39 @@ impl Database {
         };
         let table = self.table(table_name)?;
         if has_aggregate {
-            return Ok(aggregate(engine, table, &select.items, params, &rows)?);
+            let mut result = aggregate(engine, table, &select.items, params, &rows)?;
+            result.row_owners = self.row_owners(table, &rows);
+            return Ok(result);
         }
         let rows: Vec<Row> = rows
             .into_iter()
             .skip(offset)
             .take(limit.unwrap_or(usize::MAX))
             .collect();
-        Ok(project(engine, table, &select.items, params, &rows)?)
+        let mut result = project(engine, table, &select.items, params, &rows)?;
+        result.row_owners = self.row_owners(table, &rows);
+        Ok(result)
+    }
+
+    /// The distinct owners of `rows` of `table` (see [`DbConfig::row_owner_column`]), in order.
+    fn row_owners<'a>(&self, table: &Table, rows: impl IntoIterator<Item = &'a Row>) -> Vec<Value> {
+        let Some(c) = self
+            .config
+            .row_owner_column
+            .as_deref()
+            .and_then(|name| table.column(name))
+        else {
+            return Vec::new();
+        };
+        let mut owners: Vec<Value> = Vec::new();
+        for row in rows {
+            assert!(c < row.len(), "a row has every column of its table");
+            if !owners.contains(&row[c]) {
+                owners.push(row[c].clone());
+            }
+        }
+        owners.sort();
+        owners
     }
 
     /// A non-locking read: the version each row has in `snapshot` (own writes included), or the
@@ -1856,6 +1881,7 @@ impl Database {
                 None,
             )?,
         };
+        let row_owners = self.row_owners(self.table(table_name)?, targets.iter().map(|(_, r)| r));
         let mut affected = 0u64;
         let mut returned = Vec::new();
         for (key, old) in targets {
@@ -1889,6 +1915,7 @@ impl Database {
             None => QueryResult::default(),
         };
         result.rows_affected = affected;
+        result.row_owners = row_owners;
         Ok(result)
     }
 
@@ -2173,6 +2200,7 @@ impl Database {
         };
         result.rows_affected = inserted.len() as u64;
         result.last_insert_id = last_insert_id;
+        result.row_owners = self.row_owners(self.table(&insert.table)?, &inserted);
         Ok(result)
     }
 

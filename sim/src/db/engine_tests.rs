@@ -615,3 +615,63 @@ fn session_settings_filter_queries_like_a_tenant_scope() {
         "0A000"
     );
 }
+
+#[test]
+fn row_owners_name_every_owner_a_statement_read_or_wrote() {
+    for profile in [Profile::PgRc, Profile::MariaRr] {
+        let config = DbConfig {
+            row_owner_column: Some("owner".to_string()),
+            ..DbConfig::default()
+        };
+        let mut db = Database::new(profile, config);
+        db.execute_setup(
+            "create table o (id bigint primary key, owner bigint not null, v int not null)",
+            &[],
+        )
+        .unwrap();
+        db.execute_setup("create table plain (id bigint primary key)", &[])
+            .unwrap();
+        for (id, owner) in [(1, 7), (2, 7), (3, 9)] {
+            db.execute_setup(
+                &format!("insert into o (id, owner, v) values ({id}, {owner}, 1)"),
+                &[],
+            )
+            .unwrap();
+        }
+        let s = db.connect();
+        let mut ok = |sql: &str| match db.execute(s, sql, &[], Duration::ZERO) {
+            Exec::Done(Ok(r)) => r.row_owners,
+            other => panic!("{sql}: {other:?}"),
+        };
+        let (seven, nine) = (Value::Int(7), Value::Int(9));
+        assert_eq!(ok("select id from o where owner = 7"), vec![seven.clone()]);
+        // An aggregate returns no row of anyone's, but it read them all.
+        assert_eq!(
+            ok("select sum(v) from o"),
+            vec![seven.clone(), nine.clone()]
+        );
+        // A write without the owner's filter touches another owner's row.
+        assert_eq!(
+            ok("update o set v = 2 where id >= 2"),
+            vec![seven, nine.clone()]
+        );
+        assert_eq!(
+            ok("select id from o order by id limit 1 offset 2"),
+            vec![nine.clone()]
+        );
+        assert_eq!(
+            ok("insert into o (id, owner, v) values (4, 9, 1)"),
+            vec![nine]
+        );
+        assert_eq!(ok("delete from o where id = 99"), Vec::<Value>::new());
+        assert_eq!(ok("select id from plain"), Vec::<Value>::new());
+    }
+}
+
+#[test]
+fn without_an_owner_column_results_name_no_owners() {
+    let mut t = T::new(Profile::PgRc);
+    let s = t.db.connect();
+    t.ok(s, "insert into t (v, name) values (1, 'a')", &[]);
+    assert!(t.ok(s, "select * from t", &[]).row_owners.is_empty());
+}

@@ -161,7 +161,7 @@ impl FromStr for Profile {
     }
 }
 
-/// Engine settings that a session can also change with `SET`.
+/// Engine settings (a session can also change the timeouts with `SET`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbConfig {
     /// PostgreSQL `deadlock_timeout`: how long a lock waiter waits before it checks for a
@@ -173,6 +173,14 @@ pub struct DbConfig {
     pub pg_statement_timeout_ms: u64,
     /// InnoDB `innodb_lock_wait_timeout` in seconds (MariaDB's default is 50).
     pub innodb_lock_wait_timeout_s: u64,
+    /// A column that names each row's owner (a tenant id, say). When set, every result lists
+    /// the owners of the rows its statement read or wrote ([`QueryResult::row_owners`]), as an
+    /// object audit log would, so a check can prove that a statement stayed within one owner
+    /// even when it returned nothing of another's. Rows read are those a SELECT returns (all
+    /// rows an aggregate consumed), an UPDATE or DELETE matched, or an INSERT added.
+    ///
+    /// [`QueryResult::row_owners`]: super::QueryResult::row_owners
+    pub row_owner_column: Option<String>,
 }
 
 impl Default for DbConfig {
@@ -182,6 +190,7 @@ impl Default for DbConfig {
             pg_lock_timeout_ms: 0,
             pg_statement_timeout_ms: 0,
             innodb_lock_wait_timeout_s: 50,
+            row_owner_column: None,
         }
     }
 }
@@ -198,6 +207,9 @@ impl DbConfig {
                 "innodb_lock_wait_timeout_s: must be at most 3600, got {}",
                 self.innodb_lock_wait_timeout_s
             ));
+        }
+        if self.row_owner_column.as_deref() == Some("") {
+            return Err("row_owner_column: must name a column, got an empty name".to_string());
         }
         Ok(())
     }

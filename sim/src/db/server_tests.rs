@@ -727,3 +727,36 @@ fn lost_autocommit_reply_is_ambiguous_or_retried() {
     );
     assert_eq!(value, 2, "Laravel's retry wrote twice");
 }
+
+#[test]
+fn a_listener_hears_the_statements_of_its_handle_only() {
+    let mut world = World::new(3, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let heard = app.spawn(async {
+        settle().await;
+        let pool = pool();
+        let log: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::default();
+        let sink = log.clone();
+        let listened = pool.with_listener(Arc::new(move |sql, result| {
+            sink.lock().unwrap().push((sql.to_string(), result.is_ok()));
+        }));
+        let mut conn = listened.acquire().await.unwrap();
+        conn.execute(SELECT, &id(1)).await.unwrap();
+        conn.execute("SELECT nope FROM test", &[])
+            .await
+            .unwrap_err();
+        drop(conn);
+        // The same pool through the handle without a listener: not heard.
+        pool.execute(SELECT, &id(2)).await.unwrap();
+        let heard = log.lock().unwrap().clone();
+        heard
+    });
+    let heard = world.rt.block_on(heard).unwrap();
+    assert_eq!(
+        heard,
+        vec![
+            (SELECT.to_string(), true),
+            ("SELECT nope FROM test".to_string(), false)
+        ]
+    );
+}

@@ -119,6 +119,12 @@ pub struct QueryResult {
     pub rows_affected: u64,
     /// The first value generated for an auto-increment column by the last INSERT.
     pub last_insert_id: Option<i64>,
+    /// The distinct owners (values of [`DbConfig::row_owner_column`]) of the rows the statement
+    /// read or wrote, in order; empty when no owner column is configured or the table has none.
+    ///
+    /// [`DbConfig::row_owner_column`]: super::DbConfig::row_owner_column
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_owners: Vec<Value>,
 }
 
 impl QueryResult {
