@@ -4,7 +4,7 @@
 //! since the run started; madsim's per-node span adds the node's id and name. Nothing printed
 //! or hashed depends on wall time or memory addresses.
 //!
-//! The trace hash is FNV-1a over the serialized history, the database commit log and the
+//! The trace hash is a word-wise FNV-style hash over the serialized history, the database commit log and the
 //! coverage hits: two runs of a seed with equal hashes did the same things in the same order
 //! at the same virtual times.
 
@@ -63,39 +63,85 @@ pub fn init_from_env() {
         .try_init();
 }
 
-/// FNV-1a, 64 bits: small, stable across platforms and Rust versions (unlike `DefaultHasher`).
+/// A 64-bit hash over 8-byte little-endian words (FNV-1a's offset basis and prime, with a
+/// rotation so that every input bit reaches every state bit): small, fast on megabytes of
+/// history, and stable across platforms and Rust versions (unlike `DefaultHasher`).
 #[derive(Debug, Clone)]
 pub struct TraceHasher {
     state: u64,
+    /// Bytes not yet a whole word.
+    pending: [u8; 8],
+    pending_len: usize,
 }
 
 impl Default for TraceHasher {
     fn default() -> Self {
         TraceHasher {
             state: 0xcbf2_9ce4_8422_2325,
+            pending: [0; 8],
+            pending_len: 0,
         }
     }
 }
 
 impl TraceHasher {
+    fn mix(&mut self, word: u64) {
+        self.state = (self.state ^ word)
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(29);
+    }
+
     /// Adds bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.state ^= u64::from(b);
-            self.state = self.state.wrapping_mul(0x0100_0000_01b3);
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        assert!(self.pending_len < 8);
+        if self.pending_len > 0 {
+            let take = (8 - self.pending_len).min(bytes.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
+            self.pending_len += take;
+            bytes = &bytes[take..];
+            if self.pending_len < 8 {
+                return;
+            }
+            self.mix(u64::from_le_bytes(self.pending));
+            self.pending_len = 0;
         }
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
     }
 
-    /// Adds a serializable value (as JSON, whose field order is the struct's).
+    /// Adds a serializable value (as JSON, whose field order is the struct's), streamed into
+    /// the hash without building the text. A 0xFF byte, which UTF-8 JSON never contains, ends
+    /// each value, so `1` then `2` hashes differently from `12`.
     pub fn write_json<T: serde::Serialize>(&mut self, value: &T) {
-        let bytes = serde_json::to_vec(value).expect("trace values serialize");
-        self.write(&(bytes.len() as u64).to_le_bytes());
-        self.write(&bytes);
+        serde_json::to_writer(&mut *self, value).expect("trace values serialize");
+        self.write(&[0xFF]);
     }
 
-    /// The hash.
+    /// The hash of everything written so far (the last partial word padded with its length,
+    /// so `"a"` and `"a\0"` differ).
     pub fn finish(&self) -> u64 {
-        self.state
+        let mut last = self.clone();
+        let mut word = [0u8; 8];
+        word[..self.pending_len].copy_from_slice(&self.pending[..self.pending_len]);
+        last.mix(u64::from_le_bytes(word));
+        last.mix(self.pending_len as u64);
+        last.state
+    }
+}
+
+impl std::io::Write for TraceHasher {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        TraceHasher::write(self, bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -104,14 +150,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fnv_known_values() {
-        let mut h = TraceHasher::default();
-        h.write(b"a");
-        assert_eq!(h.finish(), 0xaf63dc4c8601ec8c);
+    fn hash_is_split_independent_and_delimited() {
+        // Any split of the same bytes gives the same hash; a different byte does not.
+        let mut whole = TraceHasher::default();
+        whole.write(b"the quick brown fox jumps");
+        let mut split = TraceHasher::default();
+        for part in [&b"the q"[..], b"", b"uick brown f", b"ox jumps"] {
+            split.write(part);
+        }
+        assert_eq!(whole.finish(), split.finish());
+        let mut other = TraceHasher::default();
+        other.write(b"the quick brown fox jumpz");
+        assert_ne!(whole.finish(), other.finish());
+        let (mut a, mut a0) = (TraceHasher::default(), TraceHasher::default());
+        a.write(b"a");
+        a0.write(b"a\0");
+        assert_ne!(a.finish(), a0.finish());
         let mut g = TraceHasher::default();
         g.write_json(&(1u8, "x"));
         let mut k = TraceHasher::default();
         k.write_json(&(1u8, "y"));
         assert_ne!(g.finish(), k.finish());
+        // Values are delimited: 1 then 2 is not 12.
+        let (mut one_two, mut twelve) = (TraceHasher::default(), TraceHasher::default());
+        one_two.write_json(&1);
+        one_two.write_json(&2);
+        twelve.write_json(&12);
+        assert_ne!(one_two.finish(), twelve.finish());
     }
 }

@@ -1498,14 +1498,11 @@ impl Database {
         let engine = self.engine;
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
-        let positions = positions(table, access);
+        let keys = row_keys(table, access);
         let mut out = Vec::new();
         let mut newer_writers = BTreeSet::new();
         let mut touched = 0u64;
-        for position in &positions {
-            let Position::Row { key, .. } = position else {
-                continue;
-            };
+        for key in &keys {
             let Some(rv) = table.rows.get(key) else {
                 continue;
             };
@@ -1639,10 +1636,7 @@ impl Database {
         let mut candidates: Vec<(Key, Row)> = Vec::new();
         let mut newer_writers = BTreeSet::new();
         let mut touched = 0u64;
-        for position in positions(table, access) {
-            let Position::Row { key, .. } = position else {
-                continue;
-            };
+        for key in row_keys(table, access) {
             let Some(rv) = table.rows.get(&key) else {
                 continue;
             };
@@ -2654,6 +2648,24 @@ fn collect_conjuncts<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {
         collect_conjuncts(r, out);
     } else {
         out.push(e);
+    }
+}
+
+/// The keys of the rows an access path visits, in index order: [`positions`] without the
+/// gaps, for reads that lock no gaps (snapshot reads, PostgreSQL's locking reads).
+fn row_keys(table: &Table, access: &Access) -> Vec<Key> {
+    match access {
+        Access::Keys(keys) => keys
+            .iter()
+            .filter(|key| table.rows.contains_key(*key))
+            .cloned()
+            .collect(),
+        Access::Scan => table.rows.keys().cloned().collect(),
+        Access::Index { index, values } => values
+            .iter()
+            .flat_map(|v| table.index_lookup(*index, v))
+            .filter(|key| table.rows.contains_key(key))
+            .collect(),
     }
 }
 

@@ -15,8 +15,11 @@
 //! because only committed records are in the log.
 
 use std::collections::VecDeque;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use madsim::export::futures::future::Either;
 
 use madsim::rand::Rng;
 use madsim::time::Instant;
@@ -32,7 +35,8 @@ pub struct DbReplicaConfig {
     pub lag_ms_min: u64,
     /// Upper end (exclusive) of the lag range, milliseconds.
     pub lag_ms_max: u64,
-    /// How often the replica looks for new commit records, milliseconds.
+    /// How long after a commit of the primary the replica looks at the log, milliseconds: the
+    /// commits of that interval are taken in together.
     pub poll_interval_ms: u64,
 }
 
@@ -119,7 +123,27 @@ async fn apply_loop(replica: Arc<DbReplica>, config: DbReplicaConfig) {
     // decrease, so records apply in commit order.
     let mut pending: VecDeque<Instant> = VecDeque::new();
     loop {
-        sleep_precise(Duration::from_millis(config.poll_interval_ms)).await;
+        // Sleep until the next record is due or the primary commits, whichever is first; with
+        // nothing due, until the primary commits. A poll every interval would wake the replica
+        // thousands of times per run for nothing.
+        let grew = pin!(replica.primary.commit_log_grew());
+        let commit_seen = match pending.front() {
+            None => {
+                grew.await;
+                true
+            }
+            Some(due) => {
+                let wait = pin!(sleep_precise(due.saturating_duration_since(Instant::now())));
+                matches!(
+                    madsim::export::futures::future::select(wait, grew).await,
+                    Either::Right(_)
+                )
+            }
+        };
+        if commit_seen {
+            // Look a poll interval later, taking in every commit of that interval at once.
+            sleep_precise(Duration::from_millis(config.poll_interval_ms)).await;
+        }
         let now = Instant::now();
         let seen_count = replica.applied_count() + pending.len();
         for _ in seen_count..replica.primary.commit_count() {

@@ -239,6 +239,8 @@ pub struct DbNodeState {
     inner: Mutex<DbNodeInner>,
     /// Wakes the deadline timer when a statement blocks (the next deadline may have moved).
     timer_notify: Notify,
+    /// Wakes a replica following this node when the commit log grew.
+    commit_notify: Notify,
 }
 
 struct DbNodeInner {
@@ -274,7 +276,22 @@ impl DbNodeState {
                 statement_count: 0,
             }),
             timer_notify: Notify::new(),
+            commit_notify: Notify::new(),
         })
+    }
+
+    /// Waits until the commit log may have grown since the last wait (a follower checks
+    /// [`Self::commit_count`] after it: the wake-up can be early, never lost).
+    pub async fn commit_log_grew(&self) {
+        self.commit_notify.notified().await;
+    }
+
+    /// Wakes the follower if the log is longer than `count_before`.
+    fn tell_follower(&self, count_before: usize, count_after: usize) {
+        assert!(count_after >= count_before, "the commit log only grows");
+        if count_after > count_before {
+            self.commit_notify.notify_one();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, DbNodeInner> {
@@ -407,11 +424,15 @@ impl Drop for SessionGuard {
         inner.connection_count -= 1;
         inner.waiters.remove(&self.session);
         inner.completions_unrouted.remove(&self.session);
+        let count_before = inner.db.commit_log().len();
         inner.db.disconnect(self.session);
         tracing::debug!(session = ?self.session, "db connection closed; open transaction rolled back");
         inner.route_completions();
+        let count_after = inner.db.commit_log().len();
         drop(inner);
         self.state.timer_notify.notify_one();
+        // Statements waiting on this session's locks may have run and committed.
+        self.state.tell_follower(count_before, count_after);
     }
 }
 
@@ -534,8 +555,12 @@ async fn serve_deadlines(state: Arc<DbNodeState>) {
         }
         let mut inner = state.lock();
         let now = inner.now();
+        let count_before = inner.db.commit_log().len();
         inner.db.advance(now);
         inner.route_completions();
+        let count_after = inner.db.commit_log().len();
+        drop(inner);
+        state.tell_follower(count_before, count_after);
     }
 }
 
@@ -616,11 +641,13 @@ async fn serve_connection(
             let mut inner = state.lock();
             let now = inner.now();
             inner.statement_count += 1;
+            let count_before = inner.db.commit_log().len();
             let exec = inner
                 .db
                 .execute(session, &request.sql, &request.params, now);
             let rows_touched = inner.db.stats().rows_touched;
             inner.route_completions();
+            state.tell_follower(count_before, inner.db.commit_log().len());
             let exec = match exec {
                 Exec::Done(result) => Ok(result),
                 Exec::Blocked => match inner.completions_unrouted.remove(&session) {
