@@ -38,9 +38,44 @@ pub enum CacheResponse {
     Count(i64),
 }
 
+/// The store: values with their expiry instants, expired lazily (a read of an expired key
+/// finds nothing) and swept when the store has doubled since the last sweep, as Redis
+/// expires keys on access and in the background, so no request scans the whole store.
+#[derive(Default)]
+struct Store {
+    entries: BTreeMap<String, (String, Duration)>,
+    len_after_sweep: usize,
+}
+
+impl Store {
+    fn live(&self, key: &str, now: Duration) -> Option<&String> {
+        self.entries
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value)
+    }
+
+    /// Adds 1 to a counter, keeping its expiry (a new counter lives an hour), as `INCR` does.
+    fn incr(&mut self, key: String, now: Duration) -> i64 {
+        let (n, expires) = match self.entries.get(&key).filter(|(_, e)| *e > now) {
+            Some((value, expires)) => (value.parse::<i64>().unwrap_or(0) + 1, *expires),
+            None => (1, now + Duration::from_secs(3600)),
+        };
+        self.entries.insert(key, (n.to_string(), expires));
+        n
+    }
+
+    fn sweep_if_grown(&mut self, now: Duration) {
+        if self.entries.len() > 2 * self.len_after_sweep.max(64) {
+            self.entries.retain(|_, (_, expires)| *expires > now);
+            self.len_after_sweep = self.entries.len();
+        }
+    }
+}
+
 /// Serves the cache on this node until it is killed.
 pub async fn serve(cost_us_max: u64) {
-    let store: Arc<Mutex<BTreeMap<String, (String, Duration)>>> = Arc::default();
+    let store: Arc<Mutex<Store>> = Arc::default();
     net::serve(PORT, move |request: CacheRequest| {
         let store = store.clone();
         async move {
@@ -48,29 +83,30 @@ pub async fn serve(cost_us_max: u64) {
             madsim::time::sleep(Duration::from_micros(cost)).await;
             let now = shopsim_sim::trace::virtual_now();
             let mut store = store.lock().expect("cache store");
-            store.retain(|_, (_, expires)| *expires > now);
+            store.sweep_if_grown(now);
             match request {
-                CacheRequest::Get(k) => CacheResponse::Value(store.get(&k).map(|(v, _)| v.clone())),
+                CacheRequest::Get(k) => CacheResponse::Value(store.live(&k, now).cloned()),
                 CacheRequest::Set(k, v, ttl) => {
-                    store.insert(k, (v, now + Duration::from_millis(ttl)));
+                    store
+                        .entries
+                        .insert(k, (v, now + Duration::from_millis(ttl)));
                     CacheResponse::Changed(true)
                 }
-                CacheRequest::Del(k) => CacheResponse::Changed(store.remove(&k).is_some()),
+                CacheRequest::Del(k) => {
+                    let live = store.live(&k, now).is_some();
+                    store.entries.remove(&k);
+                    CacheResponse::Changed(live)
+                }
                 CacheRequest::Add(k, v, ttl) => {
-                    let absent = !store.contains_key(&k);
+                    let absent = store.live(&k, now).is_none();
                     if absent {
-                        store.insert(k, (v, now + Duration::from_millis(ttl)));
+                        store
+                            .entries
+                            .insert(k, (v, now + Duration::from_millis(ttl)));
                     }
                     CacheResponse::Changed(absent)
                 }
-                CacheRequest::Incr(k) => {
-                    let entry = store
-                        .entry(k)
-                        .or_insert(("0".to_string(), now + Duration::from_secs(3600)));
-                    let n = entry.0.parse::<i64>().unwrap_or(0) + 1;
-                    entry.0 = n.to_string();
-                    CacheResponse::Count(n)
-                }
+                CacheRequest::Incr(k) => CacheResponse::Count(store.incr(k, now)),
             }
         }
     })
@@ -116,5 +152,28 @@ impl CacheClient {
     pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
         let request = CacheRequest::Set(key.to_string(), value.to_string(), ttl_ms);
         let _ = net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_keys_are_absent_and_swept_once_the_store_doubles() {
+        let ms = Duration::from_millis;
+        let mut store = Store::default();
+        store.entries.insert("a".into(), ("1".into(), ms(10)));
+        assert_eq!(store.live("a", ms(9)).map(String::as_str), Some("1"));
+        assert_eq!(store.live("a", ms(10)), None);
+        // An expired counter starts again from 1.
+        assert_eq!(store.incr("a".into(), ms(10)), 1);
+        assert_eq!(store.incr("a".into(), ms(11)), 2);
+        for i in 0..200 {
+            store.entries.insert(format!("k{i}"), ("v".into(), ms(20)));
+        }
+        store.sweep_if_grown(ms(30));
+        assert_eq!(store.entries.len(), 1, "only the live counter is left");
+        assert_eq!(store.len_after_sweep, 1);
     }
 }
