@@ -34,22 +34,24 @@ fn detection(
     let config = scenario.sim_config();
     let seeds: Vec<u64> = (0..80).collect();
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let outcomes = shopsim_sim::fuzz::run_seeds(
+    let mut failing: Vec<u64> = Vec::new();
+    shopsim_sim::fuzz::for_each_seed(
         || system.clone(),
         &seeds,
         |_| config.clone(),
         jobs,
-        |_| true,
-    );
-    let failing: Vec<u64> = outcomes
-        .iter()
-        .filter(|o| {
-            o.reports
+        |o| {
+            let fails = o
+                .reports
                 .iter()
-                .any(|r| r.check == check && r.verdict == shopsim_sim::check::Verdict::Invalid)
-        })
-        .map(|o| o.seed)
-        .collect();
+                .any(|r| r.check == check && r.verdict == shopsim_sim::check::Verdict::Invalid);
+            if fails {
+                failing.push(o.seed);
+            }
+            true
+        },
+    );
+    failing.sort_unstable();
     let mut distances: Vec<u64> = (0..40u64)
         .filter_map(|start| failing.iter().find(|&&f| f >= start).map(|f| f - start + 1))
         .collect();
@@ -75,6 +77,21 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Peak resident memory of this process while it runs one simulation of `seed`, in KiB
+/// (Linux: the peak is reset through `/proc/self/clear_refs` first), if known. It includes
+/// the process's own baseline (binary, allocator), so it bounds the simulation's memory.
+fn peak_rss_one_seed_kib(
+    system: &shopsim_model::shop::Shop,
+    config: &shopsim_sim::runner::SimConfig,
+    seed: u64,
+) -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    let outcome = shopsim_sim::runner::run(system, seed, config);
+    let peak = peak_rss_kib();
+    drop(outcome);
+    peak
+}
+
 pub fn run(args: Args) -> u8 {
     if args.seeds == 0 {
         eprintln!("error: --seeds: must be at least 1, got `0`");
@@ -86,25 +103,29 @@ pub fn run(args: Args) -> u8 {
         let profile = scenario.profile_list()[0];
         let system = scenario.system(profile, &[]).expect("valid");
         let config = scenario.sim_config();
+        // Outcomes are consumed as they come, as `run` does: keeping them would measure
+        // the growth of this process's heap, not the simulation.
+        let mut virtual_s = 0.0;
         let started = Instant::now();
-        let outcomes = shopsim_sim::fuzz::run_seeds(
+        shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
             |_| config.clone(),
             1,
-            |_| true,
+            |o| {
+                virtual_s += o.virtual_elapsed.as_secs_f64();
+                true
+            },
         );
         let wall = started.elapsed().as_secs_f64();
-        let virtual_s: f64 = outcomes
-            .iter()
-            .map(|o| o.virtual_elapsed.as_secs_f64())
-            .sum();
+        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds[0]);
         rows.push(serde_json::json!({
             "scenario": system.name,
             "seeds": seeds.len(),
             "seeds_per_s": seeds.len() as f64 / wall,
             "virtual_per_wall": virtual_s / wall,
             "wall_ms_per_seed": wall * 1000.0 / seeds.len() as f64,
+            "peak_rss_mib_one_seed": peak_kib.map(|k| k as f64 / 1024.0),
         }));
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -152,16 +173,20 @@ pub fn run(args: Args) -> u8 {
         return EXIT_OK;
     }
     println!(
-        "{:<34} {:>10} {:>14} {:>14}",
-        "scenario (1 thread)", "seeds/s", "virtual/wall", "ms per seed"
+        "{:<34} {:>10} {:>14} {:>14} {:>16}",
+        "scenario (1 thread)", "seeds/s", "virtual/wall", "ms per seed", "peak MiB (1 run)"
     );
     for r in &rows {
+        let peak = r["peak_rss_mib_one_seed"]
+            .as_f64()
+            .map_or("-".to_string(), |m| format!("{m:.1}"));
         println!(
-            "{:<34} {:>10.1} {:>13.0}x {:>14.2}",
+            "{:<34} {:>10.1} {:>13.0}x {:>14.2} {:>16}",
             r["scenario"].as_str().unwrap_or(""),
             r["seeds_per_s"].as_f64().unwrap_or(0.0),
             r["virtual_per_wall"].as_f64().unwrap_or(0.0),
-            r["wall_ms_per_seed"].as_f64().unwrap_or(0.0)
+            r["wall_ms_per_seed"].as_f64().unwrap_or(0.0),
+            peak
         );
     }
     println!(
