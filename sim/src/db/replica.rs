@@ -126,20 +126,24 @@ async fn apply_loop(replica: Arc<DbReplica>, config: DbReplicaConfig) {
         // Sleep until the next record is due or the primary commits, whichever is first; with
         // nothing due, until the primary commits. A poll every interval would wake the replica
         // thousands of times per run for nothing.
+        // Commits not yet seen are there at once after a restart (the pending list died with
+        // the old incarnation), with no wake-up to come for them.
+        let unseen = replica.primary.commit_count() > replica.applied_count() + pending.len();
         let grew = pin!(replica.primary.commit_log_grew());
-        let commit_seen = match pending.front() {
-            None => {
-                grew.await;
-                true
-            }
-            Some(due) => {
-                let wait = pin!(sleep_precise(due.saturating_duration_since(Instant::now())));
-                matches!(
-                    madsim::export::futures::future::select(wait, grew).await,
-                    Either::Right(_)
-                )
-            }
-        };
+        let commit_seen = unseen
+            || match pending.front() {
+                None => {
+                    grew.await;
+                    true
+                }
+                Some(due) => {
+                    let wait = pin!(sleep_precise(due.saturating_duration_since(Instant::now())));
+                    matches!(
+                        madsim::export::futures::future::select(wait, grew).await,
+                        Either::Right(_)
+                    )
+                }
+            };
         if commit_seen {
             // Look a poll interval later, taking in every commit of that interval at once.
             sleep_precise(Duration::from_millis(config.poll_interval_ms)).await;
