@@ -74,11 +74,8 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         &format!("products:{page}:{per_page}"),
     );
     if let Some(cached) = app.cache().get(&key).await {
-        if let Ok(body) = serde_json::from_str::<Json>(&cached) {
-            return Ok(HttpResponse::new(
-                200,
-                json!({"products": body["products"], "total": body["total"], "page": page, "cache": "hit"}),
-            ));
+        if let Ok(Json::Object(body)) = serde_json::from_str::<Json>(&cached) {
+            return Ok(page_response(body, page, "hit"));
         }
     }
     let engine = app.engine;
@@ -143,12 +140,21 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
             )
         })
         .collect();
-    let body = json!({"products": products, "total": total});
-    app.cache().set(&key, &body.to_string(), CACHE_TTL_MS).await;
-    Ok(HttpResponse::new(
-        200,
-        json!({"products": body["products"], "total": total, "page": page, "cache": "miss"}),
-    ))
+    let mut body = serde_json::Map::new();
+    body.insert("products".to_string(), Json::Array(products));
+    body.insert("total".to_string(), total.into());
+    let cached = serde_json::to_string(&body).expect("JSON values serialize");
+    app.cache().set(&key, &cached, CACHE_TTL_MS).await;
+    Ok(page_response(body, page, "miss"))
+}
+
+/// A product page response: the cached part (`products`, `total`) plus the page number and
+/// whether it came from the cache. Built by moving the JSON, not copying it: `json!` would
+/// copy every product.
+fn page_response(mut body: serde_json::Map<String, Json>, page: i64, cache: &str) -> HttpResponse {
+    body.insert("page".to_string(), page.into());
+    body.insert("cache".to_string(), cache.into());
+    HttpResponse::new(200, Json::Object(body))
 }
 
 /// `GET /api/v1/products/{id}`.
