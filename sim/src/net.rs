@@ -2,16 +2,20 @@
 //!
 //! A request travels as one datagram and its reply as another, so packet loss, clogged links
 //! and partitions hit either. Like HTTP over TCP, a lost datagram is retransmitted (the first
-//! retransmission after [`RETRANSMIT_AFTER`], then doubling) and the server answers a
-//! retransmitted request from its reply cache instead of serving it twice. A call whose reply
-//! does not arrive by its deadline ends as [`RpcOutcome::Unknown`]: the server may or may not
-//! have acted on it. It is never reported as a failure, because a checker that took it for one
-//! would be wrong whenever it succeeded.
+//! retransmission after [`RETRANSMIT_AFTER`], then doubling), and a request is served at most
+//! once: each call is a connection, bound to the server incarnation that first received it
+//! (TCP's handshake). A retransmission that reaches that incarnation is answered from the
+//! connection (the reply again, or nothing while it is still being served); one that reaches a
+//! restarted server is answered with a reset, as a rebooted host answers a segment of a
+//! connection it no longer knows with RST. So a crash of the server while a request is in
+//! flight ends the call as [`RpcOutcome::Unknown`], never as a second execution the client
+//! cannot see. A call whose reply does not arrive by its deadline is also `Unknown`: the server
+//! may or may not have acted on it. It is never reported as a failure, because a checker that
+//! took it for one would be wrong whenever it succeeded.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use madsim::net::Endpoint;
@@ -25,23 +29,66 @@ const TAG_REQUEST: u64 = 1;
 /// The first retransmission timeout (Linux TCP's minimum RTO).
 pub const RETRANSMIT_AFTER: Duration = Duration::from_millis(200);
 
-/// (client, reply tag) -> the reply once sent; `None` while the request is being served.
-type ReplyCache<Resp> = Arc<Mutex<BTreeMap<(SocketAddr, u64), Option<Resp>>>>;
-
-/// How many recent requests a server remembers to answer retransmissions.
-const REPLY_CACHE_ENTRIES: usize = 4096;
-
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcOutcome<T> {
     /// The reply.
     Reply(T),
-    /// No reply by the deadline: the request may or may not have been served.
+    /// No reply by the deadline, or the connection was reset: the request may or may not have
+    /// been served.
     Unknown,
 }
 
+/// One call's connection state, shared by the client and the server incarnation that accepted
+/// it (the two ends of a TCP connection): which incarnation serves it, and its reply once sent.
+struct Connection<Resp> {
+    /// The incarnation that accepted the call; `None` until a request datagram reached one.
+    server: Option<Weak<()>>,
+    /// The reply, once the server sent it (a retransmission after a lost reply gets it again).
+    reply: Option<Resp>,
+}
+
+type ConnectionCell<Resp> = Arc<Mutex<Connection<Resp>>>;
+
+/// A reply datagram.
+enum Reply<Resp> {
+    /// The server's answer.
+    Response(Resp),
+    /// The connection is unknown to this server incarnation: the one that accepted it died.
+    Reset,
+}
+
+/// What a server does with a request datagram.
+enum Accept<Resp> {
+    /// A new connection for this incarnation: serve it.
+    Serve,
+    /// A retransmission of a request already answered: send the reply again.
+    Resend(Resp),
+    /// A retransmission of a request still being served: nothing to do yet.
+    Ignore,
+    /// A connection of an earlier incarnation: reset it.
+    Reset,
+}
+
+fn accept<Resp: Clone>(connection: &ConnectionCell<Resp>, incarnation: &Weak<()>) -> Accept<Resp> {
+    let mut connection = connection.lock().expect("rpc connection");
+    match &connection.server {
+        None => {
+            assert!(connection.reply.is_none(), "a reply needs a server");
+            connection.server = Some(incarnation.clone());
+            Accept::Serve
+        }
+        Some(server) if server.ptr_eq(incarnation) => match &connection.reply {
+            Some(reply) => Accept::Resend(reply.clone()),
+            None => Accept::Ignore,
+        },
+        Some(_) => Accept::Reset,
+    }
+}
+
 /// Serves requests of type `Req` on `port` of the current node, one task per request, until
-/// the node is killed.
+/// the node is killed. Each call to `serve` is one incarnation of the server: connections
+/// accepted by an earlier one are reset.
 pub async fn serve<Req, Resp, F, Fut>(port: u16, handler: F)
 where
     Req: Send + Sync + 'static,
@@ -60,55 +107,44 @@ where
         }
     };
     let endpoint = Arc::new(endpoint);
-    let replies: ReplyCache<Resp> = Arc::default();
-    let mut order: VecDeque<(SocketAddr, u64)> = VecDeque::new();
+    // This incarnation's identity: connections hold it weakly, so it is compared, never kept.
+    let incarnation = Arc::new(());
+    let incarnation_weak = Arc::downgrade(&incarnation);
     loop {
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
         };
-        let Ok(request) = payload.downcast::<(u64, Req)>() else {
+        let Ok(request) = payload.downcast::<(u64, ConnectionCell<Resp>, Req)>() else {
             tracing::warn!(%from, "rpc: request of an unexpected type dropped");
             continue;
         };
-        let (reply_tag, request) = *request;
-        let key = (from, reply_tag);
-        {
-            let mut cache = replies.lock().expect("reply cache");
-            match cache.get(&key) {
-                Some(Some(reply)) => {
-                    // A retransmission after the reply was lost: send it again.
-                    let (endpoint, reply) = (endpoint.clone(), reply.clone());
-                    madsim::task::spawn_local(async move {
-                        let _ = endpoint.send_to_raw(from, reply_tag, Box::new(reply)).await;
-                    });
-                    continue;
-                }
-                // Still being served: the reply will go out when it is ready.
-                Some(None) => continue,
-                None => {
-                    cache.insert(key, None);
-                    order.push_back(key);
-                    while order.len() > REPLY_CACHE_ENTRIES {
-                        let old = order.pop_front().expect("non-empty");
-                        cache.remove(&old);
-                    }
-                }
-            }
+        let (reply_tag, connection, request) = *request;
+        let answer = match accept(&connection, &incarnation_weak) {
+            Accept::Serve => None,
+            Accept::Ignore => continue,
+            Accept::Resend(reply) => Some(Reply::Response(reply)),
+            Accept::Reset => Some(Reply::Reset),
+        };
+        if let Some(answer) = answer {
+            let endpoint = endpoint.clone();
+            madsim::task::spawn_local(async move {
+                let _ = endpoint
+                    .send_to_raw(from, reply_tag, Box::new(answer))
+                    .await;
+            });
+            continue;
         }
         let reply = handler(request);
         let endpoint = endpoint.clone();
-        let replies = replies.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
             if buggify("rpc.delay_reply", 0.02) {
                 let delay_ms = madsim::rand::thread_rng().gen_range(10..2_000);
                 madsim::time::sleep(Duration::from_millis(delay_ms)).await;
             }
-            if let Some(slot) = replies.lock().expect("reply cache").get_mut(&key) {
-                *slot = Some(response.clone());
-            }
+            connection.lock().expect("rpc connection").reply = Some(response.clone());
             let _ = endpoint
-                .send_to_raw(from, reply_tag, Box::new(response))
+                .send_to_raw(from, reply_tag, Box::new(Reply::Response(response)))
                 .await;
         });
     }
@@ -126,14 +162,18 @@ where
         return RpcOutcome::Unknown;
     };
     let reply_tag: u64 = madsim::rand::thread_rng().gen_range(2..u64::MAX);
+    let connection: ConnectionCell<Resp> = Arc::new(Mutex::new(Connection {
+        server: None,
+        reply: None,
+    }));
     let mut retransmit_after = RETRANSMIT_AFTER;
     loop {
         let remaining = deadline.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             return RpcOutcome::Unknown;
         }
-        // The same tag every time: the server serves a request once.
-        let payload = Box::new((reply_tag, request.clone()));
+        // The same tag and connection every time: the server serves a request once.
+        let payload = Box::new((reply_tag, connection.clone(), request.clone()));
         if endpoint
             .send_to_raw(addr, TAG_REQUEST, payload)
             .await
@@ -145,13 +185,102 @@ where
         let wait = retransmit_after.min(remaining);
         match madsim::time::timeout(wait, endpoint.recv_from_raw(reply_tag)).await {
             Ok(Ok((payload, _))) => {
-                return match payload.downcast::<Resp>() {
-                    Ok(response) => RpcOutcome::Reply(*response),
+                return match payload.downcast::<Reply<Resp>>() {
+                    Ok(reply) => match *reply {
+                        Reply::Response(response) => RpcOutcome::Reply(response),
+                        // The server that accepted the call crashed: the request may have run.
+                        Reply::Reset => RpcOutcome::Unknown,
+                    },
                     Err(_) => RpcOutcome::Unknown,
-                }
+                };
             }
             Ok(Err(_)) => return RpcOutcome::Unknown,
             Err(_) => retransmit_after *= 2,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use madsim::runtime::{Handle, Runtime};
+
+    use super::*;
+
+    /// A server whose handler counts its executions and answers after 100 ms; a client calls it
+    /// once. With `crash_at_ms`, the server node is killed then and restarted 2 ms later.
+    fn one_call(crash_at_ms: Option<u64>, lose_first_reply: bool) -> (RpcOutcome<u32>, u32) {
+        let runtime = Runtime::with_seed_and_config(1, madsim::Config::default());
+        let executions = Arc::new(AtomicU32::new(0));
+        let counted = executions.clone();
+        let server = runtime
+            .create_node()
+            .name("server")
+            .ip("10.0.0.1".parse().unwrap())
+            .init(move || {
+                let counted = counted.clone();
+                serve(9000, move |x: u32| {
+                    let counted = counted.clone();
+                    async move {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        madsim::time::sleep(Duration::from_millis(100)).await;
+                        x + 1
+                    }
+                })
+            })
+            .build();
+        let client = runtime
+            .create_node()
+            .name("client")
+            .ip("10.0.0.2".parse().unwrap())
+            .build();
+        let server_id = server.id();
+        let client_id = client.id();
+        let outcome = runtime.block_on(async move {
+            madsim::time::sleep(Duration::from_millis(5)).await;
+            let call = client.spawn(async {
+                let addr: SocketAddr = "10.0.0.1:9000".parse().unwrap();
+                call::<u32, u32>(addr, 41, Duration::from_secs(5)).await
+            });
+            if lose_first_reply {
+                // The reply leaves at about 100 ms and is lost; the retransmission at 200 ms
+                // gets it from the connection.
+                madsim::time::sleep(Duration::from_millis(90)).await;
+                madsim::net::NetSim::current().clog_node_in(client_id);
+                madsim::time::sleep(Duration::from_millis(30)).await;
+                madsim::net::NetSim::current().unclog_node_in(client_id);
+            }
+            if let Some(at) = crash_at_ms {
+                madsim::time::sleep(Duration::from_millis(at)).await;
+                Handle::current().kill(server_id);
+                madsim::time::sleep(Duration::from_millis(2)).await;
+                Handle::current().restart(server_id);
+            }
+            call.await.unwrap()
+        });
+        (outcome, executions.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_call_is_served_once_and_a_lost_reply_is_sent_again() {
+        assert_eq!(one_call(None, false), (RpcOutcome::Reply(42), 1));
+        assert_eq!(one_call(None, true), (RpcOutcome::Reply(42), 1));
+    }
+
+    /// Postmortem: order-lock-race failed locked_order_immutable in about 1% of swarm seeds
+    /// ("2 mutations were rejected with 409 but the audit log has 3"). An app node crashed while
+    /// a PATCH was committing; the client retransmitted after 200 ms, the restarted node had a
+    /// fresh reply cache and ran the PATCH again, and the client heard only the second answer.
+    /// Over HTTP the crash resets the connection and the client sees an error. Now a call is
+    /// bound to the incarnation that accepted it, and a restarted server resets it.
+    #[test]
+    fn regression_a_crash_while_serving_resets_the_call_instead_of_serving_it_again() {
+        let (outcome, executions) = one_call(Some(50), false);
+        assert_eq!(outcome, RpcOutcome::Unknown);
+        assert_eq!(
+            executions, 1,
+            "the restarted server must not run the request again"
+        );
     }
 }
