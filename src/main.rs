@@ -2,7 +2,8 @@
 //! no simulation logic.
 //!
 //! Exit codes (as in DESIGN.md): 0 all valid, 1 a property violated (or a conformance
-//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism.
+//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism, 6 no progress
+//! (a run made less progress than its scenario requires).
 
 use std::process::ExitCode;
 

@@ -29,8 +29,11 @@ pub struct Args {
     #[arg(long, default_value = "0")]
     seed_start: String,
     /// Only this database profile (default: each profile the scenario names).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_profiles")]
     profile: Option<String>,
+    /// Every scenario under all eight database profiles, not only those it names.
+    #[arg(long)]
+    all_profiles: bool,
     /// Turn on a planted bug (repeatable), to see the checks at work.
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
@@ -95,6 +98,20 @@ pub fn resolve(
     Ok(runs)
 }
 
+/// Each scenario of `runs` under every database profile, in `Profile::ALL` order.
+fn every_profile(runs: Vec<(Scenario, Profile)>) -> Vec<(Scenario, Profile)> {
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for (scenario, _) in runs {
+        if !scenarios.iter().any(|s| s.name == scenario.name) {
+            scenarios.push(scenario);
+        }
+    }
+    scenarios
+        .into_iter()
+        .flat_map(|s| Profile::ALL.into_iter().map(move |p| (s.clone(), p)))
+        .collect()
+}
+
 /// The seeds from `--seed` / `--seeds` / `--seed-start`.
 pub fn seeds(
     seed: Option<&str>,
@@ -131,6 +148,7 @@ pub fn run(args: Args) -> u8 {
         &args.files,
         args.profile.as_deref(),
     ) {
+        Ok(r) if args.all_profiles => every_profile(r),
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -183,6 +201,8 @@ pub fn run(args: Args) -> u8 {
         let (mut checkout, mut reads) = (Vec::new(), Vec::new());
         let (mut hits, mut cache_reads) = (0u64, 0u64);
         let mut coverage = shopsim_sim::coverage::CoverageReport::default();
+        // Per check, the seeds in which it had nothing to judge.
+        let mut unjudged: std::collections::BTreeMap<String, usize> = Default::default();
         let checkout_sla = latency_class(&shopsim_model::shop::CHECKOUT_KINDS);
         let read_sla = latency_class(&shopsim_model::shop::READ_KINDS);
         shopsim_sim::fuzz::for_each_seed(
@@ -203,6 +223,9 @@ pub fn run(args: Args) -> u8 {
                     }
                 }
                 coverage.merge(&o.coverage);
+                for check in o.unjudged() {
+                    *unjudged.entry(check.to_string()).or_default() += 1;
+                }
                 if !o.passed() {
                     failed += 1;
                     exit = exit.max(o.exit_code());
@@ -235,6 +258,18 @@ pub fn run(args: Args) -> u8 {
         // test them.
         for window in coverage.never_fired() {
             println!("  never reached: sometimes!(\"{window}\")");
+        }
+        // A check that judged nothing in any seed tested nothing here: not a pass.
+        let never: Vec<&str> = unjudged
+            .iter()
+            .filter(|(_, n)| **n == seen)
+            .map(|(check, _)| check.as_str())
+            .collect();
+        if !never.is_empty() {
+            println!(
+                "  never judged (unknown in every seed): {}",
+                never.join(", ")
+            );
         }
     }
     for f in &failures {

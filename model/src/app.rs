@@ -89,18 +89,18 @@ impl StatementAudit {
 impl App {
     /// A new app context (inside the node that uses it).
     pub fn new(config: Arc<ShopConfig>, addrs: &crate::shop::Addrs) -> App {
-        let pool = DbPool::new(DbClientConfig {
+        // Laravel's connection: `DB::transaction` retries by the configured version's rule, and
+        // a statement outside a transaction whose connection was lost is run once more on a
+        // new one (`tryAgainIfCausedByLostConnection`).
+        let client = |addr| DbClientConfig {
             pool_size: config.db_pool_per_app as usize,
             acquire_timeout_ms: config.db_acquire_timeout_ms,
-            ..DbClientConfig::new(addrs.db)
-        });
-        let replica_pool = addrs.replica.map(|addr| {
-            DbPool::new(DbClientConfig {
-                pool_size: config.db_pool_per_app as usize,
-                acquire_timeout_ms: config.db_acquire_timeout_ms,
-                ..DbClientConfig::new(addr)
-            })
-        });
+            laravel: config.laravel,
+            retry_lost_connection_outside_transaction: true,
+            ..DbClientConfig::new(addr)
+        };
+        let pool = DbPool::new(client(addrs.db));
+        let replica_pool = addrs.replica.map(|addr| DbPool::new(client(addr)));
         App {
             engine: config.profile().engine(),
             pool,
@@ -144,7 +144,8 @@ impl App {
 
     /// Transaction attempts (Laravel's `DB::transaction($fn, 3)`).
     pub fn attempts(&self) -> u32 {
-        self.bugs.transaction_attempts()
+        self.bugs
+            .transaction_attempts(self.config.transaction_attempts)
     }
 
     /// Serves one request: waits for a worker, spends the framework's overhead, routes.
@@ -205,21 +206,10 @@ impl App {
                         json!({"error": "quantity must be positive"}),
                     ));
                 }
-                let response = cart::add_item(self, t, cart_id, product, quantity).await?;
-                if response.is_success() {
-                    // Stock changed: cached catalog pages of this tenant are stale.
-                    catalog::invalidate(self, t).await;
-                }
-                Ok(response)
+                cart::add_item(self, t, cart_id, product, quantity).await
             }
             ("POST", ["api", "v1", "cart", _, "convert"]) => match id(3) {
-                Some(cart_id) => {
-                    let response = cart::convert(self, t, cart_id).await?;
-                    if response.status == 201 {
-                        catalog::invalidate(self, t).await;
-                    }
-                    Ok(response)
-                }
+                Some(cart_id) => cart::convert(self, t, cart_id).await,
                 None => Ok(bad_request("cart id is required")),
             },
             ("POST", ["api", "v1", "orders", _, "payments"]) => match id(3) {
@@ -246,6 +236,11 @@ impl App {
             },
             _ => Ok(HttpResponse::new(404, json!({"error": "no route"}))),
         }
+    }
+
+    /// The replica's pool, or the primary's when the deployment has no replica.
+    pub fn replica_pool(&self) -> &DbPool {
+        self.replica_pool.as_ref().unwrap_or(&self.pool)
     }
 
     /// The pool reads go to: the replica, unless there is none or this request writes.

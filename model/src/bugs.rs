@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The planted bugs, by name.
-pub const NAMES: [(&str, &str); 10] = [
+pub const NAMES: [(&str, &str); 17] = [
     (
         "oversell_check_then_act",
         "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
@@ -45,6 +45,34 @@ pub const NAMES: [(&str, &str); 10] = [
         "page_total_without_tenant_scope",
         "count the product list's total with a raw query that bypasses the tenant scope",
     ),
+    (
+        "receipt_job_writes_ledger",
+        "the queued receipt job also records the capture in the ledger when the cache holds no marker for it",
+    ),
+    (
+        "provider_call_in_transaction",
+        "confirm a payment by asking the provider inside the transaction that holds the payment row",
+    ),
+    (
+        "catalog_version_bumped_before_commit",
+        "invalidate the catalog (bump the product's version) in a statement of its own before the stock change commits",
+    ),
+    (
+        "idempotency_claimed_before_work",
+        "claim the confirmation's idempotency key in the cache before the work, and keep it when the work fails",
+    ),
+    (
+        "payment_order_read_from_replica",
+        "read the order a payment is for from the read replica",
+    ),
+    (
+        "order_lookup_without_tenant",
+        "look the order a payment is for up by id without the tenant filter",
+    ),
+    (
+        "expiry_releases_without_recheck",
+        "release an expired reservation by id without re-checking that it is still held",
+    ),
 ];
 
 /// Which bugs are on.
@@ -70,6 +98,20 @@ pub struct Bugs {
     pub tenant_context_left_on_connection: bool,
     /// See [`NAMES`].
     pub page_total_without_tenant_scope: bool,
+    /// See [`NAMES`].
+    pub receipt_job_writes_ledger: bool,
+    /// See [`NAMES`].
+    pub provider_call_in_transaction: bool,
+    /// See [`NAMES`].
+    pub catalog_version_bumped_before_commit: bool,
+    /// See [`NAMES`].
+    pub idempotency_claimed_before_work: bool,
+    /// See [`NAMES`].
+    pub payment_order_read_from_replica: bool,
+    /// See [`NAMES`].
+    pub order_lookup_without_tenant: bool,
+    /// See [`NAMES`].
+    pub expiry_releases_without_recheck: bool,
 }
 
 impl Bugs {
@@ -86,6 +128,15 @@ impl Bugs {
             "stock_check_from_replica" => &mut self.stock_check_from_replica,
             "tenant_context_left_on_connection" => &mut self.tenant_context_left_on_connection,
             "page_total_without_tenant_scope" => &mut self.page_total_without_tenant_scope,
+            "receipt_job_writes_ledger" => &mut self.receipt_job_writes_ledger,
+            "provider_call_in_transaction" => &mut self.provider_call_in_transaction,
+            "catalog_version_bumped_before_commit" => {
+                &mut self.catalog_version_bumped_before_commit
+            }
+            "idempotency_claimed_before_work" => &mut self.idempotency_claimed_before_work,
+            "payment_order_read_from_replica" => &mut self.payment_order_read_from_replica,
+            "order_lookup_without_tenant" => &mut self.order_lookup_without_tenant,
+            "expiry_releases_without_recheck" => &mut self.expiry_releases_without_recheck,
             _ => {
                 let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(
@@ -98,12 +149,13 @@ impl Bugs {
         Ok(())
     }
 
-    /// Transaction attempts: Laravel's `DB::transaction($fn, 3)`, or 1 with the bug on.
-    pub fn transaction_attempts(&self) -> u32 {
+    /// Transaction attempts: the configured `DB::transaction($fn, $attempts)`, or 1 with the
+    /// bug on.
+    pub fn transaction_attempts(&self, configured: u32) -> u32 {
         if self.deadlock_not_retried {
             1
         } else {
-            3
+            configured
         }
     }
 }

@@ -148,6 +148,17 @@ impl CacheClient {
         .await;
     }
 
+    /// Sets `key` for `ttl_ms` only if it is absent; true if this call set it. A cache that
+    /// does not answer counts as set (the caller goes on, as `Cache::add` on a dead store
+    /// would be treated by code that does not check).
+    pub async fn add(&self, key: &str, value: &str, ttl_ms: u64) -> bool {
+        let request = CacheRequest::Add(key.to_string(), value.to_string(), ttl_ms);
+        match net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await {
+            RpcOutcome::Reply(CacheResponse::Changed(set)) => set,
+            _ => true,
+        }
+    }
+
     /// Sets `key` for `ttl_ms`; best effort.
     pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
         let request = CacheRequest::Set(key.to_string(), value.to_string(), ttl_ms);

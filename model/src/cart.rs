@@ -60,23 +60,38 @@ pub async fn add_item(
                         json!({"error": "insufficient stock", "product_id": product, "available": stock - reserved, "requested": quantity}),
                     ))
                 }
-                _ => {
-                    return Ok(HttpResponse::new(
-                        404,
-                        json!({"error": "product not found"}),
-                    ))
-                }
+                _ => return Ok(HttpResponse::not_found("product")),
             }
         }
         _ => false,
     };
     let mut conn = app.pool.acquire().await?;
+    let bump_early = app.bugs.catalog_version_bumped_before_commit;
+    if bump_early {
+        // The planted bug: the catalog is invalidated (the product's version bumped) in a
+        // statement of its own, before the stock change below commits; a reader in between
+        // caches the old stock under the new version.
+        q(
+            engine,
+            &mut conn,
+            "update products set version = version + 1 where id = ? and tenant_id = ?",
+            &[Value::Int(product), Value::Int(tenant)],
+        )
+        .await?;
+    }
+    // The stock change and the product's catalog version change in one statement, so a
+    // reader that sees the new version sees the new stock.
+    let bump = if bump_early {
+        ""
+    } else {
+        ", version = version + 1"
+    };
     conn.transaction(app.attempts(), move |c| {
         Box::pin(async move {
             // The cart row is locked so that a concurrent convert sees this item or none of it.
             let cart = q(engine, c, "select status from carts where id = ? and tenant_id = ? for update", &[Value::Int(cart_id), Value::Int(tenant)]).await?;
             match text_at(&cart, 0, 0).as_deref() {
-                None => return Ok(HttpResponse::new(404, json!({"error": "cart not found"}))),
+                None => return Ok(HttpResponse::not_found("cart")),
                 Some("open") => {}
                 Some(_) => return Ok(HttpResponse::new(409, json!({"error": "cart is already converted"}))),
             }
@@ -84,7 +99,7 @@ pub async fn add_item(
             let sql = format!("select stock, reserved from products where id = ? and tenant_id = ?{lock}");
             let row = q(engine, c, &sql, &[Value::Int(product), Value::Int(tenant)]).await?;
             let (Some(stock), Some(reserved)) = (int_at(&row, 0, 0), int_at(&row, 0, 1)) else {
-                return Ok(HttpResponse::new(404, json!({"error": "product not found"})));
+                return Ok(HttpResponse::not_found("product"));
             };
             let available = stock - reserved;
             sometimes!("add item: last units contested", available > 0 && available <= quantity);
@@ -96,9 +111,11 @@ pub async fn add_item(
             }
             if bug {
                 // Check-then-act: writes the quantity read earlier, not the current one.
-                q(engine, c, "update products set reserved = ? where id = ?", &[Value::Int(reserved + quantity), Value::Int(product)]).await?;
+                let sql = format!("update products set reserved = ?{bump} where id = ?");
+                q(engine, c, &sql, &[Value::Int(reserved + quantity), Value::Int(product)]).await?;
             } else {
-                q(engine, c, "update products set reserved = reserved + ? where id = ?", &[Value::Int(quantity), Value::Int(product)]).await?;
+                let sql = format!("update products set reserved = reserved + ?{bump} where id = ?");
+                q(engine, c, &sql, &[Value::Int(quantity), Value::Int(product)]).await?;
             }
             let reservation = insert_id(
                 engine,
@@ -131,7 +148,7 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
             let sql = format!("select status from carts where id = ? and tenant_id = ?{lock}");
             let cart = q(engine, c, &sql, &[Value::Int(cart_id), Value::Int(tenant)]).await?;
             match text_at(&cart, 0, 0).as_deref() {
-                None => return Ok(HttpResponse::new(404, json!({"error": "cart not found"}))),
+                None => return Ok(HttpResponse::not_found("cart")),
                 Some("converted") => {
                     let order = q(engine, c, "select id from orders where cart_id = ?", &[Value::Int(cart_id)]).await?;
                     sometimes!("convert: second convert of a converted cart", true);
@@ -178,7 +195,7 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
                 q(
                     engine,
                     c,
-                    "update products set stock = stock - ?, reserved = reserved - ? where id = ?",
+                    "update products set stock = stock - ?, reserved = reserved - ?, version = version + 1 where id = ?",
                     &[Value::Int(quantity), Value::Int(quantity), Value::Int(product)],
                 )
                 .await?;
@@ -218,6 +235,7 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
 pub async fn release_expired(app: &App) -> AppResult<usize> {
     let engine = app.engine;
     let now = app.now_ms();
+    let recheck = !app.bugs.expiry_releases_without_recheck;
     let mut conn = app.pool.acquire().await?;
     let expired = q(
         engine,
@@ -234,13 +252,14 @@ pub async fn release_expired(app: &App) -> AppResult<usize> {
         };
         conn.transaction(app.attempts(), move |c| {
             Box::pin(async move {
-                let updated = q(
-                    engine,
-                    c,
-                    "update reservations set status = 'released' where id = ? and status = 'held'",
-                    &[Value::Int(reservation)],
-                )
-                .await?;
+                // The planted bug drops the re-check: a reservation converted since the
+                // candidates were read is released all the same.
+                let sql = if recheck {
+                    "update reservations set status = 'released' where id = ? and status = 'held'"
+                } else {
+                    "update reservations set status = 'released' where id = ?"
+                };
+                let updated = q(engine, c, sql, &[Value::Int(reservation)]).await?;
                 if updated.rows_affected == 0 {
                     return Ok(false);
                 }
@@ -251,7 +270,7 @@ pub async fn release_expired(app: &App) -> AppResult<usize> {
                 q(
                     engine,
                     c,
-                    "update products set reserved = reserved - ? where id = ?",
+                    "update products set reserved = reserved - ?, version = version + 1 where id = ?",
                     &[Value::Int(quantity), Value::Int(product)],
                 )
                 .await?;

@@ -2,10 +2,18 @@
 //! products' categories eager-loaded: three statements whatever the page size) and
 //! `GET /api/v1/products/{id}`.
 //!
-//! Responses are cached on the cache node under tenant-scoped keys that include the tenant's
-//! catalog version; a change of stock or price bumps the version (`INCR`), so stale pages
-//! are never read again and expire by TTL. Reads go to the read pool (the replica when the
-//! deployment has one).
+//! Freshness: a catalog read shows every stock change that committed at least the replica's
+//! lag before the read began (with no replica, every change committed before it began), and
+//! never a state that was not committed. Every stock change bumps the product's `version` in
+//! the statement that changes the stock, so the versions are part of the committed data and
+//! reach the replica with it. A cached response is filed under a key built from the versions
+//! it was read at: a page under the tenant's catalog signature (`count(*)` and `sum(version)`
+//! of its products, read in the same statement as the page's total; versions only grow, so
+//! any change moves the sum), a product under its own version. A reader first reads the
+//! signature or version from the read pool, then looks the key up, and on a miss reads the
+//! rows from the same pool after it, so what it caches is at least as new as its key. Cache
+//! faults cost misses, never staleness: an entry can only be as old as the data that named
+//! it. Reads go to the read pool (the replica when the deployment has one).
 
 use serde_json::{json, Value as Json};
 use shopsim_sim::db::Value;
@@ -15,10 +23,6 @@ use crate::http::HttpResponse;
 
 /// How long a cached catalog response lives, ms.
 pub const CACHE_TTL_MS: u64 = 5_000;
-
-fn version_key(tenant: i64) -> String {
-    format!("tenant:{tenant}:catalog_version")
-}
 
 /// The cache key of a catalog response: tenant-scoped, unless the planted bug drops the
 /// tenant.
@@ -30,11 +34,6 @@ fn cache_key(app: &App, tenant: i64, version: &str, what: &str) -> String {
     }
 }
 
-/// Marks the tenant's cached catalog stale (after stock or price changed).
-pub async fn invalidate(app: &App, tenant: i64) {
-    app.cache().incr(&version_key(tenant)).await;
-}
-
 fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
     let int = |i: usize| row[i].as_int().unwrap_or(0);
     json!({
@@ -44,6 +43,7 @@ fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
         "name": row[3].as_text().unwrap_or(""),
         "price": int(5),
         "available": int(6) - int(7),
+        "version": int(8),
         "category": category.map(|c| json!({
             "id": c[0].as_int(),
             "tenant_id": c[1].as_int(),
@@ -52,7 +52,8 @@ fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
     })
 }
 
-const PRODUCT_COLUMNS: &str = "id, tenant_id, sku, name, category_id, price, stock, reserved";
+const PRODUCT_COLUMNS: &str =
+    "id, tenant_id, sku, name, category_id, price, stock, reserved, version";
 
 /// `GET /api/v1/products?page=&per_page=`.
 pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult<HttpResponse> {
@@ -62,22 +63,6 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
             json!({"error": "page must be >= 1 and per_page in 1..=100"}),
         ));
     }
-    let version = app
-        .cache()
-        .get(&version_key(tenant))
-        .await
-        .unwrap_or_else(|| "0".to_string());
-    let key = cache_key(
-        app,
-        tenant,
-        &version,
-        &format!("products:{page}:{per_page}"),
-    );
-    if let Some(cached) = app.cache().get(&key).await {
-        if let Ok(Json::Object(body)) = serde_json::from_str::<Json>(&cached) {
-            return Ok(page_response(body, page, "hit"));
-        }
-    }
     let engine = app.engine;
     let mut conn = app.tenant_conn(app.read_pool(), tenant).await?;
     // The tenant scope lives in the connection's session (as a tenancy package's global scope
@@ -86,14 +71,27 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         shopsim_sim::db::Engine::Postgres => "current_setting('app.tenant_id')::bigint",
         shopsim_sim::db::Engine::InnoDb => "@tenant_id",
     };
-    // The page's total, as `paginate()` counts it before fetching the page.
+    // The page's total, as `paginate()` counts it before fetching the page, with the catalog
+    // signature the cache key is built from.
     let count = if app.bugs.page_total_without_tenant_scope {
-        "select count(*) from products".to_string()
+        "select count(*), sum(version) from products".to_string()
     } else {
-        format!("select count(*) from products where tenant_id = {scope}")
+        format!("select count(*), sum(version) from products where tenant_id = {scope}")
     };
-    let total = q(engine, &mut conn, &count, &[]).await?;
-    let total = crate::app::int_at(&total, 0, 0).unwrap_or(0);
+    let signature = q(engine, &mut conn, &count, &[]).await?;
+    let total = crate::app::int_at(&signature, 0, 0).unwrap_or(0);
+    let version_sum = crate::app::int_at(&signature, 0, 1).unwrap_or(0);
+    let key = cache_key(
+        app,
+        tenant,
+        &format!("{total}.{version_sum}"),
+        &format!("products:{page}:{per_page}"),
+    );
+    if let Some(cached) = app.cache().get(&key).await {
+        if let Ok(Json::Object(body)) = serde_json::from_str::<Json>(&cached) {
+            return Ok(page_response(body, page, "hit"));
+        }
+    }
     let sql = format!(
         "select {PRODUCT_COLUMNS} from products where tenant_id = {scope} order by id limit ? offset ?"
     );
@@ -159,12 +157,19 @@ fn page_response(mut body: serde_json::Map<String, Json>, page: i64, cache: &str
 
 /// `GET /api/v1/products/{id}`.
 pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
-    let version = app
-        .cache()
-        .get(&version_key(tenant))
-        .await
-        .unwrap_or_else(|| "0".to_string());
-    let key = cache_key(app, tenant, &version, &format!("product:{id}"));
+    let engine = app.engine;
+    let mut conn = app.read_pool().acquire().await?;
+    let version = q(
+        engine,
+        &mut conn,
+        "select version from products where id = ? and tenant_id = ?",
+        &[Value::Int(id), Value::Int(tenant)],
+    )
+    .await?;
+    let Some(version) = crate::app::int_at(&version, 0, 0) else {
+        return Ok(HttpResponse::not_found("product"));
+    };
+    let key = cache_key(app, tenant, &version.to_string(), &format!("product:{id}"));
     if let Some(cached) = app.cache().get(&key).await {
         if let Ok(product) = serde_json::from_str::<Json>(&cached) {
             return Ok(HttpResponse::new(
@@ -173,8 +178,6 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
             ));
         }
     }
-    let engine = app.engine;
-    let mut conn = app.read_pool().acquire().await?;
     let sql = format!("select {PRODUCT_COLUMNS} from products where id = ? and tenant_id = ?");
     let rows = q(
         engine,
@@ -184,10 +187,7 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
     )
     .await?;
     let Some(row) = rows.rows.first() else {
-        return Ok(HttpResponse::new(
-            404,
-            json!({"error": "product not found"}),
-        ));
+        return Ok(HttpResponse::not_found("product"));
     };
     let category = q(
         engine,

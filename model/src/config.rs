@@ -2,11 +2,21 @@
 //! file's `[shop]` table is this struct; every field has a unit in its name and a default.
 
 use serde::{Deserialize, Serialize};
+use shopsim_sim::db::client::LaravelVersion;
 use shopsim_sim::db::server::DbServerConfig;
 use shopsim_sim::db::Profile;
 use shopsim_sim::input::{check_probability, InputError};
 
 use crate::bugs::Bugs;
+
+/// Progress goal: orders placed.
+pub const PROGRESS_ORDERS_PLACED: &str = "orders placed";
+/// Progress goal: payments succeeded.
+pub const PROGRESS_PAYMENTS_SUCCEEDED: &str = "payments succeeded";
+/// Progress goal: catalog reads answered.
+pub const PROGRESS_READS_ANSWERED: &str = "catalog reads answered";
+/// Progress goal: financial orders locked.
+pub const PROGRESS_ORDERS_LOCKED: &str = "financial orders locked";
 
 /// The shop's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +52,19 @@ pub struct ShopConfig {
     pub double_convert_probability: f64,
     /// Shoppers who also pay (checkout, then payment, webhook and return URL).
     pub payers: u32,
+    /// Probability that a payer sends the payment request twice at once (a double click).
+    pub pay_double_click_probability: f64,
+    /// How often a payer sends the payment request again after no answer or a 5xx.
+    pub payer_retries: u32,
+    /// Think time of a shopper between the last item and the convert, ms (lower end).
+    pub convert_delay_ms_min: u64,
+    /// Think time before the convert, ms (upper end).
+    pub convert_delay_ms_max: u64,
+    /// Adversarial clients: each belongs to a tenant and sends other tenants' ids (carts,
+    /// orders, payments, financial orders, products) to every endpoint.
+    pub adversaries: u32,
+    /// Requests each adversary sends.
+    pub adversary_requests: u32,
     /// Probability that the provider delivers a webhook twice.
     pub webhook_duplicate_probability: f64,
     /// Longest delay before the provider's first webhook, ms.
@@ -88,10 +111,54 @@ pub struct ShopConfig {
     pub checkout_p95_ms: f64,
     /// p95 latency threshold of reads, ms.
     pub read_p95_ms: f64,
+    /// p95 latency threshold of payment creation (it waits for the provider), ms.
+    pub payment_p95_ms: f64,
+    /// p95 latency threshold of the return URL (it asks the provider, then confirms), ms.
+    pub return_p95_ms: f64,
+    /// p95 latency threshold of webhook deliveries (a confirmation), ms.
+    pub webhook_p95_ms: f64,
+    /// p95 latency threshold of the financial-order lock and mutations, ms.
+    pub admin_p95_ms: f64,
+    /// The Laravel version whose `DB::transaction` retry rule the app has (`11.56`, `12.29`).
+    pub laravel: LaravelVersion,
+    /// Attempts of every `DB::transaction($callback, $attempts)` of the app.
+    pub transaction_attempts: u32,
+    /// Attempts of a queued job before it is dead-lettered into `failed_jobs` (`--tries`).
+    pub job_tries: u32,
+    /// Delay before a failed job is tried again, doubling per attempt, ms (`--backoff`).
+    pub job_backoff_ms: u64,
+    /// After the workload and the reservation expiry, the run waits at most this long for
+    /// queued jobs and webhook deliveries to settle before the final state is judged, ms.
+    pub settle_ms_max: u64,
+    /// Share of checkout flows that ran clear of faults and must end with an order or a domain
+    /// rejection (out of stock, reservations expired), in 0..=1.
+    pub checkout_completion_min: f64,
+    /// Share of paying flows with an order, clear of faults, whose payment must end succeeded,
+    /// in 0..=1.
+    pub payment_completion_min: f64,
+    /// The progress a run must make: the scenario's top-level `[progress]` table, copied here
+    /// by `Scenario::system` (so not a field of `[shop]`).
+    #[serde(skip)]
+    pub progress: ProgressConfig,
     /// Planted bugs to turn on (names from `model::bugs::NAMES`).
     pub bugs: Vec<String>,
     /// Database server costs and limits.
     pub db: DbServerConfig,
+}
+
+/// The progress a run must make to count; a field left out requires at least 1 when the
+/// workload has that kind of work, 0 otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgressConfig {
+    /// Orders placed (in the final state).
+    pub orders_placed_min: Option<u64>,
+    /// Payments that ended succeeded (in the final state).
+    pub payments_succeeded_min: Option<u64>,
+    /// Catalog reads answered 200.
+    pub reads_answered_min: Option<u64>,
+    /// Financial orders locked (in the final state).
+    pub orders_locked_min: Option<u64>,
 }
 
 impl Default for ShopConfig {
@@ -112,6 +179,12 @@ impl Default for ShopConfig {
             quantity_max: 2,
             double_convert_probability: 0.2,
             payers: 0,
+            pay_double_click_probability: 0.0,
+            payer_retries: 0,
+            convert_delay_ms_min: 0,
+            convert_delay_ms_max: 0,
+            adversaries: 0,
+            adversary_requests: 20,
             webhook_duplicate_probability: 0.3,
             webhook_delay_ms_max: 500,
             catalog_readers: 0,
@@ -135,6 +208,18 @@ impl Default for ShopConfig {
             cache_cost_us_max: 200,
             checkout_p95_ms: 2_000.0,
             read_p95_ms: 500.0,
+            payment_p95_ms: 3_000.0,
+            return_p95_ms: 3_000.0,
+            webhook_p95_ms: 2_000.0,
+            admin_p95_ms: 1_000.0,
+            laravel: LaravelVersion::default(),
+            transaction_attempts: 3,
+            job_tries: 5,
+            job_backoff_ms: 1_000,
+            settle_ms_max: 60_000,
+            checkout_completion_min: 0.0,
+            payment_completion_min: 0.0,
+            progress: ProgressConfig::default(),
             bugs: Vec::new(),
             db: DbServerConfig::default(),
         }
@@ -145,6 +230,34 @@ impl ShopConfig {
     /// The database profile (validated).
     pub fn profile(&self) -> Profile {
         self.db_profile.parse().expect("validated profile")
+    }
+
+    /// The progress goals: each stated minimum, or 1 for each kind of work the workload has.
+    pub fn progress_goals(&self) -> Vec<(&'static str, u64)> {
+        let p = &self.progress;
+        let derived = |stated: Option<u64>, has_work: bool| stated.unwrap_or(u64::from(has_work));
+        let shoppers = self.shoppers + self.payers;
+        vec![
+            (
+                PROGRESS_ORDERS_PLACED,
+                derived(p.orders_placed_min, shoppers > 0),
+            ),
+            (
+                PROGRESS_PAYMENTS_SUCCEEDED,
+                derived(p.payments_succeeded_min, self.payers > 0),
+            ),
+            (
+                PROGRESS_READS_ANSWERED,
+                derived(
+                    p.reads_answered_min,
+                    self.catalog_readers > 0 && self.reads_per_reader > 0,
+                ),
+            ),
+            (
+                PROGRESS_ORDERS_LOCKED,
+                derived(p.orders_locked_min, self.lockable_orders > 0),
+            ),
+        ]
     }
 
     /// The planted bugs (validated).
@@ -214,6 +327,40 @@ impl ShopConfig {
             "shop.webhook_duplicate_probability",
             self.webhook_duplicate_probability,
         )?;
+        for (field, p) in [
+            (
+                "shop.pay_double_click_probability",
+                self.pay_double_click_probability,
+            ),
+            ("shop.checkout_completion_min", self.checkout_completion_min),
+            ("shop.payment_completion_min", self.payment_completion_min),
+        ] {
+            check_probability(field, p)?;
+        }
+        for (field, value) in [
+            ("shop.transaction_attempts", self.transaction_attempts),
+            ("shop.job_tries", self.job_tries),
+        ] {
+            if value == 0 {
+                return Err(InputError::new(field, value, "must be at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("shop.checkout_p95_ms", self.checkout_p95_ms),
+            ("shop.read_p95_ms", self.read_p95_ms),
+            ("shop.payment_p95_ms", self.payment_p95_ms),
+            ("shop.return_p95_ms", self.return_p95_ms),
+            ("shop.webhook_p95_ms", self.webhook_p95_ms),
+            ("shop.admin_p95_ms", self.admin_p95_ms),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(InputError::new(
+                    field,
+                    value,
+                    "must be a positive number of ms",
+                ));
+            }
+        }
         for (field, min, max) in [
             (
                 "shop.provider_latency_ms_max",
@@ -224,6 +371,11 @@ impl ShopConfig {
                 "shop.app_overhead_us_max",
                 self.app_overhead_us_min,
                 self.app_overhead_us_max,
+            ),
+            (
+                "shop.convert_delay_ms_max",
+                self.convert_delay_ms_min,
+                self.convert_delay_ms_max,
             ),
         ] {
             if min > max {
@@ -242,6 +394,7 @@ impl ShopConfig {
             ("shop.provider_timeout_ms", self.provider_timeout_ms),
             ("shop.app_overhead_us_min", self.app_overhead_us_min),
             ("shop.replica_lag_ms_max", self.replica_lag_ms_max),
+            ("shop.job_backoff_ms", self.job_backoff_ms),
         ] {
             if value == 0 {
                 return Err(InputError::new(field, value, "must be greater than 0"));

@@ -45,6 +45,16 @@ impl HttpResponse {
         }
     }
 
+    /// A 404 naming what was not found (`cart`, `order`, `payment`, `product`,
+    /// `financial_order`) in its `missing` field, so a client can tell which of the objects
+    /// its request named is missing.
+    pub fn not_found(what: &str) -> HttpResponse {
+        HttpResponse::new(
+            404,
+            serde_json::json!({"error": format!("{} not found", what.replace('_', " ")), "missing": what}),
+        )
+    }
+
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)

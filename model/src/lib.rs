@@ -1,7 +1,8 @@
 //! shopsim-model: the system under test, written the way the Laravel services are —
 //! transactions, `lockForUpdate`, unique keys, retries — so that their races are real races.
 //!
-//! Start with [`shop`] (the deployment, the workload and the final state), then the services:
+//! Start with [`shop`] (the deployment and the final state) and [`workload`] (the clients),
+//! then the services:
 //! [`cart`] (carts, reservations, checkout), [`payment`] (payments, webhooks, ledger),
 //! [`order_lock`] (`OrderLockService`), [`queue`] (the worker), [`cache`] and [`provider`]
 //! (the other nodes). [`app`] is the request pipeline of an app node; [`audit`] holds the
@@ -23,3 +24,4 @@ pub mod provider;
 pub mod queue;
 pub mod schema;
 pub mod shop;
+pub mod workload;

@@ -17,7 +17,7 @@ pub async fn lock(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
         Box::pin(async move {
             let fo = q(engine, c, "select status, total from financial_orders where id = ? and tenant_id = ? for update", &[Value::Int(id), Value::Int(tenant)]).await?;
             match text_at(&fo, 0, 0).as_deref() {
-                None => Ok(HttpResponse::new(404, json!({"error": "financial order not found"}))),
+                None => Ok(HttpResponse::not_found("financial_order")),
                 Some("draft") => {
                     q(engine, c, "update financial_orders set status = 'locked', locked_total = total where id = ?", &[Value::Int(id)]).await?;
                     Ok(HttpResponse::new(200, json!({"status": "locked", "total": int_at(&fo, 0, 1)})))
@@ -61,7 +61,7 @@ pub async fn mutate(
             let sql = format!("select status from financial_orders where id = ? and tenant_id = ?{lock}");
             let fo = q(engine, c, &sql, &[Value::Int(id), Value::Int(tenant)]).await?;
             match text_at(&fo, 0, 0).as_deref() {
-                None => Ok(HttpResponse::new(404, json!({"error": "financial order not found"}))),
+                None => Ok(HttpResponse::not_found("financial_order")),
                 Some("locked") => {
                     sometimes!("mutation: rejected after the lock", true);
                     q(

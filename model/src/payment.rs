@@ -20,11 +20,15 @@ use crate::app::{insert_id, int_at, q, text_at, App, AppResult};
 use crate::http::HttpResponse;
 use crate::provider::{ProviderRequest, ProviderResponse};
 
-/// `POST /api/v1/orders/{id}/payments`.
+/// `POST /api/v1/orders/{id}/payments`: creates the order's payment (or finds the one it has:
+/// a double click or a retry after a timeout must not charge twice) and asks the provider to
+/// capture it, with the payment id as the idempotency key.
 pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResponse> {
     let engine = app.engine;
-    let payment = {
-        let mut conn = app.pool.acquire().await?;
+    if app.bugs.payment_order_read_from_replica {
+        // The planted bug: the order is looked up on the read replica, which may not have it
+        // yet when its customer pays right after the checkout.
+        let mut conn = app.tenant_conn(app.replica_pool(), tenant).await?;
         let order = q(
             engine,
             &mut conn,
@@ -32,32 +36,58 @@ pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResp
             &[Value::Int(order_id), Value::Int(tenant)],
         )
         .await?;
-        let Some(amount) = int_at(&order, 0, 0) else {
-            return Ok(HttpResponse::new(404, json!({"error": "order not found"})));
-        };
-        let id = insert_id(
-            engine,
-            &mut conn,
-            "insert into payments (tenant_id, order_id, amount, status) values (?, ?, ?, 'pending')",
-            &[Value::Int(tenant), Value::Int(order_id), Value::Int(amount)],
-        )
+        if order.rows.is_empty() {
+            return Ok(HttpResponse::not_found("order"));
+        }
+    }
+    let unscoped = app.bugs.order_lookup_without_tenant;
+    let mut conn = app.pool.acquire().await?;
+    let found = conn
+        .transaction(app.attempts(), move |c| {
+            Box::pin(async move {
+                // The order row is locked, so two creates for one order make one payment.
+                let order = if unscoped {
+                    q(engine, c, "select total from orders where id = ? for update", &[Value::Int(order_id)]).await?
+                } else {
+                    q(engine, c, "select total from orders where id = ? and tenant_id = ? for update", &[Value::Int(order_id), Value::Int(tenant)]).await?
+                };
+                let Some(amount) = int_at(&order, 0, 0) else {
+                    return Ok(None);
+                };
+                let existing = q(engine, c, "select id, amount from payments where order_id = ? order by id limit 1", &[Value::Int(order_id)]).await?;
+                if let (Some(id), Some(amount)) = (int_at(&existing, 0, 0), int_at(&existing, 0, 1)) {
+                    sometimes!("payment: the order already has a payment", true);
+                    return Ok(Some((id, amount)));
+                }
+                let id = insert_id(
+                    engine,
+                    c,
+                    "insert into payments (tenant_id, order_id, amount, status) values (?, ?, ?, 'pending')",
+                    &[Value::Int(tenant), Value::Int(order_id), Value::Int(amount)],
+                )
+                .await?;
+                Ok(Some((id, amount)))
+            })
+        })
         .await?;
-        (id, amount)
+    drop(conn);
+    let Some((payment_id, amount)) = found else {
+        return Ok(HttpResponse::not_found("order"));
     };
     let request = ProviderRequest::Create {
-        payment_id: payment.0,
+        payment_id,
         tenant,
-        amount: payment.1,
+        amount,
     };
     let deadline = Duration::from_millis(app.config.provider_timeout_ms);
     match net::call::<ProviderRequest, ProviderResponse>(app.provider, request, deadline).await {
         RpcOutcome::Reply(_) => Ok(HttpResponse::new(
             201,
-            json!({"payment_id": payment.0, "amount": payment.1}),
+            json!({"payment_id": payment_id, "amount": amount}),
         )),
         RpcOutcome::Unknown => Ok(HttpResponse::new(
             504,
-            json!({"error": "payment provider timeout", "payment_id": payment.0}),
+            json!({"error": "payment provider timeout", "payment_id": payment_id}),
         )),
     }
 }
@@ -91,7 +121,20 @@ pub async fn return_url(app: &App, tenant: i64, payment_id: i64) -> AppResult<Ht
 pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpResponse> {
     let key = format!("payment_confirmed:{payment_id}");
     let cache_key = format!("tenant:{tenant}:{key}");
-    if app.cache().get(&cache_key).await.is_some() {
+    if app.bugs.idempotency_claimed_before_work {
+        // The planted bug: the key is claimed before the work and kept if the work fails, so
+        // every later delivery is answered "already confirmed" while the payment stays pending.
+        if !app
+            .cache()
+            .add(&cache_key, "1", app.config.idempotency_ttl_ms)
+            .await
+        {
+            return Ok(HttpResponse::new(
+                200,
+                json!({"status": "succeeded", "already": true}),
+            ));
+        }
+    } else if app.cache().get(&cache_key).await.is_some() {
         return Ok(HttpResponse::new(
             200,
             json!({"status": "succeeded", "already": true}),
@@ -99,6 +142,12 @@ pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
     }
     let engine = app.engine;
     let bug = app.bugs.payment_check_then_act;
+    let verify_with_provider = app.bugs.provider_call_in_transaction.then(|| {
+        (
+            app.provider,
+            Duration::from_millis(app.config.provider_timeout_ms),
+        )
+    });
     let now = app.now_ms();
     let mut conn = app.pool.acquire().await?;
     let response = conn
@@ -109,8 +158,16 @@ pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
                 let sql = format!("select order_id, amount, status from payments where id = ? and tenant_id = ?{lock}");
                 let payment = q(engine, c, &sql, &[Value::Int(payment_id), Value::Int(tenant)]).await?;
                 let (Some(order_id), Some(amount)) = (int_at(&payment, 0, 0), int_at(&payment, 0, 1)) else {
-                    return Ok(HttpResponse::new(404, json!({"error": "payment not found"})));
+                    return Ok(HttpResponse::not_found("payment"));
                 };
+                if let Some((provider, deadline)) = verify_with_provider {
+                    // The planted bug: the provider is asked while the payment row is locked
+                    // and the connection is held.
+                    let status = net::call::<ProviderRequest, ProviderResponse>(provider, ProviderRequest::Status { payment_id }, deadline).await;
+                    if status != RpcOutcome::Reply(ProviderResponse::Succeeded) {
+                        return Ok(HttpResponse::new(200, json!({"status": "pending"})));
+                    }
+                }
                 if bug {
                     if text_at(&payment, 0, 2).as_deref() == Some("succeeded") {
                         return Ok(HttpResponse::new(200, json!({"status": "succeeded", "already": true})));
@@ -164,6 +221,31 @@ pub async fn send_receipt(app: &App, tenant: i64, payment_id: i64) -> AppResult<
         shopsim_sim::db::Engine::InnoDb => "insert ignore into receipts (payment_id, tenant_id, sent_at) values (?, @tenant_id, ?)",
     };
     let mut conn = app.tenant_conn(&app.pool, tenant).await?;
+    if app.bugs.receipt_job_writes_ledger {
+        // The planted bug: a second code path that records the capture, guarded by a cache
+        // marker nothing sets; the ledger's unique key makes every attempt fail.
+        let marker = format!("tenant:{tenant}:ledger_recorded:{payment_id}");
+        if app.cache().get(&marker).await.is_none() {
+            let amount = q(
+                app.engine,
+                &mut conn,
+                "select amount from payments where id = ? and tenant_id = ?",
+                &[Value::Int(payment_id), Value::Int(tenant)],
+            )
+            .await?;
+            q(
+                app.engine,
+                &mut conn,
+                "insert into ledger_transactions (tenant_id, payment_id, amount) values (?, ?, ?)",
+                &[
+                    Value::Int(tenant),
+                    Value::Int(payment_id),
+                    Value::Int(int_at(&amount, 0, 0).unwrap_or(0)),
+                ],
+            )
+            .await?;
+        }
+    }
     q(
         app.engine,
         &mut conn,

@@ -1,17 +1,24 @@
-//! The payment provider: creates payments and delivers `payment.succeeded` webhooks at least
-//! once — after a delay, sometimes twice (concurrently or later), retried with backoff when an
-//! app node does not answer 2xx, in any order relative to the customer's return.
+//! The payment provider: creates (and captures) payments and delivers `payment.succeeded`
+//! webhooks at least once — after a delay, sometimes twice (concurrently or later), retried
+//! with backoff until an app node answers 2xx, in any order relative to the customer's return.
+//!
+//! The provider is another company's system, so its own records are the reference the shop is
+//! judged against: [`ProviderLedger`] holds every capture (one per shop payment id: the id is
+//! the idempotency key of the create call, as with Stripe's `Idempotency-Key`, so a retried
+//! create charges once) and the deliveries still being retried; every webhook delivery is an
+//! operation of the history (process `provider`), with its answer.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shopsim_sim::history::{OpOutcome, Recorder};
 use shopsim_sim::net::{self, RpcOutcome};
 
-use crate::http::{HttpRequest, HttpResponse};
+use crate::http::{route, HttpRequest, HttpResponse};
 
 /// The port the provider serves on.
 pub const PORT: u16 = 8000;
@@ -61,22 +68,70 @@ pub struct ProviderConfig {
     pub duplicate_probability: f64,
 }
 
+/// A payment the provider captured: money taken from the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capture {
+    /// The shop's payment id (the create call's idempotency key).
+    pub payment_id: i64,
+    /// The tenant (merchant account).
+    pub tenant: i64,
+    /// Amount in cents.
+    pub amount: i64,
+    /// When, µs of virtual time.
+    pub at_us: u64,
+}
+
+/// The provider's own records, kept outside its node so the checks can read them after the run.
+#[derive(Debug, Default)]
+pub struct ProviderLedger {
+    /// Every capture, in order.
+    pub captures: Vec<Capture>,
+    /// Webhook deliveries still being retried.
+    pub deliveries_pending: u64,
+}
+
+/// The provider's records, shared by its node and the run.
+pub type SharedLedger = Arc<Mutex<ProviderLedger>>;
+
+/// How often the provider tries one webhook delivery before it gives up (about 4 minutes at a
+/// 5 s cap; a real provider retries for days, the run ends long before).
+const DELIVERY_ATTEMPTS_MAX: u32 = 50;
+
 /// Serves the provider on this node until it is killed.
-pub async fn serve(config: ProviderConfig) {
-    let created: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+pub async fn serve(config: ProviderConfig, ledger: SharedLedger, recorder: Recorder) {
     let config = Arc::new(config);
     net::serve(PORT, move |request: ProviderRequest| {
-        let created = created.clone();
+        let ledger = ledger.clone();
         let config = config.clone();
+        let recorder = recorder.clone();
         async move {
             let latency =
                 madsim::rand::thread_rng().gen_range(config.latency_ms_min..=config.latency_ms_max);
             madsim::time::sleep(Duration::from_millis(latency)).await;
             match request {
                 ProviderRequest::Create {
-                    payment_id, tenant, ..
+                    payment_id,
+                    tenant,
+                    amount,
                 } => {
-                    created.lock().expect("provider state").insert(payment_id);
+                    let first = {
+                        let mut ledger = ledger.lock().expect("provider ledger");
+                        let first = !ledger.captures.iter().any(|c| c.payment_id == payment_id);
+                        if first {
+                            ledger.captures.push(Capture {
+                                payment_id,
+                                tenant,
+                                amount,
+                                at_us: shopsim_sim::trace::virtual_now().as_micros() as u64,
+                            });
+                        }
+                        first
+                    };
+                    if !first {
+                        // A retried create with the same idempotency key: the same answer, no
+                        // second charge and no second webhook.
+                        return ProviderResponse::Created;
+                    }
                     let copies =
                         if madsim::rand::thread_rng().gen_bool(config.duplicate_probability) {
                             2
@@ -84,16 +139,25 @@ pub async fn serve(config: ProviderConfig) {
                             1
                         };
                     for _ in 0..copies {
-                        madsim::task::spawn_local(deliver(config.clone(), tenant, payment_id));
+                        ledger.lock().expect("provider ledger").deliveries_pending += 1;
+                        madsim::task::spawn_local(deliver(
+                            config.clone(),
+                            ledger.clone(),
+                            recorder.clone(),
+                            tenant,
+                            payment_id,
+                        ));
                     }
                     ProviderResponse::Created
                 }
                 ProviderRequest::Status { payment_id } => {
-                    if created
+                    let captured = ledger
                         .lock()
-                        .expect("provider state")
-                        .contains(&payment_id)
-                    {
+                        .expect("provider ledger")
+                        .captures
+                        .iter()
+                        .any(|c| c.payment_id == payment_id);
+                    if captured {
                         ProviderResponse::Succeeded
                     } else {
                         ProviderResponse::Unknown
@@ -105,22 +169,59 @@ pub async fn serve(config: ProviderConfig) {
     .await
 }
 
-/// Delivers one webhook until an app node answers 2xx (at least once).
-async fn deliver(config: Arc<ProviderConfig>, tenant: i64, payment_id: i64) {
+/// Delivers one webhook until an app node answers 2xx (at least once), recording each attempt
+/// in the history.
+async fn deliver(
+    config: Arc<ProviderConfig>,
+    ledger: SharedLedger,
+    recorder: Recorder,
+    tenant: i64,
+    payment_id: i64,
+) {
     let delay = madsim::rand::thread_rng().gen_range(0..=config.webhook_delay_ms_max);
     madsim::time::sleep(Duration::from_millis(delay)).await;
     let mut backoff_ms = 200;
-    for _attempt in 0..12 {
+    let path = "/api/v1/webhooks/payments";
+    for attempt in 1..=DELIVERY_ATTEMPTS_MAX {
         let app = config.apps[madsim::rand::thread_rng().gen_range(0..config.apps.len())];
+        let body = json!({"event": "payment.succeeded", "payment_id": payment_id});
+        let op = recorder.invoke(
+            "provider",
+            &route("POST", path),
+            json!({"path": path, "tenant": tenant, "body": body, "attempt": attempt}),
+        );
         let request = HttpRequest {
             method: "POST".to_string(),
-            path: "/api/v1/webhooks/payments".to_string(),
+            path: path.to_string(),
             tenant,
-            body: json!({"event": "payment.succeeded", "payment_id": payment_id}),
+            body,
         };
-        match net::call::<HttpRequest, HttpResponse>(app, request, Duration::from_secs(5)).await {
-            RpcOutcome::Reply(r) if r.is_success() => return,
-            _ => {}
+        let delivered = match net::call::<HttpRequest, HttpResponse>(
+            app,
+            request,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            RpcOutcome::Reply(r) => {
+                let ok = r.is_success();
+                let outcome = if ok { OpOutcome::Ok } else { OpOutcome::Fail };
+                recorder.complete(
+                    op,
+                    outcome,
+                    Some(r.status),
+                    crate::workload::response_details(&r),
+                );
+                ok
+            }
+            RpcOutcome::Unknown => {
+                recorder.complete(op, OpOutcome::Unknown, None, serde_json::Value::Null);
+                false
+            }
+        };
+        if delivered {
+            ledger.lock().expect("provider ledger").deliveries_pending -= 1;
+            return;
         }
         madsim::time::sleep(Duration::from_millis(backoff_ms)).await;
         backoff_ms = (backoff_ms * 2).min(5_000);

@@ -6,18 +6,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use madsim::rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use shopsim_sim::check::{Checker, LatencySla, Liveness};
+use shopsim_sim::check::{
+    Checker, LatencySla, Liveness, NoRpcInTransaction, Progress, ProgressGoal,
+};
 use shopsim_sim::db::server::{self as db_server, DbNodeState};
 use shopsim_sim::db::{DbConfig, Value};
-use shopsim_sim::history::{OpOutcome, Recorder};
-use shopsim_sim::net::{self, RpcOutcome};
 use shopsim_sim::runner::{LocalBoxFuture, NodeRole, SimConfig, System, World};
 
 use crate::config::ShopConfig;
-use crate::http::{route, HttpRequest, HttpResponse};
+use crate::provider::{Capture, ProviderLedger, SharedLedger};
+use crate::workload::{self, client_node, IdBoard, SharedBoard};
 use crate::{app, audit, cache, provider, queue, schema};
 
 /// Categories each tenant's catalog has.
@@ -66,9 +65,50 @@ pub struct ShopState {
     /// Commits in the database's commit log, and its hash (so the trace hash covers the
     /// order of every commit, not only the final tables).
     pub commit_log: (usize, u64),
+    /// Every capture the payment provider made, from its own records.
+    pub captures: Vec<Capture>,
+    /// Webhook deliveries the provider had not had acknowledged when the run ended.
+    pub webhooks_unacknowledged: u64,
+    /// Whether the queue and the provider's deliveries settled before `settle_ms_max`.
+    pub settled: bool,
+    /// The committed changes of the tables whose history checks replay ([`HISTORY_TABLES`]),
+    /// in commit order with their commit times. Not hashed again: the commit log's hash
+    /// covers them.
+    #[serde(skip)]
+    pub row_history: BTreeMap<String, Vec<RowChange>>,
+}
+
+/// How long after a commit the replica looks at the primary's log, ms: with its largest lag,
+/// the staleness bound of the catalog.
+pub const REPLICA_POLL_MS: u64 = 5;
+
+/// The tables whose every committed change [`ShopState::row_history`] keeps.
+pub const HISTORY_TABLES: [&str; 4] = ["products", "reservations", "payments", "jobs"];
+
+/// One committed change of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// When it committed, µs of virtual time (0 for the seed data).
+    pub at_us: u64,
+    /// Its commit's position in the commit log.
+    pub commit: usize,
+    /// The row's id (its primary key).
+    pub id: i64,
+    /// The row as committed (in the table's column order), or `None` if deleted.
+    pub row: Option<Vec<Value>>,
 }
 
 impl ShopState {
+    /// The position of `column` in `table`'s rows.
+    pub fn column(&self, table: &str, column: &str) -> Option<usize> {
+        self.tables.get(table)?.0.iter().position(|c| c == column)
+    }
+
+    /// The committed changes of `table` (one of [`HISTORY_TABLES`]), in commit order.
+    pub fn changes(&self, table: &str) -> &[RowChange] {
+        self.row_history.get(table).map_or(&[], Vec::as_slice)
+    }
+
     /// The rows of `table` as maps from column name to value.
     pub fn rows(&self, table: &str) -> Vec<BTreeMap<&str, &Value>> {
         let Some((columns, rows)) = self.tables.get(table) else {
@@ -111,6 +151,41 @@ pub const CHECKOUT_KINDS: [&str; 3] = [
 /// return URL is not among them: it waits for the payment provider.
 pub const READ_KINDS: [&str; 2] = ["GET /api/v1/products", "GET /api/v1/products/{id}"];
 
+/// Creating a payment (it calls the provider).
+pub const PAYMENT_KINDS: [&str; 1] = ["POST /api/v1/orders/{id}/payments"];
+
+/// The customer's return from the provider's page (it asks the provider, then confirms).
+pub const RETURN_KINDS: [&str; 1] = ["GET /api/v1/payments/{id}/return"];
+
+/// The provider's webhook deliveries (a confirmation each).
+pub const WEBHOOK_KINDS: [&str; 1] = ["POST /api/v1/webhooks/payments"];
+
+/// The admins' financial-order lock and mutations.
+pub const ADMIN_KINDS: [&str; 2] = [
+    "POST /api/v1/financial-orders/{id}/lock",
+    "PATCH /api/v1/financial-orders/{id}",
+];
+
+impl Shop {
+    /// One latency class per group of endpoints, every endpoint in one: (check name, kinds,
+    /// p95 threshold in ms).
+    pub fn latency_classes(&self) -> Vec<(&'static str, &'static [&'static str], f64)> {
+        let c = &self.config;
+        vec![
+            (
+                "latency_sla_checkout",
+                &CHECKOUT_KINDS[..],
+                c.checkout_p95_ms,
+            ),
+            ("latency_sla_reads", &READ_KINDS[..], c.read_p95_ms),
+            ("latency_sla_payment", &PAYMENT_KINDS[..], c.payment_p95_ms),
+            ("latency_sla_return", &RETURN_KINDS[..], c.return_p95_ms),
+            ("latency_sla_webhook", &WEBHOOK_KINDS[..], c.webhook_p95_ms),
+            ("latency_sla_admin", &ADMIN_KINDS[..], c.admin_p95_ms),
+        ]
+    }
+}
+
 impl System for Shop {
     type State = ShopState;
 
@@ -123,24 +198,51 @@ impl System for Shop {
         Box::pin(async move { run_shop(config, world).await })
     }
 
+    /// Safety first (money, stock, tenancy, exactly-once, freshness), then what a run must
+    /// achieve (completion, progress), then latency and liveness: the first that fails is the
+    /// run's primary failure.
     fn checkers(&self, sim: &SimConfig) -> Vec<Box<dyn Checker<ShopState>>> {
-        let mut checks = audit::all();
-        checks.push(Box::new(LatencySla {
-            name: "latency_sla_checkout".to_string(),
-            kinds: CHECKOUT_KINDS.iter().map(|s| s.to_string()).collect(),
-            percentile: 95.0,
-            threshold_ms: self.config.checkout_p95_ms,
+        let mut checks = audit::all(&self.config);
+        checks.push(Box::new(NoRpcInTransaction));
+        checks.push(Box::new(audit::FlowsComplete::new(&self.config)));
+        let goals = self
+            .config
+            .progress_goals()
+            .into_iter()
+            .filter(|(_, min)| *min > 0)
+            .map(|(name, min)| ProgressGoal {
+                name: name.to_string(),
+                min,
+            })
+            .collect();
+        checks.push(Box::new(Progress {
+            goals,
+            measure: Box::new(audit::progress_made),
         }));
-        checks.push(Box::new(LatencySla {
-            name: "latency_sla_reads".to_string(),
-            kinds: READ_KINDS.iter().map(|s| s.to_string()).collect(),
-            percentile: 95.0,
-            threshold_ms: self.config.read_p95_ms,
-        }));
+        let classes = self.latency_classes();
+        checks.push(Box::new(audit::EveryEndpointHasALatencyClass::new(
+            &classes,
+        )));
+        for (name, kinds, threshold_ms) in classes {
+            checks.push(Box::new(LatencySla {
+                name: name.to_string(),
+                kinds: kinds.iter().map(|s| s.to_string()).collect(),
+                percentile: 95.0,
+                threshold_ms,
+            }));
+        }
         checks.push(Box::new(Liveness {
             faults_end_us: sim.faults_end().as_micros() as u64,
         }));
         checks
+    }
+
+    /// Each database profile draws its own interleavings, latencies and faults from a seed,
+    /// so `pg_rc` and `maria_rr` of one seed are two samples, not one run twice.
+    fn runtime_seed(&self, seed: u64) -> u64 {
+        let mut hasher = shopsim_sim::trace::TraceHasher::default();
+        hasher.write_json(&self.config.db_profile);
+        seed ^ hasher.finish()
     }
 }
 
@@ -235,7 +337,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
             lag_ms_max: config.replica_lag_ms_max.max(2),
             // The lag is drawn per commit; looking for new commits every 5 ms keeps that
             // resolution without waking the replica every millisecond.
-            poll_interval_ms: 5,
+            poll_interval_ms: REPLICA_POLL_MS,
         };
         let replica_node = handle
             .create_node()
@@ -262,11 +364,20 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         webhook_delay_ms_max: config.webhook_delay_ms_max,
         duplicate_probability: config.webhook_duplicate_probability,
     };
+    // The provider's records outlive its node: the checks judge the shop against them.
+    let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(ProviderLedger::default()));
+    let (provider_ledger, provider_recorder) = (ledger.clone(), world.recorder());
     let provider_node = handle
         .create_node()
         .name("provider")
         .ip(addrs.provider.ip())
-        .init(move || provider::serve(provider_config.clone()))
+        .init(move || {
+            provider::serve(
+                provider_config.clone(),
+                provider_ledger.clone(),
+                provider_recorder.clone(),
+            )
+        })
         .build();
     // The provider is someone else's service: network faults reach it, crashes do not.
     world.register(&provider_node, "provider", NodeRole::CLIENT);
@@ -291,7 +402,14 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     // Let the servers bind before the first request.
     madsim::time::sleep(Duration::from_millis(5)).await;
     world.start_nemesis();
+    run_clients(&world, &addrs, &config).await;
+    settle_and_collect(&world, &config, &db_state, &ledger, initial_stock).await
+}
 
+/// Starts every client (one node each) and waits until all of them are done.
+async fn run_clients(world: &World, addrs: &Addrs, config: &Arc<ShopConfig>) {
+    let board: SharedBoard = Arc::new(std::sync::Mutex::new(IdBoard::default()));
+    workload::publish_seed_objects(&board, config);
     let mut tasks = Vec::new();
     let client_ip = |n: usize| -> IpAddr {
         format!("10.1.{}.{}", n / 250, n % 250 + 1)
@@ -299,7 +417,6 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
             .expect("ip")
     };
     let mut n = 0;
-    let products = i64::from(config.products_per_tenant);
     for i in 0..(config.shoppers + config.payers) {
         let pays = i >= config.shoppers;
         let process = if pays {
@@ -307,22 +424,22 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         } else {
             format!("shopper-{i}")
         };
-        let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
+        let (node, client) = client_node(world, addrs, config, process, client_ip(n));
         n += 1;
-        let config = config.clone();
+        let (config, board) = (config.clone(), board.clone());
         tasks.push(node.spawn(async move {
-            let tenant = arrive(&config).await;
-            checkout_flow(&client, &config, tenant, products, pays).await;
+            let tenant = workload::arrive(&config).await;
+            workload::checkout_flow(&client, &config, &board, tenant, pays).await;
         }));
     }
     for i in 0..config.catalog_readers {
         let process = format!("reader-{i}");
-        let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
+        let (node, client) = client_node(world, addrs, config, process, client_ip(n));
         n += 1;
         let config = config.clone();
         tasks.push(node.spawn(async move {
-            let tenant = arrive(&config).await;
-            read_flow(&client, &config, tenant, products).await;
+            let tenant = workload::arrive(&config).await;
+            workload::read_flow(&client, &config, tenant).await;
         }));
     }
     for i in 0..config.lockable_orders {
@@ -330,40 +447,56 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         let tenant = 1 + i64::from(i) % i64::from(config.tenants);
         for m in 0..=config.mutations_per_order {
             let process = format!("admin-{i}-{m}");
-            let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
+            let (node, client) = client_node(world, addrs, config, process, client_ip(n));
             n += 1;
-            let window = config.arrival_window_ms;
+            let config = config.clone();
             tasks.push(node.spawn(async move {
-                let start = madsim::rand::thread_rng().gen_range(0..=window.min(50));
-                madsim::time::sleep(Duration::from_millis(start)).await;
-                let path = format!("/api/v1/financial-orders/{fo_id}");
-                if m == 0 {
-                    client
-                        .request("POST", &format!("{path}/lock"), tenant, json!({}))
-                        .await;
-                } else {
-                    client
-                        .request(
-                            "PATCH",
-                            &path,
-                            tenant,
-                            json!({"total": 10_000 + i64::from(m)}),
-                        )
-                        .await;
-                }
+                workload::admin_flow(&client, &config, fo_id, tenant, m).await;
             }));
         }
+    }
+    for i in 0..config.adversaries {
+        let process = format!("adversary-{i}");
+        let (node, client) = client_node(world, addrs, config, process, client_ip(n));
+        n += 1;
+        let (config, board) = (config.clone(), board.clone());
+        tasks.push(node.spawn(async move {
+            let tenant = workload::arrive(&config).await;
+            workload::adversary_flow(&client, &config, &board, tenant).await;
+        }));
     }
     for task in tasks {
         let _ = task.await;
     }
-    // The workload ran; wait out the run, then long enough for every reservation to expire
-    // and be released, so that the final state is settled.
+}
+
+/// Waits out the run, then long enough for every reservation to expire and be released, then
+/// (at most `settle_ms_max`) until no job is queued and every webhook was acknowledged; then
+/// reads the final state.
+async fn settle_and_collect(
+    world: &World,
+    config: &ShopConfig,
+    db_state: &Arc<DbNodeState>,
+    ledger: &SharedLedger,
+    initial_stock: BTreeMap<i64, i64>,
+) -> ShopState {
     let now = shopsim_sim::trace::virtual_now();
     let end = world.duration().max(now);
     let settle =
         Duration::from_millis(config.reservation_ttl_ms + 2 * config.expiry_sweep_ms + 1_000);
     madsim::time::sleep(end - now + settle).await;
+    let deadline = shopsim_sim::trace::virtual_now() + Duration::from_millis(config.settle_ms_max);
+    let settled = loop {
+        let jobs = db_state.table_rows("jobs").map_or(0, |rows| rows.len());
+        let pending = ledger.lock().expect("provider ledger").deliveries_pending;
+        if jobs == 0 && pending == 0 {
+            break true;
+        }
+        if shopsim_sim::trace::virtual_now() >= deadline {
+            break false;
+        }
+        madsim::time::sleep(Duration::from_millis(250)).await;
+    };
     let mut tables = BTreeMap::new();
     for table in [
         "products",
@@ -377,6 +510,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
         "audit_log",
         "idempotency_keys",
         "jobs",
+        "failed_jobs",
     ] {
         let columns = db_state
             .with_database(|db| db.table_columns(table))
@@ -386,221 +520,40 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     }
     let deadlocks = db_state.with_database(|db| db.stats().deadlocks);
     let log = db_state.commit_log();
+    let times = db_state.commit_times_us();
     let mut hasher = shopsim_sim::trace::TraceHasher::default();
-    for record in &log {
+    let mut row_history: BTreeMap<String, Vec<RowChange>> = BTreeMap::new();
+    for (commit, record) in log.iter().enumerate() {
         hasher.write_json(record);
+        for write in &record.writes {
+            if !HISTORY_TABLES.contains(&write.table.as_str()) {
+                continue;
+            }
+            let id = write
+                .key
+                .first()
+                .and_then(Value::as_int)
+                .expect("integer ids");
+            row_history
+                .entry(write.table.clone())
+                .or_default()
+                .push(RowChange {
+                    at_us: times[commit],
+                    commit,
+                    id,
+                    row: write.row.clone(),
+                });
+        }
     }
+    let ledger = ledger.lock().expect("provider ledger");
     ShopState {
         tables,
         initial_stock,
         deadlocks,
         commit_log: (log.len(), hasher.finish()),
+        captures: ledger.captures.clone(),
+        webhooks_unacknowledged: ledger.deliveries_pending,
+        settled,
+        row_history,
     }
-}
-
-/// A client node (registered for network faults) and the HTTP client that runs on it.
-fn client_node(
-    world: &World,
-    addrs: &Addrs,
-    config: &ShopConfig,
-    process: String,
-    ip: IpAddr,
-) -> (madsim::runtime::NodeHandle, Client) {
-    let node = world
-        .handle()
-        .create_node()
-        .name(process.clone())
-        .ip(ip)
-        .build();
-    world.register(&node, &process, NodeRole::CLIENT);
-    let client = Client::new(process, world.recorder(), addrs.apps.clone(), config);
-    (node, client)
-}
-
-/// A shopper's or admin's HTTP client: picks an app node per request (the load balancer) and
-/// records every request in the history.
-pub struct Client {
-    process: String,
-    recorder: Recorder,
-    apps: Vec<SocketAddr>,
-    timeout: Duration,
-}
-
-impl Client {
-    fn new(
-        process: String,
-        recorder: Recorder,
-        apps: Vec<SocketAddr>,
-        config: &ShopConfig,
-    ) -> Client {
-        Client {
-            process,
-            recorder,
-            apps,
-            timeout: Duration::from_millis(config.request_timeout_ms),
-        }
-    }
-
-    /// Sends a request and records it; `None` if the outcome is unknown.
-    pub async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        tenant: i64,
-        body: serde_json::Value,
-    ) -> Option<HttpResponse> {
-        let kind = route(method, path);
-        let op = self.recorder.invoke(
-            &self.process,
-            &kind,
-            json!({"path": path, "tenant": tenant, "body": body}),
-        );
-        let app = self.apps[madsim::rand::thread_rng().gen_range(0..self.apps.len())];
-        let request = HttpRequest {
-            method: method.to_string(),
-            path: path.to_string(),
-            tenant,
-            body,
-        };
-        match net::call::<HttpRequest, HttpResponse>(app, request, self.timeout).await {
-            RpcOutcome::Reply(response) => {
-                let outcome = if response.is_success() {
-                    OpOutcome::Ok
-                } else {
-                    OpOutcome::Fail
-                };
-                self.recorder.complete(
-                    op,
-                    outcome,
-                    Some(response.status),
-                    json!({
-                        "status": response.status,
-                        "body": response.body,
-                        "queries": response.queries,
-                        "row_tenants": response.row_tenants,
-                        "foreign_statement": response.foreign_statement,
-                    }),
-                );
-                Some(response)
-            }
-            RpcOutcome::Unknown => {
-                self.recorder
-                    .complete(op, OpOutcome::Unknown, None, serde_json::Value::Null);
-                None
-            }
-        }
-    }
-}
-
-/// A client arrives at a random moment of the arrival window, as a customer of a random
-/// tenant; returns the tenant.
-async fn arrive(config: &ShopConfig) -> i64 {
-    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
-    madsim::time::sleep(Duration::from_millis(start)).await;
-    madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants))
-}
-
-/// A catalog reader: product pages and product details of its tenant, with think time.
-async fn read_flow(client: &Client, config: &ShopConfig, tenant: i64, products: i64) {
-    let pages = (products + config.page_size - 1) / config.page_size;
-    for _ in 0..config.reads_per_reader {
-        if madsim::rand::thread_rng().gen_bool(0.5) {
-            let page = madsim::rand::thread_rng().gen_range(1..=pages.max(1));
-            client
-                .request(
-                    "GET",
-                    "/api/v1/products",
-                    tenant,
-                    json!({"page": page, "per_page": config.page_size}),
-                )
-                .await;
-        } else {
-            let product =
-                (tenant - 1) * products + madsim::rand::thread_rng().gen_range(1..=products);
-            client
-                .request(
-                    "GET",
-                    &format!("/api/v1/products/{product}"),
-                    tenant,
-                    json!({}),
-                )
-                .await;
-        }
-        let think = madsim::rand::thread_rng().gen_range(0..=20);
-        madsim::time::sleep(Duration::from_millis(think)).await;
-    }
-}
-
-async fn checkout_flow(
-    client: &Client,
-    config: &ShopConfig,
-    tenant: i64,
-    products: i64,
-    pays: bool,
-) {
-    let Some(cart) = client
-        .request("POST", "/api/v1/cart", tenant, json!({}))
-        .await
-    else {
-        return;
-    };
-    let Some(cart_id) = cart.body.get("cart_id").and_then(|v| v.as_i64()) else {
-        return;
-    };
-    for _ in 0..config.items_per_cart {
-        // Products of a tenant have ids (tenant-1)*products+1 ..= tenant*products.
-        let product = (tenant - 1) * products + madsim::rand::thread_rng().gen_range(1..=products);
-        let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
-        client
-            .request(
-                "POST",
-                &format!("/api/v1/cart/{cart_id}/items"),
-                tenant,
-                json!({"product_id": product, "quantity": quantity}),
-            )
-            .await;
-    }
-    let convert = format!("/api/v1/cart/{cart_id}/convert");
-    let double = madsim::rand::thread_rng().gen_bool(config.double_convert_probability);
-    let order = if double {
-        let (a, b) = madsim::export::futures::future::join(
-            client.request("POST", &convert, tenant, json!({})),
-            client.request("POST", &convert, tenant, json!({})),
-        )
-        .await;
-        a.or(b)
-    } else {
-        client.request("POST", &convert, tenant, json!({})).await
-    };
-    if !pays {
-        return;
-    }
-    let Some(order_id) = order.and_then(|o| o.body.get("order_id").and_then(|v| v.as_i64())) else {
-        return;
-    };
-    let Some(payment) = client
-        .request(
-            "POST",
-            &format!("/api/v1/orders/{order_id}/payments"),
-            tenant,
-            json!({}),
-        )
-        .await
-    else {
-        return;
-    };
-    let Some(payment_id) = payment.body.get("payment_id").and_then(|v| v.as_i64()) else {
-        return;
-    };
-    // The customer comes back from the provider's page, racing the webhook.
-    let back = madsim::rand::thread_rng().gen_range(0..=config.webhook_delay_ms_max + 200);
-    madsim::time::sleep(Duration::from_millis(back)).await;
-    client
-        .request(
-            "GET",
-            &format!("/api/v1/payments/{payment_id}/return"),
-            tenant,
-            json!({}),
-        )
-        .await;
 }

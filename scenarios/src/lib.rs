@@ -3,14 +3,14 @@
 //! [`Scenario::system`] turns it into the shop system and the runner's configuration.
 
 use serde::{Deserialize, Serialize};
-use shopsim_model::config::ShopConfig;
+use shopsim_model::config::{ProgressConfig, ShopConfig};
 use shopsim_model::shop::Shop;
 use shopsim_sim::db::Profile;
 use shopsim_sim::fault::FaultPlan;
 use shopsim_sim::input::InputError;
 use shopsim_sim::runner::SimConfig;
 
-const BUILTIN: [(&str, &str); 7] = [
+const BUILTIN: [(&str, &str); 11] = [
     (
         "checkout-concurrency",
         include_str!("../data/checkout-concurrency.toml"),
@@ -33,10 +33,20 @@ const BUILTIN: [(&str, &str); 7] = [
         "multi-tenant-mixed",
         include_str!("../data/multi-tenant-mixed.toml"),
     ),
+    ("expiry-race", include_str!("../data/expiry-race.toml")),
+    (
+        "adversarial-tenants",
+        include_str!("../data/adversarial-tenants.toml"),
+    ),
+    ("payment-heavy", include_str!("../data/payment-heavy.toml")),
+    (
+        "tenants-writing",
+        include_str!("../data/tenants-writing.toml"),
+    ),
 ];
 
 /// Each planted bug with the scenario that must find it and the check that names it.
-pub const PLANTED_BUGS: [(&str, &str, &str); 10] = [
+pub const PLANTED_BUGS: [(&str, &str, &str); 17] = [
     ("inventory-race", "oversell_check_then_act", "no_oversell"),
     (
         "checkout-concurrency",
@@ -54,7 +64,7 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 10] = [
         "locked_order_immutable",
     ),
     (
-        "checkout-concurrency",
+        "tenants-writing",
         "deadlock_not_retried",
         "deadlocks_handled",
     ),
@@ -74,6 +84,41 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 10] = [
         "catalog-reads",
         "page_total_without_tenant_scope",
         "no_cross_tenant",
+    ),
+    (
+        "payment-confirmation",
+        "receipt_job_writes_ledger",
+        "payment_exactly_once",
+    ),
+    (
+        "payment-confirmation",
+        "provider_call_in_transaction",
+        "no_rpc_in_transaction",
+    ),
+    (
+        "tenants-writing",
+        "catalog_version_bumped_before_commit",
+        "catalog_fresh",
+    ),
+    (
+        "payment-heavy",
+        "idempotency_claimed_before_work",
+        "captured_payments_succeed",
+    ),
+    (
+        "payment-heavy",
+        "payment_order_read_from_replica",
+        "read_your_writes",
+    ),
+    (
+        "adversarial-tenants",
+        "order_lookup_without_tenant",
+        "no_cross_tenant",
+    ),
+    (
+        "expiry-race",
+        "expiry_releases_without_recheck",
+        "no_oversell",
     ),
 ];
 
@@ -123,6 +168,10 @@ pub struct Scenario {
     /// The shop.
     #[serde(default)]
     pub shop: ShopConfig,
+    /// The progress a run must make to count (orders placed, payments succeeded, reads
+    /// answered, orders locked); a run short of it fails with exit code 6.
+    #[serde(default)]
+    pub progress: ProgressConfig,
 }
 
 fn default_profiles() -> Vec<String> {
@@ -194,6 +243,7 @@ impl Scenario {
     pub fn system(&self, profile: Profile, bugs: &[String]) -> Result<Shop, InputError> {
         let mut shop = self.shop.clone();
         shop.db_profile = profile.name().to_string();
+        shop.progress = self.progress.clone();
         shop.bugs.extend(bugs.iter().cloned());
         shop.validate()?;
         Ok(Shop::new(
@@ -282,7 +332,7 @@ mod tests {
 
     #[test]
     fn builtin_scenarios_parse_and_validate() {
-        assert_eq!(builtin().len(), 7);
+        assert_eq!(builtin().len(), 11);
     }
 
     #[test]

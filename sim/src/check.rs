@@ -3,11 +3,23 @@
 //! A [`Checker`] returns a [`Report`] with a three-valued [`Verdict`] (Elle's valid / unknown /
 //! invalid) and, when invalid, a minimal witness in words: the few operations that prove the
 //! violation. Generic checkers live here (server errors, latency percentiles in virtual time,
-//! liveness); the shop's domain checkers live in `model::audit`.
+//! liveness, progress, no remote call from inside a database transaction); the shop's domain
+//! checkers live in `model::audit`.
+//!
+//! A check with nothing to judge says so ([`Verdict::Unknown`]) and never counts as a pass;
+//! whether a run did enough work to count at all is the [`Progress`] check's judgement.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::history::{History, Op, OpOutcome};
+
+/// The name of the [`Liveness`] check (its failures are liveness failures, exit code 3).
+pub const LIVENESS_CHECK: &str = "liveness";
+
+/// The name of the [`Progress`] check (its failures are no-progress failures, exit code 6).
+pub const PROGRESS_CHECK: &str = "progress";
 
 /// The judgement of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -221,7 +233,7 @@ pub struct Liveness {
 
 impl<S> Checker<S> for Liveness {
     fn name(&self) -> &str {
-        "liveness"
+        LIVENESS_CHECK
     }
 
     fn check(&self, history: &History, _state: &S) -> Report {
@@ -243,6 +255,124 @@ impl<S> Checker<S> for Liveness {
                 ),
             ),
         }
+    }
+}
+
+/// One kind of progress a run must make, and how much at least.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressGoal {
+    /// What is counted (`checkouts completed`).
+    pub name: String,
+    /// The least count that makes the run count.
+    pub min: u64,
+}
+
+/// What a run achieved, by goal name.
+pub type ProgressMeasure<S> = Box<dyn Fn(&History, &S) -> BTreeMap<String, u64> + Send + Sync>;
+
+/// Progress: the run made at least the progress its system states (checkouts completed,
+/// payments confirmed, reads answered...). A run in which nothing succeeds (every request
+/// timed out, say) is not a pass however valid its other checks are: it judged nothing.
+pub struct Progress<S> {
+    /// The goals, in the order the witness names them.
+    pub goals: Vec<ProgressGoal>,
+    /// Counts what the run achieved, from its history and final state.
+    pub measure: ProgressMeasure<S>,
+}
+
+impl<S> Checker<S> for Progress<S> {
+    fn name(&self) -> &str {
+        PROGRESS_CHECK
+    }
+
+    fn check(&self, history: &History, state: &S) -> Report {
+        if self.goals.is_empty() {
+            return Report::unknown(PROGRESS_CHECK, "the system states no progress goal");
+        }
+        let achieved = (self.measure)(history, state);
+        let mut short = Vec::new();
+        let mut made = Vec::new();
+        for goal in &self.goals {
+            let n = achieved.get(&goal.name).copied().unwrap_or(0);
+            let text = format!("{} {n} (at least {})", goal.name, goal.min);
+            if n < goal.min {
+                short.push(text);
+            } else {
+                made.push(text);
+            }
+        }
+        if short.is_empty() {
+            Report::valid(PROGRESS_CHECK, made.join(", "))
+        } else {
+            Report::invalid(
+                PROGRESS_CHECK,
+                format!(
+                    "the run made too little progress: {}{}",
+                    short.join(", "),
+                    if made.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; made: {}", made.join(", "))
+                    }
+                ),
+            )
+        }
+    }
+}
+
+/// No remote call leaves a node while that node holds an open database transaction: the call's
+/// round trip would extend the transaction's row locks and its pooled connection (see
+/// [`crate::open_transactions`], which records every such call). Unknown when the run opened
+/// no transaction or made no call.
+#[derive(Debug, Clone, Default)]
+pub struct NoRpcInTransaction;
+
+impl<S> Checker<S> for NoRpcInTransaction {
+    fn name(&self) -> &str {
+        "no_rpc_in_transaction"
+    }
+
+    fn check(&self, history: &History, _state: &S) -> Report {
+        let name = "no_rpc_in_transaction";
+        let findings: Vec<&Op> = history
+            .of_kind(crate::open_transactions::RPC_IN_TRANSACTION)
+            .collect();
+        if let Some(first) = findings.first() {
+            let since = first.details["transaction_since_us"].as_u64().unwrap_or(0);
+            return Report::invalid(
+                name,
+                format!(
+                    "{} calls left a node holding an open database transaction; the first: {} called {} at {:.1} ms inside a transaction open since {:.1} ms (first statement: {})",
+                    findings.len(),
+                    first.process,
+                    first.details["to"].as_str().unwrap_or("?"),
+                    first.invoke_us as f64 / 1000.0,
+                    since as f64 / 1000.0,
+                    first.details["first_statement"].as_str().unwrap_or("?"),
+                ),
+            );
+        }
+        let summary = history
+            .of_kind(crate::open_transactions::AUDIT_SUMMARY)
+            .last();
+        let (calls, transactions) = summary.map_or((0, 0), |op| {
+            (
+                op.details["calls"].as_u64().unwrap_or(0),
+                op.details["transactions"].as_u64().unwrap_or(0),
+            )
+        });
+        if calls == 0 || transactions == 0 {
+            return Report::unknown(
+                name,
+                format!("nothing to judge: {calls} calls, {transactions} transactions"),
+            );
+        }
+        Report::valid(
+            name,
+            format!(
+                "{calls} calls, none while their node held one of its {transactions} transactions"
+            ),
+        )
     }
 }
 
@@ -329,5 +459,78 @@ mod tests {
         );
         assert_eq!(r.verdict, Verdict::Invalid);
         assert!(r.witness.contains("never completed"), "{}", r.witness);
+    }
+
+    #[test]
+    fn canary_progress() {
+        let progress = Progress::<()> {
+            goals: vec![
+                ProgressGoal {
+                    name: "requests answered".into(),
+                    min: 2,
+                },
+                ProgressGoal {
+                    name: "writes".into(),
+                    min: 0,
+                },
+            ],
+            measure: Box::new(|h: &History, _: &()| {
+                let answered = h.ops.iter().filter(|o| o.status.is_some()).count() as u64;
+                BTreeMap::from([("requests answered".to_string(), answered)])
+            }),
+        };
+        let h = History {
+            ops: vec![op(0, "w", 0, None, None), op(1, "w", 0, Some(5), Some(200))],
+        };
+        let r = progress.check(&h, &());
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(
+            r.witness,
+            "the run made too little progress: requests answered 1 (at least 2); made: writes 0 (at least 0)"
+        );
+        let none = Progress::<()> {
+            goals: Vec::new(),
+            measure: Box::new(|_: &History, _: &()| BTreeMap::new()),
+        };
+        assert_eq!(none.check(&h, &()).verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn canary_rpc_in_transaction() {
+        let mut call = op(
+            0,
+            crate::open_transactions::RPC_IN_TRANSACTION,
+            12_000,
+            Some(12_000),
+            None,
+        );
+        call.process = "app-1".into();
+        call.details = serde_json::json!({"to": "10.0.0.12:8000", "transaction_since_us": 11_500, "first_statement": "BEGIN"});
+        let mut summary = op(
+            1,
+            crate::open_transactions::AUDIT_SUMMARY,
+            20_000,
+            Some(20_000),
+            None,
+        );
+        summary.details = serde_json::json!({"calls": 3, "transactions": 2});
+        let r = Checker::<()>::check(
+            &NoRpcInTransaction,
+            &History {
+                ops: vec![call, summary.clone()],
+            },
+            &(),
+        );
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(r.witness, "1 calls left a node holding an open database transaction; the first: app-1 called 10.0.0.12:8000 at 12.0 ms inside a transaction open since 11.5 ms (first statement: BEGIN)");
+        let clean = History { ops: vec![summary] };
+        assert_eq!(
+            Checker::<()>::check(&NoRpcInTransaction, &clean, &()).verdict,
+            Verdict::Valid
+        );
+        assert_eq!(
+            Checker::<()>::check(&NoRpcInTransaction, &History::default(), &()).verdict,
+            Verdict::Unknown
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! - [`seed`] and [`swarm`] parse seeds and draw a per-seed fault mix.
 //! - [`fault`] injects network, node and buggify faults; [`net`] is request/response RPC with
 //!   deadlines over madsim's network.
-//! - [`db`] is the simulated SQL database (PostgreSQL and InnoDB profiles).
+//! - [`db`] is the simulated SQL database (PostgreSQL and InnoDB profiles);
+//!   [`open_transactions`] knows which nodes hold a database transaction while they call out.
 //! - [`history`] records operations; [`check`] judges them; [`coverage`] records which race
 //!   windows a run reached; [`trace`] stamps log events with virtual time and hashes the run.
 //! - [`fuzz`] and [`replay`] run campaigns over many seeds and reproduce one.
@@ -22,6 +23,7 @@ pub mod fuzz;
 pub mod history;
 pub mod input;
 pub mod net;
+pub mod open_transactions;
 pub mod replay;
 pub mod runner;
 pub mod seed;

@@ -134,7 +134,8 @@ where
             });
             continue;
         }
-        let reply = handler(request);
+        // Each request runs in a scope of its own, as in a worker process of its own.
+        let reply = crate::open_transactions::in_request_scope(handler(request));
         let endpoint = endpoint.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
@@ -157,6 +158,7 @@ where
     Resp: Send + Sync + 'static,
 {
     assert!(deadline > Duration::ZERO);
+    crate::open_transactions::call_leaves(addr);
     let started = madsim::time::Instant::now();
     let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await else {
         return RpcOutcome::Unknown;

@@ -177,6 +177,7 @@ impl World {
 
     /// Registers `node` for faults (and to be stopped when the run ends).
     pub fn register(&self, node: &NodeHandle, name: &str, role: NodeRole) {
+        crate::open_transactions::name_node(node.id(), name);
         self.inner
             .all_nodes
             .lock()
@@ -238,8 +239,16 @@ pub trait System {
     /// and returns the final state. Runs inside the runtime.
     fn run(&self, world: World) -> LocalBoxFuture<Self::State>;
 
-    /// The checks that judge a run.
+    /// The checks that judge a run. The first invalid one is the run's primary failure (its
+    /// exit code and group), so safety checks come before progress, latency and liveness.
     fn checkers(&self, config: &SimConfig) -> Vec<Box<dyn Checker<Self::State>>>;
+
+    /// The seed of the madsim runtime for run seed `seed`. A system whose variants (say, one
+    /// per database profile) should be independent samples of one seed mixes its variant in;
+    /// the default uses the seed as it is.
+    fn runtime_seed(&self, seed: u64) -> u64 {
+        seed
+    }
 }
 
 /// Why a seed failed.
@@ -251,6 +260,9 @@ pub enum FailureKind {
     Liveness,
     /// Something panicked in the simulation (exit code 4).
     Panic,
+    /// The run made less progress than its system requires (exit code 6): a run whose
+    /// requests never complete proves nothing, so it fails (TigerBeetle's VOPR does the same).
+    NoProgress,
 }
 
 impl FailureKind {
@@ -260,19 +272,47 @@ impl FailureKind {
             FailureKind::Violation => 1,
             FailureKind::Liveness => 3,
             FailureKind::Panic => 4,
+            FailureKind::NoProgress => 6,
         }
     }
 }
 
-/// The first failure of a run.
+/// The failure of a run: its primary check (the first that failed), and the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// What kind.
+    /// What kind (of the primary check).
     pub kind: FailureKind,
-    /// The failed check (`panic`, `time_limit` for the other kinds).
+    /// The first failed check (`panic`, `time_limit` for the other kinds): the exit code and
+    /// the failure's group.
     pub check: String,
     /// One sentence that proves it.
     pub witness: String,
+    /// Every other check that failed in the same run, in check order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
+}
+
+impl Failure {
+    /// The failure kind of an invalid report of `check`.
+    pub fn kind_of(check: &str) -> FailureKind {
+        match check {
+            crate::check::LIVENESS_CHECK => FailureKind::Liveness,
+            crate::check::PROGRESS_CHECK => FailureKind::NoProgress,
+            _ => FailureKind::Violation,
+        }
+    }
+
+    /// The failure of a run from its reports: the first invalid report is the primary.
+    pub fn from_reports(reports: &[Report]) -> Option<Failure> {
+        let mut invalid = reports.iter().filter(|r| r.verdict == Verdict::Invalid);
+        let first = invalid.next()?;
+        Some(Failure {
+            kind: Failure::kind_of(&first.check),
+            check: first.check.clone(),
+            witness: first.witness.clone(),
+            also: invalid.map(|r| r.check.clone()).collect(),
+        })
+    }
 }
 
 /// Everything a run produced.
@@ -299,9 +339,20 @@ pub struct Outcome<S> {
 }
 
 impl<S> Outcome<S> {
-    /// Whether every check was valid (or unknown) and nothing panicked or hung.
+    /// Whether no check was invalid and nothing panicked or hung. A check that had nothing to
+    /// judge (unknown) is not a pass of that check ([`Outcome::unjudged`] lists them); the
+    /// system's progress check decides whether the run did enough to count.
     pub fn passed(&self) -> bool {
         self.failure.is_none()
+    }
+
+    /// The checks that had nothing to judge in this run.
+    pub fn unjudged(&self) -> Vec<&str> {
+        self.reports
+            .iter()
+            .filter(|r| r.verdict == Verdict::Unknown)
+            .map(|r| r.check.as_str())
+            .collect()
     }
 
     /// The exit code for this outcome.
@@ -309,11 +360,17 @@ impl<S> Outcome<S> {
         self.failure.as_ref().map_or(0, |f| f.kind.exit_code())
     }
 
-    /// The one line a failure prints first.
+    /// The one line a failure prints first: the primary check and its witness, then every
+    /// other check that failed.
     pub fn fail_line(&self) -> Option<String> {
         let f = self.failure.as_ref()?;
+        let also = if f.also.is_empty() {
+            String::new()
+        } else {
+            format!(" (also failed: {})", f.also.join(", "))
+        };
         Some(format!(
-            "FAIL {} seed={} {}: {}",
+            "FAIL {} seed={} {}: {}{also}",
             self.system, self.seed, f.check, f.witness
         ))
     }
@@ -329,7 +386,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     let mut madsim_config = madsim::Config::default();
     madsim_config.net.send_latency = Duration::from_micros(config.latency_us_min)
         ..Duration::from_micros(config.latency_us_max.max(config.latency_us_min + 1));
-    let mut runtime = Runtime::with_seed_and_config(seed, madsim_config);
+    let mut runtime = Runtime::with_seed_and_config(system.runtime_seed(seed), madsim_config);
     runtime.set_time_limit(Duration::from_millis(config.time_limit_ms));
     let world = World {
         inner: Arc::new(WorldInner {
@@ -343,16 +400,20 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     coverage::start_run();
     fault::start_run(&config.faults);
     fault::record_into(world.recorder());
+    crate::open_transactions::start_run(world.recorder());
     let run_world = world.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
             trace::start_run();
             let state = system.run(run_world.clone()).await;
             let elapsed = trace::virtual_now();
+            // The registry's summary is the history's last event.
+            crate::open_transactions::record_summary();
             run_world.shutdown().await;
             (state, elapsed)
         })
     }));
+    crate::open_transactions::end_run();
     trace::end_run();
     fault::end_run();
     let coverage = coverage::end_run();
@@ -383,19 +444,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
                     format!("always!(\"{name}\") was false"),
                 ));
             }
-            outcome.failure = outcome
-                .reports
-                .iter()
-                .find(|r| r.verdict == Verdict::Invalid)
-                .map(|r| Failure {
-                    kind: if r.check == "liveness" {
-                        FailureKind::Liveness
-                    } else {
-                        FailureKind::Violation
-                    },
-                    check: r.check.clone(),
-                    witness: r.witness.clone(),
-                });
+            outcome.failure = Failure::from_reports(&outcome.reports);
             outcome.state = Some(state);
         }
         Err(panic) => {
@@ -413,6 +462,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
                     "panic".to_string()
                 },
                 witness: message,
+                also: Vec::new(),
             });
         }
     }

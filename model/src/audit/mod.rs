@@ -1,12 +1,27 @@
-//! The shop's domain checks: pure functions of the history and the final database state, one
+//! The shop's domain checks: pure functions of the history and the final database state
+//! (with the committed history of a few tables, and the payment provider's own records), one
 //! file each, each with a canary test that feeds it a bad history or state it must flag.
+//!
+//! They judge the invariants themselves — money (one capture, one ledger transaction, one
+//! financial-order update and one receipt per payment), stock, tenancy, freshness, completion
+//! — from the database and the external parties' records, whatever the HTTP answers were;
+//! answers only help the witness name the operations that caused a violation.
 
-use shopsim_sim::check::Checker;
+use std::collections::BTreeMap;
+
+use shopsim_sim::check::{describe, Checker};
 use shopsim_sim::db::Value;
+use shopsim_sim::history::{History, Op};
 
+use crate::config::ShopConfig;
 use crate::shop::ShopState;
 
+mod captured_payments_succeed;
+mod catalog_fresh;
 mod deadlocks_handled;
+mod flows_complete;
+mod jobs_settled;
+mod latency_classes;
 mod locked_order_immutable;
 mod no_5xx;
 mod no_cross_tenant;
@@ -14,9 +29,16 @@ mod no_n_plus_one;
 mod no_oversell;
 mod one_order_per_cart;
 mod payment_exactly_once;
+mod progress;
+mod read_your_writes;
 mod reservations_settled;
 
+pub use captured_payments_succeed::CapturedPaymentsSucceed;
+pub use catalog_fresh::CatalogFresh;
 pub use deadlocks_handled::DeadlocksHandled;
+pub use flows_complete::FlowsComplete;
+pub use jobs_settled::JobsSettled;
+pub use latency_classes::EveryEndpointHasALatencyClass;
 pub use locked_order_immutable::LockedOrderImmutable;
 pub use no_5xx::No5xx;
 pub use no_cross_tenant::NoCrossTenant;
@@ -24,21 +46,112 @@ pub use no_n_plus_one::NoNPlusOne;
 pub use no_oversell::NoOversell;
 pub use one_order_per_cart::OneOrderPerCart;
 pub use payment_exactly_once::PaymentExactlyOnce;
+pub use progress::progress_made;
+pub use read_your_writes::ReadYourWrites;
 pub use reservations_settled::ReservationsSettled;
 
-/// Every domain check.
-pub fn all() -> Vec<Box<dyn Checker<ShopState>>> {
+/// Every domain check of a shop with `config`, safety first.
+pub fn all(config: &ShopConfig) -> Vec<Box<dyn Checker<ShopState>>> {
     vec![
         Box::new(NoOversell),
         Box::new(OneOrderPerCart),
         Box::new(PaymentExactlyOnce),
+        Box::new(CapturedPaymentsSucceed),
         Box::new(LockedOrderImmutable),
-        Box::new(No5xx),
-        Box::new(DeadlocksHandled),
-        Box::new(ReservationsSettled),
         Box::new(NoCrossTenant),
+        Box::new(ReadYourWrites),
+        Box::new(CatalogFresh::new(config)),
+        Box::new(JobsSettled),
+        Box::new(ReservationsSettled),
+        Box::new(DeadlocksHandled),
+        Box::new(No5xx),
         Box::new(NoNPlusOne),
     ]
+}
+
+/// The object a request path names: (`cart`, `orders`, `payments`, `financial-orders`,
+/// `products`) and its id: `/api/v1/orders/45/payments` -> `("orders", 45)`.
+pub(crate) fn path_object(path: &str) -> Option<(&str, i64)> {
+    let mut parts = path.trim_matches('/').split('/').skip(2);
+    let resource = parts.next()?;
+    let id = parts.next()?.parse().ok()?;
+    Some((resource, id))
+}
+
+/// The table of a path resource.
+pub(crate) fn resource_table(resource: &str) -> Option<&'static str> {
+    match resource {
+        "cart" => Some("carts"),
+        "orders" => Some("orders"),
+        "payments" => Some("payments"),
+        "financial-orders" => Some("financial_orders"),
+        "products" => Some("products"),
+        _ => None,
+    }
+}
+
+/// Every object a request names, as (table, id): the object of its path, and the product or
+/// payment its body names.
+pub(crate) fn request_objects(op: &Op) -> Vec<(&'static str, i64)> {
+    let mut objects = Vec::new();
+    if let Some((resource, id)) = op.details["path"].as_str().and_then(path_object) {
+        if let Some(table) = resource_table(resource) {
+            objects.push((table, id));
+        }
+    }
+    let body = &op.details["body"];
+    if let Some(id) = body["product_id"].as_i64() {
+        objects.push(("products", id));
+    }
+    if let Some(id) = body["payment_id"].as_i64() {
+        objects.push(("payments", id));
+    }
+    objects
+}
+
+/// Up to `n` operations that name `(table, id)`, described, for a witness.
+pub(crate) fn ops_naming(history: &History, table: &str, id: i64, n: usize) -> String {
+    let ops: Vec<String> = history
+        .ops
+        .iter()
+        .filter(|op| request_objects(op).contains(&(table_static(table), id)))
+        .map(|op| {
+            let answer = op.details["response"]["body"].to_string();
+            let answer: String = answer.chars().take(80).collect();
+            format!("{} {answer}", describe(op))
+        })
+        .collect();
+    if ops.is_empty() {
+        return "no request named it".to_string();
+    }
+    let more = ops.len().saturating_sub(n);
+    let mut text = ops[..ops.len().min(n)].join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
+}
+
+fn table_static(table: &str) -> &'static str {
+    [
+        "carts",
+        "orders",
+        "payments",
+        "financial_orders",
+        "products",
+    ]
+    .into_iter()
+    .find(|t| *t == table)
+    .unwrap_or("")
+}
+
+/// The tenant of every row of `table`, by id.
+pub(crate) fn owners(state: &ShopState, table: &str) -> BTreeMap<i64, i64> {
+    state
+        .rows(table)
+        .iter()
+        .map(|r| (int(r, "id"), int(r, "tenant_id")))
+        .collect()
 }
 
 fn int(row: &std::collections::BTreeMap<&str, &Value>, column: &str) -> i64 {

@@ -5,6 +5,9 @@
 //! - Every SQL statement of a request or a queue job read and wrote rows of that request's or
 //!   job's tenant only, as the database's row audit reports them (`row_tenants`), including
 //!   rows a statement never returned: an aggregate, an UPDATE without the tenant filter.
+//! - No request for one tenant that names an object of another (a cart, order, payment,
+//!   financial order or product, in its path or body) succeeds: an adversarial tenant sending
+//!   other tenants' ids to every endpoint is answered 4xx.
 //! - In the final state every row points only at rows of its own tenant (a reservation at its
 //!   cart and product, an order at its cart, a payment at its order, a ledger transaction and a
 //!   receipt at their payment).
@@ -14,7 +17,7 @@ use std::collections::BTreeMap;
 use shopsim_sim::check::{describe, Checker, Report};
 use shopsim_sim::history::History;
 
-use super::int;
+use super::{int, owners, request_objects};
 use crate::shop::ShopState;
 
 /// See the module documentation.
@@ -27,7 +30,32 @@ impl Checker<ShopState> for NoCrossTenant {
 
     fn check(&self, history: &History, state: &ShopState) -> Report {
         let name = "no_cross_tenant";
+        let tables = [
+            "carts",
+            "orders",
+            "payments",
+            "financial_orders",
+            "products",
+        ];
+        let owner_of: BTreeMap<&str, BTreeMap<i64, i64>> =
+            tables.iter().map(|t| (*t, owners(state, t))).collect();
         for op in &history.ops {
+            if let (Some(tenant), Some(status)) = (op.details["tenant"].as_i64(), op.status) {
+                let foreign = request_objects(op).into_iter().find_map(|(table, id)| {
+                    let owner = *owner_of.get(table)?.get(&id)?;
+                    (owner != tenant).then_some((table, id, owner))
+                });
+                if let (Some((table, id, owner)), true) = (foreign, (200..300).contains(&status)) {
+                    return Report::invalid(
+                        name,
+                        format!(
+                            "{} for tenant {tenant} names {table} row {id} of tenant {owner} and was answered {status}: {}",
+                            describe(op),
+                            op.details["response"]["body"]
+                        ),
+                    );
+                }
+            }
             let Some(tenant) = op.details["tenant"].as_i64() else {
                 continue;
             };
@@ -192,6 +220,36 @@ mod tests {
                 .contains("for tenant 4 ran a statement that touched rows of tenant 7"),
             "{}",
             r.witness
+        );
+    }
+
+    /// An adversary of tenant 2 pays for tenant 1's order and the endpoint (which looked the
+    /// order up by id alone) accepts it.
+    #[test]
+    fn canary_request_for_another_tenants_object_succeeds() {
+        let s = state(&[("orders", "id,tenant_id; 45,1")]);
+        let mut pay = op(
+            0,
+            "POST /api/v1/orders/{id}/payments",
+            Some(201),
+            serde_json::json!({"payment_id": 9}),
+            1,
+            2,
+        );
+        pay.process = "adversary-0".into();
+        pay.details["tenant"] = 2.into();
+        pay.details["path"] = "/api/v1/orders/45/payments".into();
+        let r = NoCrossTenant.check(&history(vec![pay.clone()]), &s);
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness.ends_with("for tenant 2 names orders row 45 of tenant 1 and was answered 201: {\"payment_id\":9}"),
+            "{}",
+            r.witness
+        );
+        pay.status = Some(404);
+        assert_eq!(
+            NoCrossTenant.check(&history(vec![pay]), &s).verdict,
+            Verdict::Valid
         );
     }
 

@@ -71,6 +71,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use madsim::net::{Endpoint, Receiver, Sender};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::server::{statement_kind, Hello, Reply, Request, StatementKind};
@@ -96,6 +97,8 @@ pub struct DbClientConfig {
     /// second outcome. Faithful to Laravel, and a source of double writes when the first run
     /// had committed. Off by default so that lost replies stay visible as ambiguous errors.
     pub retry_lost_connection_outside_transaction: bool,
+    /// Whose rule [`DbConn::transaction`] retries by.
+    pub laravel: LaravelVersion,
 }
 
 impl DbClientConfig {
@@ -109,6 +112,7 @@ impl DbClientConfig {
             connect_timeout_ms: 30_000,
             statement_timeout_ms: 120_000,
             retry_lost_connection_outside_transaction: false,
+            laravel: LaravelVersion::default(),
         }
     }
 }
@@ -152,15 +156,93 @@ impl ClientError {
         }
     }
 
-    /// True for the errors Laravel's `DB::transaction` retries: deadlocks, serialization
-    /// failures, and (matched by message in Laravel) InnoDB's lock wait timeout.
-    pub fn is_concurrency_error(&self) -> bool {
+    /// True for the errors `DB::transaction($callback, $attempts)` of Laravel `version` retries
+    /// (see [`LaravelVersion::caused_by_concurrency_error`]); a lost connection, a pool or
+    /// statement timeout never are.
+    pub fn is_concurrency_error(&self, version: LaravelVersion) -> bool {
         match self {
-            ClientError::Db(error) => {
-                error.is_deadlock() || error.is_serialization_failure() || error.code() == "1205"
-            }
+            ClientError::Db(error) => version.caused_by_concurrency_error(error),
             _ => false,
         }
+    }
+}
+
+/// The Laravel version whose transaction retry rule the pool mirrors: which database errors
+/// `DB::transaction($callback, $attempts)` treats as concurrency errors and retries
+/// (`Illuminate\Database\DetectsConcurrencyErrors::causedByConcurrencyError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LaravelVersion {
+    /// laravel/framework v11.56.0 (the last 11.x): a `PDOException` whose code (the SQLSTATE)
+    /// is `40001`, or a message containing one of nine phrases, among them `Deadlock found
+    /// when trying to get lock` (MariaDB 1213), `deadlock detected` (PostgreSQL 40P01) and
+    /// `Lock wait timeout exceeded; try restarting transaction` (MariaDB 1205). MariaDB's
+    /// `1020 Record has changed since last read in table` (SQLSTATE HY000, raised under
+    /// `innodb_snapshot_isolation=ON`) is not among them, so it is not retried.
+    #[default]
+    #[serde(rename = "11.56")]
+    V11_56,
+    /// laravel/framework v12.29.0, the first release with pull request #56945 ("Handle
+    /// MariaDB innodb_snapshot_isolation=ON"): the same rule, plus the message `Record has
+    /// changed since last read in table`.
+    #[serde(rename = "12.29")]
+    V12_29,
+}
+
+/// The message phrases of laravel/framework v11.56.0's `causedByConcurrencyError`, in its
+/// order (SQLite's, SQL Server's and Galera's phrases included: the rule is the framework's,
+/// whatever engine is behind it).
+const LARAVEL_11_CONCURRENCY_MESSAGES: [&str; 9] = [
+    "Deadlock found when trying to get lock",
+    "deadlock detected",
+    "The database file is locked",
+    "database is locked",
+    "database table is locked",
+    "A table in the database is locked",
+    "has been chosen as the deadlock victim",
+    "Lock wait timeout exceeded; try restarting transaction",
+    "WSREP detected deadlock/conflict and aborted the transaction. Try restarting the transaction",
+];
+
+/// The phrase laravel/framework v12.29.0 added.
+const LARAVEL_12_29_RECORD_CHANGED: &str = "Record has changed since last read in table";
+
+impl LaravelVersion {
+    /// `causedByConcurrencyError($e)` for the exception PDO raises on `error`.
+    pub fn caused_by_concurrency_error(self, error: &DbError) -> bool {
+        if sqlstate(error) == "40001" {
+            return true;
+        }
+        let message = error.message();
+        LARAVEL_11_CONCURRENCY_MESSAGES
+            .iter()
+            .any(|phrase| message.contains(phrase))
+            || (self == LaravelVersion::V12_29 && message.contains(LARAVEL_12_29_RECORD_CHANGED))
+    }
+
+    /// The version's name (`11.56`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LaravelVersion::V11_56 => "11.56",
+            LaravelVersion::V12_29 => "12.29",
+        }
+    }
+}
+
+/// The SQLSTATE PDO reports as the exception's code: PostgreSQL's own code, or for a MariaDB
+/// error number the SQLSTATE the server sends with it. Only `40001` decides anything here:
+/// MariaDB sends it with `1213` (a deadlock); `1205` and `1020` come with `HY000`.
+fn sqlstate(error: &DbError) -> &str {
+    let code = error.code();
+    if !code.bytes().all(|b| b.is_ascii_digit()) || code.len() == 5 {
+        return code;
+    }
+    match code {
+        "1213" => "40001",
+        "1062" | "1048" => "23000",
+        "1040" => "08004",
+        "1146" => "42S02",
+        "1050" => "42S01",
+        _ => "HY000",
     }
 }
 
@@ -349,6 +431,8 @@ pub struct DbConn {
     transport: Option<Transport>,
     /// As the server last reported it.
     in_transaction: bool,
+    /// The open transaction's entry in the run's [`crate::open_transactions`] registry.
+    transaction_token: Option<u64>,
 }
 
 impl DbConn {
@@ -357,6 +441,21 @@ impl DbConn {
             pool,
             transport,
             in_transaction: false,
+            transaction_token: None,
+        }
+    }
+
+    /// Records the transaction state the server reported after `sql` (or that a broken
+    /// connection implies), and tells the run's registry when a transaction opens or ends.
+    fn set_in_transaction(&mut self, in_transaction: bool, sql: &str) {
+        self.in_transaction = in_transaction;
+        match (in_transaction, self.transaction_token) {
+            (true, None) => self.transaction_token = crate::open_transactions::opened(sql),
+            (false, Some(token)) => {
+                crate::open_transactions::closed(token);
+                self.transaction_token = None;
+            }
+            _ => {}
         }
     }
 
@@ -433,7 +532,7 @@ impl DbConn {
         if self.transport.is_none() {
             if self.in_transaction {
                 // The transaction died with the old connection; say so, without guessing.
-                self.in_transaction = false;
+                self.set_in_transaction(false, sql);
                 return Err(ClientError::ConnectionLost { ambiguous: false });
             }
             let config = &self.pool.shared.config;
@@ -464,14 +563,14 @@ impl DbConn {
                 return Err(ClientError::Timeout { ambiguous });
             }
         };
-        self.in_transaction = reply.in_transaction;
+        self.set_in_transaction(reply.in_transaction, sql);
         assert!(self.transport.is_some());
         reply.result.map_err(ClientError::Db)
     }
 
     fn break_connection(&mut self) {
         self.transport = None;
-        self.in_transaction = false;
+        self.set_in_transaction(false, "");
     }
 
     /// `BEGIN`.
@@ -490,10 +589,15 @@ impl DbConn {
         self.execute("ROLLBACK", &[]).await.map(drop)
     }
 
-    /// Runs `f` inside a transaction and commits, with Laravel's `DB::transaction($fn, $attempts)`
-    /// semantics: on a deadlock or serialization failure (in `f` or at COMMIT) the transaction is
-    /// rolled back and `f` runs again, up to `attempts` times in all; any other error rolls back
-    /// and is returned as is. `f` builds its future from the connection:
+    /// Runs `f` inside a transaction and commits, as `DB::transaction($fn, $attempts)` of the
+    /// pool's [`LaravelVersion`] does (`Illuminate\Database\Concerns\ManagesTransactions`):
+    /// a connection lost at BEGIN is reopened and BEGIN sent once more
+    /// (`handleBeginTransactionException`); on an error in `f` the transaction is rolled back
+    /// and, if the error is a concurrency error (`causedByConcurrencyError`) and attempts are
+    /// left, `f` runs again; an error at COMMIT is retried the same way, without a rollback;
+    /// any other error is returned as is, and so is an error of the rollback itself (Laravel
+    /// throws the rollback's exception). `attempts` counts every run of `f`. `f` builds its
+    /// future from the connection:
     /// `conn.transaction(3, |c| Box::pin(async move { c.execute(..).await?; Ok(()) }))`.
     pub async fn transaction<T, F>(&mut self, attempts: u32, mut f: F) -> Result<T, ClientError>
     where
@@ -503,9 +607,17 @@ impl DbConn {
             -> Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 'c>>,
     {
         assert!(attempts >= 1);
+        let laravel = self.pool.shared.config.laravel;
         let mut attempt = 1;
         loop {
-            self.begin().await?;
+            match self.begin().await {
+                Err(ClientError::ConnectionLost { .. }) => {
+                    // `causedByLostConnection`: reconnect and begin again, once.
+                    assert!(self.transport.is_none() && !self.in_transaction);
+                    self.begin().await?
+                }
+                result => result?,
+            }
             let error = match f(self).await {
                 Ok(value) => match self.commit().await {
                     Ok(()) => return Ok(value),
@@ -513,15 +625,15 @@ impl DbConn {
                 },
                 Err(error) => error,
             };
-            // Laravel rolls back on any exception; on a lost connection there is nothing to
-            // roll back and the error is returned as it is.
+            // Laravel rolls back on an error in the callback; after a failed COMMIT, or on a
+            // lost connection, the server has no transaction left to roll back.
             if self.in_transaction {
                 if let Err(rollback_error) = self.rollback().await {
                     maybe(rollback_error.is_ambiguous());
-                    return Err(error);
+                    return Err(rollback_error);
                 }
             }
-            if error.is_concurrency_error() && attempt < attempts {
+            if error.is_concurrency_error(laravel) && attempt < attempts {
                 attempt += 1;
                 continue;
             }
@@ -539,6 +651,7 @@ impl Drop for DbConn {
         // Left inside a transaction: close it so the server rolls back now and releases the
         // row locks, instead of holding them while the connection idles in the pool.
         let transport = if self.in_transaction { None } else { transport };
+        self.set_in_transaction(false, "");
         self.pool.release(transport);
     }
 }
@@ -556,6 +669,58 @@ fn statement_may_commit(sql: &str, in_transaction: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Laravel 11.56's rule, error by error as the simulated engines raise them.
+    #[test]
+    fn laravel_retries_exactly_its_concurrency_errors() {
+        let v11 = LaravelVersion::V11_56;
+        let v12 = LaravelVersion::V12_29;
+        let retried = |code: &str, message: &str| {
+            let error = DbError::new(code, message);
+            (
+                v11.caused_by_concurrency_error(&error),
+                v12.caused_by_concurrency_error(&error),
+            )
+        };
+        let pg_serialization = "could not serialize access due to concurrent update";
+        assert_eq!(retried("40001", pg_serialization), (true, true));
+        assert_eq!(retried("40P01", "deadlock detected"), (true, true));
+        assert_eq!(
+            retried("55P03", "canceling statement due to lock timeout"),
+            (false, false)
+        );
+        assert_eq!(
+            retried(
+                "1213",
+                "Deadlock found when trying to get lock; try restarting transaction"
+            ),
+            (true, true)
+        );
+        assert_eq!(
+            retried(
+                "1205",
+                "Lock wait timeout exceeded; try restarting transaction"
+            ),
+            (true, true)
+        );
+        assert_eq!(
+            retried(
+                "1020",
+                "Record has changed since last read in table 'products'"
+            ),
+            (false, true)
+        );
+        assert_eq!(
+            retried(
+                "23505",
+                "duplicate key value violates unique constraint \"k\""
+            ),
+            (false, false)
+        );
+        // The code alone decides for 40001, whatever the message says.
+        assert_eq!(retried("1213", "x"), (true, true));
+        assert_eq!(retried("1020", "x"), (false, false));
+    }
 
     #[test]
     fn statement_may_commit_classifies() {

@@ -241,6 +241,9 @@ pub struct DbNodeState {
     timer_notify: Notify,
     /// Wakes a replica following this node when the commit log grew.
     commit_notify: Notify,
+    /// When each commit record was appended, µs of the run's virtual time (0 for records of
+    /// the setup before the run): for checkers that judge what was committed when.
+    commit_times_us: Mutex<Vec<u64>>,
 }
 
 struct DbNodeInner {
@@ -277,6 +280,7 @@ impl DbNodeState {
             }),
             timer_notify: Notify::new(),
             commit_notify: Notify::new(),
+            commit_times_us: Mutex::new(Vec::new()),
         })
     }
 
@@ -290,8 +294,31 @@ impl DbNodeState {
     fn tell_follower(&self, count_before: usize, count_after: usize) {
         assert!(count_after >= count_before, "the commit log only grows");
         if count_after > count_before {
+            let now_us = crate::trace::virtual_now().as_micros() as u64;
+            let mut times = self
+                .commit_times_us
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Records before the first one seen here were written by the setup.
+            if times.len() < count_before {
+                times.resize(count_before, 0);
+            }
+            times.resize(count_after, now_us);
+            drop(times);
             self.commit_notify.notify_one();
         }
+    }
+
+    /// When each commit record of [`Self::commit_log`] was appended, µs of the run's virtual
+    /// time (0 for the setup's records).
+    pub fn commit_times_us(&self) -> Vec<u64> {
+        let mut times = self
+            .commit_times_us
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        times.resize(self.commit_count(), 0);
+        times
     }
 
     fn lock(&self) -> MutexGuard<'_, DbNodeInner> {

@@ -1,0 +1,436 @@
+//! The clients: shoppers (create a cart, add items, convert; payers then pay and come back
+//! from the provider's page), catalog readers, admins racing an order lock, and adversaries
+//! that send other tenants' ids to every endpoint. Each client is a node of its own, and
+//! every request it sends is an operation of the history.
+//!
+//! Honest clients publish the ids they were given (carts, orders, payments) on an
+//! [`IdBoard`]; adversaries pick their targets from it, so they name objects that exist and
+//! belong to someone else, not only guesses.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::rand::Rng;
+use serde_json::json;
+use shopsim_sim::history::{OpOutcome, Recorder};
+use shopsim_sim::net::{self, RpcOutcome};
+use shopsim_sim::runner::{NodeRole, World};
+
+use crate::config::ShopConfig;
+use crate::http::{route, HttpRequest, HttpResponse};
+use crate::shop::Addrs;
+
+/// The kinds of object ids clients learn and adversaries reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IdKind {
+    /// A cart (`/api/v1/cart/{id}`).
+    Cart,
+    /// An order (`/api/v1/orders/{id}`).
+    Order,
+    /// A payment (`/api/v1/payments/{id}`).
+    Payment,
+    /// A financial order (`/api/v1/financial-orders/{id}`).
+    FinancialOrder,
+    /// A product (`/api/v1/products/{id}`, and the `product_id` of an item).
+    Product,
+}
+
+const ID_KINDS: [IdKind; 5] = [
+    IdKind::Cart,
+    IdKind::Order,
+    IdKind::Payment,
+    IdKind::FinancialOrder,
+    IdKind::Product,
+];
+
+/// Ids seen by honest clients, with their tenant, in the order they were published.
+#[derive(Debug, Default)]
+pub struct IdBoard {
+    ids: BTreeMap<IdKind, Vec<(i64, i64)>>,
+}
+
+/// The board shared by the clients of one run.
+pub type SharedBoard = Arc<Mutex<IdBoard>>;
+
+impl IdBoard {
+    /// Publishes `id` of `kind`, owned by `tenant`.
+    pub fn publish(&mut self, kind: IdKind, tenant: i64, id: i64) {
+        self.ids.entry(kind).or_default().push((tenant, id));
+    }
+
+    /// A random id of `kind` that another tenant than `tenant` owns, if any was published.
+    fn foreign(&self, kind: IdKind, tenant: i64) -> Option<i64> {
+        let foreign: Vec<i64> = self
+            .ids
+            .get(&kind)?
+            .iter()
+            .filter(|(owner, _)| *owner != tenant)
+            .map(|(_, id)| *id)
+            .collect();
+        (!foreign.is_empty())
+            .then(|| foreign[madsim::rand::thread_rng().gen_range(0..foreign.len())])
+    }
+}
+
+/// A client node (registered for network faults) and the HTTP client that runs on it.
+pub fn client_node(
+    world: &World,
+    addrs: &Addrs,
+    config: &ShopConfig,
+    process: String,
+    ip: IpAddr,
+) -> (madsim::runtime::NodeHandle, Client) {
+    let node = world
+        .handle()
+        .create_node()
+        .name(process.clone())
+        .ip(ip)
+        .build();
+    world.register(&node, &process, NodeRole::CLIENT);
+    let client = Client::new(process, world.recorder(), addrs.apps.clone(), config);
+    (node, client)
+}
+
+/// The response fields a history operation keeps: status, body and the debug headers.
+pub fn response_details(response: &HttpResponse) -> serde_json::Value {
+    json!({
+        "status": response.status,
+        "body": response.body,
+        "queries": response.queries,
+        "row_tenants": response.row_tenants,
+        "foreign_statement": response.foreign_statement,
+    })
+}
+
+/// A shopper's or admin's HTTP client: picks an app node per request (the load balancer) and
+/// records every request in the history.
+pub struct Client {
+    process: String,
+    recorder: Recorder,
+    apps: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(
+        process: String,
+        recorder: Recorder,
+        apps: Vec<SocketAddr>,
+        config: &ShopConfig,
+    ) -> Client {
+        Client {
+            process,
+            recorder,
+            apps,
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        }
+    }
+
+    /// Sends a request and records it; `None` if the outcome is unknown.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: i64,
+        body: serde_json::Value,
+    ) -> Option<HttpResponse> {
+        let kind = route(method, path);
+        let op = self.recorder.invoke(
+            &self.process,
+            &kind,
+            json!({"path": path, "tenant": tenant, "body": body}),
+        );
+        let app = self.apps[madsim::rand::thread_rng().gen_range(0..self.apps.len())];
+        let request = HttpRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            tenant,
+            body,
+        };
+        match net::call::<HttpRequest, HttpResponse>(app, request, self.timeout).await {
+            RpcOutcome::Reply(response) => {
+                let outcome = if response.is_success() {
+                    OpOutcome::Ok
+                } else {
+                    OpOutcome::Fail
+                };
+                self.recorder.complete(
+                    op,
+                    outcome,
+                    Some(response.status),
+                    response_details(&response),
+                );
+                Some(response)
+            }
+            RpcOutcome::Unknown => {
+                self.recorder
+                    .complete(op, OpOutcome::Unknown, None, serde_json::Value::Null);
+                None
+            }
+        }
+    }
+}
+
+/// A client arrives at a random moment of the arrival window, as a customer of a random
+/// tenant; returns the tenant.
+pub async fn arrive(config: &ShopConfig) -> i64 {
+    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
+    madsim::time::sleep(Duration::from_millis(start)).await;
+    madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants))
+}
+
+/// The id of the first product of `tenant` (products of a tenant are consecutive).
+fn product_of(config: &ShopConfig, tenant: i64, n: i64) -> i64 {
+    (tenant - 1) * i64::from(config.products_per_tenant) + n
+}
+
+/// A catalog reader: product pages and product details of its tenant, with think time.
+pub async fn read_flow(client: &Client, config: &ShopConfig, tenant: i64) {
+    let products = i64::from(config.products_per_tenant);
+    let pages = (products + config.page_size - 1) / config.page_size;
+    for _ in 0..config.reads_per_reader {
+        if madsim::rand::thread_rng().gen_bool(0.5) {
+            let page = madsim::rand::thread_rng().gen_range(1..=pages.max(1));
+            client
+                .request(
+                    "GET",
+                    "/api/v1/products",
+                    tenant,
+                    json!({"page": page, "per_page": config.page_size}),
+                )
+                .await;
+        } else {
+            let product = product_of(
+                config,
+                tenant,
+                madsim::rand::thread_rng().gen_range(1..=products),
+            );
+            client
+                .request(
+                    "GET",
+                    &format!("/api/v1/products/{product}"),
+                    tenant,
+                    json!({}),
+                )
+                .await;
+        }
+        let think = madsim::rand::thread_rng().gen_range(0..=20);
+        madsim::time::sleep(Duration::from_millis(think)).await;
+    }
+}
+
+fn id_in(response: &Option<HttpResponse>, field: &str) -> Option<i64> {
+    response.as_ref()?.body.get(field)?.as_i64()
+}
+
+/// Sends `path` once or, with `double`, twice at once (a double click); the first answer with
+/// a body field `field` wins.
+async fn maybe_twice(
+    client: &Client,
+    path: &str,
+    tenant: i64,
+    double: bool,
+    field: &str,
+) -> Option<HttpResponse> {
+    if !double {
+        return client.request("POST", path, tenant, json!({})).await;
+    }
+    let (a, b) = madsim::export::futures::future::join(
+        client.request("POST", path, tenant, json!({})),
+        client.request("POST", path, tenant, json!({})),
+    )
+    .await;
+    if id_in(&a, field).is_some() {
+        a
+    } else {
+        b.or(a)
+    }
+}
+
+/// A shopper: cart, items, convert; a payer then pays for the order and comes back from the
+/// provider's page (racing the webhook).
+pub async fn checkout_flow(
+    client: &Client,
+    config: &ShopConfig,
+    board: &SharedBoard,
+    tenant: i64,
+    pays: bool,
+) {
+    let products = i64::from(config.products_per_tenant);
+    let cart = client
+        .request("POST", "/api/v1/cart", tenant, json!({}))
+        .await;
+    let Some(cart_id) = id_in(&cart, "cart_id") else {
+        return;
+    };
+    board
+        .lock()
+        .expect("id board")
+        .publish(IdKind::Cart, tenant, cart_id);
+    for _ in 0..config.items_per_cart {
+        let product = product_of(
+            config,
+            tenant,
+            madsim::rand::thread_rng().gen_range(1..=products),
+        );
+        let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
+        client
+            .request(
+                "POST",
+                &format!("/api/v1/cart/{cart_id}/items"),
+                tenant,
+                json!({"product_id": product, "quantity": quantity}),
+            )
+            .await;
+    }
+    let think = madsim::rand::thread_rng()
+        .gen_range(config.convert_delay_ms_min..=config.convert_delay_ms_max);
+    madsim::time::sleep(Duration::from_millis(think)).await;
+    let convert = format!("/api/v1/cart/{cart_id}/convert");
+    let double = madsim::rand::thread_rng().gen_bool(config.double_convert_probability);
+    let order = maybe_twice(client, &convert, tenant, double, "order_id").await;
+    let Some(order_id) = id_in(&order, "order_id") else {
+        return;
+    };
+    board
+        .lock()
+        .expect("id board")
+        .publish(IdKind::Order, tenant, order_id);
+    if !pays {
+        return;
+    }
+    let pay = format!("/api/v1/orders/{order_id}/payments");
+    let mut payment = None;
+    for _ in 0..=config.payer_retries {
+        let double = madsim::rand::thread_rng().gen_bool(config.pay_double_click_probability);
+        payment = maybe_twice(client, &pay, tenant, double, "payment_id").await;
+        // Tried again only after no answer or a server error, as a customer reloads the page.
+        if payment.as_ref().is_some_and(|p| p.status < 500) {
+            break;
+        }
+        madsim::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(payment_id) = id_in(&payment, "payment_id") else {
+        return;
+    };
+    board
+        .lock()
+        .expect("id board")
+        .publish(IdKind::Payment, tenant, payment_id);
+    // The customer comes back from the provider's page, racing the webhook.
+    let back = madsim::rand::thread_rng().gen_range(0..=config.webhook_delay_ms_max + 200);
+    madsim::time::sleep(Duration::from_millis(back)).await;
+    client
+        .request(
+            "GET",
+            &format!("/api/v1/payments/{payment_id}/return"),
+            tenant,
+            json!({}),
+        )
+        .await;
+}
+
+/// An admin: locks financial order `fo_id` (`m == 0`) or mutates its total.
+pub async fn admin_flow(client: &Client, config: &ShopConfig, fo_id: i64, tenant: i64, m: u32) {
+    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms.min(50));
+    madsim::time::sleep(Duration::from_millis(start)).await;
+    let path = format!("/api/v1/financial-orders/{fo_id}");
+    if m == 0 {
+        client
+            .request("POST", &format!("{path}/lock"), tenant, json!({}))
+            .await;
+    } else {
+        client
+            .request(
+                "PATCH",
+                &path,
+                tenant,
+                json!({"total": 10_000 + i64::from(m)}),
+            )
+            .await;
+    }
+}
+
+/// An adversary of `tenant`: every request names an object of another tenant (one an honest
+/// client published, or a guess next to the ids it has seen), on every endpoint that takes an
+/// id. A correct shop answers 404 and touches none of the other tenant's rows.
+pub async fn adversary_flow(
+    client: &Client,
+    config: &ShopConfig,
+    board: &SharedBoard,
+    tenant: i64,
+) {
+    // Its own cart, to try putting other tenants' products in.
+    let own_cart = id_in(
+        &client
+            .request("POST", "/api/v1/cart", tenant, json!({}))
+            .await,
+        "cart_id",
+    );
+    for _ in 0..config.adversary_requests {
+        let think = madsim::rand::thread_rng().gen_range(10..=60);
+        madsim::time::sleep(Duration::from_millis(think)).await;
+        let kind = ID_KINDS[madsim::rand::thread_rng().gen_range(0..ID_KINDS.len())];
+        let published = board.lock().expect("id board").foreign(kind, tenant);
+        let Some(id) = published else {
+            continue;
+        };
+        let own_product = product_of(config, tenant, 1);
+        let action = madsim::rand::thread_rng().gen_range(0..2);
+        let (method, path, body) = match (kind, action) {
+            (IdKind::Cart, 0) => (
+                "POST",
+                format!("/api/v1/cart/{id}/items"),
+                json!({"product_id": own_product, "quantity": 1}),
+            ),
+            (IdKind::Cart, _) => ("POST", format!("/api/v1/cart/{id}/convert"), json!({})),
+            (IdKind::Order, _) => ("POST", format!("/api/v1/orders/{id}/payments"), json!({})),
+            (IdKind::Payment, 0) => ("GET", format!("/api/v1/payments/{id}/return"), json!({})),
+            (IdKind::Payment, _) => (
+                "POST",
+                "/api/v1/webhooks/payments".to_string(),
+                json!({"event": "payment.succeeded", "payment_id": id}),
+            ),
+            (IdKind::FinancialOrder, 0) => (
+                "POST",
+                format!("/api/v1/financial-orders/{id}/lock"),
+                json!({}),
+            ),
+            (IdKind::FinancialOrder, _) => (
+                "PATCH",
+                format!("/api/v1/financial-orders/{id}"),
+                json!({"total": 1}),
+            ),
+            (IdKind::Product, 0) => ("GET", format!("/api/v1/products/{id}"), json!({})),
+            (IdKind::Product, _) => match own_cart {
+                Some(cart) => (
+                    "POST",
+                    format!("/api/v1/cart/{cart}/items"),
+                    json!({"product_id": id, "quantity": 1}),
+                ),
+                None => ("GET", format!("/api/v1/products/{id}"), json!({})),
+            },
+        };
+        client.request(method, &path, tenant, body).await;
+    }
+}
+
+/// Publishes the objects the seed data creates: every product, and every lockable financial
+/// order, with their tenants.
+pub fn publish_seed_objects(board: &SharedBoard, config: &ShopConfig) {
+    let mut board = board.lock().expect("id board");
+    for tenant in 1..=i64::from(config.tenants) {
+        for n in 1..=i64::from(config.products_per_tenant) {
+            board.publish(IdKind::Product, tenant, product_of(config, tenant, n));
+        }
+    }
+    for i in 0..i64::from(config.lockable_orders) {
+        board.publish(
+            IdKind::FinancialOrder,
+            1 + i % i64::from(config.tenants),
+            i + 1,
+        );
+    }
+}
