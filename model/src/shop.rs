@@ -455,6 +455,31 @@ async fn run_clients(world: &World, addrs: &Addrs, config: &Arc<ShopConfig>) {
             }));
         }
     }
+    // After the faults heal, the shop must still make progress (TigerBeetle's VOPR checks
+    // the same in its liveness mode): one more checkout (paying, if the workload pays), one
+    // more reader, and one more lock request per lockable order, each after the faults end.
+    let heal = world.faults_end() + Duration::from_millis(50);
+    let mut probes: Vec<(String, workload::Probe)> = Vec::new();
+    if config.shoppers + config.payers > 0 {
+        let name = if config.payers > 0 { "probe-payer" } else { "probe-shopper" };
+        probes.push((name.to_string(), workload::Probe::Checkout));
+    }
+    if config.catalog_readers > 0 && config.reads_per_reader > 0 {
+        probes.push(("probe-reader".to_string(), workload::Probe::Read));
+    }
+    for i in 0..config.lockable_orders {
+        probes.push((format!("probe-admin-{i}"), workload::Probe::Lock(i64::from(i) + 1)));
+    }
+    for (process, probe) in probes {
+        let (node, client) = client_node(world, addrs, config, process, client_ip(n));
+        n += 1;
+        let (config, board) = (config.clone(), board.clone());
+        tasks.push(node.spawn(async move {
+            let now = shopsim_sim::trace::virtual_now();
+            madsim::time::sleep(heal.saturating_sub(now)).await;
+            workload::probe_flow(&client, &config, &board, probe).await;
+        }));
+    }
     for i in 0..config.adversaries {
         let process = format!("adversary-{i}");
         let (node, client) = client_node(world, addrs, config, process, client_ip(n));

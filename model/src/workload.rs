@@ -417,6 +417,31 @@ pub async fn adversary_flow(
     }
 }
 
+/// A probe of progress after the faults heal.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe {
+    /// One checkout (paying if the workload has payers).
+    Checkout,
+    /// One catalog reader.
+    Read,
+    /// The lock of this financial order, sent again.
+    Lock(i64),
+}
+
+/// Runs one probe, as a client of a random tenant (a lock as its order's tenant).
+pub async fn probe_flow(client: &Client, config: &ShopConfig, board: &SharedBoard, probe: Probe) {
+    let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
+    match probe {
+        Probe::Checkout => checkout_flow(client, config, board, tenant, config.payers > 0).await,
+        Probe::Read => read_flow(client, config, tenant).await,
+        Probe::Lock(fo_id) => {
+            let tenant = 1 + (fo_id - 1) % i64::from(config.tenants);
+            let path = format!("/api/v1/financial-orders/{fo_id}/lock");
+            client.request("POST", &path, tenant, json!({})).await;
+        }
+    }
+}
+
 /// Publishes the objects the seed data creates: every product, and every lockable financial
 /// order, with their tenants.
 pub fn publish_seed_objects(board: &SharedBoard, config: &ShopConfig) {

@@ -484,3 +484,43 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         "a panic without a message".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first invalid report is the primary failure; every other invalid one is named too.
+    #[test]
+    fn a_failure_names_its_primary_check_and_every_other_failed_one() {
+        let reports = vec![
+            Report::valid("a", "fine"),
+            Report::invalid("no_oversell", "product 1: stock is -1"),
+            Report::unknown("b", "nothing to judge"),
+            Report::invalid("no_5xx", "1 unexplained 5xx"),
+            Report::invalid(crate::check::PROGRESS_CHECK, "too little"),
+        ];
+        let failure = Failure::from_reports(&reports).unwrap();
+        assert_eq!(failure.kind, FailureKind::Violation);
+        assert_eq!(failure.check, "no_oversell");
+        assert_eq!(failure.also, vec!["no_5xx", "progress"]);
+        let progress = Failure::from_reports(&reports[4..]).unwrap();
+        assert_eq!(progress.kind.exit_code(), 6);
+        assert_eq!(Failure::from_reports(&reports[..1]), None);
+        let outcome = Outcome::<()> {
+            system: "s@pg_rc".into(),
+            seed: 3,
+            history: History::default(),
+            state: None,
+            reports,
+            virtual_elapsed: Duration::ZERO,
+            trace_hash: 0,
+            coverage: CoverageReport::default(),
+            failure: Some(failure),
+        };
+        assert_eq!(
+            outcome.fail_line().unwrap(),
+            "FAIL s@pg_rc seed=3 no_oversell: product 1: stock is -1 (also failed: no_5xx, progress)"
+        );
+        assert_eq!(outcome.unjudged(), vec!["b"]);
+    }
+}

@@ -356,3 +356,25 @@ fn shrink_makes_a_failing_run_smaller_and_it_replays() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no_oversell"), "{out}");
 }
+
+/// A scenario whose round trip is longer than the client's deadline: every request ends
+/// unknown, nothing is ever bought, and every safety check has nothing to judge. Such a run
+/// proves nothing and must fail with its own exit code (6), not pass.
+#[test]
+fn a_run_without_progress_fails_with_exit_6() {
+    let dir = temp_dir("no-progress");
+    let path = dir.join("slow.toml");
+    std::fs::write(
+        &path,
+        "name = \"too-slow\"\nwhy = \"The client gives up before any answer can arrive.\"\n\
+         profiles = [\"pg_rc\"]\n[sim]\nduration_ms = 2_000\n[shop]\nshoppers = 5\n\
+         request_timeout_ms = 4\n",
+    )
+    .unwrap();
+    let (code, out, _) = shopsim(&["run", "--file", path.to_str().unwrap(), "--seed", "3"]);
+    assert_eq!(code, 6, "{out}");
+    assert!(
+        out.contains("FAIL too-slow@pg_rc seed=3 progress: the run made too little progress: orders placed 0 (at least 1)"),
+        "{out}"
+    );
+}
