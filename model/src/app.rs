@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use madsim::rand::Rng;
 use serde_json::json;
-use shopsim_sim::db::client::{ClientError, DbClientConfig, DbConn, DbPool, QueryListener};
+use shopsim_sim::db::client::{
+    ClientError, DbClientConfig, DbConn, DbPool, QueryListener, TransactionIsolation,
+};
 use shopsim_sim::db::{Engine, QueryResult, Value};
 use shopsim_sim::net;
 
@@ -92,11 +94,17 @@ impl App {
         // Laravel's connection: `DB::transaction` retries by the configured version's rule, and
         // a statement outside a transaction whose connection was lost is run once more on a
         // new one (`tryAgainIfCausedByLostConnection`).
+        // The isolation level the app's transactions set for themselves, if configured.
+        let isolation = (!config.isolation_level.is_empty()).then(|| TransactionIsolation {
+            sql: format!("set transaction isolation level {}", config.isolation_level),
+            before_begin: config.profile().engine() == Engine::InnoDb,
+        });
         let client = |addr| DbClientConfig {
             pool_size: config.db_pool_per_app as usize,
             acquire_timeout_ms: config.db_acquire_timeout_ms,
             laravel: config.laravel,
             retry_lost_connection_outside_transaction: true,
+            transaction_isolation: isolation.clone(),
             ..DbClientConfig::new(addr)
         };
         let pool = DbPool::new(client(addrs.db));

@@ -123,6 +123,15 @@ pub struct ShopConfig {
     pub laravel: LaravelVersion,
     /// Attempts of every `DB::transaction($callback, $attempts)` of the app.
     pub transaction_attempts: u32,
+    /// The isolation level every transaction of the app sets for itself (`SET TRANSACTION
+    /// ISOLATION LEVEL read committed` around each `DB::transaction`: `read committed`,
+    /// `repeatable read`, ...); empty keeps the database profile's default.
+    pub isolation_level: String,
+    /// Payment creation claims the order with an UPDATE (the first updater wins; a concurrent
+    /// create fails with 40001 under PostgreSQL REPEATABLE READ and is retried), not only
+    /// with `FOR UPDATE`: under REPEATABLE READ the lock alone does not make the create see a
+    /// payment committed while it waited, so a double click charges twice.
+    pub payment_claims_order: bool,
     /// Attempts of a queued job before it is dead-lettered into `failed_jobs` (`--tries`).
     pub job_tries: u32,
     /// Delay before a failed job is tried again, doubling per attempt, ms (`--backoff`).
@@ -214,6 +223,8 @@ impl Default for ShopConfig {
             admin_p95_ms: 1_000.0,
             laravel: LaravelVersion::default(),
             transaction_attempts: 3,
+            payment_claims_order: false,
+            isolation_level: String::new(),
             job_tries: 5,
             job_backoff_ms: 1_000,
             settle_ms_max: 60_000,
@@ -336,6 +347,21 @@ impl ShopConfig {
             ("shop.payment_completion_min", self.payment_completion_min),
         ] {
             check_probability(field, p)?;
+        }
+        if ![
+            "",
+            "read uncommitted",
+            "read committed",
+            "repeatable read",
+            "serializable",
+        ]
+        .contains(&self.isolation_level.as_str())
+        {
+            return Err(InputError::new(
+                "shop.isolation_level",
+                &self.isolation_level,
+                "must be one of read uncommitted, read committed, repeatable read, serializable (or empty)",
+            ));
         }
         for (field, value) in [
             ("shop.transaction_attempts", self.transaction_attempts),

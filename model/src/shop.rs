@@ -461,14 +461,21 @@ async fn run_clients(world: &World, addrs: &Addrs, config: &Arc<ShopConfig>) {
     let heal = world.faults_end() + Duration::from_millis(50);
     let mut probes: Vec<(String, workload::Probe)> = Vec::new();
     if config.shoppers + config.payers > 0 {
-        let name = if config.payers > 0 { "probe-payer" } else { "probe-shopper" };
+        let name = if config.payers > 0 {
+            "probe-payer"
+        } else {
+            "probe-shopper"
+        };
         probes.push((name.to_string(), workload::Probe::Checkout));
     }
     if config.catalog_readers > 0 && config.reads_per_reader > 0 {
         probes.push(("probe-reader".to_string(), workload::Probe::Read));
     }
     for i in 0..config.lockable_orders {
-        probes.push((format!("probe-admin-{i}"), workload::Probe::Lock(i64::from(i) + 1)));
+        probes.push((
+            format!("probe-admin-{i}"),
+            workload::Probe::Lock(i64::from(i) + 1),
+        ));
     }
     for (process, probe) in probes {
         let (node, client) = client_node(world, addrs, config, process, client_ip(n));

@@ -63,11 +63,7 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 17] = [
         "order_lock_check_without_row_lock",
         "locked_order_immutable",
     ),
-    (
-        "tenants-writing",
-        "deadlock_not_retried",
-        "deadlocks_handled",
-    ),
+    ("expiry-race", "deadlock_not_retried", "deadlocks_handled"),
     (
         "catalog-reads",
         "cache_key_without_tenant",

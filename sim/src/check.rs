@@ -158,7 +158,9 @@ pub fn overlaps_fault(op: &Op, windows: &[(u64, u64)], slack_us: u64) -> bool {
 
 /// A latency percentile of one class of operations stays under a threshold (virtual time).
 /// Operations that overlap a fault window are left out: the SLA is a promise about the system
-/// under load, not under a partition.
+/// under load, not under a partition. With fewer than [`LATENCY_SAMPLES_MIN`] operations left
+/// the verdict is unknown: the 95th percentile of eight operations is their maximum, one slow
+/// request, not a percentile.
 #[derive(Debug, Clone)]
 pub struct LatencySla {
     /// The check's name.
@@ -170,6 +172,9 @@ pub struct LatencySla {
     /// The threshold in milliseconds.
     pub threshold_ms: f64,
 }
+
+/// The least number of operations a latency percentile is judged on.
+pub const LATENCY_SAMPLES_MIN: usize = 20;
 
 /// The `p`-th percentile (nearest rank) of sorted values.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
@@ -205,8 +210,17 @@ impl<S> Checker<S> for LatencySla {
 
     fn check(&self, history: &History, _state: &S) -> Report {
         let latencies = self.latencies_us(history);
+        if latencies.len() < LATENCY_SAMPLES_MIN {
+            return Report::unknown(
+                &self.name,
+                format!(
+                    "{} completed operations of this class outside fault windows (a percentile needs {LATENCY_SAMPLES_MIN})",
+                    latencies.len()
+                ),
+            );
+        }
         let Some(p) = percentile(&latencies, self.percentile) else {
-            return Report::unknown(&self.name, "no completed operations of this class");
+            unreachable!("at least {LATENCY_SAMPLES_MIN} latencies");
         };
         let p_ms = p as f64 / 1000.0;
         let summary = format!(
@@ -443,6 +457,13 @@ mod tests {
         let r = Checker::<()>::check(&sla, &h, &());
         assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
         assert_eq!(percentile(&[1, 2, 3, 4], 50.0), Some(2));
+        let few = History {
+            ops: h.ops[90..].to_vec(),
+        };
+        assert_eq!(
+            Checker::<()>::check(&sla, &few, &()).verdict,
+            Verdict::Unknown
+        );
     }
 
     #[test]

@@ -99,6 +99,21 @@ pub struct DbClientConfig {
     pub retry_lost_connection_outside_transaction: bool,
     /// Whose rule [`DbConn::transaction`] retries by.
     pub laravel: LaravelVersion,
+    /// The isolation level every [`DbConn::transaction`] sets for itself, as code that runs
+    /// `SET TRANSACTION ISOLATION LEVEL ...` around `DB::transaction` does; `None` keeps the
+    /// server's default.
+    pub transaction_isolation: Option<TransactionIsolation>,
+}
+
+/// How a transaction sets its isolation level: the statement, and whether it goes before
+/// `BEGIN` (MariaDB: it applies to the next transaction) or right after it (PostgreSQL: the
+/// transaction's first statement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionIsolation {
+    /// `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`.
+    pub sql: String,
+    /// Sent before `BEGIN` rather than after it.
+    pub before_begin: bool,
 }
 
 impl DbClientConfig {
@@ -113,6 +128,7 @@ impl DbClientConfig {
             statement_timeout_ms: 120_000,
             retry_lost_connection_outside_transaction: false,
             laravel: LaravelVersion::default(),
+            transaction_isolation: None,
         }
     }
 }
@@ -573,10 +589,18 @@ impl DbConn {
         self.set_in_transaction(false, "");
     }
 
-    /// `BEGIN`.
+    /// `BEGIN`, with the pool's [`TransactionIsolation`] if it has one.
     pub async fn begin(&mut self) -> Result<(), ClientError> {
         assert!(!self.in_transaction, "nested transactions are not modelled");
-        self.execute("BEGIN", &[]).await.map(drop)
+        let isolation = self.pool.shared.config.transaction_isolation.clone();
+        if let Some(isolation) = isolation.as_ref().filter(|i| i.before_begin) {
+            self.execute(&isolation.sql, &[]).await?;
+        }
+        self.execute("BEGIN", &[]).await?;
+        if let Some(isolation) = isolation.filter(|i| !i.before_begin) {
+            self.execute(&isolation.sql, &[]).await?;
+        }
+        Ok(())
     }
 
     /// `COMMIT`.
