@@ -56,6 +56,9 @@ pub struct ShopConfig {
     pub pay_double_click_probability: f64,
     /// How often a payer sends the payment request again after no answer or a 5xx.
     pub payer_retries: u32,
+    /// Probability that a payer leaves the provider's page without paying (and still comes
+    /// back to the shop's return URL).
+    pub payment_abandon_probability: f64,
     /// Think time of a shopper between the last item and the convert, ms (lower end).
     pub convert_delay_ms_min: u64,
     /// Think time before the convert, ms (upper end).
@@ -190,6 +193,7 @@ impl Default for ShopConfig {
             payers: 0,
             pay_double_click_probability: 0.0,
             payer_retries: 0,
+            payment_abandon_probability: 0.0,
             convert_delay_ms_min: 0,
             convert_delay_ms_max: 0,
             adversaries: 0,
@@ -342,6 +346,10 @@ impl ShopConfig {
             (
                 "shop.pay_double_click_probability",
                 self.pay_double_click_probability,
+            ),
+            (
+                "shop.payment_abandon_probability",
+                self.payment_abandon_probability,
             ),
             ("shop.checkout_completion_min", self.checkout_completion_min),
             ("shop.payment_completion_min", self.payment_completion_min),

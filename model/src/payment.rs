@@ -104,8 +104,25 @@ pub async fn webhook(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
     Ok(confirmed)
 }
 
-/// `GET /api/v1/payments/{id}/return`: asks the provider, confirms if it succeeded.
+/// `GET /api/v1/payments/{id}/return`: finds the tenant's payment, asks the provider whether it
+/// captured it (a customer may come back without paying), and confirms it if so. The payment
+/// is looked up first, on the primary (the customer returns moments after creating it): the
+/// provider knows every tenant's payments, so asking it first would tell one tenant the status
+/// of another's payment (adversarial-tenants found that answer).
 pub async fn return_url(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpResponse> {
+    {
+        let mut conn = app.pool.acquire().await?;
+        let payment = q(
+            app.engine,
+            &mut conn,
+            "select status from payments where id = ? and tenant_id = ?",
+            &[Value::Int(payment_id), Value::Int(tenant)],
+        )
+        .await?;
+        if payment.rows.is_empty() {
+            return Ok(HttpResponse::not_found("payment"));
+        }
+    }
     let deadline = Duration::from_millis(app.config.provider_timeout_ms);
     let status = net::call::<ProviderRequest, ProviderResponse>(
         app.provider,

@@ -1,12 +1,15 @@
-//! The payment provider: creates (and captures) payments and delivers `payment.succeeded`
-//! webhooks at least once — after a delay, sometimes twice (concurrently or later), retried
-//! with backoff until an app node answers 2xx, in any order relative to the customer's return.
+//! The payment provider: the shop creates a checkout session for a payment; the customer then
+//! pays on the provider's page (or abandons it); a payment is captured when the customer pays,
+//! and the provider delivers `payment.succeeded` webhooks at least once — after a delay,
+//! sometimes twice (concurrently or later), retried with backoff until an app node answers
+//! 2xx, in any order relative to the customer's return to the shop.
 //!
 //! The provider is another company's system, so its own records are the reference the shop is
-//! judged against: [`ProviderLedger`] holds every capture (one per shop payment id: the id is
-//! the idempotency key of the create call, as with Stripe's `Idempotency-Key`, so a retried
-//! create charges once) and the deliveries still being retried; every webhook delivery is an
-//! operation of the history (process `provider`), with its answer.
+//! judged against: [`ProviderLedger`] holds every session and every capture (one per shop
+//! payment id: the id is the idempotency key of the create call, as with Stripe's
+//! `Idempotency-Key`, so a retried create opens one session and charges once) and the
+//! deliveries still being retried; every webhook delivery is an operation of the history
+//! (process `provider`), with its answer.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -40,14 +43,19 @@ pub enum ProviderRequest {
         /// The shop's payment id.
         payment_id: i64,
     },
+    /// The customer pays on the provider's page (sent by the customer, not the shop).
+    Pay {
+        /// The shop's payment id.
+        payment_id: i64,
+    },
 }
 
 /// The provider's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderResponse {
-    /// Created; the webhook will follow.
+    /// The checkout session exists; the customer has not paid (yet).
     Created,
-    /// The payment succeeded.
+    /// The payment was captured.
     Succeeded,
     /// Unknown payment.
     Unknown,
@@ -84,6 +92,8 @@ pub struct Capture {
 /// The provider's own records, kept outside its node so the checks can read them after the run.
 #[derive(Debug, Default)]
 pub struct ProviderLedger {
+    /// Checkout sessions by shop payment id: (tenant, amount).
+    pub sessions: std::collections::BTreeMap<i64, (i64, i64)>,
     /// Every capture, in order.
     pub captures: Vec<Capture>,
     /// Webhook deliveries still being retried.
@@ -114,24 +124,34 @@ pub async fn serve(config: ProviderConfig, ledger: SharedLedger, recorder: Recor
                     tenant,
                     amount,
                 } => {
-                    let first = {
+                    // A retried create with the same idempotency key opens no second session.
+                    ledger
+                        .lock()
+                        .expect("provider ledger")
+                        .sessions
+                        .entry(payment_id)
+                        .or_insert((tenant, amount));
+                    ProviderResponse::Created
+                }
+                ProviderRequest::Pay { payment_id } => {
+                    let captured = {
                         let mut ledger = ledger.lock().expect("provider ledger");
-                        let first = !ledger.captures.iter().any(|c| c.payment_id == payment_id);
-                        if first {
-                            ledger.captures.push(Capture {
-                                payment_id,
-                                tenant,
-                                amount,
-                                at_us: shopsim_sim::trace::virtual_now().as_micros() as u64,
-                            });
+                        let Some(&(tenant, amount)) = ledger.sessions.get(&payment_id) else {
+                            return ProviderResponse::Unknown;
+                        };
+                        if ledger.captures.iter().any(|c| c.payment_id == payment_id) {
+                            // Paid already (a reload of the provider's page): no second charge.
+                            return ProviderResponse::Succeeded;
                         }
-                        first
+                        ledger.captures.push(Capture {
+                            payment_id,
+                            tenant,
+                            amount,
+                            at_us: shopsim_sim::trace::virtual_now().as_micros() as u64,
+                        });
+                        tenant
                     };
-                    if !first {
-                        // A retried create with the same idempotency key: the same answer, no
-                        // second charge and no second webhook.
-                        return ProviderResponse::Created;
-                    }
+                    let tenant = captured;
                     let copies =
                         if madsim::rand::thread_rng().gen_bool(config.duplicate_probability) {
                             2
@@ -148,7 +168,7 @@ pub async fn serve(config: ProviderConfig, ledger: SharedLedger, recorder: Recor
                             payment_id,
                         ));
                     }
-                    ProviderResponse::Created
+                    ProviderResponse::Succeeded
                 }
                 ProviderRequest::Status { payment_id } => {
                     let captured = ledger
@@ -157,8 +177,15 @@ pub async fn serve(config: ProviderConfig, ledger: SharedLedger, recorder: Recor
                         .captures
                         .iter()
                         .any(|c| c.payment_id == payment_id);
+                    let session = ledger
+                        .lock()
+                        .expect("provider ledger")
+                        .sessions
+                        .contains_key(&payment_id);
                     if captured {
                         ProviderResponse::Succeeded
+                    } else if session {
+                        ProviderResponse::Created
                     } else {
                         ProviderResponse::Unknown
                     }

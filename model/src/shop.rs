@@ -429,7 +429,8 @@ async fn run_clients(world: &World, addrs: &Addrs, config: &Arc<ShopConfig>) {
         let (config, board) = (config.clone(), board.clone());
         tasks.push(node.spawn(async move {
             let tenant = workload::arrive(&config).await;
-            workload::checkout_flow(&client, &config, &board, tenant, pays).await;
+            let abandon = config.payment_abandon_probability;
+            workload::checkout_flow(&client, &config, &board, tenant, pays, abandon).await;
         }));
     }
     for i in 0..config.catalog_readers {

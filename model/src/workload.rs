@@ -89,7 +89,7 @@ pub fn client_node(
         .ip(ip)
         .build();
     world.register(&node, &process, NodeRole::CLIENT);
-    let client = Client::new(process, world.recorder(), addrs.apps.clone(), config);
+    let client = Client::new(process, world.recorder(), addrs, config);
     (node, client)
 }
 
@@ -110,22 +110,45 @@ pub struct Client {
     process: String,
     recorder: Recorder,
     apps: Vec<SocketAddr>,
+    provider: SocketAddr,
     timeout: Duration,
 }
 
+/// The history kind of a customer paying on the provider's page.
+pub const PAY_AT_PROVIDER: &str = "pay at provider";
+
 impl Client {
-    fn new(
-        process: String,
-        recorder: Recorder,
-        apps: Vec<SocketAddr>,
-        config: &ShopConfig,
-    ) -> Client {
+    fn new(process: String, recorder: Recorder, addrs: &Addrs, config: &ShopConfig) -> Client {
         Client {
             process,
             recorder,
-            apps,
+            apps: addrs.apps.clone(),
+            provider: addrs.provider,
             timeout: Duration::from_millis(config.request_timeout_ms),
         }
+    }
+
+    /// Pays `payment_id` on the provider's page (a request to the provider, not the shop).
+    pub async fn pay_at_provider(&self, payment_id: i64) {
+        let op = self.recorder.invoke(
+            &self.process,
+            PAY_AT_PROVIDER,
+            json!({"payment_id": payment_id}),
+        );
+        let request = crate::provider::ProviderRequest::Pay { payment_id };
+        let outcome = match net::call::<_, crate::provider::ProviderResponse>(
+            self.provider,
+            request,
+            self.timeout,
+        )
+        .await
+        {
+            RpcOutcome::Reply(crate::provider::ProviderResponse::Succeeded) => OpOutcome::Ok,
+            RpcOutcome::Reply(_) => OpOutcome::Fail,
+            RpcOutcome::Unknown => OpOutcome::Unknown,
+        };
+        self.recorder
+            .complete(op, outcome, None, serde_json::Value::Null);
     }
 
     /// Sends a request and records it; `None` if the outcome is unknown.
@@ -257,6 +280,7 @@ pub async fn checkout_flow(
     board: &SharedBoard,
     tenant: i64,
     pays: bool,
+    abandon_probability: f64,
 ) {
     let products = i64::from(config.products_per_tenant);
     let cart = client
@@ -319,6 +343,10 @@ pub async fn checkout_flow(
         .lock()
         .expect("id board")
         .publish(IdKind::Payment, tenant, payment_id);
+    // On the provider's page the customer pays, or leaves without paying.
+    if !madsim::rand::thread_rng().gen_bool(abandon_probability) {
+        client.pay_at_provider(payment_id).await;
+    }
     // The customer comes back from the provider's page, racing the webhook.
     let back = madsim::rand::thread_rng().gen_range(0..=config.webhook_delay_ms_max + 200);
     madsim::time::sleep(Duration::from_millis(back)).await;
@@ -432,7 +460,10 @@ pub enum Probe {
 pub async fn probe_flow(client: &Client, config: &ShopConfig, board: &SharedBoard, probe: Probe) {
     let tenant = madsim::rand::thread_rng().gen_range(1..=i64::from(config.tenants));
     match probe {
-        Probe::Checkout => checkout_flow(client, config, board, tenant, config.payers > 0).await,
+        // The probe always pays: it measures the shop, not the customer.
+        Probe::Checkout => {
+            checkout_flow(client, config, board, tenant, config.payers > 0, 0.0).await
+        }
         Probe::Read => read_flow(client, config, tenant).await,
         Probe::Lock(fo_id) => {
             let tenant = 1 + (fo_id - 1) % i64::from(config.tenants);

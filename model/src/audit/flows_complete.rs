@@ -1,7 +1,8 @@
 //! `flows_complete`: the share of flows that complete is at least what the scenario states.
 //! A checkout flow (a shopper's cart) completes when it ends with an order or a domain
 //! rejection (out of stock, reservations expired); a paying flow (a payer's order) completes
-//! when its payment request was answered 201 and the payment ended succeeded in the database.
+//! when its payment request was answered 201 and the payment ended succeeded in the database,
+//! or the provider never captured it (the customer left the provider's page without paying).
 //! Only flows whose requests all ran clear of faults (from one second before each request to
 //! its answer) are counted: a fault may end any flow, the share says what a healthy shop does.
 //!
@@ -114,10 +115,13 @@ impl Checker<ShopState> for FlowsComplete {
             })
             .map(|(p, f)| (*p, f))
             .collect();
-        let succeeded: BTreeMap<i64, bool> = state
+        let captured: std::collections::BTreeSet<i64> =
+            state.captures.iter().map(|c| c.payment_id).collect();
+        // Orders whose payment ended as it should: succeeded, or never captured (abandoned).
+        let settled: BTreeMap<i64, bool> = state
             .rows("payments")
             .iter()
-            .filter(|p| text(p, "status") == "succeeded")
+            .filter(|p| text(p, "status") == "succeeded" || !captured.contains(&int(p, "id")))
             .map(|p| (int(p, "order_id"), true))
             .collect();
         let (mut checkouts, mut checkouts_done, mut checkouts_bad) = (0, 0, Vec::new());
@@ -137,7 +141,7 @@ impl Checker<ShopState> for FlowsComplete {
                 op.status == Some(201)
                     && op.details["path"].as_str().and_then(path_object) == Some(("orders", order))
             });
-            if created && succeeded.contains_key(&order) {
+            if created && settled.contains_key(&order) {
                 payments_done += 1;
             } else {
                 payments_bad.push(flow.last());
@@ -210,7 +214,13 @@ mod tests {
     fn canary_payments_fail_after_checkout() {
         let mut ops = payer(0, 7, 404);
         ops.extend(payer(1, 8, 201));
-        let s = state(&[("payments", "id,order_id,status; 1,8,'succeeded'")]);
+        let mut s = state(&[("payments", "id,order_id,status; 1,8,'succeeded'")]);
+        s.captures.push(crate::provider::Capture {
+            payment_id: 1,
+            tenant: 1,
+            amount: 1,
+            at_us: 0,
+        });
         let check = FlowsComplete {
             checkout_min: 0.9,
             payment_min: 0.9,
