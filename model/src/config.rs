@@ -130,11 +130,6 @@ pub struct ShopConfig {
     /// ISOLATION LEVEL read committed` around each `DB::transaction`: `read committed`,
     /// `repeatable read`, ...); empty keeps the database profile's default.
     pub isolation_level: String,
-    /// Payment creation claims the order with an UPDATE (the first updater wins; a concurrent
-    /// create fails with 40001 under PostgreSQL REPEATABLE READ and is retried), not only
-    /// with `FOR UPDATE`: under REPEATABLE READ the lock alone does not make the create see a
-    /// payment committed while it waited, so a double click charges twice.
-    pub payment_claims_order: bool,
     /// Attempts of a queued job before it is dead-lettered into `failed_jobs` (`--tries`).
     pub job_tries: u32,
     /// Delay before a failed job is tried again, doubling per attempt, ms (`--backoff`).
@@ -227,7 +222,6 @@ impl Default for ShopConfig {
             admin_p95_ms: 1_000.0,
             laravel: LaravelVersion::default(),
             transaction_attempts: 3,
-            payment_claims_order: false,
             isolation_level: String::new(),
             job_tries: 5,
             job_backoff_ms: 1_000,

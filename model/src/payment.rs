@@ -41,12 +41,13 @@ pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResp
         }
     }
     let unscoped = app.bugs.order_lookup_without_tenant;
-    let claim = app.config.payment_claims_order;
     let mut conn = app.pool.acquire().await?;
     let found = conn
         .transaction(app.attempts(), move |c| {
             Box::pin(async move {
-                // The order row is locked, so two creates for one order make one payment.
+                // The order row is locked, so two creates for one order make one payment (under
+                // PostgreSQL REPEATABLE READ the read below uses the snapshot taken before the
+                // wait, and a double click can open a second session the customer never pays).
                 let order = if unscoped {
                     q(engine, c, "select total from orders where id = ? for update", &[Value::Int(order_id)]).await?
                 } else {
@@ -55,11 +56,6 @@ pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResp
                 let Some(amount) = int_at(&order, 0, 0) else {
                     return Ok(None);
                 };
-                if claim {
-                    // A write to the order: a create that waited for this one's lock conflicts
-                    // with it (40001 under REPEATABLE READ, retried on a fresh snapshot).
-                    q(engine, c, "update orders set status = 'payment_pending' where id = ?", &[Value::Int(order_id)]).await?;
-                }
                 let existing = q(engine, c, "select id, amount from payments where order_id = ? order by id limit 1", &[Value::Int(order_id)]).await?;
                 if let (Some(id), Some(amount)) = (int_at(&existing, 0, 0), int_at(&existing, 0, 1)) {
                     sometimes!("payment: the order already has a payment", true);
