@@ -3,4 +3,5 @@
 mod cli;
 mod conformance;
 mod counter;
+mod profiles;
 mod scenarios;
