@@ -64,19 +64,67 @@ pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()>
     std::fs::rename(&tmp, path)
 }
 
-/// Reads an artifact; errors name the file and what is wrong with it.
+/// Reads an artifact (at most [`crate::input::ARTIFACT_BYTES_MAX`] bytes, a regular file);
+/// errors name the file, the field and what is wrong with it.
 pub fn read(path: &Path) -> Result<Artifact, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let artifact: Artifact = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a shopsim artifact: {e}", path.display()))?;
+    let text = crate::input::read_text(path, crate::input::ARTIFACT_BYTES_MAX)?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses an artifact's text; errors name the JSON path of the bad field.
+pub fn parse(text: &str) -> Result<Artifact, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let artifact: Artifact = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        format!("not a shopsim artifact: {at}{}", e.inner())
+    })?;
     if artifact.format != FORMAT {
         return Err(format!(
-            "{}: format `{}` is not `{FORMAT}`",
-            path.display(),
-            artifact.format
+            "format: expected `{FORMAT}`, got `{}`",
+            shopsim_sim::input::cut(&artifact.format, 40)
         ));
     }
     Ok(artifact)
+}
+
+/// An artifact whose scenario, profile, bugs and configuration passed the scenario
+/// validation ([`shopsim_scenarios::check_replay`]), ready to run.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The artifact as written.
+    pub artifact: Artifact,
+    /// Its scenario (embedded, or the built-in one it names).
+    pub scenario: shopsim_scenarios::Scenario,
+    /// Its database profile.
+    pub profile: shopsim_sim::db::Profile,
+}
+
+/// Reads and checks an artifact: anything `replay` or `shrink` would hand the runner.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let artifact = read(path)?;
+    check(artifact).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Checks a parsed artifact (see [`load`]).
+pub fn check(artifact: Artifact) -> Result<Loaded, String> {
+    let (scenario, profile) = shopsim_scenarios::check_replay(
+        &artifact.scenario,
+        &artifact.scenario_toml,
+        &artifact.profile,
+        &artifact.bugs,
+        &artifact.config,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Loaded {
+        artifact,
+        scenario,
+        profile,
+    })
 }
 
 /// Where the artifact of `seed` of `scenario`@`profile` goes under `out`.

@@ -32,7 +32,10 @@ fn detection(
         .system(profile, &[bug.to_string()])
         .expect("valid bug");
     let config = scenario.sim_config();
-    let seeds: Vec<u64> = (0..80).collect();
+    let seeds = shopsim_sim::seed::SeedPlan {
+        start: 0,
+        count: 80,
+    };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut failing: Vec<u64> = Vec::new();
     shopsim_sim::fuzz::for_each_seed(
@@ -97,7 +100,11 @@ pub fn run(args: Args) -> u8 {
         eprintln!("error: --seeds: must be at least 1, got `0`");
         return EXIT_BAD_INPUT;
     }
-    let seeds: Vec<u64> = (0..args.seeds).collect();
+    // A range, run lazily: any count is accepted without building a list.
+    let seeds = shopsim_sim::seed::SeedPlan {
+        start: 0,
+        count: args.seeds,
+    };
     let mut rows = Vec::new();
     for scenario in shopsim_scenarios::builtin() {
         let profile = scenario.profile_list()[0];
@@ -118,13 +125,13 @@ pub fn run(args: Args) -> u8 {
             },
         );
         let wall = started.elapsed().as_secs_f64();
-        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds[0]);
+        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds.start);
         rows.push(serde_json::json!({
             "scenario": system.name,
-            "seeds": seeds.len(),
-            "seeds_per_s": seeds.len() as f64 / wall,
+            "seeds": seeds.count,
+            "seeds_per_s": seeds.count as f64 / wall,
             "virtual_per_wall": virtual_s / wall,
-            "wall_ms_per_seed": wall * 1000.0 / seeds.len() as f64,
+            "wall_ms_per_seed": wall * 1000.0 / seeds.count as f64,
             "peak_rss_mib_one_seed": peak_kib.map(|k| k as f64 / 1024.0),
         }));
     }
@@ -143,7 +150,7 @@ pub fn run(args: Args) -> u8 {
             j,
             |_| true,
         );
-        seeds.len() as f64 / started.elapsed().as_secs_f64()
+        seeds.count as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);
     let many = speed(jobs);

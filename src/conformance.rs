@@ -31,10 +31,10 @@ pub fn run(args: Args) -> u8 {
     if profiles.is_empty() {
         profiles = Profile::ALL.to_vec();
     }
-    let text = match std::fs::read_to_string(&args.file) {
+    let text = match crate::input::read_text(&args.file, crate::input::CONFORMANCE_BYTES_MAX) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("error: FILE {}: {e}", args.file.display());
+            eprintln!("error: FILE {e}");
             return EXIT_BAD_INPUT;
         }
     };

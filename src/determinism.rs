@@ -9,7 +9,7 @@ use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM, EXIT_OK};
 pub struct Args {
     /// Scenarios (default: every built-in one).
     scenarios: Vec<String>,
-    /// Seeds per scenario and profile.
+    /// Seeds per scenario and profile (up to 2^64 - 1, run lazily).
     #[arg(long, default_value = "8")]
     seeds: String,
     /// First seed.
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> u8 {
     for (scenario, profile) in &runs {
         let system = scenario.system(*profile, &[]).expect("valid");
         let config = scenario.sim_config();
-        for &seed in &seeds {
+        for seed in seeds.seeds() {
             let hash = match check_determinism(&system, seed, &config) {
                 Ok(hash) => hash,
                 Err(e) => {

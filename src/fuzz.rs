@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use shopsim_sim::fault::FaultPlan;
@@ -50,44 +50,6 @@ pub struct Args {
     no_swarm: bool,
 }
 
-/// Parses `90s`, `10m`, `8h`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().map_err(|_| {
-        format!("--duration: expected a number and a unit (s, m, h, d), got `{text}`")
-    })?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => {
-            return Err(format!(
-                "--duration: unknown unit in `{text}` (use s, m, h or d)"
-            ))
-        }
-    };
-    if seconds == 0 {
-        return Err(format!("--duration: must be longer than 0, got `{text}`"));
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
-/// Parses `K/N`.
-pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
-    let err = || format!("--shard: expected K/N with 1 <= K <= N, got `{text}`");
-    let (k, n) = text.split_once('/').ok_or_else(err)?;
-    let (k, n): (u64, u64) = (k.parse().map_err(|_| err())?, n.parse().map_err(|_| err())?);
-    if k == 0 || n == 0 || k > n {
-        return Err(err());
-    }
-    Ok((k, n))
-}
-
 /// The campaign state saved after every batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
@@ -101,14 +63,71 @@ struct State {
     identity: String,
 }
 
-/// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards.
-fn seed_of(i: u64, shard: (u64, u64)) -> u64 {
-    let index = i * shard.1 + (shard.0 - 1);
+/// The largest campaign counter (`next_index`, `seeds_run`) a state file may hold: 10^15
+/// seeds is millennia of fuzzing, and with at most [`crate::input::SHARDS_MAX`] shards every
+/// seed index below it fits in 64 bits.
+pub const STATE_COUNTER_MAX: u64 = 1_000_000_000_000_000;
+
+impl State {
+    /// Checks a state read from disk: counters within [`STATE_COUNTER_MAX`], so no campaign
+    /// arithmetic can overflow.
+    fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("next_index", self.next_index),
+            ("seeds_run", self.seeds_run),
+        ] {
+            if value > STATE_COUNTER_MAX {
+                return Err(format!(
+                    "{field}: expected a whole number in 0..={STATE_COUNTER_MAX}, got `{value}`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks a campaign state file (a regular file of at most
+/// [`crate::input::STATE_BYTES_MAX`] bytes); errors name the file and the field. `Ok(None)`
+/// if there is no file.
+fn read_state(path: &std::path::Path) -> Result<Option<State>, String> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let text = crate::input::read_text(path, crate::input::STATE_BYTES_MAX)?;
+    parse_state_value(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: not a campaign state: {e}", path.display()))
+}
+
+/// Parses and checks the text of a campaign state file.
+pub fn parse_state(text: &str) -> Result<(), String> {
+    parse_state_value(text).map(|_| ())
+}
+
+fn parse_state_value(text: &str) -> Result<State, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let state: State = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        format!("{at}{}", e.inner())
+    })?;
+    state.validate()?;
+    Ok(state)
+}
+
+/// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards. `None` past the
+/// last index of the shard (beyond [`STATE_COUNTER_MAX`] and every batch after it).
+fn seed_of(i: u64, shard: (u64, u64)) -> Option<u64> {
+    let index = i.checked_mul(shard.1)?.checked_add(shard.0 - 1)?;
     // SplitMix64, so consecutive indexes give unrelated seeds.
     let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    Some(z ^ (z >> 31))
 }
 
 pub fn run(args: Args) -> u8 {
@@ -116,21 +135,21 @@ pub fn run(args: Args) -> u8 {
         if args.duration.is_none() && args.seeds.is_none() {
             return Err("give --duration or --seeds".to_string());
         }
-        let limit = args.duration.as_deref().map(parse_duration).transpose()?;
+        let limit = args
+            .duration
+            .as_deref()
+            .map(crate::input::parse_duration)
+            .transpose()?;
         if args.seeds == Some(0) {
             return Err("--seeds: must be at least 1, got `0`".to_string());
         }
         let shard = args
             .shard
             .as_deref()
-            .map(parse_shard)
+            .map(crate::input::parse_shard)
             .transpose()?
             .unwrap_or((1, 1));
-        let jobs = match args.jobs {
-            Some(0) => return Err("--jobs: must be at least 1, got `0`".to_string()),
-            Some(j) => j,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let jobs = crate::input::parse_jobs(args.jobs)?;
         let runs = crate::run::resolve(
             &args.scenarios,
             args.scenarios.is_empty(),
@@ -163,19 +182,20 @@ pub fn run(args: Args) -> u8 {
     );
     let state_path = args.out.join("state.json");
     let mut state = if args.resume {
-        match std::fs::read_to_string(&state_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<State>(&t).ok())
-        {
-            Some(s) if s.identity == identity => s,
-            Some(_) => {
+        match read_state(&state_path) {
+            Err(e) => {
+                eprintln!("error: --resume: {e}");
+                return EXIT_BAD_INPUT;
+            }
+            Ok(Some(s)) if s.identity == identity => s,
+            Ok(Some(_)) => {
                 eprintln!(
                     "error: --resume: {} holds a different campaign",
                     state_path.display()
                 );
                 return EXIT_BAD_INPUT;
             }
-            None => {
+            Ok(None) => {
                 eprintln!(
                     "error: --resume: no campaign state in {}",
                     state_path.display()
@@ -201,7 +221,18 @@ pub fn run(args: Args) -> u8 {
     }
     let commit = artifact::commit();
     let started = Instant::now();
-    let target = args.seeds.map(|s| state.seeds_run + s);
+    let target = match args.seeds.map(|s| state.seeds_run.checked_add(s)) {
+        Some(None) => {
+            eprintln!(
+                "error: --seeds: {} seeds after the {} already run pass 2^64 - 1",
+                args.seeds.unwrap_or_default(),
+                state.seeds_run
+            );
+            return EXIT_BAD_INPUT;
+        }
+        Some(Some(t)) => Some(t),
+        None => None,
+    };
     let progress = indicatif::ProgressBar::new(target.unwrap_or(0));
     progress.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos} seeds {msg}")
@@ -220,12 +251,17 @@ pub fn run(args: Args) -> u8 {
         if remaining == 0 {
             break;
         }
-        let indexes: Vec<u64> = (state.next_index..state.next_index + remaining).collect();
         // Each index picks its (scenario, profile) round robin and a fresh seed.
-        let work: Vec<(usize, u64)> = indexes
-            .iter()
-            .map(|&i| ((i % runs.len() as u64) as usize, seed_of(i, shard)))
+        let work: Option<Vec<(usize, u64)>> = (0..remaining)
+            .map(|n| {
+                let i = state.next_index.checked_add(n)?;
+                Some(((i % runs.len() as u64) as usize, seed_of(i, shard)?))
+            })
             .collect();
+        let Some(work) = work else {
+            eprintln!("error: this shard's seed indexes are used up");
+            break;
+        };
         let mut found = Vec::new();
         for (r, (scenario, profile)) in runs.iter().enumerate() {
             let seeds: Vec<u64> = work
@@ -243,8 +279,15 @@ pub fn run(args: Args) -> u8 {
                 if !swarm {
                     return base.clone();
                 }
+                // A scenario without faults may have a quiet period as long as its run; swarm
+                // faults need room before it, or the drawn configuration would be invalid.
+                let quiet = base.faults.quiet_period_ms;
                 let allowed = FaultPlan {
-                    quiet_period_ms: base.faults.quiet_period_ms,
+                    quiet_period_ms: if quiet < base.duration_ms {
+                        quiet
+                    } else {
+                        base.duration_ms / 2
+                    },
                     ..FaultPlan::all()
                 };
                 SimConfig {
@@ -349,6 +392,8 @@ pub fn run(args: Args) -> u8 {
     let _ = std::fs::write(args.out.join("junit.xml"), junit);
     if stop.load(Ordering::SeqCst) {
         println!("stopped; continue with --resume");
+        // Interrupted is its own outcome, whatever was found before the signal.
+        return crate::EXIT_INTERRUPTED;
     }
     exit
 }
@@ -358,13 +403,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_shards() {
-        assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(28_800));
-        assert!(parse_duration("8x").unwrap_err().contains("`8x`"));
-        assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
-        assert!(parse_shard("3/2").unwrap_err().contains("`3/2`"));
-        let a: Vec<u64> = (0..100).map(|i| seed_of(i, (1, 2))).collect();
-        let b: Vec<u64> = (0..100).map(|i| seed_of(i, (2, 2))).collect();
+    fn shards_are_disjoint_and_indexes_checked() {
+        let a: Vec<u64> = (0..100).map(|i| seed_of(i, (1, 2)).unwrap()).collect();
+        let b: Vec<u64> = (0..100).map(|i| seed_of(i, (2, 2)).unwrap()).collect();
         assert!(a.iter().all(|s| !b.contains(s)));
+        assert_eq!(seed_of(u64::MAX / 2, (1, 4)), None);
+        let (k, n) = crate::input::parse_shard("10000/10000").unwrap();
+        assert!(seed_of(STATE_COUNTER_MAX + 1_000_000, (k, n)).is_some());
+    }
+
+    /// Before: a forged `next_index` or `seeds_run` near 2^64 overflowed the campaign's
+    /// arithmetic.
+    #[test]
+    fn forged_state_counters_are_refused() {
+        let forged = r#"{"next_index": 18446744073709551615, "seeds_run": 0, "failures": {}, "identity": ""}"#;
+        assert!(parse_state(forged).unwrap_err().starts_with("next_index: "));
+        let wrong_type = r#"{"next_index": -1, "seeds_run": 0, "failures": {}, "identity": ""}"#;
+        assert!(parse_state(wrong_type)
+            .unwrap_err()
+            .starts_with("next_index: "));
+        let ok = r#"{"next_index": 5, "seeds_run": 5, "failures": {"a b": [1]}, "identity": "x"}"#;
+        assert!(parse_state(ok).is_ok());
     }
 }

@@ -2,11 +2,13 @@
 //! no simulation logic.
 //!
 //! Exit codes (as in DESIGN.md): 0 all valid, 1 a property violated (or a conformance
-//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism.
+//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism, 130 `fuzz`
+//! interrupted (SIGINT) after saving its state. Bad input is always 2 and never reaches the
+//! model, so 3 and 4 always mean the system under test misbehaved.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The allocator: a simulation allocates and frees millions of small objects per second
 /// (rows, messages, history records), where mimalloc is markedly faster than the system one.
@@ -18,6 +20,7 @@ mod bench;
 mod conformance;
 mod determinism;
 mod fuzz;
+mod input;
 mod replay;
 mod run;
 mod shrink;
@@ -30,6 +33,33 @@ pub const EXIT_VIOLATION: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: a run did not reproduce (nondeterminism).
 pub const EXIT_NONDETERMINISM: u8 = 5;
+/// Exit code: `fuzz` was interrupted (SIGINT) and saved its state (128 + SIGINT, as shells
+/// report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Every exit code with its meaning, for `--help`.
+pub const EXIT_CODES: [(u8, &str); 8] = [
+    (EXIT_OK, "every check valid"),
+    (
+        EXIT_VIOLATION,
+        "a property violated (or a conformance mismatch)",
+    ),
+    (
+        EXIT_BAD_INPUT,
+        "bad input: a flag, file or scenario (the message names the flag or field and the value)",
+    ),
+    (3, "liveness: a run never settled"),
+    (4, "a panic in the model"),
+    (
+        EXIT_NONDETERMINISM,
+        "nondeterminism: a run did not reproduce its trace hash",
+    ),
+    (101, "a panic of shopsim itself (a bug: please report it)"),
+    (
+        EXIT_INTERRUPTED,
+        "fuzz interrupted (SIGINT); its state is saved, continue with --resume",
+    ),
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,10 +115,114 @@ enum Command {
     /// Seeds per second, virtual/wall time, peak memory and multi-thread speed-up.
     #[command(after_help = "Examples:\n  shopsim bench\n  shopsim bench --seeds 100 --json")]
     Bench(bench::Args),
+    /// Print a complete scenario template (every field, its unit, default and bounds), or
+    /// check a scenario file.
+    #[command(after_help = "Examples:\n  \
+        shopsim scenario --template > my.toml\n  \
+        shopsim scenario --check my.toml")]
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ScenarioArgs {
+    /// Print the template.
+    #[arg(long)]
+    template: bool,
+    /// Check this scenario file (exit 0 if valid, 2 naming the field and value if not).
+    #[arg(long, value_name = "FILE")]
+    check: Option<std::path::PathBuf>,
+}
+
+/// What `--help` of `command` adds from the registries: exit codes, and the profiles,
+/// planted bugs and scenarios it accepts.
+fn registry_help(command: &str) -> String {
+    let mut out = String::from("Exit codes:\n");
+    for (code, meaning) in EXIT_CODES {
+        out.push_str(&format!("  {code:<4} {meaning}\n"));
+    }
+    let profiles = matches!(
+        command,
+        "run" | "fuzz" | "replay" | "check-determinism" | "conformance"
+    );
+    let bugs = matches!(command, "run" | "fuzz" | "replay");
+    let scenarios = matches!(command, "run" | "fuzz" | "replay" | "check-determinism");
+    if profiles {
+        let names: Vec<&str> = shopsim_sim::db::Profile::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        out.push_str(&format!("\nProfiles (--profile): {}\n", names.join(", ")));
+    }
+    if bugs {
+        out.push_str("\nPlanted bugs (--bug):\n");
+        for (name, what) in shopsim_model::bugs::NAMES {
+            out.push_str(&format!("  {name:<36} {what}\n"));
+        }
+    }
+    if scenarios {
+        let names: Vec<String> = shopsim_scenarios::builtin()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        out.push_str(&format!("\nScenarios: {}\n", names.join(", ")));
+    }
+    out
+}
+
+/// The command line with every subcommand's help extended by [`registry_help`].
+fn cli_command() -> clap::Command {
+    let mut command = Cli::command();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(&name, |sub| {
+            let examples = sub
+                .get_after_help()
+                .map(|h| format!("{h}\n\n"))
+                .unwrap_or_default();
+            let help = format!("{examples}{}", registry_help(&name));
+            sub.after_help(help)
+        });
+    }
+    let top = registry_help("");
+    command.after_help(top)
+}
+
+/// Parses `args` as the command line; `Err` carries clap's message and the exit code.
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = cli_command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+fn scenario(args: ScenarioArgs) -> u8 {
+    if args.template {
+        print!("{}", shopsim_scenarios::Scenario::template());
+        return EXIT_OK;
+    }
+    let Some(path) = args.check else {
+        return EXIT_BAD_INPUT;
+    };
+    match run::resolve(&[], false, &[path.clone()], None) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -108,6 +242,7 @@ fn main() -> ExitCode {
         Command::Shrink(args) => shrink::run(args),
         Command::CheckDeterminism(args) => determinism::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Scenario(args) => scenario(args),
         Command::List => {
             for s in shopsim_scenarios::builtin() {
                 println!("{:<22} {}", s.name, s.why);

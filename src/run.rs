@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use shopsim_scenarios::Scenario;
-use shopsim_sim::check::{percentile, LatencySla};
+use shopsim_sim::check::LatencySla;
 use shopsim_sim::db::Profile;
-use shopsim_sim::seed::{parse_seed, SeedPlan};
+use shopsim_sim::seed::SeedPlan;
 
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
@@ -22,7 +22,7 @@ pub struct Args {
     /// Run exactly this seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<String>,
-    /// How many seeds per scenario and profile (default: 8).
+    /// How many seeds per scenario and profile (default: 8; up to 2^64 - 1, run lazily).
     #[arg(long)]
     seeds: Option<String>,
     /// First seed (with --seeds).
@@ -34,7 +34,7 @@ pub struct Args {
     /// Turn on a planted bug (repeatable), to see the checks at work.
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
-    /// Worker threads (default: all cores).
+    /// Worker threads, 1..=256 (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
 }
@@ -61,8 +61,8 @@ pub fn resolve(
     }
     let profile = profile.or(named_profile.as_deref());
     for path in files {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("--file {}: {e}", path.display()))?;
+        let text = crate::input::read_text(path, crate::input::SCENARIO_BYTES_MAX)
+            .map_err(|e| format!("--file {e}"))?;
         scenarios.push(
             Scenario::from_toml(&text).map_err(|e| format!("--file {}: {e}", path.display()))?,
         );
@@ -95,24 +95,67 @@ pub fn resolve(
     Ok(runs)
 }
 
-/// The seeds from `--seed` / `--seeds` / `--seed-start`.
+/// The seeds from `--seed` / `--seeds` / `--seed-start`: a range, run lazily, so any count up
+/// to 2^64 - 1 is accepted and costs no memory (the last seed must not pass 2^64 - 1).
 pub fn seeds(
     seed: Option<&str>,
     count: Option<&str>,
     start: &str,
     default_count: u64,
-) -> Result<Vec<u64>, String> {
+) -> Result<SeedPlan, String> {
     let plan = SeedPlan::from_vars(seed, count, Some(start), default_count).map_err(|e| {
         let flag = match e.field.as_str() {
             "SHOPSIM_SEED" => "--seed",
             "SHOPSIM_SEEDS" => "--seeds",
             _ => "--seed-start",
         };
-        format!("{flag}: {}, got `{}`", e.expected, e.value)
+        let value = shopsim_sim::input::cut(&e.value, 40);
+        format!("{flag}: {}, got `{value}`", e.expected)
     })?;
-    let _ = parse_seed;
-    Ok(plan.seeds().collect())
+    Ok(plan)
 }
+
+/// Latencies counted by the value a table shows (0.1 ms), so that a percentile over any
+/// number of seeds needs memory for distinct shown values only, and shows exactly what the
+/// percentile of every latency would: rounding is monotone, so it keeps the order.
+#[derive(Debug, Default)]
+pub struct LatencyCounts {
+    tenths_ms: std::collections::BTreeMap<u64, u64>,
+    total: u64,
+}
+
+impl LatencyCounts {
+    /// Counts latencies in µs.
+    pub fn extend(&mut self, latencies_us: impl IntoIterator<Item = u64>) {
+        for us in latencies_us {
+            let shown: f64 = format!("{:.1}", us as f64 / 1000.0)
+                .parse()
+                .expect("a formatted number parses");
+            *self
+                .tenths_ms
+                .entry((shown * 10.0).round() as u64)
+                .or_default() += 1;
+            self.total += 1;
+        }
+    }
+
+    /// The `p`-th percentile (nearest rank, as [`percentile`]), ms.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let sorted_rank = ((p / 100.0) * self.total as f64).ceil() as u64;
+        let rank = sorted_rank.clamp(1, self.total.max(1));
+        let mut seen = 0;
+        for (&tenths, &n) in &self.tenths_ms {
+            seen += n;
+            if seen >= rank {
+                return Some(tenths as f64 / 10.0);
+            }
+        }
+        None
+    }
+}
+
+/// The most failures `run` prints in full; the table counts all of them.
+pub const FAILURES_SHOWN_MAX: usize = 100;
 
 /// The latency class of these operation kinds.
 fn latency_class(kinds: &[&str]) -> LatencySla {
@@ -149,13 +192,12 @@ pub fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let jobs = match args.jobs {
-        Some(0) => {
-            eprintln!("error: --jobs: must be at least 1, got `0`");
+    let jobs = match crate::input::parse_jobs(args.jobs) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
-        Some(j) => j,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // Check every bug name before any work starts.
     for (scenario, profile) in &runs {
@@ -180,7 +222,7 @@ pub fn run(args: Args) -> u8 {
         let mut seen = 0usize;
         let mut failed = 0usize;
         let mut virtual_s = 0.0f64;
-        let (mut checkout, mut reads) = (Vec::new(), Vec::new());
+        let (mut checkout, mut reads) = (LatencyCounts::default(), LatencyCounts::default());
         let (mut hits, mut cache_reads) = (0u64, 0u64);
         let mut coverage = shopsim_sim::coverage::CoverageReport::default();
         let checkout_sla = latency_class(&shopsim_model::shop::CHECKOUT_KINDS);
@@ -206,16 +248,15 @@ pub fn run(args: Args) -> u8 {
                 if !o.passed() {
                     failed += 1;
                     exit = exit.max(o.exit_code());
-                    failures.push(crate::failure_text(&o, &args.bugs));
+                    if failures.len() < FAILURES_SHOWN_MAX {
+                        failures.push(crate::failure_text(&o, &args.bugs));
+                    }
                 }
                 true
             },
         );
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-        let p95 = |mut l: Vec<u64>| {
-            l.sort_unstable();
-            percentile(&l, 95.0).map(|us| us as f64 / 1000.0)
-        };
+        let p95 = |l: LatencyCounts| l.percentile_ms(95.0);
         let hit_rate = if cache_reads == 0 {
             "-".to_string()
         } else {
@@ -240,5 +281,44 @@ pub fn run(args: Args) -> u8 {
     for f in &failures {
         println!("\n{f}");
     }
+    if failures.len() == FAILURES_SHOWN_MAX {
+        println!(
+            "\n(only the first {FAILURES_SHOWN_MAX} failures are shown; the table counts all)"
+        );
+    }
     exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counted percentile shows what the percentile of every latency shows.
+    #[test]
+    fn latency_counts_show_the_exact_percentile() {
+        let latencies: Vec<u64> = (0..5_000u64).map(|i| (i * 7_919) % 123_457).collect();
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        let mut counts = LatencyCounts::default();
+        counts.extend(latencies);
+        for p in [50.0, 95.0, 99.0, 100.0] {
+            let exact = shopsim_sim::check::percentile(&sorted, p).unwrap() as f64 / 1000.0;
+            assert_eq!(
+                format!("{exact:.1}"),
+                format!("{:.1}", counts.percentile_ms(p).unwrap())
+            );
+        }
+        assert_eq!(LatencyCounts::default().percentile_ms(95.0), None);
+    }
+
+    /// Before: `--seeds 18446744073709551615` built the list of every seed (a capacity
+    /// overflow panic); now it is a range.
+    #[test]
+    fn the_largest_seed_count_is_a_range() {
+        let plan = seeds(None, Some("18446744073709551615"), "0", 8).unwrap();
+        assert_eq!(plan.count, u64::MAX);
+        assert!(seeds(None, Some("2"), "18446744073709551615", 8)
+            .unwrap_err()
+            .starts_with("--seeds: "));
+    }
 }

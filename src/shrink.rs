@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use shopsim_scenarios::Scenario;
-use shopsim_sim::db::Profile;
 use shopsim_sim::runner::SimConfig;
 
 use crate::artifact::{self, Artifact};
@@ -16,8 +15,8 @@ use crate::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATION};
 pub struct Args {
     /// An artifact written by `shopsim fuzz`.
     artifact: PathBuf,
-    /// Seeds tried per candidate besides the artifact's own.
-    #[arg(long, default_value = "16")]
+    /// Seeds tried per candidate besides the artifact's own (at most 1000000).
+    #[arg(long, default_value = "16", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     seeds: u64,
     /// Where the shrunk artifact goes (default: next to the original).
     #[arg(long)]
@@ -43,10 +42,8 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
     let mut push = |what: String, f: &dyn Fn(&mut Scenario, &mut SimConfig)| {
         let (mut s2, mut c2) = (s.clone(), c.clone());
         f(&mut s2, &mut c2);
-        if (s2.clone(), c2.clone()) != (s.clone(), c.clone())
-            && s2.validate().is_ok()
-            && c2.validate().is_ok()
-        {
+        // A step is a scenario like any other: it passes the same validation as a file.
+        if (s2.clone(), c2.clone()) != (s.clone(), c.clone()) && s2.check_sim_config(&c2).is_ok() {
             out.push((what, s2, c2));
         }
     };
@@ -67,7 +64,7 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
         s.shop.items_per_cart = (s.shop.items_per_cart - 1).max(1)
     });
     push("halve the duration".into(), &|_, c| {
-        c.duration_ms = (c.duration_ms / 2).max(c.faults.quiet_period_ms + 500)
+        c.duration_ms = (c.duration_ms / 2).max(c.faults.quiet_period_ms.saturating_add(500))
     });
     for family in c.faults.families.clone() {
         push(format!("no {} faults", family.name()), &move |_, c| {
@@ -78,37 +75,14 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
 }
 
 pub fn run(args: Args) -> u8 {
-    let original = match artifact::read(&args.artifact) {
+    let loaded = match artifact::load(&args.artifact) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: ARTIFACT {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let scenario = if original.scenario_toml.is_empty() {
-        match shopsim_scenarios::find(&original.scenario) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: ARTIFACT scenario: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        }
-    } else {
-        match Scenario::from_toml(&original.scenario_toml) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: ARTIFACT scenario_toml: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        }
-    };
-    let Ok(profile) = original.profile.parse::<Profile>() else {
-        eprintln!(
-            "error: ARTIFACT profile: `{}` is not a profile",
-            original.profile
-        );
-        return EXIT_BAD_INPUT;
-    };
+    let (original, scenario, profile) = (loaded.artifact, loaded.scenario, loaded.profile);
     let check = original.failure.check.clone();
     // Fails the same check with one of these seeds: that seed's outcome.
     let fails = |s: &Scenario, c: &SimConfig, first: u64| {

@@ -32,8 +32,9 @@ pub const CLIENTS_MAX: u64 = 2_000;
 /// The most HTTP requests a workload plans (each becomes a history entry with its response).
 pub const REQUESTS_MAX: u64 = 40_000;
 /// The most fault events the nemesis can schedule in one run (fault window / shortest
-/// interval); each is two history entries.
-pub const FAULT_EVENTS_MAX: u64 = 20_000;
+/// interval); each is two history entries. Swarm mode draws intervals of at least 50 ms, so
+/// every swarm draw for the longest run stays within it.
+pub const FAULT_EVENTS_MAX: u64 = 72_000;
 /// The most app nodes (app addresses are `10.0.1.x`).
 pub const APP_NODES_MAX: u64 = 16;
 

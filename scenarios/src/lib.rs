@@ -347,7 +347,7 @@ impl Scenario {
         let mut out = String::from(
             "# A shopsim scenario: every field with its unit, its default and its bounds.\n\
              # Every field except name and why is optional; its default is the value shown.\n\
-             # Run it with `shopsim run --file FILE`; check it with `shopsim scenario --check FILE`.\n",
+             # Run it with `shopsim run --file FILE`; check it with `shopsim scenario --check FILE`.\n\n",
         );
         let mut section = "";
         for field in fields::FIELDS {
@@ -419,6 +419,55 @@ impl Scenario {
             shop,
         ))
     }
+}
+
+/// Checks what a saved run (an artifact) says to replay by the same path as a scenario file:
+/// its embedded scenario (or the built-in `name` if none is embedded), the profile, the
+/// planted bugs and the exact configuration. Errors name the artifact's field
+/// (`scenario_toml: shop.shoppers`, `config.duration_ms`, `profile`, `bugs`).
+pub fn check_replay(
+    name: &str,
+    scenario_toml: &str,
+    profile: &str,
+    bugs: &[String],
+    config: &SimConfig,
+) -> Result<(Scenario, Profile), InputError> {
+    let scenario = if scenario_toml.is_empty() {
+        find(name).map_err(|e| InputError::new("scenario", name, e.to_string()))?
+    } else {
+        let scenario = Scenario::from_toml(scenario_toml).map_err(|mut e| {
+            e.field = format!("scenario_toml: {}", e.field);
+            e
+        })?;
+        if scenario.name != name {
+            return Err(InputError::new(
+                "scenario",
+                name,
+                format!(
+                    "expected the name of the embedded scenario (`{}`)",
+                    scenario.name
+                ),
+            ));
+        }
+        scenario
+    };
+    let profile: Profile = profile
+        .parse()
+        .map_err(|e: shopsim_sim::db::ProfileParseError| {
+            InputError::new("profile", profile, e.to_string())
+        })?;
+    scenario.check_sim_config(config)?;
+    let names: Vec<&str> = shopsim_model::bugs::NAMES.iter().map(|(n, _)| *n).collect();
+    for (i, bug) in bugs.iter().enumerate() {
+        if !names.contains(&bug.as_str()) {
+            return Err(InputError::new(
+                format!("bugs[{i}]"),
+                shopsim_sim::input::cut(bug, 80),
+                format!("expected one of {}", names.join(", ")),
+            ));
+        }
+    }
+    Ok((scenario, profile))
 }
 
 /// The built-in scenarios, in a fixed order.
