@@ -74,14 +74,14 @@ pub fn read(path: &Path) -> Result<Artifact, String> {
 /// Parses an artifact's text; errors name the JSON path of the bad field.
 pub fn parse(text: &str) -> Result<Artifact, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let artifact: Artifact = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        format!("not a shopsim artifact: {at}{}", e.inner())
+    let artifact: Artifact = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| format!("not a shopsim artifact: {}", crate::input::json_error(&e)))?;
+    de.end().map_err(|e| {
+        format!(
+            "line {}, column {}: trailing characters after the JSON value",
+            e.line(),
+            e.column()
+        )
     })?;
     if artifact.format != FORMAT {
         return Err(format!(

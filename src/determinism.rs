@@ -23,21 +23,29 @@ pub struct Args {
     in_process_only: bool,
 }
 
-pub fn run(args: Args) -> u8 {
-    let runs = match crate::run::resolve(
+/// Checks every flag without running anything.
+pub fn check_args(
+    args: &Args,
+) -> Result<
+    (
+        Vec<(shopsim_scenarios::Scenario, shopsim_sim::db::Profile)>,
+        shopsim_sim::seed::SeedPlan,
+    ),
+    String,
+> {
+    let runs = crate::run::resolve(
         &args.scenarios,
         args.scenarios.is_empty(),
         &[],
         args.profile.as_deref(),
-    ) {
+    )?;
+    let seeds = crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8)?;
+    Ok((runs, seeds))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (runs, seeds) = match check_args(&args) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let seeds = match crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8) {
-        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;

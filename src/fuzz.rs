@@ -106,14 +106,14 @@ pub fn parse_state(text: &str) -> Result<(), String> {
 
 fn parse_state_value(text: &str) -> Result<State, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let state: State = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        format!("{at}{}", e.inner())
+    let state: State = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| format!("{}", crate::input::json_error(&e)))?;
+    de.end().map_err(|e| {
+        format!(
+            "line {}, column {}: trailing characters after the JSON value",
+            e.line(),
+            e.column()
+        )
     })?;
     state.validate()?;
     Ok(state)
@@ -130,37 +130,55 @@ fn seed_of(i: u64, shard: (u64, u64)) -> Option<u64> {
     Some(z ^ (z >> 31))
 }
 
+/// The campaign's settings from its flags.
+type Settings = (
+    Option<std::time::Duration>,
+    (u64, u64),
+    usize,
+    Vec<(shopsim_scenarios::Scenario, shopsim_sim::db::Profile)>,
+);
+
+/// Checks every flag (and, with `--resume`, the state file) without running or writing
+/// anything; errors name the flag and the value.
+pub fn check_args(args: &Args) -> Result<Settings, String> {
+    if args.duration.is_none() && args.seeds.is_none() {
+        return Err("--duration or --seeds: one of them is required".to_string());
+    }
+    let limit = args
+        .duration
+        .as_deref()
+        .map(crate::input::parse_duration)
+        .transpose()?;
+    if args.seeds == Some(0) {
+        return Err("--seeds: must be at least 1, got `0`".to_string());
+    }
+    let shard = args
+        .shard
+        .as_deref()
+        .map(crate::input::parse_shard)
+        .transpose()?
+        .unwrap_or((1, 1));
+    let jobs = crate::input::parse_jobs(args.jobs)?;
+    let runs = crate::run::resolve(
+        &args.scenarios,
+        args.scenarios.is_empty(),
+        &[],
+        args.profile.as_deref(),
+    )?;
+    for (scenario, profile) in &runs {
+        scenario
+            .system(*profile, &args.bugs)
+            .map_err(|e| format!("--bug: {e}"))?;
+    }
+    if args.resume {
+        read_state(&args.out.join("state.json")).map_err(|e| format!("--resume: {e}"))?;
+    }
+    Ok((limit, shard, jobs, runs))
+}
+
 pub fn run(args: Args) -> u8 {
     let setup = (|| -> Result<_, String> {
-        if args.duration.is_none() && args.seeds.is_none() {
-            return Err("give --duration or --seeds".to_string());
-        }
-        let limit = args
-            .duration
-            .as_deref()
-            .map(crate::input::parse_duration)
-            .transpose()?;
-        if args.seeds == Some(0) {
-            return Err("--seeds: must be at least 1, got `0`".to_string());
-        }
-        let shard = args
-            .shard
-            .as_deref()
-            .map(crate::input::parse_shard)
-            .transpose()?
-            .unwrap_or((1, 1));
-        let jobs = crate::input::parse_jobs(args.jobs)?;
-        let runs = crate::run::resolve(
-            &args.scenarios,
-            args.scenarios.is_empty(),
-            &[],
-            args.profile.as_deref(),
-        )?;
-        for (scenario, profile) in &runs {
-            scenario
-                .system(*profile, &args.bugs)
-                .map_err(|e| format!("--bug: {e}"))?;
-        }
+        let (limit, shard, jobs, runs) = check_args(&args)?;
         std::fs::create_dir_all(&args.out)
             .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
         let probe = args.out.join(".write-probe");

@@ -76,6 +76,29 @@ fn check_regular(path: &Path, meta: &std::fs::Metadata, limit: u64) -> Result<()
     Ok(())
 }
 
+/// A JSON file's error, naming the field's path (`config.faults.loss_probability`) or, for a
+/// syntax error, the line and column.
+pub fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.inner();
+    // serde_json appends the position to every message; keep it once, in front.
+    let message = inner.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_string();
+    if path == "." || inner.is_syntax() || inner.is_eof() {
+        format!(
+            "line {}, column {}: {message}",
+            inner.line(),
+            inner.column()
+        )
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
 /// Parses `--jobs`: `1..=JOBS_MAX`.
 pub fn parse_jobs(jobs: Option<usize>) -> Result<usize, String> {
     match jobs {

@@ -20,6 +20,7 @@ mod bench;
 mod conformance;
 mod determinism;
 mod fuzz;
+mod fuzz_inputs;
 mod input;
 mod replay;
 mod run;
@@ -121,6 +122,13 @@ enum Command {
         shopsim scenario --template > my.toml\n  \
         shopsim scenario --check my.toml")]
     Scenario(ScenarioArgs),
+    /// Generated hostile inputs of every kind (command lines, scenarios, artifacts, state
+    /// files, conformance scripts), judged by the commands' own checks: counts by outcome.
+    #[command(after_help = "Examples:\n  \
+        shopsim fuzz-inputs --count 10000\n  \
+        shopsim fuzz-inputs --count 1000000 --seed 1\n  \
+        shopsim fuzz-inputs --start 4242 --count 1 --show")]
+    FuzzInputs(fuzz_inputs::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,6 +209,26 @@ where
     Cli::from_arg_matches(&matches)
 }
 
+/// Checks every input of `command` (flags, files, scenarios) exactly as the command does
+/// before it starts work, without running or writing anything: the in-process oracle of
+/// `shopsim fuzz-inputs`.
+fn check_input(command: Command) -> Result<(), String> {
+    match command {
+        Command::Conformance(args) => conformance::check_args(&args).map(|_| ()),
+        Command::Run(args) => run::check_args(&args).map(|_| ()),
+        Command::Replay(args) => replay::plan(args).map(|_| ()),
+        Command::Fuzz(args) => fuzz::check_args(&args).map(|_| ()),
+        Command::Shrink(args) => shrink::check_args(&args),
+        Command::CheckDeterminism(args) => determinism::check_args(&args).map(|_| ()),
+        Command::Bench(_) | Command::List => Ok(()),
+        Command::Scenario(args) => match args.check {
+            Some(path) => run::resolve(&[], false, &[path], None).map(|_| ()),
+            None => Ok(()),
+        },
+        Command::FuzzInputs(args) => fuzz_inputs::check_args(&args),
+    }
+}
+
 fn scenario(args: ScenarioArgs) -> u8 {
     if args.template {
         print!("{}", shopsim_scenarios::Scenario::template());
@@ -243,6 +271,7 @@ fn main() -> ExitCode {
         Command::CheckDeterminism(args) => determinism::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Scenario(args) => scenario(args),
+        Command::FuzzInputs(args) => fuzz_inputs::run(args),
         Command::List => {
             for s in shopsim_scenarios::builtin() {
                 println!("{:<22} {}", s.name, s.why);

@@ -69,7 +69,8 @@ pub fn resolve(
     }
     if scenarios.is_empty() {
         return Err(
-            "no scenario: name one (see `shopsim list`), or pass --all or --file".to_string(),
+            "SCENARIO: required: name one (see `shopsim list`), or pass --all or --file"
+                .to_string(),
         );
     }
     let only = match profile {
@@ -167,45 +168,38 @@ fn latency_class(kinds: &[&str]) -> LatencySla {
     }
 }
 
-pub fn run(args: Args) -> u8 {
-    let runs = match resolve(
+/// Checks every flag and file without running anything; errors name the flag and the value.
+pub fn check_args(args: &Args) -> Result<(Vec<(Scenario, Profile)>, SeedPlan, usize), String> {
+    let runs = resolve(
         &args.scenarios,
         args.all,
         &args.files,
         args.profile.as_deref(),
-    ) {
+    )?;
+    let seeds = seeds(
+        args.seed.as_deref(),
+        args.seeds.as_deref(),
+        &args.seed_start,
+        8,
+    )?;
+    let jobs = crate::input::parse_jobs(args.jobs)?;
+    // Check every bug name before any work starts.
+    for (scenario, profile) in &runs {
+        scenario
+            .system(*profile, &args.bugs)
+            .map_err(|e| format!("--bug: {e}"))?;
+    }
+    Ok((runs, seeds, jobs))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (runs, seeds, jobs) = match check_args(&args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let seeds = match seeds(
-        args.seed.as_deref(),
-        args.seeds.as_deref(),
-        &args.seed_start,
-        8,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let jobs = match crate::input::parse_jobs(args.jobs) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    // Check every bug name before any work starts.
-    for (scenario, profile) in &runs {
-        if let Err(e) = scenario.system(*profile, &args.bugs) {
-            eprintln!("error: --bug: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    }
     shopsim_sim::trace::init_from_env();
     println!(
         "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>13}",

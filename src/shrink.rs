@@ -74,6 +74,13 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
     out
 }
 
+/// Checks the artifact and flags without running anything.
+pub fn check_args(args: &Args) -> Result<(), String> {
+    artifact::load(&args.artifact)
+        .map(|_| ())
+        .map_err(|e| format!("ARTIFACT {e}"))
+}
+
 pub fn run(args: Args) -> u8 {
     let loaded = match artifact::load(&args.artifact) {
         Ok(a) => a,

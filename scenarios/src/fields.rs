@@ -24,13 +24,18 @@ pub const DURATION_MS_MAX: u64 = 3_600_000;
 pub const TIME_LIMIT_MS_MAX: u64 = 4 * 3_600_000;
 /// The most tenants.
 pub const TENANTS_MAX: u64 = 100;
-/// The most products in the whole catalog (tenants × products per tenant).
-pub const PRODUCTS_MAX: u64 = 20_000;
+/// The most products in the whole catalog (tenants × products per tenant): about 4 KiB each
+/// in the primary and the replica together.
+pub const PRODUCTS_MAX: u64 = 10_000;
 /// The most client nodes: shoppers + payers + catalog readers + admins (lockable orders ×
 /// (mutations per order + 1)). Client addresses are `10.1.x.y`, so 64,000 at most could exist.
 pub const CLIENTS_MAX: u64 = 2_000;
-/// The most HTTP requests a workload plans (each becomes a history entry with its response).
-pub const REQUESTS_MAX: u64 = 40_000;
+/// The most HTTP requests a workload plans: each becomes a history entry with its response
+/// and the statements it ran, about 12 KiB for a checkout step (measured).
+pub const REQUESTS_MAX: u64 = 6_000;
+/// The most products all catalog page responses of a run hold (catalog readers × reads per
+/// reader × page size): about 1.5 KiB each in the history (measured).
+pub const PAGE_ENTRIES_MAX: u64 = 30_000;
 /// The most fault events the nemesis can schedule in one run (fault window / shortest
 /// interval); each is two history entries. Swarm mode draws intervals of at least 50 ms, so
 /// every swarm draw for the longest run stays within it.
@@ -218,7 +223,7 @@ pub const FIELDS: &[Field] = &[
         "shop.products_per_tenant",
         1,
         PRODUCTS_MAX,
-        "Products per tenant (tenants × products_per_tenant at most 20000).",
+        "Products per tenant (tenants × products_per_tenant at most 10000).",
     ),
     count(
         "shop.stock_per_product",
@@ -558,7 +563,7 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             "shop.shoppers",
             shop.shoppers,
             format!(
-                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + 1) ≤ {CLIENTS_MAX}, got a total of {clients}"
+                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + 1) ≤ {CLIENTS_MAX} (the total is {clients})"
             ),
         ));
     }
@@ -572,7 +577,19 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             "shop.reads_per_reader",
             shop.reads_per_reader,
             format!(
-                "expected a workload of at most {REQUESTS_MAX} requests, got {requests} (shoppers × (items_per_cart + 3) + payers × (items_per_cart + 5) + catalog_readers × reads_per_reader + admins)"
+                "expected a workload of at most {REQUESTS_MAX} requests (shoppers × (items_per_cart + 3) + payers × (items_per_cart + 5) + catalog_readers × reads_per_reader + admins is {requests})"
+            ),
+        ));
+    }
+    let page_entries = u64::from(shop.catalog_readers)
+        * u64::from(shop.reads_per_reader)
+        * u64::try_from(shop.page_size).unwrap_or(0);
+    if page_entries > PAGE_ENTRIES_MAX {
+        return Err(err(
+            "shop.page_size",
+            shop.page_size,
+            format!(
+                "expected catalog_readers × reads_per_reader × page_size ≤ {PAGE_ENTRIES_MAX} (products in all page responses), got {page_entries}"
             ),
         ));
     }
