@@ -1057,7 +1057,10 @@ pub fn run(args: Args) -> u8 {
         }
         *tally.by_kind.entry((input.kind, label)).or_default() += 1;
         let bad = !matches!(verdict, Verdict::Valid | Verdict::Panic(_));
-        if args.spawn_every > 0 && index % args.spawn_every == 0 && bad {
+        // The sampled index moves through the block so every kind gets spawned.
+        let sampled =
+            args.spawn_every > 0 && index % args.spawn_every == (index / args.spawn_every) % 5;
+        if sampled && bad {
             let code = spawn(&input, &spawn_dir, index);
             let key = match code {
                 Some(2) => "exit 2 (agrees)".to_string(),
@@ -1077,7 +1080,7 @@ pub fn run(args: Args) -> u8 {
             *tally.spawned.entry(key).or_default() += 1;
         }
         let done = index - args.start + 1;
-        if done % 100_000 == 0 {
+        if done % 20_000 == 0 {
             eprintln!(
                 "{done} inputs in {:.0} s, {} defects",
                 started.elapsed().as_secs_f64(),

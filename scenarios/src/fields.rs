@@ -568,14 +568,31 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
         ));
     }
     let checkout_requests = u64::from(shop.items_per_cart) + 3;
-    let requests = u64::from(shop.shoppers) * checkout_requests
-        + u64::from(shop.payers) * (checkout_requests + 2)
-        + u64::from(shop.catalog_readers) * u64::from(shop.reads_per_reader)
-        + admins;
-    if requests > REQUESTS_MAX {
-        return Err(err(
+    let parts = [
+        (
+            "shop.shoppers",
+            shop.shoppers,
+            u64::from(shop.shoppers) * checkout_requests,
+        ),
+        (
+            "shop.payers",
+            shop.payers,
+            u64::from(shop.payers) * (checkout_requests + 2),
+        ),
+        (
             "shop.reads_per_reader",
             shop.reads_per_reader,
+            u64::from(shop.catalog_readers) * u64::from(shop.reads_per_reader),
+        ),
+        ("shop.lockable_orders", shop.lockable_orders, admins),
+    ];
+    let requests: u64 = parts.iter().map(|(_, _, n)| n).sum();
+    if requests > REQUESTS_MAX {
+        // Blame the field that plans the most requests.
+        let (field, value, _) = parts.iter().max_by_key(|(_, _, n)| *n).expect("parts");
+        return Err(err(
+            field,
+            value,
             format!(
                 "expected a workload of at most {REQUESTS_MAX} requests (shoppers × (items_per_cart + 3) + payers × (items_per_cart + 5) + catalog_readers × reads_per_reader + admins is {requests})"
             ),

@@ -263,6 +263,10 @@ impl Scenario {
             .get("shop")
             .and_then(|shop| shop.get("db_profile"))
             .and_then(|p| p.as_str());
+        if let Some(p) = given {
+            let choice = fields::field("shop.db_profile").expect("listed").kind;
+            choice.check("shop.db_profile", &serde_json::json!(p))?;
+        }
         match (given, document.contains_key("profiles")) {
             (Some(p), false) => scenario.profiles = vec![p.to_string()],
             (Some(p), true) if scenario.profiles != [p] => {
@@ -652,7 +656,8 @@ mod tests {
             ("[shop]\ntenants = 2147483647\n", "shop.tenants"),
             ("[shop]\ntenants = 100\nproducts_per_tenant = 101\n", "shop.products_per_tenant"),
             ("[shop]\nshoppers = 0\ncatalog_readers = 100\nreads_per_reader = 10\npage_size = 31\n", "shop.page_size"),
-            ("[shop]\nshoppers = 1000\n", "shop.reads_per_reader"),
+            ("[shop]\nshoppers = 1300\n", "shop.shoppers"),
+            ("[shop]\nshoppers = 0\ncatalog_readers = 100\nreads_per_reader = 61\npage_size = 1\n", "shop.reads_per_reader"),
             ("[shop]\napp_nodes = 300\n", "shop.app_nodes"),
             ("[shop]\nshoppers = 1500\npayers = 1500\n", "shop.shoppers"),
             ("[shop]\nrequest_timeout_ms = 100\n", "shop.request_timeout_ms"),
@@ -719,6 +724,19 @@ mod tests {
             template.contains("# a whole number in 0..=2000; default 10\nshoppers = 10\n"),
             "{template}"
         );
+    }
+
+    /// Before: `[shop.db] port` was not where the app connected (every request a 503 unless
+    /// it was 5432).
+    #[test]
+    fn a_database_port_other_than_the_default_is_served() {
+        let s = Scenario::from_toml(
+            "name = \"p\"\nwhy = \"y\"\nprofiles = [\"pg_rc\"]\n[sim]\nduration_ms = 2000\n[shop]\nshoppers = 3\nreplica = true\ncatalog_readers = 2\n[shop.db]\nport = 6543\n",
+        )
+        .unwrap();
+        let system = s.system(s.profile_list()[0], &[]).unwrap();
+        let outcome = shopsim_sim::runner::run(&system, 3, &s.sim_config());
+        assert!(outcome.passed(), "{:?}", outcome.fail_line());
     }
 
     /// Every built-in scenario is within bounds, and the worst-case run length the time

@@ -3,4 +3,5 @@
 mod cli;
 mod conformance;
 mod counter;
+mod inputs;
 mod scenarios;
