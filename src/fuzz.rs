@@ -106,8 +106,8 @@ pub fn parse_state(text: &str) -> Result<(), String> {
 
 fn parse_state_value(text: &str) -> Result<State, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let state: State = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| format!("{}", crate::input::json_error(&e)))?;
+    let state: State =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| crate::input::json_error(&e))?;
     de.end().map_err(|e| {
         format!(
             "line {}, column {}: trailing characters after the JSON value",

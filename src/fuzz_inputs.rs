@@ -1000,7 +1000,7 @@ pub fn run(args: Args) -> u8 {
         if let Some(accepted) = &accepted {
             if !matches!(accepted, Accepted::Nothing) {
                 accepted_seen += 1;
-                if args.simulate_every > 0 && accepted_seen % args.simulate_every == 0 {
+                if args.simulate_every > 0 && accepted_seen.is_multiple_of(args.simulate_every) {
                     limit = Duration::from_secs(120);
                     let outcome = std::panic::catch_unwind(|| simulate(accepted, index));
                     match outcome {
@@ -1080,7 +1080,7 @@ pub fn run(args: Args) -> u8 {
             *tally.spawned.entry(key).or_default() += 1;
         }
         let done = index - args.start + 1;
-        if done % 20_000 == 0 {
+        if done.is_multiple_of(20_000) {
             eprintln!(
                 "{done} inputs in {:.0} s, {} defects",
                 started.elapsed().as_secs_f64(),

@@ -237,7 +237,7 @@ fn scenario(args: ScenarioArgs) -> u8 {
     let Some(path) = args.check else {
         return EXIT_BAD_INPUT;
     };
-    match run::resolve(&[], false, &[path.clone()], None) {
+    match run::resolve(&[], false, std::slice::from_ref(&path), None) {
         Ok(_) => {
             println!("{}: valid", path.display());
             EXIT_OK

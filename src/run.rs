@@ -168,8 +168,11 @@ fn latency_class(kinds: &[&str]) -> LatencySla {
     }
 }
 
+/// What `run` runs: (scenario, profile) pairs, the seeds and the threads.
+type Plan = (Vec<(Scenario, Profile)>, SeedPlan, usize);
+
 /// Checks every flag and file without running anything; errors name the flag and the value.
-pub fn check_args(args: &Args) -> Result<(Vec<(Scenario, Profile)>, SeedPlan, usize), String> {
+pub fn check_args(args: &Args) -> Result<Plan, String> {
     let runs = resolve(
         &args.scenarios,
         args.all,
