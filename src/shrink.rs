@@ -89,6 +89,7 @@ pub fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    let history_ops = loaded.history_ops;
     let (original, scenario, profile) = (loaded.artifact, loaded.scenario, loaded.profile);
     let check = original.failure.check.clone();
     // Fails the same check with one of these seeds: that seed's outcome.
@@ -153,7 +154,7 @@ pub fn run(args: Args) -> u8 {
     );
     println!(
         "history {} -> {} operations",
-        original.history.ops.len(),
+        history_ops,
         best.history.ops.len()
     );
     println!(
