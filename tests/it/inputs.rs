@@ -127,7 +127,7 @@ fn forged_artifacts_are_refused_by_replay_and_shrink() {
     let mut big = artifact(|_| {});
     let op = serde_json::json!({"index": 0, "process": "p", "kind": "k", "invoke_us": 0,
         "complete_us": 1, "outcome": "Ok", "status": 200, "details": {"pad": "x".repeat(1_000)}});
-    big["history"]["ops"] = serde_json::Value::Array(vec![op; 30_000]);
+    big["history"]["ops"] = serde_json::Value::Array(vec![op; 25_000]);
     let path = dir.join("big.json");
     std::fs::write(&path, big.to_string()).unwrap();
     let (code, out, err) = shopsim(&["replay", path.to_str().unwrap(), "--expect-hash", "0"]);
