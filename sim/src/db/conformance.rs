@@ -536,8 +536,9 @@ mod tests {
         assert_eq!(err.field, "script[0] (x).outcome.pg_xx");
         let err = ScriptFile::parse("[[script]]\nname = \"x\"\nsteps = [[\"T1\", \"BEGIN\"]]\n[script.outcome.pg_rc]\nsteps = []\nfinal = \"\"\n").unwrap_err();
         assert!(err.to_string().contains("0 outcomes for 1 steps"), "{err}");
+        // The path of the unknown field, not only "file".
         let err = ScriptFile::parse("[[script]]\nname = \"x\"\nstep = []\n").unwrap_err();
-        assert_eq!(err.field, "file");
+        assert_eq!(err.field, "script[0].step");
         assert!(err.message.contains("step"), "{err}");
     }
 }
