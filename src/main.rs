@@ -17,10 +17,15 @@ mod artifact;
 mod bench;
 mod conformance;
 mod determinism;
+mod diagram;
 mod fuzz;
+mod json_u64;
+mod progress;
 mod replay;
+mod reproduce;
 mod run;
 mod shrink;
+mod signature;
 
 /// Exit code: every check valid.
 pub const EXIT_OK: u8 = 0;
@@ -31,10 +36,18 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: a run did not reproduce (nondeterminism).
 pub const EXIT_NONDETERMINISM: u8 = 5;
 
+/// `--version`: the version and the commit the binary was built from (`build.rs`).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SHOPSIM_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shopsim",
-    version,
+    version = LONG_VERSION,
     about = "Deterministic simulation testing for a transactional e-commerce backend"
 )]
 struct Cli {
@@ -116,24 +129,4 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
-}
-
-/// The report of a failed seed: the FAIL line, then commands that reproduce it.
-pub fn failure_text<S>(outcome: &shopsim_sim::runner::Outcome<S>, bugs: &[String]) -> String {
-    let line = outcome.fail_line().expect("a failed outcome");
-    let (scenario, profile) = outcome
-        .system
-        .split_once('@')
-        .unwrap_or((&outcome.system, ""));
-    let mut replay = format!(
-        "cargo run --release -- replay {scenario} --seed {}",
-        outcome.seed
-    );
-    if !profile.is_empty() {
-        replay.push_str(&format!(" --profile {profile}"));
-    }
-    for bug in bugs {
-        replay.push_str(&format!(" --bug {bug}"));
-    }
-    format!("{line}\nnote: reproduce with: {replay}")
 }
