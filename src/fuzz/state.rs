@@ -604,7 +604,8 @@ mod tests {
 
     #[test]
     fn hostile_states_are_refused_naming_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|v| v["format"] = "shopsim-fuzz-state-1".into()),
                 "format",

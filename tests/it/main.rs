@@ -1,6 +1,8 @@
 //! shopsim's integration tests: one binary, a module per area.
 
+mod campaign;
 mod cli;
 mod conformance;
 mod counter;
+mod roundtrip;
 mod scenarios;
