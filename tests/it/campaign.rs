@@ -699,3 +699,48 @@ fn shrink_never_overwrites_and_refuses_what_it_cannot_shrink() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("does not replay"), "{err}");
 }
+
+/// SIGTERM (a Kubernetes pod being stopped) ends a campaign as Ctrl-C does: the running
+/// batch completes, the state and the reports are written, and `--resume` continues.
+#[test]
+fn a_terminated_campaign_saves_its_reports() {
+    let out = temp_dir("sigterm");
+    let child = Command::new(env!("CARGO_BIN_EXE_shopsim"))
+        .args([
+            "fuzz",
+            "payment-race",
+            "--profile",
+            "pg_rc",
+            "--seeds",
+            "100000",
+            "--out",
+            out.to_str().unwrap(),
+            "--jobs",
+            "1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.join("state.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "no state after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("stopped; continue with --resume"),
+        "{stdout}"
+    );
+    let report = json_of(&out.join("report.json"));
+    assert_eq!(report["stopped"], true);
+    assert!(out.join("junit.xml").exists());
+}

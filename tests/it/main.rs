@@ -4,5 +4,6 @@ mod campaign;
 mod cli;
 mod conformance;
 mod counter;
+mod diagram;
 mod roundtrip;
 mod scenarios;
