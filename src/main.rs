@@ -68,7 +68,8 @@ enum Command {
         shopsim run --all\n  \
         shopsim run checkout-concurrency --seeds 32 --profile maria_rr\n  \
         shopsim run inventory-race --bug oversell_check_then_act\n  \
-        shopsim run --file my-scenario.toml --seed 7")]
+        shopsim run --file my-scenario.toml --seed 7\n  \
+        shopsim run inventory-race --seeds 100 --json")]
     Run(run::Args),
     /// List the built-in scenarios.
     #[command(after_help = "Example:\n  shopsim list")]
@@ -76,27 +77,42 @@ enum Command {
     /// Reproduce one seed: the checks' reports, the trace hash, and with --trace the history.
     #[command(after_help = "Examples:\n  \
         shopsim replay checkout-concurrency --seed 7 --profile maria_rr --trace\n  \
-        shopsim replay inventory-race --seed 3 --bug oversell_check_then_act")]
+        shopsim replay inventory-race --seed 3 --bug oversell_check_then_act\n  \
+        shopsim replay inventory-race --seed 123 --swarm --diagram race.mmd\n  \
+        shopsim replay target/shopsim/fuzz/inventory-race@pg_rc/123.json")]
     Replay(replay::Args),
     /// Explore fresh seeds in swarm mode on N threads; failures become artifacts.
     #[command(after_help = "Examples:\n  \
         shopsim fuzz --duration 8h\n  \
         shopsim fuzz inventory-race --seeds 2000 --bug oversell_check_then_act --out target/fuzz\n  \
         shopsim fuzz --duration 1h --shard 3/10 --out /data/shard-3\n  \
-        shopsim fuzz --duration 8h --resume")]
+        shopsim fuzz --duration 8h --resume\n  \
+        shopsim fuzz --file my-scenario.toml --duration 10m --max-artifacts-per-group 5\n\n\
+        Failures are grouped by signature (scenario@profile, check, the witness's shape);\n\
+        each group keeps its first and smallest failure. --duration and --seeds are the\n\
+        campaign's totals across --resume. Exit: 0 nothing failed, 1/3/4 the worst failure\n\
+        of the campaign, 5 a failure did not reproduce, 2 bad input or --out held by\n\
+        another campaign.")]
     Fuzz(fuzz::Args),
     /// Search for a smaller run that still fails the same check; writes it as a new artifact.
     #[command(
-        after_help = "Example:\n  shopsim shrink target/shopsim/fuzz/inventory-race@pg_rc/123.json"
+        after_help = "Example:\n  shopsim shrink target/shopsim/fuzz/inventory-race@pg_rc/123.json\n\n\
+        Writes <name>-shrunk-<check>.json next to the artifact (never over a file). Exit: 1 the\n\
+        run still fails its check (shrunk, or already minimal), 2 nothing to shrink (its run\n\
+        no longer fails the check) or bad input, 5 the artifact does not replay."
     )]
     Shrink(shrink::Args),
     /// Run each seed twice in this process and once in a fresh one; exit 5 on any difference.
     #[command(after_help = "Examples:\n  \
         shopsim check-determinism --seeds 20\n  \
-        shopsim check-determinism checkout-concurrency --seeds 100 --profile maria_rr")]
+        shopsim check-determinism checkout-concurrency --seeds 100 --profile maria_rr\n  \
+        shopsim check-determinism --file my-scenario.toml --seeds 20")]
     CheckDeterminism(determinism::Args),
     /// Seeds per second, virtual/wall time, peak memory and multi-thread speed-up.
-    #[command(after_help = "Examples:\n  shopsim bench\n  shopsim bench --seeds 100 --json")]
+    #[command(
+        after_help = "Examples:\n  shopsim bench\n  shopsim bench --seeds 100 --json\n  \
+        shopsim bench --file my-scenario.toml --seeds 20"
+    )]
     Bench(bench::Args),
 }
 

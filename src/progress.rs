@@ -24,29 +24,25 @@ pub struct Bar {
 impl Bar {
     /// A bar of `len` steps of `unit` (`seeds`), with `what` in front.
     pub fn new(len: u64, what: &str, unit: &str) -> Bar {
-        let bar = if on_terminal() {
-            ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        let template =
-            format!("{what} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}");
+        Bar::with_template(
+            len,
+            &format!("{what} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}"),
+        )
+    }
+
+    /// A bar drawn with an indicatif `template`.
+    pub fn with_template(len: u64, template: &str) -> Bar {
+        // Styled before it is drawn: hidden until then.
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
         bar.set_style(
-            ProgressStyle::with_template(&template)
+            ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        bar.set_length(len);
-        Bar { bar }
-    }
-
-    /// A bar whose position and message the caller sets entirely (`{msg}` only).
-    pub fn with_template(len: u64, template: &str) -> Bar {
-        let bar = Bar::new(len, "", "");
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.bar.set_style(style.progress_chars("=> "));
+        if on_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
         }
-        bar
+        Bar { bar }
     }
 
     /// A spinner (no known length) with `what` in front.

@@ -230,6 +230,17 @@ impl Campaign {
             &args.files,
             args.profile.as_deref(),
         )?;
+        for (i, selected) in runs.iter().enumerate() {
+            // Two runs of one name would share their groups, artifacts and counts.
+            if let Some(other) = runs[..i].iter().find(|o| o.name() == selected.name()) {
+                return Err(format!(
+                    "SCENARIO: `{}` is given twice ({} and {}); a campaign runs each scenario once",
+                    selected.name(),
+                    other.source.args().join(" "),
+                    selected.source.args().join(" ")
+                ));
+            }
+        }
         let mut checks = Vec::new();
         for selected in &runs {
             let system = selected
@@ -721,8 +732,8 @@ pub fn run(args: Args) -> u8 {
         .store(state.groups.len() as u64, Ordering::Relaxed);
     // Under --duration the bar measures time (of the whole campaign), else seeds.
     let bar = match (campaign.duration, campaign.seeds_target) {
-        (Some(d), _) => Bar::with_template(d.as_secs(), "[{bar:30}] {msg}"),
-        (None, Some(n)) => Bar::with_template(n, "[{bar:30}] {msg}"),
+        (Some(d), _) => Bar::with_template(d.as_secs(), "[{bar:20}] {msg}"),
+        (None, Some(n)) => Bar::with_template(n, "[{bar:20}] {msg}"),
         (None, None) => unreachable!("checked: --duration or --seeds"),
     };
     let status = {
@@ -744,21 +755,26 @@ pub fn run(args: Args) -> u8 {
                 (None, Some(n)) => format!(", {seeds} of {n} seeds"),
                 (None, None) => String::new(),
             };
-            let line = format!(
-                "{seeds} seeds, {rate:.1} seeds/s, {} groups ({} failing seeds), elapsed {}{of}",
+            let (groups, failing) = (
                 live.groups.load(Ordering::Relaxed),
                 live.failing.load(Ordering::Relaxed),
-                hms(elapsed)
             );
             if terminal {
+                // Short enough for an 80-column terminal.
                 bar.set_position(if duration.is_some() {
                     elapsed.as_secs()
                 } else {
                     seeds
                 });
-                bar.set_message(line);
+                bar.set_message(format!(
+                    "{seeds} seeds {rate:.1}/s, {groups} groups ({failing} failing), {}{of}",
+                    hms(elapsed)
+                ));
             } else {
-                eprintln!("status: {line}");
+                eprintln!(
+                    "status: {seeds} seeds, {rate:.1} seeds/s, {groups} groups ({failing} failing seeds), elapsed {}{of}",
+                    hms(elapsed)
+                );
             }
         })
     };

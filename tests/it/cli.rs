@@ -148,6 +148,26 @@ fn bad_input_exits_2_naming_flag_and_value() {
             "--out /proc/nope",
         ),
         (vec!["replay", "/nonexistent/artifact.json"], "ARTIFACT"),
+        (
+            vec!["fuzz", "payment-race", "payment-race", "--seeds", "2"],
+            "`payment-race@pg_rc` is given twice",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--max-artifacts-per-group", "1"],
+            "--max-artifacts-per-group: must be in 2..=1000",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--max-groups", "0"],
+            "--max-groups",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--status-interval", "0s"],
+            "--status-interval: must be longer than 0",
+        ),
+        (
+            vec!["replay", "payment-race", "--seed", "x"],
+            "--seed: must be an unsigned 64-bit integer",
+        ),
     ] {
         let (code, out, err) = shopsim(&args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
