@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use super::campaign::Campaign;
 use super::groups::{kind_name, Exemplar, Group};
 use super::state::State;
-use super::Campaign;
 use crate::reproduce::{replay_artifact_command, SeedRun};
 
 /// The report's format.
