@@ -744,3 +744,42 @@ fn a_terminated_campaign_saves_its_reports() {
     assert_eq!(report["stopped"], true);
     assert!(out.join("junit.xml").exists());
 }
+
+/// Past `--max-groups`, failures of new shapes are counted in one group per scenario and
+/// check, so the number of groups stays bounded too.
+#[test]
+fn groups_past_the_limit_are_counted_together() {
+    let out = temp_dir("max-groups");
+    let (code, stdout, err) = shopsim(&[
+        "fuzz",
+        "inventory-race",
+        "--seeds",
+        "24",
+        "--bug",
+        "oversell_check_then_act",
+        "--max-groups",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{stdout}{err}");
+    let report = json_of(&out.join("report.json"));
+    let groups = report["groups"].as_array().unwrap();
+    // One real group, then at most one per (scenario@profile, check) for the rest.
+    assert!(groups.len() <= 1 + 2, "{groups:?}");
+    assert!(
+        groups.iter().skip(1).all(|g| g["shape"]
+            .as_str()
+            .unwrap()
+            .starts_with("(more shapes than --max-groups")),
+        "{groups:?}"
+    );
+    let total: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, report["failing_seeds"].as_u64().unwrap());
+    assert!(
+        groups.len() >= 2,
+        "the other profile's failures overflow: {groups:?}"
+    );
+}
