@@ -68,6 +68,11 @@ pub struct Engines {
     postgres: Option<RealServer>,
     mariadb: Option<RealServer>,
     schema_counter: u64,
+    /// Per engine: the schema of the previous run and its setup, reused when the next run
+    /// has the same setup and no generated keys.
+    previous: std::collections::BTreeMap<EngineKind, (String, Vec<String>)>,
+    /// Per engine: connections kept between runs.
+    pools: std::collections::BTreeMap<EngineKind, stepper::Pool>,
     /// Statements sent to the real engines so far.
     pub statements: u64,
 }
@@ -92,6 +97,8 @@ impl Engines {
             postgres: None,
             mariadb: None,
             schema_counter: 0,
+            previous: Default::default(),
+            pools: Default::default(),
             statements: 0,
         };
         for &kind in kinds {
@@ -130,8 +137,26 @@ impl Engines {
         steps: &[(String, String)],
     ) -> Result<(Outcome, Vec<Option<RealResult>>), RunError> {
         let kind = EngineKind::of(profile);
-        self.schema_counter += 1;
-        let schema = format!("cc{}", self.schema_counter);
+        let generated = setup.iter().any(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("serial") || s.contains("auto_increment")
+        });
+        let (schema, reuse, stale) = match self.previous.get(&kind) {
+            // Not InnoDB: a reused table would need the purge of its deleted rows (locking
+            // reads lock delete-marked records and their gaps), and waiting for purge takes
+            // longer than creating the table again.
+            Some((schema, previous))
+                if previous == setup && !generated && kind == EngineKind::Postgres =>
+            {
+                (schema.clone(), true, None)
+            }
+            previous => {
+                self.schema_counter += 1;
+                let stale = previous.map(|(s, _)| s.clone());
+                (format!("cc{}", self.schema_counter), false, stale)
+            }
+        };
+        self.previous.insert(kind, (schema.clone(), setup.to_vec()));
         let server = self.server(kind).ok_or_else(|| {
             RunError::Server(ServerError {
                 binary: kind.name().to_string(),
@@ -143,16 +168,50 @@ impl Engines {
         }
         let port = server.port;
         self.statements += steps.len() as u64;
+        let pool = self.pools.remove(&kind);
         let result = self.runtime.block_on(async {
-            let mut stepper = Stepper::new(kind, port, profile, clock, &schema, setup).await?;
-            for (session, statement) in steps {
-                stepper.step(session, statement).await?;
+            let mut pool = match pool {
+                Some(pool) => pool,
+                None => stepper::Pool::connect(kind, port).await?,
+            };
+            if let Some(stale) = stale {
+                let drop = match kind {
+                    EngineKind::Postgres => format!("drop schema if exists {stale} cascade"),
+                    EngineKind::MariaDb => format!("drop database if exists {stale}"),
+                };
+                let _ = pool.run(&drop).await;
             }
-            stepper.finish().await
+            let timing = std::env::var("SHOPSIM_CROSSCHECK_TIMING").is_ok();
+            let t0 = std::time::Instant::now();
+            let mut stepper =
+                Stepper::new(pool, kind, port, profile, clock, &schema, setup, reuse).await?;
+            let t1 = t0.elapsed();
+            let mut slow = Vec::new();
+            for (session, statement) in steps {
+                let t = std::time::Instant::now();
+                stepper.step(session, statement).await?;
+                slow.push(t.elapsed().as_micros());
+            }
+            let t2 = t0.elapsed();
+            let out = stepper.finish().await;
+            if timing {
+                eprintln!(
+                    "timing {profile}: setup {:?} steps {:?} finish {:?} per step us {slow:?}",
+                    t1,
+                    t2 - t1,
+                    t0.elapsed() - t2
+                );
+            }
+            out
         });
         match result {
-            Ok(outcome) => Ok(outcome),
+            Ok((outcome, results, pool)) => {
+                self.pools.insert(kind, pool);
+                Ok((outcome, results))
+            }
             Err(e) => {
+                // The schema may be half set up: never reuse it.
+                self.previous.remove(&kind);
                 let server = self.server(kind).expect("started");
                 if server.is_alive() {
                     Err(RunError::Step(e))

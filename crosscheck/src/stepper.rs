@@ -10,7 +10,7 @@
 //!   counter drops only when the woken waiter runs.
 //! - Deadlock timers: PostgreSQL checks for a deadlock `deadlock_timeout` after a wait began and
 //!   the waiter whose check finds the cycle is the victim. Sessions run with
-//!   `deadlock_timeout = 10ms` and `log_lock_waits`, and a step that leaves a statement waiting
+//!   `deadlock_timeout = 1ms` and `log_lock_waits`, and a step that leaves a statement waiting
 //!   ends only after that statement's check has run: the server tells its client
 //!   (`client_min_messages = log`: "process N still waiting for ..."). So the check of a wait
 //!   always runs in the step that began it, the statement that closes a cycle is the victim,
@@ -115,13 +115,12 @@ pub struct Stepper {
     profile: Profile,
     clock: Clock,
     port: u16,
-    control: Control,
+    pool: Pool,
     schema: String,
     setup: Vec<String>,
     sessions: BTreeMap<String, Session>,
-    next_key: usize,
-    answers_tx: mpsc::UnboundedSender<(usize, RealResult)>,
-    answers: mpsc::UnboundedReceiver<(usize, RealResult)>,
+    /// Answers that arrived while a reused session was being reset.
+    stash: VecDeque<(usize, RealResult)>,
     /// Backends of closed sessions that the server still runs.
     zombies: Vec<i64>,
     steps: Vec<(String, String)>,
@@ -129,6 +128,39 @@ pub struct Stepper {
     outcomes: Vec<Option<(String, RealResult)>>,
     current: usize,
     now_v: Duration,
+}
+
+/// The connections of one server that outlive a script: the control connection and idle
+/// sessions, reused by the next script (a connection costs a PostgreSQL backend fork).
+pub struct Pool {
+    control: Control,
+    idle: Vec<RealSession>,
+    answers_tx: mpsc::UnboundedSender<(usize, RealResult)>,
+    answers: mpsc::UnboundedReceiver<(usize, RealResult)>,
+    next_key: usize,
+}
+
+impl Pool {
+    /// Connects the control connection to the server at `port`.
+    pub async fn connect(kind: EngineKind, port: u16) -> Result<Pool, StepError> {
+        let control = Control::connect(kind, port).await.map_err(|e| StepError {
+            step: 0,
+            message: e.to_string(),
+        })?;
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        Ok(Pool {
+            control,
+            idle: Vec::new(),
+            answers_tx,
+            answers,
+            next_key: 0,
+        })
+    }
+
+    /// Runs one statement on the control connection.
+    pub async fn run(&mut self, sql: &str) -> RealResult {
+        self.control.run(sql).await
+    }
 }
 
 /// The statements a conformance `BEGIN` stands for: the engine's own start of a transaction at
@@ -226,21 +258,41 @@ impl Timers {
 }
 
 impl Stepper {
-    /// Prepares a fresh schema on the server at `port` and runs `setup` in it.
+    /// Prepares schema `schema` on the server at `port` and runs `setup` in it. With `reuse`,
+    /// the schema already holds `setup`'s tables from the previous run: their rows are
+    /// deleted and the setup's other statements run again (DDL is slow on InnoDB), which is
+    /// the same starting state for tables without generated keys.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
+        mut pool: Pool,
         kind: EngineKind,
         port: u16,
         profile: Profile,
         clock: Clock,
         schema: &str,
         setup: &[String],
+        reuse: bool,
     ) -> Result<Stepper, StepError> {
         assert_eq!(EngineKind::of(profile), kind);
         let setup_error = |message: String| StepError { step: 0, message };
-        let mut control = Control::connect(kind, port)
-            .await
-            .map_err(|e| setup_error(e.to_string()))?;
+        let is_ddl = |s: &String| s.trim_start().to_ascii_lowercase().starts_with("create ");
         let prepare = match kind {
+            _ if reuse => {
+                let mut statements = vec![match kind {
+                    EngineKind::Postgres => format!("set search_path = {schema}"),
+                    EngineKind::MariaDb => format!("use {schema}"),
+                }];
+                for table in setup_tables(setup).iter().rev() {
+                    statements.push(format!("delete from {table}"));
+                }
+                if kind == EngineKind::MariaDb {
+                    // InnoDB keeps deleted rows as delete-marked records until purge removes
+                    // them, and locking reads lock those and their gaps: wait for the purge
+                    // (0 = until the history is empty), so the table locks like a fresh one.
+                    statements.push("set global innodb_max_purge_lag_wait = 0".to_string());
+                }
+                statements
+            }
             EngineKind::Postgres => vec![
                 format!("drop schema if exists {schema} cascade"),
                 format!("create schema {schema}"),
@@ -252,26 +304,28 @@ impl Stepper {
                 format!("use {schema}"),
             ],
         };
-        for statement in prepare.iter().chain(setup) {
-            if let RealResult::Err { code, message } = control.run(statement).await {
+        let setup: Vec<String> = match kind {
+            EngineKind::MariaDb => inline_indexes(setup),
+            EngineKind::Postgres => setup.to_vec(),
+        };
+        let setup_rest = setup.iter().filter(|s| !(reuse && is_ddl(s)));
+        for statement in prepare.iter().chain(setup_rest) {
+            if let RealResult::Err { code, message } = pool.control.run(statement).await {
                 return Err(setup_error(format!(
                     "the engine rejected `{statement}`: {code} {message}"
                 )));
             }
         }
-        let (answers_tx, answers) = mpsc::unbounded_channel();
         Ok(Stepper {
             kind,
             profile,
             clock,
             port,
-            control,
+            pool,
             schema: schema.to_string(),
-            setup: setup.to_vec(),
+            setup,
             sessions: BTreeMap::new(),
-            next_key: 0,
-            answers_tx,
-            answers,
+            stash: VecDeque::new(),
             zombies: Vec::new(),
             steps: Vec::new(),
             outcomes: Vec::new(),
@@ -285,7 +339,7 @@ impl Stepper {
         match self.kind {
             EngineKind::Postgres => vec![
                 format!("set search_path = {}", self.schema),
-                "set deadlock_timeout = '10ms'".to_string(),
+                "set deadlock_timeout = '1ms'".to_string(),
                 "set log_lock_waits = on".to_string(),
                 "set client_min_messages = log".to_string(),
                 "set lock_timeout = 0".to_string(),
@@ -317,15 +371,20 @@ impl Stepper {
 
     async fn session(&mut self, name: &str) -> Result<&mut Session, StepError> {
         if !self.sessions.contains_key(name) {
-            let key = self.next_key;
-            self.next_key += 1;
             let init = self.session_init();
-            let real = RealSession::open(self.kind, self.port, key, &init, self.answers_tx.clone())
-                .await
-                .map_err(|e| StepError {
-                    step: self.current + 1,
-                    message: e.to_string(),
-                })?;
+            let real = match self.reuse_idle(&init).await {
+                Some(real) => real,
+                None => {
+                    let key = self.pool.next_key;
+                    self.pool.next_key += 1;
+                    RealSession::open(self.kind, self.port, key, &init, self.pool.answers_tx.clone())
+                        .await
+                        .map_err(|e| StepError {
+                            step: self.current + 1,
+                            message: e.to_string(),
+                        })?
+                }
+            };
             let timers = Timers {
                 lock: match (self.kind, self.clock) {
                     (EngineKind::MariaDb, Clock::Conformance) => Some(INNODB_LOCK_WAIT_TIMEOUT),
@@ -344,6 +403,33 @@ impl Stepper {
             );
         }
         Ok(self.sessions.get_mut(name).expect("just inserted"))
+    }
+
+    /// An idle session of an earlier script, reset: its transaction rolled back, its
+    /// settings discarded and set again. `None` if there is none (or it failed to reset).
+    async fn reuse_idle(&mut self, init: &[String]) -> Option<RealSession> {
+        let real = self.pool.idle.pop()?;
+        let mut batch = vec!["rollback".to_string()];
+        if self.kind == EngineKind::Postgres {
+            batch.push("discard all".to_string());
+        }
+        batch.extend(init.iter().cloned());
+        real.send(batch);
+        loop {
+            let answer = tokio::time::timeout(Duration::from_secs(10), self.pool.answers.recv())
+                .await
+                .ok()??;
+            if answer.0 != real.key {
+                self.stash.push_back(answer);
+                continue;
+            }
+            if matches!(answer.1, RealResult::Ok(_)) {
+                return Some(real);
+            }
+            self.zombies.push(real.backend);
+            real.close();
+            return None;
+        }
     }
 
     /// Plays step `session: statement` (SQL, `DISCONNECT`, `SLEEP s`, `CRASH`).
@@ -457,7 +543,7 @@ impl Stepper {
             .collect();
         let mut left: Vec<i64> = backends.keys().copied().collect();
         while !left.is_empty() {
-            let edges = self.control.blocking(&left).await.map_err(fail)?;
+            let edges = self.pool.control.blocking(&left).await.map_err(fail)?;
             let waiting: Vec<i64> = left
                 .iter()
                 .copied()
@@ -475,12 +561,12 @@ impl Stepper {
                 vec![leaf]
             };
             for backend in &pick {
-                self.control.terminate(*backend).await.map_err(fail)?;
+                self.pool.control.terminate(*backend).await.map_err(fail)?;
             }
             // Wait until they are gone before releasing anything else.
             let started = Instant::now();
             loop {
-                let alive = self.control.alive(&pick).await.map_err(fail)?;
+                let alive = self.pool.control.alive(&pick).await.map_err(fail)?;
                 if alive.is_empty() {
                     break;
                 }
@@ -514,9 +600,12 @@ impl Stepper {
         loop {
             let (key, result) = match next.take() {
                 Some(a) => a,
-                None => match self.answers.try_recv() {
-                    Ok(a) => a,
-                    Err(_) => return Ok(any),
+                None => match self.stash.pop_front() {
+                    Some(a) => a,
+                    None => match self.pool.answers.try_recv() {
+                        Ok(a) => a,
+                        Err(_) => return Ok(any),
+                    },
                 },
             };
             any = true;
@@ -555,19 +644,25 @@ impl Stepper {
         let mut confirmed = 0;
         let mut poll = Duration::from_millis(1);
         loop {
-            // The cheapest first look: an answer that arrives right away needs no question.
-            let first = match tokio::time::timeout(poll, self.answers.recv()).await {
-                Ok(Some(answer)) => Some(answer),
-                _ => None,
-            };
-            if self.drain(first).await? {
+            if self.drain(None).await? {
+                confirmed = 0;
+                poll = Duration::from_millis(1);
+            }
+            let idle = self.zombies.is_empty()
+                && self.sessions.values().all(|s| s.in_flight.is_none());
+            if idle {
+                return Ok(());
+            }
+            // The cheapest look first: an answer that arrives right away needs no question.
+            if let Ok(Some(answer)) = tokio::time::timeout(poll, self.pool.answers.recv()).await {
+                self.stash.push_back(answer);
                 confirmed = 0;
                 poll = Duration::from_millis(1);
                 continue;
             }
             if !self.zombies.is_empty() {
                 let zombies = self.zombies.clone();
-                self.zombies = self.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
+                self.zombies = self.pool.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
             }
             let flights: Vec<(String, i64)> = self
                 .sessions
@@ -624,6 +719,7 @@ impl Stepper {
         let mut backends: Vec<i64> = flights.iter().map(|(_, b)| *b).collect();
         backends.extend(&self.zombies);
         let waits = self
+            .pool
             .control
             .pg_waiting(&backends)
             .await
@@ -694,6 +790,7 @@ impl Stepper {
         end: Duration,
     ) -> Result<bool, StepError> {
         let waiting = self
+            .pool
             .control
             .maria_lock_waits()
             .await
@@ -722,19 +819,40 @@ impl Stepper {
 
     /// Ends the script: closes every session (open transactions roll back), waits for their
     /// backends to end, and reads the final tables. Returns the tokens and answers per step.
-    pub async fn finish(mut self) -> Result<(Outcome, Vec<Option<RealResult>>), StepError> {
+    pub async fn finish(
+        mut self,
+    ) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), StepError> {
         self.current = self.steps.len();
         let names: Vec<String> = self.sessions.keys().cloned().collect();
+        let mut pending: Vec<usize> = Vec::new();
         for name in names {
             if let Some(session) = self.sessions.remove(&name) {
-                self.zombies.push(session.real.backend);
-                session.real.close();
+                let idle = session.in_flight.is_none() && session.queued.is_empty();
+                if idle && self.pool.idle.len() < 8 {
+                    pending.push(session.real.key);
+                    // Rolled back when it is reused; until then its locks are held, so roll
+                    // back now: the final tables must see only committed data.
+                    session.real.send(vec!["rollback".to_string()]);
+                    self.pool.idle.push(session.real);
+                } else {
+                    self.zombies.push(session.real.backend);
+                    session.real.close();
+                }
+            }
+        }
+        // The rollbacks of pooled sessions answer before the final tables are read.
+        let started = Instant::now();
+        while !pending.is_empty() && started.elapsed() < Duration::from_secs(30) {
+            match tokio::time::timeout(Duration::from_millis(100), self.pool.answers.recv()).await {
+                Ok(Some((key, _))) => pending.retain(|k| *k != key),
+                Ok(None) => break,
+                Err(_) => {}
             }
         }
         let started = Instant::now();
         while !self.zombies.is_empty() {
             let zombies = self.zombies.clone();
-            self.zombies = self.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
+            self.zombies = self.pool.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(self.fail(format!(
                     "backends {:?} did not end after their clients closed",
@@ -746,6 +864,7 @@ impl Stepper {
         let mut tables = BTreeMap::new();
         for table in setup_tables(&self.setup) {
             let mut rows = self
+                .pool
                 .control
                 .rows(&format!("select * from {}.{table}", self.schema))
                 .await
@@ -753,11 +872,6 @@ impl Stepper {
             rows.sort_by(|a, b| crate::compare::compare_cells(a, b));
             tables.insert(table, rows);
         }
-        let drop_schema = match self.kind {
-            EngineKind::Postgres => format!("drop schema {} cascade", self.schema),
-            EngineKind::MariaDb => format!("drop database {}", self.schema),
-        };
-        let _ = self.control.run(&drop_schema).await;
         let script = shopsim_sim::db::conformance::Script {
             name: String::new(),
             setup: if self.setup == default_setup() {
@@ -790,6 +904,7 @@ impl Stepper {
                 final_table,
             },
             results,
+            self.pool,
         ))
     }
 }
@@ -799,6 +914,43 @@ fn ok() -> (String, RealResult) {
         "ok".to_string(),
         RealResult::Ok(crate::session::RealRows::default()),
     )
+}
+
+/// MariaDB: `CREATE [UNIQUE] INDEX i ON t (c)` folded into `t`'s `CREATE TABLE` as a
+/// `[UNIQUE] KEY i (c)`. The same table and index, built in one statement: each separate
+/// InnoDB index build is a slow DDL of its own.
+fn inline_indexes(setup: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for statement in setup {
+        let lower = statement.trim().to_ascii_lowercase();
+        let unique = lower.starts_with("create unique index ");
+        if unique || lower.starts_with("create index ") {
+            let words: Vec<&str> = statement.split_whitespace().collect();
+            let at = if unique { 3 } else { 2 };
+            let (Some(name), Some(on), Some(table)) =
+                (words.get(at), words.get(at + 1), words.get(at + 2))
+            else {
+                out.push(statement.clone());
+                continue;
+            };
+            let columns = statement.find('(').map(|i| &statement[i..]);
+            let table = table.split('(').next().unwrap_or(table);
+            let target = out.iter_mut().rev().find(|s| {
+                setup_tables(std::slice::from_ref(*s)).first().map(String::as_str) == Some(table)
+            });
+            match (on.eq_ignore_ascii_case("on"), columns, target) {
+                (true, Some(columns), Some(create)) if create.trim_end().ends_with(')') => {
+                    let body = create.trim_end();
+                    let key = if unique { "unique key" } else { "key" };
+                    *create = format!("{}, {key} {name} {columns})", &body[..body.len() - 1]);
+                }
+                _ => out.push(statement.clone()),
+            }
+            continue;
+        }
+        out.push(statement.clone());
+    }
+    out
 }
 
 /// The Hermitage setup as statements.
