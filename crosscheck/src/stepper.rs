@@ -308,8 +308,22 @@ impl Stepper {
             EngineKind::MariaDb => inline_indexes(setup),
             EngineKind::Postgres => setup.to_vec(),
         };
+        // Rows loaded with their ids do not move a PostgreSQL sequence (the simulated
+        // database's counter follows explicit ids, as InnoDB's does): move each past them, so
+        // the first generated id is the same on both sides. Setup only; steps are compared.
+        let mut sequences = Vec::new();
+        if kind == EngineKind::Postgres {
+            for table in setup_tables(&setup) {
+                for column in serial_columns(&setup, &table) {
+                    sequences.push(format!(
+                        "select setval(pg_get_serial_sequence('{table}', '{column}'), \
+                         coalesce((select max({column}) from {table}), 0) + 1, false)"
+                    ));
+                }
+            }
+        }
         let setup_rest = setup.iter().filter(|s| !(reuse && is_ddl(s)));
-        for statement in prepare.iter().chain(setup_rest) {
+        for statement in prepare.iter().chain(setup_rest).chain(&sequences) {
             if let RealResult::Err { code, message } = pool.control.run(statement).await {
                 return Err(setup_error(format!(
                     "the engine rejected `{statement}`: {code} {message}"
@@ -951,6 +965,27 @@ fn inline_indexes(setup: &[String]) -> Vec<String> {
         out.push(statement.clone());
     }
     out
+}
+
+/// The `serial` / `bigserial` columns of `table` in its `CREATE TABLE`.
+pub fn serial_columns(ddl: &[String], table: &str) -> Vec<String> {
+    let Some(create) = ddl.iter().find(|s| {
+        setup_tables(std::slice::from_ref(*s)).first().map(String::as_str) == Some(table)
+    }) else {
+        return Vec::new();
+    };
+    let Some(open) = create.find('(') else {
+        return Vec::new();
+    };
+    create[open + 1..]
+        .split(',')
+        .filter_map(|column| {
+            let mut words = column.split_whitespace();
+            let name = words.next()?;
+            let kind = words.next()?.to_ascii_lowercase();
+            kind.ends_with("serial").then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// The Hermitage setup as statements.

@@ -152,17 +152,6 @@ pub fn setup_statements(transcript: &Transcript) -> Vec<String> {
                 values.join(", ")
             ));
         }
-        if kind == EngineKind::Postgres {
-            // Loaded ids do not move a serial column's sequence: move it past them, so the
-            // next generated id is the one the simulated database generated.
-            for column in columns {
-                out.push(format!(
-                    "select setval(pg_get_serial_sequence('{table}', '{column}'), \
-                     coalesce((select max({column}) from {table}), 0) + 1, false) \
-                     where pg_get_serial_sequence('{table}', '{column}') is not null"
-                ));
-            }
-        }
     }
     out
 }
@@ -348,6 +337,19 @@ pub fn check(engines: &mut Engines, transcript: &Transcript) -> Result<Transcrip
             });
             break;
         }
+    }
+    if let Ok(path) = std::env::var("SHOPSIM_CROSSCHECK_DUMP") {
+        // A side-by-side table of the replay, for reading a divergence in context.
+        let mut text = String::new();
+        for (i, (session, statement)) in replay.steps.iter().enumerate() {
+            text.push_str(&format!(
+                "{:>5} {session:<5} {statement}\n      sim  {}\n      real {}\n",
+                i + 1,
+                replay.simulated[i],
+                real.steps[i]
+            ));
+        }
+        let _ = std::fs::write(path, text);
     }
     let allowed = first
         .as_ref()
