@@ -229,12 +229,14 @@ fn report(summary: &Summary, findings_dir: &Path, what: &str) -> Result<u8, Stri
 }
 
 fn print_finding(i: usize, f: &Finding) {
+    let profiles: Vec<&str> = f.profiles.iter().map(|p| p.name()).collect();
     println!(
-        "divergence {}: {} ({} runs){}",
+        "divergence {}: {} ({} runs; {}){}",
         i + 1,
         f.signature,
         f.count,
-        f.known.map_or(String::new(), |k| format!(" [known: {k}]"))
+        profiles.join(", "),
+        f.known.map_or(" [not a known class]".to_string(), |k| format!(" [known: {k}]"))
     );
     println!("    first: {} in {}", f.divergence, f.source);
     if let Some((script, d)) = &f.shrunk {

@@ -29,6 +29,8 @@ pub struct Finding {
     pub known: Option<&'static str>,
     /// How many runs showed this signature.
     pub count: usize,
+    /// The profiles it showed under.
+    pub profiles: std::collections::BTreeSet<Profile>,
     /// The shrunk script with the real outcome as its measurement, and its first difference.
     pub shrunk: Option<(Script, Divergence)>,
 }
@@ -71,16 +73,24 @@ impl Summary {
         self.wall.as_secs_f64() * 1000.0 * 1000.0 / self.statements as f64
     }
 
-    fn add(&mut self, source: String, d: Divergence, shrink_it: impl FnOnce() -> Option<(Script, Divergence)>) {
+    fn add(
+        &mut self,
+        source: String,
+        d: Divergence,
+        script: &Script,
+        shrink_it: impl FnOnce() -> Option<(Script, Divergence)>,
+    ) {
         let signature = signature(&d);
         if let Some(f) = self.findings.iter_mut().find(|f| f.signature == signature) {
             f.count += 1;
+            f.profiles.insert(d.profile);
             return;
         }
-        let known = classes::known(&d).map(|k| k.name);
+        let known = classes::known(&d, script).map(|k| k.name);
         self.findings.push(Finding {
             signature,
             source,
+            profiles: std::iter::once(d.profile).collect(),
             divergence: d,
             known,
             count: 1,
@@ -120,17 +130,17 @@ pub fn token_kind(token: &str) -> String {
     token.split(" id=").next().unwrap_or(token).to_string()
 }
 
-/// The signature of a divergence.
+/// The signature of a divergence: engine, statement shape and both outcome kinds.
 pub fn signature(d: &Divergence) -> String {
+    let engine = EngineKind::of(d.profile).name();
     match d.step {
         Some(_) => format!(
-            "{} `{}`: simulated {}, real {}",
-            d.profile,
+            "{engine} `{}`: simulated {}, real {}",
             shape(&d.statement),
             token_kind(&d.simulated),
             token_kind(&d.real)
         ),
-        None => format!("{} final tables", d.profile),
+        None => format!("{engine} final tables"),
     }
 }
 
@@ -208,7 +218,7 @@ pub fn random_groups(
                         } else {
                             None
                         };
-                        summary.add(source, d, || shrunk);
+                        summary.add(source, d, &script, || shrunk);
                     }
                 }
             }
@@ -243,9 +253,10 @@ pub fn transcripts(
             (Some(d), None) => {
                 let sig = signature(d);
                 let new = !summary.findings.iter().any(|f| f.signature == sig);
+                let step = d.step.unwrap_or(check.steps);
+                let script =
+                    transcript::script_of(&check.replay, &format!("transcript-{label}"), step);
                 let shrunk = if new && shrink_budget > 0 {
-                    let step = d.step.unwrap_or(check.steps);
-                    let script = transcript::script_of(&check.replay, &format!("transcript-{label}"), step);
                     // As a script the divergence shows on the conformance runner's clock.
                     let simulated = simulate(&script, t.profile);
                     engines.run_script(&script, t.profile).ok().and_then(|real| {
@@ -255,7 +266,7 @@ pub fn transcripts(
                 } else {
                     None
                 };
-                summary.add(label.clone(), d.clone(), || shrunk);
+                summary.add(label.clone(), d.clone(), &script, || shrunk);
             }
         }
         summary.wall = started.elapsed();

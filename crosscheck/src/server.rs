@@ -414,6 +414,16 @@ impl RealServer {
         }
     }
 
+    /// The server's temporary directory (removed when the value is dropped).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The server process (the leader of its process group).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The exit status if the server process has ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
@@ -479,3 +489,18 @@ impl Drop for RealServer {
 
 const PG_PLACES: &[&str] = &["/usr/lib/postgresql/15/bin", "/usr/local/pgsql/bin"];
 const MARIA_PLACES: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/mysql/bin"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary that is nowhere is an error naming it and every place that was tried.
+    #[test]
+    fn a_missing_binary_names_what_was_tried() {
+        let err = find_binary("no-such-server-binary", "SHOPSIM_TEST_NO_DIR", &["/nonexistent/bin"])
+            .unwrap_err();
+        assert_eq!(err.binary, "no-such-server-binary");
+        assert!(err.message.contains("/nonexistent/bin/no-such-server-binary"), "{err}");
+        assert!(err.message.contains("install-engines.sh"), "{err}");
+    }
+}

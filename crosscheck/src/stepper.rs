@@ -305,7 +305,7 @@ impl Stepper {
             ],
         };
         let setup: Vec<String> = match kind {
-            EngineKind::MariaDb => inline_indexes(setup),
+            EngineKind::MariaDb => inline_indexes(&maria_types(setup)),
             EngineKind::Postgres => setup.to_vec(),
         };
         // Rows loaded with their ids do not move a PostgreSQL sequence (the simulated
@@ -928,6 +928,25 @@ fn ok() -> (String, RealResult) {
         "ok".to_string(),
         RealResult::Ok(crate::session::RealRows::default()),
     )
+}
+
+/// MariaDB: `text` columns of `CREATE TABLE` become `varchar(255)`, what Laravel's
+/// `$table->string()` creates on MySQL and MariaDB: MariaDB cannot index a `text` column
+/// without a prefix length (1170), which the simulated database does not check.
+fn maria_types(setup: &[String]) -> Vec<String> {
+    setup
+        .iter()
+        .map(|statement| {
+            if !statement.trim_start().to_ascii_lowercase().starts_with("create table") {
+                return statement.clone();
+            }
+            statement
+                .replace(" text not null", " varchar(255) not null")
+                .replace(" text,", " varchar(255),")
+                .replace(" text)", " varchar(255))")
+                .replace(" text primary key", " varchar(255) primary key")
+        })
+        .collect()
 }
 
 /// MariaDB: `CREATE [UNIQUE] INDEX i ON t (c)` folded into `t`'s `CREATE TABLE` as a

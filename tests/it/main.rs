@@ -2,5 +2,6 @@
 
 mod cli;
 mod conformance;
+mod crosscheck;
 mod counter;
 mod scenarios;

@@ -680,6 +680,34 @@ pub fn error_token(code: &str, message: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A file written by `to_toml` parses back to the same scripts, custom setup included,
+    /// and a custom setup's `final` lists every table it created.
+    #[test]
+    fn written_files_parse_back() {
+        let text = "[[script]]\nname = \"q\\\"uote\"\nsetup = [\"create table t0 (id int primary key, v text)\", \"insert into t0 (id, v) values (1, 'a')\"]\nsteps = [[\"T1\", \"select * from t0 where v = 'a'\"]]\n";
+        let mut file = ScriptFile::parse(text).unwrap();
+        let outcome = run_script(&file.scripts[0], Profile::PgRc);
+        assert_eq!(outcome.steps, vec!["rows[1:a]".to_string()]);
+        assert_eq!(outcome.final_table, "t0[1:a]");
+        file.scripts[0].outcomes.insert(Profile::PgRc, outcome);
+        let written = file.to_toml(&["measured here".to_string()]);
+        assert!(written.starts_with("# measured here\n"), "{written}");
+        assert_eq!(ScriptFile::parse(&written).unwrap(), file);
+    }
+
+    /// Tokens sort unordered rows numerically, and keep the order of an ORDER BY.
+    #[test]
+    fn tokens_sort_rows_unless_ordered() {
+        let rows = vec![vec!["10".to_string()], vec!["9".to_string()], vec!["NULL".to_string()]];
+        assert_eq!(result_token("select v from t", true, rows.clone(), 0), "rows[NULL,9,10]");
+        assert_eq!(
+            result_token("select v from t order by v desc", true, rows, 0),
+            "rows[10,9,NULL]"
+        );
+        assert_eq!(result_token("update t set v = 1", false, vec![], 2), "aff=2");
+        assert_eq!(error_token("40001", "could not serialize access due to read/write dependencies among transactions"), "ERR 40001rw");
+    }
+
     #[test]
     fn bad_files_name_the_field() {
         let err = ScriptFile::parse("[[script]]\nname = \"x\"\nsteps = [[\"T1\", \"BEGIN\"]]\n[script.outcome.pg_xx]\nsteps = [\"ok\"]\nfinal = \"\"\n").unwrap_err();
