@@ -102,11 +102,7 @@ fn kinds_of(profiles: &[Profile]) -> Vec<EngineKind> {
 fn start(kinds: &[EngineKind]) -> Result<Engines, String> {
     let engines = Engines::start(kinds).map_err(|e| format!("real engine: {e}"))?;
     for kind in kinds {
-        println!(
-            "{}: {}",
-            kind.name(),
-            engines.version(*kind).unwrap_or("?")
-        );
+        println!("{}: {}", kind.name(), engines.version(*kind).unwrap_or("?"));
     }
     Ok(engines)
 }
@@ -119,7 +115,8 @@ fn run_error(e: RunError) -> String {
 }
 
 fn run_file(args: &Args, path: &Path, profiles: &[Profile]) -> Result<u8, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("FILE {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("FILE {}: {e}", path.display()))?;
     let file = ScriptFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let profiles = if profiles.is_empty() {
         let mut measured: Vec<Profile> = file
@@ -165,11 +162,23 @@ fn run_file(args: &Args, path: &Path, profiles: &[Profile]) -> Result<u8, String
             }
         }
         if let Some(m) = &check.measurement_differs {
-            println!("{} measurement differs from the real engine now: {m}", check.script);
+            println!(
+                "{} measurement differs from the real engine now: {m}",
+                check.script
+            );
         }
     }
-    print_rate(checks.len(), checks.len() - diverged, statements as u64, started.elapsed());
-    Ok(if diverged > 0 { EXIT_VIOLATION } else { EXIT_OK })
+    print_rate(
+        checks.len(),
+        checks.len() - diverged,
+        statements as u64,
+        started.elapsed(),
+    );
+    Ok(if diverged > 0 {
+        EXIT_VIOLATION
+    } else {
+        EXIT_OK
+    })
 }
 
 fn print_rate(runs: usize, identical: usize, statements: u64, wall: std::time::Duration) {
@@ -236,7 +245,10 @@ fn print_finding(i: usize, f: &Finding) {
         f.signature,
         f.count,
         profiles.join(", "),
-        f.known.map_or(" [not a known class]".to_string(), |k| format!(" [known: {k}]"))
+        f.known
+            .map_or(" [not a known class]".to_string(), |k| format!(
+                " [known: {k}]"
+            ))
     );
     println!("    first: {} in {}", f.divergence, f.source);
     if let Some((script, d)) = &f.shrunk {
@@ -255,10 +267,12 @@ fn run_random(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
         kinds_of(profiles)
     };
     let mut engines = start(&kinds)?;
-    let end = args
-        .seed_start
-        .checked_add(count)
-        .ok_or_else(|| format!("--seed-start {} + --random {count} overflows", args.seed_start))?;
+    let end = args.seed_start.checked_add(count).ok_or_else(|| {
+        format!(
+            "--seed-start {} + --random {count} overflows",
+            args.seed_start
+        )
+    })?;
     let mut last = std::time::Instant::now();
     let summary = campaign::random_groups(
         &mut engines,

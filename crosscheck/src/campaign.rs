@@ -259,10 +259,13 @@ pub fn transcripts(
                 let shrunk = if new && shrink_budget > 0 {
                     // As a script the divergence shows on the conformance runner's clock.
                     let simulated = simulate(&script, t.profile);
-                    engines.run_script(&script, t.profile).ok().and_then(|real| {
-                        let d = first_difference(&script, t.profile, &simulated, &real)?;
-                        shrink_divergence(engines, &script, t.profile, &d, shrink_budget)
-                    })
+                    engines
+                        .run_script(&script, t.profile)
+                        .ok()
+                        .and_then(|real| {
+                            let d = first_difference(&script, t.profile, &simulated, &real)?;
+                            shrink_divergence(engines, &script, t.profile, &d, shrink_budget)
+                        })
                 } else {
                     None
                 };

@@ -22,7 +22,7 @@ pub struct Nondeterminism {
 }
 
 /// The allowed nondeterminism classes.
-pub const NONDETERMINISM: [Nondeterminism; 2] = [
+pub const NONDETERMINISM: [Nondeterminism; 3] = [
     Nondeterminism {
         name: "pg_deadlock_victim_by_timer",
         why: "PostgreSQL's victim is the waiter whose deadlock_timeout fires first while the \
@@ -31,6 +31,16 @@ pub const NONDETERMINISM: [Nondeterminism; 2] = [
               began the wait, so the statement that closes a cycle is the victim. Accepted: the \
               first difference involves a 40P01 on one side, and the simulated run ended a \
               deadlock by a timer while the differing statement waited or was sent.",
+    },
+    Nondeterminism {
+        name: "pg_waiters_race_after_update",
+        why: "PostgreSQL: sessions waiting for one row queue on its tuple lock; when the holder \
+              updates the row, its new version has a new tuple id, and every waiter that wakes \
+              re-queues on the new version in the order the server's processes happen to run, \
+              not in arrival order (replaying one transcript twice on one server grants them \
+              differently). Accepted: on PostgreSQL, the differing statement waits on both \
+              sides and ends with the same kind of outcome, and another session updated its \
+              table between the statement's step and its end.",
     },
     Nondeterminism {
         name: "lock_wait_timeout_in_virtual_time",
@@ -66,7 +76,10 @@ pub fn explain_transcript(
         replay.timers.iter().any(|(at, _, tok)| {
             ends_in(tok, "40P01")
                 && *at >= around
-                && (replay.waiting_at.get(*at).is_some_and(|w| w.contains(&around))
+                && (replay
+                    .waiting_at
+                    .get(*at)
+                    .is_some_and(|w| w.contains(&around))
                     || *at == around + 1
                     || replay.simulated[around].contains(&format!("@s{at}")))
         })
@@ -83,18 +96,73 @@ pub fn explain_transcript(
             return Some(nondeterminism("pg_deadlock_victim_by_timer"));
         }
     }
+    if replay.profile.is_postgres() && waiters_race(d, replay) {
+        return Some(nondeterminism("pg_waiters_race_after_update"));
+    }
     let timed_out = ["1205", "55P03", "57014"]
         .iter()
         .any(|code| ends_in(&d.simulated, code));
-    let by_timer = replay
-        .timers
-        .iter()
-        .any(|(_, session, tok)| *session == d.session && tok == d.simulated.trim_start_matches("BLOCK->").split('@').next().unwrap_or(""));
-    if timed_out && by_timer && !["1205", "55P03", "57014"].iter().any(|c| ends_in(&d.real, c)) {
+    let by_timer = replay.timers.iter().any(|(_, session, tok)| {
+        *session == d.session
+            && tok
+                == d.simulated
+                    .trim_start_matches("BLOCK->")
+                    .split('@')
+                    .next()
+                    .unwrap_or("")
+    });
+    if timed_out
+        && by_timer
+        && !["1205", "55P03", "57014"]
+            .iter()
+            .any(|c| ends_in(&d.real, c))
+    {
         let _ = real;
         return Some(nondeterminism("lock_wait_timeout_in_virtual_time"));
     }
     None
+}
+
+/// The table a statement reads or writes (`from t`, `update t`, `into t`).
+fn table_of(statement: &str) -> Option<String> {
+    let lower = statement.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| matches!(w[0], "from" | "update" | "into"))
+        .map(|w| {
+            w[1].trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                .to_string()
+        })
+}
+
+/// Step (1-based) at which a `BLOCK->X@sN` token ended.
+fn end_step(token: &str) -> Option<usize> {
+    token.rsplit_once("@s")?.1.parse().ok()
+}
+
+fn waiters_race(d: &Divergence, replay: &Replay) -> bool {
+    let Some(step) = d.step else { return false };
+    if !(blocked(&d.simulated) && blocked(&d.real)) {
+        return false;
+    }
+    if crate::campaign::token_kind(&d.simulated) != crate::campaign::token_kind(&d.real) {
+        return false;
+    }
+    let Some(table) = table_of(&d.statement) else {
+        return false;
+    };
+    let end = match (end_step(&d.simulated), end_step(&d.real)) {
+        (Some(a), Some(b)) => a.min(b),
+        _ => return false,
+    };
+    replay.steps[step..end.min(replay.steps.len())]
+        .iter()
+        .any(|(session, statement)| {
+            *session != d.session
+                && statement.to_ascii_lowercase().starts_with("update")
+                && table_of(statement).as_deref() == Some(table.as_str())
+        })
 }
 
 /// A known open divergence of the simulated database.
@@ -161,9 +229,12 @@ fn innodb_past_limit(d: &Divergence, script: &Script) -> bool {
 fn innodb_before_range(d: &Divergence, script: &Script) -> bool {
     is_innodb(d)
         && simulated_waits_more(d)
-        && others_before(d, script).any(|s| {
-            locking_read(d, s) && (s.contains(" between ") || s.contains(" >= ") || s.contains(" > "))
-        })
+        && others_before(d, script)
+            .chain(std::iter::once(d.statement.as_str()))
+            .any(|s| {
+                locking_read(d, s)
+                    && (s.contains(" between ") || s.contains(" >= ") || s.contains(" > "))
+            })
 }
 
 fn innodb_duplicate_wait(d: &Divergence, _: &Script) -> bool {
@@ -210,7 +281,8 @@ fn snapshot_isolation_error(d: &Divergence, _: &Script) -> bool {
 /// Both sides wait and finish with the same kind of outcome, at a different step or with
 /// different rows: the order in which waiters are granted, or which rows they see then.
 fn grant_order(d: &Divergence, _: &Script) -> bool {
-    blocked(&d.simulated)
+    is_innodb(d)
+        && blocked(&d.simulated)
         && blocked(&d.real)
         && crate::campaign::token_kind(&d.simulated) == crate::campaign::token_kind(&d.real)
 }
@@ -311,12 +383,11 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
         matches: innodb_real_waits,
     },
     KnownDivergence {
-        name: "lock_grant_order_differs",
-        what: "Both sides make the statement wait and end it with the same kind of outcome, \
-               but at a different step or with different rows: waiters are granted in a \
-               different order (PostgreSQL: the tuple-lock queue and deadlock-checker queue \
-               rearrangement; InnoDB: the order of the record lock queue), so the statement \
-               sees another version.",
+        name: "innodb_lock_grant_order_differs",
+        what: "InnoDB: both sides make the statement wait and end it with the same kind of \
+               outcome, but at a different step or with different rows: MariaDB grants the \
+               waiters of a record in another order than the simulated FIFO queue (or makes \
+               one wait again), so the statement sees another version.",
         matches: grant_order,
     },
 ];

@@ -113,7 +113,14 @@ pub fn group(seed: u64, kind: EngineKind) -> Group {
             }
         }
         if explicit {
-            steps.push(if rng.gen_bool(0.75) { "commit" } else { "rollback" }.to_string());
+            steps.push(
+                if rng.gen_bool(0.75) {
+                    "commit"
+                } else {
+                    "rollback"
+                }
+                .to_string(),
+            );
         }
         per_session.push(steps);
     }
@@ -194,7 +201,10 @@ fn statement(rng: &mut ChaCha8Rng, table: &Table, kind: EngineKind) -> String {
                 format!("insert into {t} (id, k, u, v) values {values}")
             }
         }
-        89..=92 => format!("select * from {t} where id between {id} and {} {{share}}", id + 3),
+        89..=92 => format!(
+            "select * from {t} where id between {id} and {} {{share}}",
+            id + 3
+        ),
         93..=95 => format!("select * from {t} where v = {v} for update"),
         _ => format!("select sum(v) from {t}"),
     }

@@ -196,11 +196,10 @@ fn run_to_end(binary: &Path, mut cmd: Command, log: &Path) -> Result<(), ServerE
     let err = out
         .try_clone()
         .map_err(|e| server_error(&name, e.to_string()))?;
-    let status = cmd
-        .stdout(out)
-        .stderr(err)
-        .status()
-        .map_err(|e| server_error(&name, format!("{} could not start: {e}", binary.display())))?;
+    let status =
+        cmd.stdout(out).stderr(err).status().map_err(|e| {
+            server_error(&name, format!("{} could not start: {e}", binary.display()))
+        })?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(8).collect();
@@ -278,7 +277,10 @@ impl RealServer {
                 .try_clone()
                 .map_err(|e| server_error("postgres", e.to_string()))?;
             let child = cmd.stdout(log).stderr(err).spawn().map_err(|e| {
-                server_error("postgres", format!("{} could not start: {e}", postgres.display()))
+                server_error(
+                    "postgres",
+                    format!("{} could not start: {e}", postgres.display()),
+                )
             })?;
             server.child = Some(child);
             server.port = port;
@@ -336,7 +338,10 @@ impl RealServer {
                 .args(["--skip-name-resolve", "--skip-log-bin"])
                 .args(["--innodb-buffer-pool-size=64M", "--max-connections=200"])
                 // The data is thrown away at the end: no durability needed.
-                .args(["--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"])
+                .args([
+                    "--innodb-flush-log-at-trx-commit=0",
+                    "--innodb-doublewrite=0",
+                ])
                 // Tables in the system tablespace: CREATE and DROP need no files.
                 .arg("--innodb-file-per-table=0")
                 .arg("--innodb-flush-method=nosync");
@@ -346,7 +351,10 @@ impl RealServer {
                 .try_clone()
                 .map_err(|e| server_error("mariadbd", e.to_string()))?;
             let child = cmd.stdout(log).stderr(err).spawn().map_err(|e| {
-                server_error("mariadbd", format!("{} could not start: {e}", mariadbd.display()))
+                server_error(
+                    "mariadbd",
+                    format!("{} could not start: {e}", mariadbd.display()),
+                )
             })?;
             server.child = Some(child);
             server.port = port;
@@ -426,7 +434,9 @@ impl RealServer {
 
     /// The exit status if the server process has ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Whether the server process still runs.
@@ -497,10 +507,18 @@ mod tests {
     /// A binary that is nowhere is an error naming it and every place that was tried.
     #[test]
     fn a_missing_binary_names_what_was_tried() {
-        let err = find_binary("no-such-server-binary", "SHOPSIM_TEST_NO_DIR", &["/nonexistent/bin"])
-            .unwrap_err();
+        let err = find_binary(
+            "no-such-server-binary",
+            "SHOPSIM_TEST_NO_DIR",
+            &["/nonexistent/bin"],
+        )
+        .unwrap_err();
         assert_eq!(err.binary, "no-such-server-binary");
-        assert!(err.message.contains("/nonexistent/bin/no-such-server-binary"), "{err}");
+        assert!(
+            err.message
+                .contains("/nonexistent/bin/no-such-server-binary"),
+            "{err}"
+        );
         assert!(err.message.contains("install-engines.sh"), "{err}");
     }
 }

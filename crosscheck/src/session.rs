@@ -149,13 +149,13 @@ impl RealSession {
                     .map_err(|e| connect_error(kind, e))?;
                 let notice = check_notice.clone();
                 let driver = tokio::spawn(async move {
-                    let mut messages = futures_util::stream::poll_fn(move |cx| {
-                        connection.poll_message(cx)
-                    });
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         if let Ok(tokio_postgres::AsyncMessage::Notice(n)) = &message {
                             let text = n.message();
-                            if text.contains("still waiting for") || text.contains("avoided deadlock")
+                            if text.contains("still waiting for")
+                                || text.contains("avoided deadlock")
                             {
                                 *notice.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some(seconds_now());

@@ -391,12 +391,18 @@ impl Stepper {
                 None => {
                     let key = self.pool.next_key;
                     self.pool.next_key += 1;
-                    RealSession::open(self.kind, self.port, key, &init, self.pool.answers_tx.clone())
-                        .await
-                        .map_err(|e| StepError {
-                            step: self.current + 1,
-                            message: e.to_string(),
-                        })?
+                    RealSession::open(
+                        self.kind,
+                        self.port,
+                        key,
+                        &init,
+                        self.pool.answers_tx.clone(),
+                    )
+                    .await
+                    .map_err(|e| StepError {
+                        step: self.current + 1,
+                        message: e.to_string(),
+                    })?
                 }
             };
             let timers = Timers {
@@ -449,7 +455,8 @@ impl Stepper {
     /// Plays step `session: statement` (SQL, `DISCONNECT`, `SLEEP s`, `CRASH`).
     pub async fn step(&mut self, session: &str, statement: &str) -> Result<(), StepError> {
         let i = self.steps.len();
-        self.steps.push((session.to_string(), statement.to_string()));
+        self.steps
+            .push((session.to_string(), statement.to_string()));
         self.outcomes.push(None);
         self.current = i;
         let upper = statement.trim().to_ascii_uppercase();
@@ -570,7 +577,11 @@ impl Stepper {
                 let leaf = waiting
                     .iter()
                     .copied()
-                    .find(|b| !edges.iter().any(|(w, blocker)| blocker == b && waiting.contains(w)))
+                    .find(|b| {
+                        !edges
+                            .iter()
+                            .any(|(w, blocker)| blocker == b && waiting.contains(w))
+                    })
                     .unwrap_or(waiting[0]);
                 vec![leaf]
             };
@@ -662,8 +673,8 @@ impl Stepper {
                 confirmed = 0;
                 poll = Duration::from_millis(1);
             }
-            let idle = self.zombies.is_empty()
-                && self.sessions.values().all(|s| s.in_flight.is_none());
+            let idle =
+                self.zombies.is_empty() && self.sessions.values().all(|s| s.in_flight.is_none());
             if idle {
                 return Ok(());
             }
@@ -676,7 +687,12 @@ impl Stepper {
             }
             if !self.zombies.is_empty() {
                 let zombies = self.zombies.clone();
-                self.zombies = self.pool.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
+                self.zombies = self
+                    .pool
+                    .control
+                    .alive(&zombies)
+                    .await
+                    .map_err(|e| self.fail(e))?;
             }
             let flights: Vec<(String, i64)> = self
                 .sessions
@@ -833,9 +849,7 @@ impl Stepper {
 
     /// Ends the script: closes every session (open transactions roll back), waits for their
     /// backends to end, and reads the final tables. Returns the tokens and answers per step.
-    pub async fn finish(
-        mut self,
-    ) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), StepError> {
+    pub async fn finish(mut self) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), StepError> {
         self.current = self.steps.len();
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         let mut pending: Vec<usize> = Vec::new();
@@ -866,7 +880,12 @@ impl Stepper {
         let started = Instant::now();
         while !self.zombies.is_empty() {
             let zombies = self.zombies.clone();
-            self.zombies = self.pool.control.alive(&zombies).await.map_err(|e| self.fail(e))?;
+            self.zombies = self
+                .pool
+                .control
+                .alive(&zombies)
+                .await
+                .map_err(|e| self.fail(e))?;
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(self.fail(format!(
                     "backends {:?} did not end after their clients closed",
@@ -937,7 +956,11 @@ fn maria_types(setup: &[String]) -> Vec<String> {
     setup
         .iter()
         .map(|statement| {
-            if !statement.trim_start().to_ascii_lowercase().starts_with("create table") {
+            if !statement
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("create table")
+            {
                 return statement.clone();
             }
             statement
@@ -969,7 +992,10 @@ fn inline_indexes(setup: &[String]) -> Vec<String> {
             let columns = statement.find('(').map(|i| &statement[i..]);
             let table = table.split('(').next().unwrap_or(table);
             let target = out.iter_mut().rev().find(|s| {
-                setup_tables(std::slice::from_ref(*s)).first().map(String::as_str) == Some(table)
+                setup_tables(std::slice::from_ref(*s))
+                    .first()
+                    .map(String::as_str)
+                    == Some(table)
             });
             match (on.eq_ignore_ascii_case("on"), columns, target) {
                 (true, Some(columns), Some(create)) if create.trim_end().ends_with(')') => {
@@ -989,7 +1015,10 @@ fn inline_indexes(setup: &[String]) -> Vec<String> {
 /// The `serial` / `bigserial` columns of `table` in its `CREATE TABLE`.
 pub fn serial_columns(ddl: &[String], table: &str) -> Vec<String> {
     let Some(create) = ddl.iter().find(|s| {
-        setup_tables(std::slice::from_ref(*s)).first().map(String::as_str) == Some(table)
+        setup_tables(std::slice::from_ref(*s))
+            .first()
+            .map(String::as_str)
+            == Some(table)
     }) else {
         return Vec::new();
     };

@@ -175,12 +175,12 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
     let mut in_flight: BTreeMap<SessionId, (usize, bool)> = BTreeMap::new();
     let name = |s: SessionId| format!("S{s}");
     let finish = |steps: &Vec<(String, String)>,
-                      simulated: &mut Vec<Option<String>>,
-                      simulated_ids: &mut Vec<Option<i64>>,
-                      step: usize,
-                      blocked: bool,
-                      tok: String,
-                      id: Option<i64>| {
+                  simulated: &mut Vec<Option<String>>,
+                  simulated_ids: &mut Vec<Option<i64>>,
+                  step: usize,
+                  blocked: bool,
+                  tok: String,
+                  id: Option<i64>| {
         let tok = if blocked {
             format!("BLOCK->{tok}@s{}", steps.len())
         } else {
@@ -266,7 +266,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
                 steps.push(("-".to_string(), "CRASH".to_string()));
                 simulated.push(Some("ok".to_string()));
                 simulated_ids.push(None);
-                let flights: Vec<(usize, bool)> = std::mem::take(&mut in_flight).into_values().collect();
+                let flights: Vec<(usize, bool)> =
+                    std::mem::take(&mut in_flight).into_values().collect();
                 for (step, _) in flights {
                     let tok = format!("ERR {}", lost_code(kind));
                     finish(
@@ -324,7 +325,10 @@ pub fn check(engines: &mut Engines, transcript: &Transcript) -> Result<Transcrip
             _ => None,
         };
         let sim_full = with_id(sim, replay.simulated_ids[i]);
-        let real_full = with_id(real_token, real_id.filter(|_| replay.simulated_ids[i].is_some() || real_id.is_some()));
+        let real_full = with_id(
+            real_token,
+            real_id.filter(|_| replay.simulated_ids[i].is_some() || real_id.is_some()),
+        );
         if sim_full != real_full {
             identical = i;
             first = Some(Divergence {

@@ -2,6 +2,6 @@
 
 mod cli;
 mod conformance;
-mod crosscheck;
 mod counter;
+mod crosscheck;
 mod scenarios;

@@ -321,9 +321,7 @@ fn compare_rows(a: &[String], b: &[String]) -> std::cmp::Ordering {
             (2, 0, cell)
         }
     }
-    a.iter()
-        .map(|c| rank(c))
-        .cmp(b.iter().map(|c| rank(c)))
+    a.iter().map(|c| rank(c)).cmp(b.iter().map(|c| rank(c)))
 }
 
 fn parse_sleep(statement: &str) -> Option<Duration> {
@@ -698,14 +696,30 @@ mod tests {
     /// Tokens sort unordered rows numerically, and keep the order of an ORDER BY.
     #[test]
     fn tokens_sort_rows_unless_ordered() {
-        let rows = vec![vec!["10".to_string()], vec!["9".to_string()], vec!["NULL".to_string()]];
-        assert_eq!(result_token("select v from t", true, rows.clone(), 0), "rows[NULL,9,10]");
+        let rows = vec![
+            vec!["10".to_string()],
+            vec!["9".to_string()],
+            vec!["NULL".to_string()],
+        ];
+        assert_eq!(
+            result_token("select v from t", true, rows.clone(), 0),
+            "rows[NULL,9,10]"
+        );
         assert_eq!(
             result_token("select v from t order by v desc", true, rows, 0),
             "rows[10,9,NULL]"
         );
-        assert_eq!(result_token("update t set v = 1", false, vec![], 2), "aff=2");
-        assert_eq!(error_token("40001", "could not serialize access due to read/write dependencies among transactions"), "ERR 40001rw");
+        assert_eq!(
+            result_token("update t set v = 1", false, vec![], 2),
+            "aff=2"
+        );
+        assert_eq!(
+            error_token(
+                "40001",
+                "could not serialize access due to read/write dependencies among transactions"
+            ),
+            "ERR 40001rw"
+        );
     }
 
     #[test]

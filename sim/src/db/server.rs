@@ -811,7 +811,10 @@ fn created_table(statement: &str) -> Option<String> {
         // IF NOT EXISTS
         name = words.nth(2)?;
     }
-    let name = name.split('(').next()?.trim_matches(|c| c == '`' || c == '"');
+    let name = name
+        .split('(')
+        .next()?
+        .trim_matches(|c| c == '`' || c == '"');
     (!name.is_empty()).then(|| name.to_string())
 }
 
