@@ -79,6 +79,9 @@ pub struct RealServer {
     pub version: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// Stops the server if this process ends without dropping the value (killed, or the
+    /// value lives in a static of a test binary, which Rust never drops).
+    watchdog: Option<Child>,
     log: PathBuf,
 }
 
@@ -251,6 +254,7 @@ impl RealServer {
             log: dir.join("server.log"),
             dir: dir.clone(),
             child: None,
+            watchdog: None,
         };
         let data = dir.join("data");
         let mut cmd = command(&initdb, &user);
@@ -284,6 +288,7 @@ impl RealServer {
             })?;
             server.child = Some(child);
             server.port = port;
+            server.watch();
             match server.wait_ready() {
                 Ok(version) => {
                     server.version = version;
@@ -312,6 +317,7 @@ impl RealServer {
             log: dir.join("server.log"),
             dir: dir.clone(),
             child: None,
+            watchdog: None,
         };
         let data = dir.join("data");
         let mut cmd = command(&install, &user);
@@ -358,6 +364,7 @@ impl RealServer {
             })?;
             server.child = Some(child);
             server.port = port;
+            server.watch();
             match server.wait_ready() {
                 Ok(version) => {
                     server.version = version;
@@ -371,6 +378,35 @@ impl RealServer {
             }
         }
         Err(server_error("mariadbd", "no free port after 3 attempts"))
+    }
+
+    /// Starts the watchdog: a shell that polls this process every 0.5 s and, once it is gone,
+    /// stops the server's process group and removes its directory.
+    fn watch(&mut self) {
+        let (Some(child), None) = (&self.child, &self.watchdog) else {
+            return;
+        };
+        let pgid = child.id();
+        let first = match self.kind {
+            EngineKind::Postgres => "-QUIT",
+            EngineKind::MariaDb => "-KILL",
+        };
+        let script = format!(
+            "while kill -0 {owner} 2>/dev/null; do sleep 0.5; done; \
+             kill {first} {pgid} 2>/dev/null; sleep 3; kill -KILL -- -{pgid} 2>/dev/null; \
+             rm -rf '{dir}'",
+            owner = std::process::id(),
+            dir = self.dir.display()
+        );
+        self.watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
     }
 
     fn binary_name(&self) -> &'static str {
@@ -487,6 +523,10 @@ impl RealServer {
             .status();
         let _ = child.kill();
         let _ = child.wait();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 }
 

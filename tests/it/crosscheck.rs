@@ -16,7 +16,8 @@ use shopsim_sim::db::server::transcript::{record_transcripts, TranscriptEvent};
 use shopsim_sim::db::{DbError, Profile};
 
 /// One pair of servers for the whole test binary (initdb and mariadb-install-db take
-/// seconds); tests take turns on it.
+/// seconds); tests take turns on it. A static is never dropped: the servers' watchdogs stop
+/// them once the test process has ended.
 fn engines() -> Option<MutexGuard<'static, Engines>> {
     static ENGINES: OnceLock<Option<Mutex<Engines>>> = OnceLock::new();
     let engines = ENGINES.get_or_init(|| {
