@@ -215,7 +215,10 @@ fn pk_update(d: &Divergence, _: &Script) -> bool {
     let s = d.statement.to_ascii_lowercase();
     s.starts_with("update")
         && s.contains(" set id = ")
-        && (d.simulated == "ERR 0A000" || d.simulated == "ERR 1235")
+        && (d.simulated.ends_with("ERR 0A000")
+            || d.simulated.ends_with("ERR 1235")
+            || d.simulated.contains("ERR 0A000@")
+            || d.simulated.contains("ERR 1235@"))
 }
 
 fn innodb_past_limit(d: &Divergence, script: &Script) -> bool {
@@ -292,7 +295,23 @@ fn innodb_deadlock(d: &Divergence, _: &Script) -> bool {
 }
 
 fn innodb_real_waits(d: &Divergence, _: &Script) -> bool {
-    is_innodb(d) && blocked(&d.real) && !blocked(&d.simulated)
+    is_innodb(d)
+        && ((blocked(&d.real) && !blocked(&d.simulated))
+            || (d.statement.contains("nowait")
+                && d.real.contains("ERR 1205")
+                && !d.simulated.contains("ERR")))
+}
+
+fn innodb_secondary_key(d: &Divergence, _: &Script) -> bool {
+    let s = d.statement.to_ascii_lowercase();
+    is_innodb(d) && s.contains(" where k = ") && simulated_waits_more(d)
+}
+
+fn pg_recheck(d: &Divergence, _: &Script) -> bool {
+    d.profile.is_postgres()
+        && d.profile != shopsim_sim::db::Profile::PgSer
+        && blocked(&d.simulated)
+        && blocked(&d.real)
 }
 
 /// The known open divergence classes, as the crosscheck found them; the lead empties this
@@ -381,6 +400,22 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
                simulation answers at once: a record or gap lock the simulation does not take \
                or check.",
         matches: innodb_real_waits,
+    },
+    KnownDivergence {
+        name: "innodb_secondary_key_locks_differ",
+        what: "InnoDB: a statement that finds rows through a secondary index (WHERE k = ...) \
+               waits in the simulation where MariaDB does not: the simulation locks secondary \
+               index records or gaps (or the clustered records of rows that do not match) that \
+               MariaDB leaves alone.",
+        matches: innodb_secondary_key,
+    },
+    KnownDivergence {
+        name: "pg_wait_then_recheck_differs",
+        what: "PostgreSQL read committed / repeatable read: both sides make a write or locking \
+               read wait, but it ends at another step or with another outcome (rows affected \
+               after the re-check of the WHERE on the new version, or which waiter goes first \
+               once several wait for one row).",
+        matches: pg_recheck,
     },
     KnownDivergence {
         name: "innodb_lock_grant_order_differs",

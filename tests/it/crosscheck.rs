@@ -87,6 +87,26 @@ fn conformance_files_agree_with_the_real_engines() {
     }
 }
 
+/// The regression data the crosscheck found (`sim/conformance/crosscheck.toml`) is measured:
+/// the real engines reproduce every recorded outcome (the stepping protocol is repeatable),
+/// and the simulated database still differs on each script until the engine is fixed.
+#[test]
+fn found_regression_scripts_reproduce_on_the_real_engines() {
+    let Some(mut engines) = engines() else { return };
+    let file = file("crosscheck.toml");
+    assert!(file.scripts.len() >= 20, "{}", file.scripts.len());
+    let checks = files::check_file(&mut engines, &file, &Profile::ALL).unwrap();
+    assert_eq!(checks.len(), file.scripts.len());
+    for check in &checks {
+        assert!(
+            check.measurement_differs.is_none(),
+            "{}: {}",
+            check.script,
+            check.measurement_differs.as_ref().unwrap()
+        );
+    }
+}
+
 /// `--measure` writes a file that parses back with the real outcomes and says what was
 /// measured on which server.
 #[test]
