@@ -208,6 +208,9 @@ fn report(summary: &Summary, findings_dir: &Path, what: &str) -> Result<u8, Stri
         summary.wall.as_secs_f64(),
         summary.ms_per_1000_statements()
     );
+    for failure in &summary.harness_failures {
+        println!("not compared (the stepping protocol could not finish): {failure}");
+    }
     if !summary.findings.is_empty() {
         std::fs::create_dir_all(findings_dir)
             .map_err(|e| format!("--findings {}: {e}", findings_dir.display()))?;

@@ -52,6 +52,9 @@ pub struct Summary {
     pub findings: Vec<Finding>,
     /// Wall time spent.
     pub wall: Duration,
+    /// Inputs the protocol could not finish (the server stayed up), with the reason; they
+    /// count as runs that are neither identical nor divergent.
+    pub harness_failures: Vec<String>,
 }
 
 impl Summary {
@@ -197,7 +200,17 @@ pub fn random_groups(
         for &kind in kinds {
             let group = random::group(seed, kind);
             for profile in profiles_of(kind) {
-                let real = engines.run_script(&group.script, profile)?;
+                let real = match engines.run_script(&group.script, profile) {
+                    Ok(real) => real,
+                    Err(RunError::Step(e)) => {
+                        summary.runs += 1;
+                        summary
+                            .harness_failures
+                            .push(format!("random group {seed} {profile}: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let simulated = simulate(&group.script, profile);
                 summary.runs += 1;
                 summary.statements += group.script.steps.len() as u64;
@@ -243,7 +256,15 @@ pub fn transcripts(
         if t.read_only {
             continue;
         }
-        let check = transcript::check(engines, &t)?;
+        let check = match transcript::check(engines, &t) {
+            Ok(check) => check,
+            Err(RunError::Step(e)) => {
+                summary.runs += 1;
+                summary.harness_failures.push(format!("{label}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         summary.runs += 1;
         summary.statements += check.steps as u64;
         summary.statements_identical += check.identical as u64;

@@ -422,8 +422,34 @@ impl Control {
             .ok_or_else(|| "Innodb_row_lock_current_waits not reported".to_string())
     }
 
-    /// The backends among `backends` that still exist.
+    /// The backends among `backends` that still run a statement (an idle backend of a closed
+    /// connection can hold locks but waits for nothing, so a step need not wait for it).
     pub async fn alive(&mut self, backends: &[i64]) -> Result<Vec<i64>, String> {
+        if backends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+        let sql = match self.kind {
+            EngineKind::Postgres => format!(
+                "select pid from pg_stat_activity where pid in ({}) and state <> 'idle'",
+                list.join(",")
+            ),
+            EngineKind::MariaDb => format!(
+                "select id from information_schema.processlist where id in ({}) \
+                 and command <> 'Sleep'",
+                list.join(",")
+            ),
+        };
+        Ok(self
+            .rows(&sql)
+            .await?
+            .iter()
+            .filter_map(|r| r.first()?.parse().ok())
+            .collect())
+    }
+
+    /// The backends among `backends` that still exist at all.
+    pub async fn exist(&mut self, backends: &[i64]) -> Result<Vec<i64>, String> {
         if backends.is_empty() {
             return Ok(Vec::new());
         }

@@ -46,7 +46,7 @@ const PG_DEADLOCK_TIMEOUT_VIRTUAL: Duration = Duration::from_millis(300);
 /// The simulated InnoDB lock wait timeout of the conformance runner (MariaDB's default).
 const INNODB_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(50);
 /// How long a step may take before the harness gives up on it.
-const STEP_LIMIT: Duration = Duration::from_secs(120);
+const STEP_LIMIT: Duration = Duration::from_secs(30);
 
 /// How virtual time passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,7 +591,7 @@ impl Stepper {
             // Wait until they are gone before releasing anything else.
             let started = Instant::now();
             loop {
-                let alive = self.pool.control.alive(&pick).await.map_err(fail)?;
+                let alive = self.pool.control.exist(&pick).await.map_err(fail)?;
                 if alive.is_empty() {
                     break;
                 }

@@ -148,6 +148,11 @@ fn random_groups_diverge_only_in_known_classes() {
         summary.ms_per_1000_statements()
     );
     assert_eq!(summary.runs, 120 * 8);
+    assert!(
+        summary.harness_failures.is_empty(),
+        "{:?}",
+        summary.harness_failures
+    );
     let unknown = unknown_findings(&summary);
     assert!(
         unknown.is_empty(),
@@ -211,6 +216,7 @@ fn transcripts_of_every_scenario_diverge_only_in_known_classes() {
             });
             let summary = campaign::transcripts(&mut engines, inputs, 0, |_| {}).unwrap();
             compared += summary.statements_identical;
+            failures.extend(summary.harness_failures.iter().cloned());
             failures.extend(unknown_findings(&summary));
         }
     }
