@@ -106,13 +106,13 @@ pub fn protocol_lines() -> Vec<String> {
             .to_string(),
         "statement counts as blocked when the server reports it waiting for a lock (pg_locks;"
             .to_string(),
-        "Innodb_row_lock_current_waits), never after a fixed sleep. PostgreSQL sessions run with"
+        "Innodb_row_lock_current_waits and SHOW ENGINE INNODB STATUS), never after a fixed sleep."
             .to_string(),
-        "deadlock_timeout = 10ms and each wait's deadlock check completes in the step that began"
+        "PostgreSQL sessions run with deadlock_timeout = 1ms and each wait's deadlock check"
             .to_string(),
-        "it; lock wait timeouts follow the format's clock (1 s per SQL step). Private servers:"
+        "completes in the step that began it; lock wait timeouts follow the format's clock (1 s"
             .to_string(),
-        "initdb / mariadb-install-db defaults, innodb_lock_wait_timeout = 50.".to_string(),
+        "per SQL step). Private servers: initdb / mariadb-install-db defaults.".to_string(),
     ]
 }
 

@@ -448,6 +448,34 @@ impl Control {
             .collect())
     }
 
+    /// MariaDB: the connection ids whose transaction waits for a lock right now, from
+    /// `SHOW ENGINE INNODB STATUS` ("TRX HAS BEEN WAITING"): printed from the transaction's
+    /// wait lock, which the releasing transaction clears when it grants, so a granted waiter
+    /// never shows as waiting even before its thread runs.
+    pub async fn maria_waiting(&mut self) -> Result<Vec<i64>, String> {
+        let rows = self.rows("show engine innodb status").await?;
+        let text = rows
+            .first()
+            .and_then(|r| r.get(2))
+            .cloned()
+            .unwrap_or_default();
+        let mut waiting = Vec::new();
+        for block in text.split("---TRANSACTION").skip(1) {
+            if !block.contains("TRX HAS BEEN WAITING") {
+                continue;
+            }
+            let id = block
+                .split("MariaDB thread id ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok());
+            if let Some(id) = id {
+                waiting.push(id);
+            }
+        }
+        Ok(waiting)
+    }
+
     /// The backends among `backends` that still exist at all.
     pub async fn exist(&mut self, backends: &[i64]) -> Result<Vec<i64>, String> {
         if backends.is_empty() {

@@ -829,6 +829,22 @@ impl Stepper {
         if waiting < expected {
             return Ok(false);
         }
+        // The counter drops only when a woken waiter's thread runs: confirm each backend from
+        // the transactions' wait locks, which the granting transaction clears itself.
+        let waiters = self
+            .pool
+            .control
+            .maria_waiting()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let all_wait = flights
+            .iter()
+            .map(|(_, b)| b)
+            .chain(&self.zombies)
+            .all(|b| waiters.contains(b));
+        if !all_wait {
+            return Ok(false);
+        }
         let mut settled = true;
         for (name, _) in flights {
             let session = self.sessions.get_mut(name).expect("in flight");
@@ -876,6 +892,23 @@ impl Stepper {
                 Ok(None) => break,
                 Err(_) => {}
             }
+        }
+        // Every session has ended: a backend that still waits for a lock after its client
+        // left (neither engine notices a closed client while it waits) is ended too, as the
+        // simulated database ends it, so it can neither commit later nor hold the schema.
+        let zombies = self.zombies.clone();
+        let waiting = self
+            .pool
+            .control
+            .alive(&zombies)
+            .await
+            .map_err(|e| self.fail(e))?;
+        for backend in waiting {
+            self.pool
+                .control
+                .terminate(backend)
+                .await
+                .map_err(|e| self.fail(e))?;
         }
         let started = Instant::now();
         while !self.zombies.is_empty() {
