@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod artifact;
 mod bench;
 mod conformance;
+mod crosscheck;
 mod determinism;
 mod diagram;
 mod fuzz;
@@ -63,6 +64,17 @@ enum Command {
         shopsim conformance sim/conformance/hermitage.toml\n  \
         shopsim conformance sim/conformance/hermitage.toml --profile pg_rc --profile maria_rr")]
     Conformance(conformance::Args),
+    /// Check the simulated database against real PostgreSQL 15 and MariaDB 10.11 (private
+    /// servers this command starts): conformance files, transcripts of simulated runs, or
+    /// random transaction groups. Exit 1 on a divergence, 2 if an engine is missing.
+    #[command(after_help = "Examples:\n  \
+        shopsim crosscheck sim/conformance/hermitage.toml\n  \
+        shopsim crosscheck my-scripts.toml --measure measured.toml\n  \
+        shopsim crosscheck --scenario checkout-concurrency --seeds 20 --profile pg_rc\n  \
+        shopsim crosscheck --scenario all --seeds 100\n  \
+        shopsim crosscheck --random 1000 --profile maria_rr\n\n\
+        Install the engines with scripts/install-engines.sh (Debian 12, as root).")]
+    Crosscheck(crosscheck::Args),
     /// Run scenarios on seeds and print a summary table.
     #[command(after_help = "Examples:\n  \
         shopsim run --all\n  \
@@ -131,6 +143,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Conformance(args) => conformance::run(args),
+        Command::Crosscheck(args) => crosscheck::run(args),
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Fuzz(args) => fuzz::run(args),

@@ -4,6 +4,7 @@ mod campaign;
 mod cli;
 mod conformance;
 mod counter;
+mod crosscheck;
 mod diagram;
 mod roundtrip;
 mod scenarios;
