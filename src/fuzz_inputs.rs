@@ -152,6 +152,7 @@ impl Fixtures {
             config,
             scenario_toml: tiny.to_toml(),
             commit: "unknown".to_string(),
+            version: crate::artifact::VERSION.to_string(),
             trace_hash: 0,
             failure: shopsim_sim::runner::Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
@@ -488,20 +489,44 @@ fn hostile_json(rng: &mut ChaCha8Rng) -> serde_json::Value {
     choices.choose(rng).expect("choices").clone()
 }
 
-/// Sets `path` (dotted) in a JSON document to `value`.
+/// Sets `path` (`config.faults.families`, `groups[0].first.seed`: the way errors name a
+/// field) in a JSON document to `value`; a path that is not there changes nothing.
 fn set_json(doc: &mut serde_json::Value, path: &str, value: serde_json::Value) {
-    let mut at = doc;
-    let parts: Vec<&str> = path.split('.').collect();
-    for part in &parts[..parts.len() - 1] {
-        at = &mut at[*part];
+    let mut steps: Vec<Result<usize, &str>> = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        steps.push(Err(pieces.next().unwrap_or_default()));
+        for index in pieces {
+            steps.push(index.trim_end_matches(']').parse().map_err(|_| ""));
+        }
     }
-    at[parts[parts.len() - 1]] = value;
+    let Some((last, parents)) = steps.split_last() else {
+        return;
+    };
+    let mut at = doc;
+    for step in parents {
+        let next = match step {
+            Ok(i) => at.get_mut(*i),
+            Err(key) => at.get_mut(*key),
+        };
+        let Some(next) = next else {
+            return;
+        };
+        at = next;
+    }
+    match (last, at) {
+        (Ok(i), serde_json::Value::Array(items)) if *i < items.len() => items[*i] = value,
+        (Err(key), serde_json::Value::Object(map)) => {
+            map.insert(key.to_string(), value);
+        }
+        _ => {}
+    }
 }
 
 /// An artifact with one hostile change.
 pub fn artifact_text(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> (String, Option<String>) {
     let mut doc = fixtures.artifact.clone();
-    const PATHS: [&str; 16] = [
+    const PATHS: [&str; 20] = [
         "config.duration_ms",
         "config.time_limit_ms",
         "config.latency_us_min",
@@ -518,6 +543,10 @@ pub fn artifact_text(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> (String, Opti
         "bugs",
         "seed",
         "scenario",
+        "trace_hash",
+        "version",
+        "format",
+        "failure.kind",
     ];
     match rng.gen_range(0..10) {
         0..=5 => {
@@ -548,13 +577,81 @@ pub fn artifact_text(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> (String, Opti
     }
 }
 
+/// A valid campaign state: two runs, one with a failure group of three failing seeds.
+fn state_example() -> serde_json::Value {
+    use crate::fuzz::groups::{Exemplar, Group};
+    use crate::fuzz::state::State;
+    let runs = [
+        "inventory-race@pg_rc".to_string(),
+        "inventory-race@maria_rr".to_string(),
+    ];
+    let mut state = State::new("scenarios=[\"inventory-race\"]".to_string(), &runs);
+    state.sessions = 2;
+    state.seeds_run = 40;
+    state.elapsed_ms = 9_000;
+    for (i, run) in state.runs.iter_mut().enumerate() {
+        run.seeds = 20;
+        run.wall_ms = 4_000;
+        for _ in 0..20 {
+            run.count("no_oversell", shopsim_sim::check::Verdict::Valid);
+        }
+        run.failing_seeds = if i == 0 { 3 } else { 0 };
+    }
+    let exemplar = |seed: u64, ops: u64| Exemplar {
+        seed,
+        ops,
+        virtual_us: 1_000 * ops,
+        artifact: Some(crate::artifact::relative_path(
+            "inventory-race",
+            "pg_rc",
+            seed,
+        )),
+    };
+    let mut group = Group::new(
+        1,
+        crate::signature::Signature::of("inventory-race@pg_rc", "no_oversell", "product 1: -2"),
+        shopsim_sim::runner::FailureKind::Violation,
+        "product 1: -2",
+        exemplar(u64::MAX, 900),
+    );
+    group.count = 3;
+    group.smallest = exemplar(12, 300);
+    state.groups.push(group);
+    serde_json::to_value(&state).expect("a state serializes")
+}
+
 /// A campaign state file with one hostile change.
 pub fn state_text(rng: &mut ChaCha8Rng) -> (String, Option<String>) {
-    let mut doc = serde_json::json!({
-        "next_index": 40, "seeds_run": 40, "failures": {"inventory-race@pg_rc no_oversell": [1, 2]},
-        "identity": "[] None [] None swarm=true",
-    });
-    let paths = ["next_index", "seeds_run", "failures", "identity"];
+    let mut doc = state_example();
+    const PATHS: [&str; 26] = [
+        "format",
+        "identity",
+        "sessions",
+        "seeds_run",
+        "elapsed_ms",
+        "nondeterministic",
+        "io",
+        "io.files_written",
+        "io.bytes_written",
+        "runs",
+        "runs[0].name",
+        "runs[0].seeds",
+        "runs[0].failing_seeds",
+        "runs[1].wall_ms",
+        "runs[0].checks",
+        "runs[0].checks[0].valid",
+        "groups",
+        "groups[0].id",
+        "groups[0].system",
+        "groups[0].kind",
+        "groups[0].shape",
+        "groups[0].count",
+        "groups[0].first.seed",
+        "groups[0].first.artifact",
+        "groups[0].smallest.ops",
+        "groups[0].others",
+    ];
+    let paths = PATHS;
     match rng.gen_range(0..6) {
         0..=3 => {
             let path = *paths.choose(rng).expect("paths");
@@ -631,6 +728,12 @@ fn hostile_arg(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> String {
         "1/4611686018427387904",
         "1h",
         "0s",
+        "30s",
+        "1001",
+        "10001",
+        "1000001",
+        "1000000001",
+        "all",
         "213503982334602d",
         "8x",
         "zz",
@@ -652,7 +755,10 @@ fn hostile_arg(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> String {
 
 /// A command line with hostile flag values; the flag changed, if any.
 pub fn args(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> (Vec<String>, Option<String>) {
-    let commands: [(&str, &[&str]); 9] = [
+    // Every flag of every command that takes input (flags without a value get one anyway:
+    // it lands as a positional argument). `--out`, `--diagram`, `--measure` and
+    // `--findings` are left out: they name where to write, and the check writes nothing.
+    let commands: [(&str, &[&str]); 10] = [
         (
             "run",
             &[
@@ -663,40 +769,93 @@ pub fn args(rng: &mut ChaCha8Rng, fixtures: &Fixtures) -> (Vec<String>, Option<S
                 "--profile",
                 "--bug",
                 "--jobs",
+                "--json",
+                "--all",
             ],
         ),
         (
             "fuzz",
             &[
+                "--file",
                 "--duration",
                 "--seeds",
                 "--jobs",
                 "--shard",
                 "--profile",
                 "--bug",
+                "--no-swarm",
+                "--max-artifacts-per-group",
+                "--max-groups",
+                "--status-interval",
             ],
         ),
         (
             "replay",
-            &["--file", "--seed", "--profile", "--bug", "--expect-hash"],
+            &[
+                "--file",
+                "--seed",
+                "--profile",
+                "--bug",
+                "--expect-hash",
+                "--swarm",
+                "--trace",
+            ],
         ),
         ("shrink", &["--seeds"]),
         (
             "check-determinism",
-            &["--seeds", "--seed-start", "--profile"],
+            &[
+                "--file",
+                "--seeds",
+                "--seed-start",
+                "--profile",
+                "--in-process-only",
+            ],
         ),
         ("conformance", &["--profile"]),
-        ("bench", &["--seeds"]),
+        ("bench", &["--file", "--seeds", "--json", "--detection"]),
+        (
+            "crosscheck",
+            &[
+                "--scenario",
+                "--random",
+                "--seeds",
+                "--seed-start",
+                "--profile",
+                "--shrink-budget",
+            ],
+        ),
         ("scenario", &["--check"]),
         ("no-such-command", &["--x"]),
     ];
     let (command, flags) = commands.choose(rng).expect("commands");
     let mut argv = vec!["shopsim".to_string(), command.to_string()];
     let needs_file = matches!(*command, "shrink" | "conformance");
-    if needs_file || (*command == "replay" && rng.gen_bool(0.5)) {
+    let file_optional = matches!(*command, "replay" | "crosscheck");
+    let names_scenarios = matches!(
+        *command,
+        "run" | "fuzz" | "replay" | "check-determinism" | "bench"
+    );
+    if needs_file || (file_optional && rng.gen_bool(0.5)) {
         argv.push(fixtures.paths.choose(rng).expect("paths").clone());
-    } else if *command != "scenario" && rng.gen_bool(0.6) {
-        argv.push(hostile_arg(rng, fixtures));
+    } else if *command != "scenario" {
+        // A hostile positional is refused first; a valid one (or none) lets the flags after
+        // it be judged.
+        match rng.gen_range(0..10) {
+            0..=3 => argv.push(hostile_arg(rng, fixtures)),
+            4..=6 if names_scenarios => argv.push("payment-race".to_string()),
+            _ => {}
+        }
+    }
+    // What the command needs to start, given valid, so that the hostile flags are reached.
+    let needed: &[&str] = match *command {
+        "fuzz" => &["--seeds", "1"],
+        "replay" => &["--seed", "1"],
+        "crosscheck" => &["--random", "1"],
+        _ => &[],
+    };
+    if rng.gen_bool(0.5) {
+        argv.extend(needed.iter().map(|a| a.to_string()));
     }
     if *command == "fuzz" {
         // Never a folder outside the fixtures: `--resume` reads its state file there.

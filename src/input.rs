@@ -9,14 +9,18 @@ use std::time::Duration;
 pub const SCENARIO_BYTES_MAX: u64 = 1 << 20;
 /// The largest artifact, bytes (a multi-tenant-mixed history with faults is a few MiB).
 pub const ARTIFACT_BYTES_MAX: u64 = 32 << 20;
-/// The largest campaign state file, bytes.
-pub const STATE_BYTES_MAX: u64 = 16 << 20;
+/// The largest campaign state file, bytes. A state holds counts and at most `--max-groups`
+/// groups (10000 at most, each with a witness of up to 2000 characters and its kept
+/// artifacts), never a list of seeds; it is typed while it is parsed, so reading one costs
+/// about its size in memory.
+pub const STATE_BYTES_MAX: u64 = 64 << 20;
 /// The largest conformance script file, bytes (hermitage.toml is 30 KiB).
 pub const CONFORMANCE_BYTES_MAX: u64 = 4 << 20;
 /// The most worker threads (`--jobs`): more would only queue runs, each with its own memory.
 pub const JOBS_MAX: usize = 256;
-/// The longest `fuzz --duration`: ten years.
-pub const FUZZ_DURATION_S_MAX: u64 = 10 * 365 * 86_400;
+/// The longest `fuzz --duration` (and `--status-interval`): 100 years of 366 days, the
+/// longest elapsed time a campaign state holds.
+pub const FUZZ_DURATION_S_MAX: u64 = 100 * 366 * 86_400;
 /// The most machines a campaign can be sharded over (`--shard K/N`).
 pub const SHARDS_MAX: u64 = 10_000;
 
@@ -112,8 +116,14 @@ pub fn parse_jobs(jobs: Option<usize>) -> Result<usize, String> {
     }
 }
 
-/// Parses a wall-clock duration: `90s`, `10m`, `8h`, `2d`, at most ten years.
+/// Parses `--duration`: see [`parse_duration_flag`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_flag("--duration", text)
+}
+
+/// Parses the wall-clock duration of the flag `flag`: `90s`, `10m`, `8h`, `2d`, more than 0
+/// and at most 100 years ([`FUZZ_DURATION_S_MAX`]).
+pub fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
     let shown = shopsim_sim::input::cut(text, 40);
     let trimmed = text.trim();
     let split = trimmed
@@ -121,7 +131,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(trimmed.len());
     let (n, unit) = trimmed.split_at(split);
     let expected = format!(
-        "--duration: expected a whole number and a unit (s, m, h or d) of at most {} days, got `{shown}`",
+        "{flag}: expected a whole number and a unit (s, m, h or d), at most 100 years ({}d), got `{shown}`",
         FUZZ_DURATION_S_MAX / 86_400
     );
     let n: u64 = n.parse().map_err(|_| expected.clone())?;
@@ -137,7 +147,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .filter(|s| *s <= FUZZ_DURATION_S_MAX)
         .ok_or_else(|| expected.clone())?;
     if seconds == 0 {
-        return Err(format!("--duration: expected more than 0, got `{shown}`"));
+        return Err(format!("{flag}: must be longer than 0, got `{shown}`"));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -189,7 +199,11 @@ mod tests {
         assert!(parse_duration("213503982334602d")
             .unwrap_err()
             .starts_with("--duration: "));
-        assert!(parse_duration("3651d").is_err());
+        assert!(parse_duration("36600d").is_ok());
+        assert!(parse_duration("36601d").is_err());
+        assert!(parse_duration_flag("--status-interval", "0s")
+            .unwrap_err()
+            .starts_with("--status-interval: must be longer than 0"));
         assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
         assert!(parse_shard("3/2").unwrap_err().contains("`3/2`"));
         // Before: a shard count this large overflowed the seed index.

@@ -29,7 +29,7 @@ pub const TENANTS_MAX: u64 = 100;
 pub const PRODUCTS_MAX: u64 = 10_000;
 /// The most client nodes: shoppers + payers + catalog readers + admins (lockable orders ×
 /// (mutations per order + 1)). Client addresses are `10.1.x.y`, so 64,000 at most could exist.
-pub const CLIENTS_MAX: u64 = 2_000;
+pub const CLIENTS_MAX: u64 = 1_000;
 /// The most HTTP requests a workload plans: each becomes a history entry with its response
 /// and the statements it ran, about 12 KiB for a checkout step (measured).
 pub const REQUESTS_MAX: u64 = 6_000;

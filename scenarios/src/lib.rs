@@ -591,15 +591,15 @@ mod tests {
         for (text, expected) in [
             (
                 "[shop]\nshoppers = -1\n",
-                "shop.shoppers: expected a whole number in 0..=2000, got `-1`",
+                "shop.shoppers: expected a whole number in 0..=1000, got `-1`",
             ),
             (
                 "[shop]\nshoppers = \"many\"\n",
-                "shop.shoppers: expected a whole number in 0..=2000, got `\"many\"`",
+                "shop.shoppers: expected a whole number in 0..=1000, got `\"many\"`",
             ),
             (
                 "[shop]\nshoppers = 1.5\n",
-                "shop.shoppers: expected a whole number in 0..=2000, got `1.5`",
+                "shop.shoppers: expected a whole number in 0..=1000, got `1.5`",
             ),
             (
                 "[shop.db]\nport = 70000\n",
@@ -721,7 +721,7 @@ mod tests {
             "FIELDS lists fields no scenario has"
         );
         assert!(
-            template.contains("# a whole number in 0..=2000; default 10\nshoppers = 10\n"),
+            template.contains("# a whole number in 0..=1000; default 10\nshoppers = 10\n"),
             "{template}"
         );
     }
