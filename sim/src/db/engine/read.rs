@@ -1,0 +1,342 @@
+//! Reads along an access path: the rows a statement sees and the rows it locks. Snapshot
+//! reads see the version of their snapshot; PostgreSQL's locking reads find rows in the
+//! snapshot and lock them (re-checking changed rows); InnoDB's locking reads lock every record
+//! they scan on its newest version, with gaps under repeatable read. Serializable reads are
+//! recorded for SSI here.
+
+use std::collections::BTreeSet;
+
+use super::access::{positions, row_keys, Access, Position};
+use super::expr::{eval, matches, BExpr};
+use super::result::compare_sort_keys;
+use super::{Database, SessionId, Step};
+use crate::db::lock::{Grant, LockMode, LockTarget};
+use crate::db::profile::{errors, Isolation};
+use crate::db::sql::LockWaitPolicy;
+use crate::db::ssi::ReadKey;
+use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
+use crate::db::value::Value;
+
+impl Database {
+    /// A non-locking read: the version each row has in `snapshot` (own writes included), or the
+    /// newest version of any transaction when there is no snapshot (InnoDB read uncommitted).
+    pub(super) fn snapshot_read(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        access: &Access,
+        filter: Option<&BExpr>,
+        snapshot: Option<CommitSeq>,
+    ) -> Step<Vec<Row>> {
+        let engine = self.engine;
+        let serializable = self.ssi.tracks(tx);
+        let table = self.table(table_name)?;
+        let keys = row_keys(table, access);
+        let mut out = Vec::new();
+        let mut newer_writers = BTreeSet::new();
+        let mut touched = 0u64;
+        for key in &keys {
+            let Some(rv) = table.rows.get(key) else {
+                continue;
+            };
+            touched += 1;
+            let data = match snapshot {
+                Some(snapshot) => {
+                    if serializable {
+                        for v in rv.committed.iter().filter(|v| v.seq > snapshot) {
+                            newer_writers.insert(v.tx);
+                        }
+                        if let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) {
+                            newer_writers.insert(p.tx);
+                        }
+                    }
+                    visible(rv, tx, snapshot)
+                }
+                None => match &rv.pending {
+                    Some(p) => p.data.as_ref(),
+                    None => rv.latest_committed().and_then(|v| v.data.as_ref()),
+                },
+            };
+            let Some(row) = data else {
+                continue;
+            };
+            if matches(engine, filter, row)? {
+                out.push(row.clone());
+            }
+        }
+        self.stats.rows_touched += touched;
+        if serializable {
+            self.ssi_read(tx, table_name, access);
+            let mut fail = Vec::new();
+            for writer in newer_writers {
+                fail.extend(self.ssi.add_edge(tx, writer));
+            }
+            self.ssi_fail(tx, fail)?;
+        }
+        Ok(out)
+    }
+
+    pub(super) fn ssi_read(&mut self, tx: TxId, table_name: &str, access: &Access) {
+        match access {
+            Access::Scan => self.ssi.read_relation(tx, table_name),
+            Access::Keys(keys) => {
+                for key in keys {
+                    self.ssi.read_key(
+                        tx,
+                        ReadKey {
+                            table: table_name.to_string(),
+                            index: None,
+                            key: key.clone(),
+                        },
+                    );
+                }
+            }
+            Access::Index { index, values } => {
+                for v in values {
+                    self.ssi.read_key(
+                        tx,
+                        ReadKey {
+                            table: table_name.to_string(),
+                            index: Some(*index),
+                            key: v.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Dooms the other pivots; fails this statement if `tx` itself is one.
+    pub(super) fn ssi_fail(&mut self, tx: TxId, pivots: Vec<TxId>) -> Step<()> {
+        let mut fail = false;
+        for pivot in pivots {
+            if pivot == tx {
+                fail = true;
+            } else {
+                self.ssi.doom(pivot);
+            }
+        }
+        if fail {
+            return Err(errors::rw_dependency().into());
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL's locking read (`FOR UPDATE`/`FOR SHARE`, and the row search of UPDATE and
+    /// DELETE): rows that match in the statement snapshot, sorted, locked one by one; a row
+    /// changed since the snapshot is re-checked on its newest version in read committed
+    /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pg_locking_read(
+        &mut self,
+        session: SessionId,
+        table_name: &str,
+        access: &Access,
+        filter: Option<&BExpr>,
+        mode: LockMode,
+        policy: LockWaitPolicy,
+        snapshot: CommitSeq,
+        order: &[(BExpr, bool)],
+        wanted: Option<usize>,
+    ) -> Step<Vec<(Key, Row)>> {
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let isolation = self.tx_mut(session).isolation;
+        let serializable = self.ssi.tracks(tx);
+        let table = self.table(table_name)?;
+        let mut candidates: Vec<(Key, Row)> = Vec::new();
+        let mut newer_writers = BTreeSet::new();
+        let mut touched = 0u64;
+        for key in row_keys(table, access) {
+            let Some(rv) = table.rows.get(&key) else {
+                continue;
+            };
+            touched += 1;
+            if serializable {
+                for v in rv.committed.iter().filter(|v| v.seq > snapshot) {
+                    newer_writers.insert(v.tx);
+                }
+                if let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) {
+                    newer_writers.insert(p.tx);
+                }
+            }
+            if let Some(row) = visible(rv, tx, snapshot) {
+                if matches(engine, filter, row)? {
+                    candidates.push((key, row.clone()));
+                }
+            }
+        }
+        self.stats.rows_touched += touched;
+        if serializable {
+            self.ssi_read(tx, table_name, access);
+            let mut fail = Vec::new();
+            for writer in newer_writers {
+                fail.extend(self.ssi.add_edge(tx, writer));
+            }
+            self.ssi_fail(tx, fail)?;
+        }
+        if !order.is_empty() {
+            let mut keyed: Vec<(Vec<Value>, (Key, Row))> = Vec::new();
+            for (key, row) in candidates {
+                let sort_key = order
+                    .iter()
+                    .map(|(e, _)| eval(engine, e, &row))
+                    .collect::<Result<Vec<_>, _>>()?;
+                keyed.push((sort_key, (key, row)));
+            }
+            keyed.sort_by(|a, b| compare_sort_keys(engine, &a.0, &b.0, order));
+            candidates = keyed.into_iter().map(|(_, kr)| kr).collect();
+        }
+        let mut out = Vec::new();
+        for (key, row) in candidates {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            let target = LockTarget::Record {
+                table: table_name.to_string(),
+                key: key.clone(),
+            };
+            if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                continue;
+            }
+            let table = self.table(table_name)?;
+            let rv = &table.rows[&key];
+            let latest: Option<&Row> = match &rv.pending {
+                Some(p) => {
+                    assert_eq!(p.tx, tx, "a locked row has no other writer");
+                    p.data.as_ref()
+                }
+                None => {
+                    let latest = rv.latest_committed().expect("a visible row has versions");
+                    if latest.seq <= snapshot {
+                        out.push((key, row));
+                        continue;
+                    }
+                    // Changed by a transaction that committed after the snapshot.
+                    if isolation >= Isolation::RepeatableRead {
+                        return Err(errors::concurrent_update(latest.data.is_none()).into());
+                    }
+                    latest.data.as_ref()
+                }
+            };
+            let Some(latest) = latest else {
+                continue;
+            };
+            if matches(engine, filter, latest)? {
+                out.push((key, latest.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// InnoDB's locking read: every row scanned is locked on its newest committed version
+    /// (own writes included) before the WHERE is evaluated; repeatable read and serializable
+    /// also lock the gaps before them and after the range. Read committed releases the locks of
+    /// rows that do not match, and an UPDATE there first reads the newest committed version of
+    /// a locked row to skip it without waiting when it does not match (semi-consistent read).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn innodb_locking_read(
+        &mut self,
+        session: SessionId,
+        table_name: &str,
+        access: &Access,
+        filter: Option<&BExpr>,
+        mode: LockMode,
+        policy: LockWaitPolicy,
+        semi_consistent: bool,
+        wanted: Option<usize>,
+    ) -> Step<Vec<(Key, Row)>> {
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let (isolation, read_view) = {
+            let t = self.tx_mut(session);
+            (t.isolation, t.snapshot)
+        };
+        let gaps = isolation >= Isolation::RepeatableRead;
+        let snapshot_isolation =
+            self.profile.innodb_snapshot_isolation() && isolation == Isolation::RepeatableRead;
+        let table = self.table(table_name)?;
+        let positions = positions(table, access);
+        let mut out = Vec::new();
+        let mut touched = 0u64;
+        for position in positions {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            let (key, gap) = match position {
+                Position::Gap(gap) => {
+                    if gaps {
+                        let granted = self.locks.request(tx, &gap, LockMode::Gap);
+                        assert_eq!(granted, Grant::Granted);
+                    }
+                    continue;
+                }
+                Position::Row { key, gap } => (key, gap),
+            };
+            touched += 1;
+            let target = LockTarget::Record {
+                table: table_name.to_string(),
+                key: key.clone(),
+            };
+            let held_before = self.locks.holds(tx, &target, mode);
+            if semi_consistent && self.locks.would_wait(tx, &target, mode) {
+                let table = self.table(table_name)?;
+                let committed = table.rows[&key]
+                    .latest_committed()
+                    .and_then(|v| v.data.as_ref());
+                match committed {
+                    Some(row) if matches(engine, filter, row)? => {}
+                    _ => continue,
+                }
+            }
+            if let Some(gap) = gap.filter(|_| gaps) {
+                let granted = self.locks.request(tx, &gap, LockMode::Gap);
+                assert_eq!(granted, Grant::Granted);
+            }
+            if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                continue;
+            }
+            let table = self.table(table_name)?;
+            let rv = &table.rows[&key];
+            let row = match &rv.pending {
+                Some(p) => {
+                    // The lock is held, so an uncommitted version can only be our own.
+                    assert_eq!(p.tx, tx);
+                    p.data.as_ref()
+                }
+                None => {
+                    let latest = rv.latest_committed();
+                    if snapshot_isolation {
+                        if let (Some(view), Some(latest)) = (read_view, latest) {
+                            if latest.seq > view {
+                                return Err(errors::record_changed(table_name).into());
+                            }
+                        }
+                    }
+                    latest.and_then(|v| v.data.as_ref())
+                }
+            };
+            let matched = match row {
+                Some(row) => matches(engine, filter, row)?,
+                None => false,
+            };
+            if matched {
+                out.push((key, row.expect("matched row").clone()));
+            } else if !gaps && !held_before {
+                let woken = self.locks.release(tx, &target);
+                self.woken.extend(woken);
+            }
+        }
+        self.stats.rows_touched += touched;
+        Ok(out)
+    }
+}
+
+/// The version of `rv` that `tx` sees at `snapshot`: its own uncommitted write, else the
+/// newest version committed at or before the snapshot.
+pub(super) fn visible(rv: &RowVersions, tx: TxId, snapshot: CommitSeq) -> Option<&Row> {
+    if let Some(p) = rv.pending.as_ref().filter(|p| p.tx == tx) {
+        return p.data.as_ref();
+    }
+    rv.visible_at(snapshot).and_then(|v| v.data.as_ref())
+}
