@@ -1,12 +1,24 @@
-//! The lock manager: row locks, InnoDB gap locks and insert intentions, FIFO wait queues, and
-//! the waits-for graph that deadlock detection walks.
+//! The lock manager: row locks, InnoDB gap locks and insert intentions, wait queues, and the
+//! waits-for graph that deadlock detection walks.
 //!
 //! Conflicts follow InnoDB (and, for row locks, PostgreSQL's tuple locks): shared and exclusive
 //! row locks conflict unless both are shared; gap locks never conflict with each other or with
-//! row locks, only with an insert intention into the same gap. A new request also waits behind
-//! conflicting requests already queued by other transactions, which is how InnoDB keeps
-//! waiters from starving and why a shared-to-exclusive upgrade behind a queued writer
-//! deadlocks (`pmp-write@mysql-ser` in the conformance data).
+//! row locks, only with an insert intention into the same gap.
+//!
+//! Who waits behind whom is the engine's own rule ([`QueueRule`]):
+//! - InnoDB queues every record lock request first-come first-served: a new request also waits
+//!   behind conflicting requests already queued by other transactions. That keeps waiters from
+//!   starving, and it is why a shared-to-exclusive upgrade behind a queued writer deadlocks
+//!   (`pmp-write@mysql-ser` in the conformance data).
+//! - PostgreSQL keeps row locks in the tuple (xmax, or a MultiXact of lockers) and uses the
+//!   heavyweight tuple lock only to order transactions that must sleep (`heap_lock_tuple`). A
+//!   request compatible with the current holders is granted at once, even with conflicting
+//!   waiters queued; a transaction that already holds a weaker lock on the row (an upgrade)
+//!   skips the tuple lock and waits for the conflicting holders only; everyone else queues on
+//!   the tuple lock behind earlier conflicting sleepers, first-come first-served.
+//!
+//! Every grant is logged per transaction, so a rollback to a savepoint can give back exactly
+//! the locks taken after it ([`LockManager::rollback_to`]).
 //!
 //! Key invariant: a transaction waits for at most one lock at a time, and a granted entry of a
 //! transaction is never also queued as waiting for the same target.
@@ -70,10 +82,29 @@ fn covers(held: LockMode, requested: LockMode) -> bool {
     held == requested || (held == LockMode::Exclusive && requested == LockMode::Shared)
 }
 
+/// Which engine's rule decides who waits behind whom (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueRule {
+    /// InnoDB: first-come first-served among all conflicting requests.
+    #[default]
+    InnoDb,
+    /// PostgreSQL: compatible-with-holders requests and upgrades do not queue.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    tx: TxId,
+    mode: LockMode,
+    /// PostgreSQL: the waiter sleeps on the holders only, not on the tuple lock (an upgrade
+    /// of its own lock, or a unique check waiting for the inserting transaction).
+    holders_only: bool,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Queue {
     granted: Vec<(TxId, LockMode)>,
-    waiting: Vec<(TxId, LockMode)>,
+    waiting: Vec<Waiter>,
 }
 
 /// Whether a request was granted or has to wait.
@@ -88,12 +119,28 @@ pub enum Grant {
 /// All locks of one database.
 #[derive(Debug, Default, Clone)]
 pub struct LockManager {
+    rule: QueueRule,
     queues: BTreeMap<LockTarget, Queue>,
     held: BTreeMap<TxId, BTreeSet<LockTarget>>,
     waiting_for: BTreeMap<TxId, LockTarget>,
+    /// Per transaction, every grant in order: the target and the mode held before it.
+    log: BTreeMap<TxId, Vec<(LockTarget, Option<LockMode>)>>,
+    /// InnoDB: the one transaction each waiter is recorded as waiting for (`wait_trx`).
+    edge: BTreeMap<TxId, TxId>,
+    /// InnoDB: blockers that a waiter was re-pointed to while they wait themselves; the
+    /// deadlock check runs from them ([`LockManager::take_repointed`]).
+    repointed: Vec<TxId>,
 }
 
 impl LockManager {
+    /// An empty lock manager queueing by `rule`.
+    pub fn new(rule: QueueRule) -> LockManager {
+        LockManager {
+            rule,
+            ..LockManager::default()
+        }
+    }
+
     /// Whether `tx` holds a lock on `target` that covers `mode`.
     pub fn holds(&self, tx: TxId, target: &LockTarget, mode: LockMode) -> bool {
         self.queues
@@ -106,7 +153,10 @@ impl LockManager {
         if self.holds(tx, target, mode) {
             return false;
         }
-        !self.blockers_of(tx, target, mode, None).is_empty()
+        let holders_only = self.rule == QueueRule::Postgres && self.held_mode(tx, target).is_some();
+        !self
+            .blockers_of(tx, target, mode, None, holders_only)
+            .is_empty()
     }
 
     /// The transaction `tx` is waiting for a lock on, if any.
@@ -116,6 +166,23 @@ impl LockManager {
 
     /// Requests `mode` on `target` for `tx`: granted at once, or queued.
     pub fn request(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) -> Grant {
+        self.request_as(tx, target, mode, false)
+    }
+
+    /// Requests `mode` on `target` to wait until the current holders are gone, as
+    /// PostgreSQL's unique check waits for the inserting transaction (`XactLockTableWait`)
+    /// rather than queueing on the tuple lock. On InnoDB this is [`LockManager::request`].
+    pub fn request_holder_wait(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) -> Grant {
+        self.request_as(tx, target, mode, true)
+    }
+
+    fn request_as(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        mode: LockMode,
+        holder_wait: bool,
+    ) -> Grant {
         assert!(
             !self.waiting_for.contains_key(&tx),
             "a transaction waits for one lock at a time"
@@ -123,7 +190,9 @@ impl LockManager {
         if self.holds(tx, target, mode) {
             return Grant::Granted;
         }
-        let blockers = self.blockers_of(tx, target, mode, None);
+        let holders_only = self.rule == QueueRule::Postgres
+            && (holder_wait || self.held_mode(tx, target).is_some());
+        let blockers = self.blockers_of(tx, target, mode, None, holders_only);
         if blockers.is_empty() {
             self.grant(tx, target, mode);
             return Grant::Granted;
@@ -133,9 +202,27 @@ impl LockManager {
             .entry(target.clone())
             .or_default()
             .waiting
-            .push((tx, mode));
+            .push(Waiter {
+                tx,
+                mode,
+                holders_only,
+            });
         self.waiting_for.insert(tx, target.clone());
+        if self.rule == QueueRule::InnoDb {
+            let first = self.first_blocker(tx).expect("a waiter has a blocker");
+            self.edge.insert(tx, first);
+        }
         Grant::Wait(blockers)
+    }
+
+    /// The mode `tx` holds on `target`, if any.
+    fn held_mode(&self, tx: TxId, target: &LockTarget) -> Option<LockMode> {
+        self.queues
+            .get(target)?
+            .granted
+            .iter()
+            .find(|&&(t, _)| t == tx)
+            .map(|&(_, m)| m)
     }
 
     fn grant(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) {
@@ -145,24 +232,77 @@ impl LockManager {
         }
         let queue = self.queues.entry(target.clone()).or_default();
         // An upgrade replaces the weaker entry, so a transaction has one entry per target.
-        if let Some(entry) = queue.granted.iter_mut().find(|(t, _)| *t == tx) {
-            if covers(mode, entry.1) {
-                entry.1 = mode;
+        let previous = match queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+            Some(entry) => {
+                let previous = entry.1;
+                if covers(mode, entry.1) {
+                    entry.1 = mode;
+                }
+                Some(previous)
             }
-        } else {
-            queue.granted.push((tx, mode));
-        }
+            None => {
+                queue.granted.push((tx, mode));
+                None
+            }
+        };
         self.held.entry(tx).or_default().insert(target.clone());
+        self.log
+            .entry(tx)
+            .or_default()
+            .push((target.clone(), previous));
     }
 
-    /// The transactions a request of `mode` on `target` by `tx` waits for: conflicting holders,
-    /// and conflicting requests queued before position `queued_at` (all, if `None`).
+    /// How many grants `tx` has received so far: a savepoint's place in its lock log.
+    pub fn mark(&self, tx: TxId) -> usize {
+        self.log.get(&tx).map_or(0, Vec::len)
+    }
+
+    /// Gives back every lock `tx` was granted after `mark` (an upgrade goes back to the weaker
+    /// mode held before it), as a rollback to a savepoint or an aborted PostgreSQL
+    /// subtransaction does. Returns the transactions whose requests are now granted.
+    pub fn rollback_to(&mut self, tx: TxId, mark: usize) -> Vec<TxId> {
+        let Some(log) = self.log.get_mut(&tx) else {
+            return Vec::new();
+        };
+        assert!(mark <= log.len(), "a savepoint's mark is in the log");
+        let undone: Vec<(LockTarget, Option<LockMode>)> = log.drain(mark..).rev().collect();
+        let mut touched = BTreeSet::new();
+        for (target, previous) in undone {
+            let Some(queue) = self.queues.get_mut(&target) else {
+                continue;
+            };
+            match previous {
+                Some(mode) => {
+                    if let Some(entry) = queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+                        entry.1 = mode;
+                    }
+                }
+                None => {
+                    queue.granted.retain(|&(t, _)| t != tx);
+                    if let Some(set) = self.held.get_mut(&tx) {
+                        set.remove(&target);
+                    }
+                }
+            }
+            touched.insert(target);
+        }
+        let mut woken = Vec::new();
+        for target in &touched {
+            woken.extend(self.regrant(target));
+        }
+        woken
+    }
+
+    /// The transactions a request of `mode` on `target` by `tx` waits for, by the queue rule:
+    /// conflicting holders, and conflicting requests queued before position `queued_at` (all,
+    /// if `None`: a new request).
     fn blockers_of(
         &self,
         tx: TxId,
         target: &LockTarget,
         mode: LockMode,
         queued_at: Option<usize>,
+        holders_only: bool,
     ) -> Vec<TxId> {
         let Some(queue) = self.queues.get(target) else {
             return Vec::new();
@@ -171,26 +311,84 @@ impl LockManager {
             // InnoDB grants gap locks at once: they only ever stop inserts.
             return Vec::new();
         }
-        let mut blockers = BTreeSet::new();
+        let mut holders = BTreeSet::new();
         for &(t, m) in &queue.granted {
             if t != tx && conflicts(mode, m) {
-                blockers.insert(t);
+                holders.insert(t);
             }
         }
-        // Only row locks queue fairly; an insert intention waits for gap holders only.
-        if mode != LockMode::InsertIntention {
-            let ahead = queued_at.unwrap_or(queue.waiting.len());
-            for &(t, m) in &queue.waiting[..ahead] {
-                if t != tx && (conflicts(mode, m) || conflicts(m, mode)) {
-                    blockers.insert(t);
+        let ahead = &queue.waiting[..queued_at.unwrap_or(queue.waiting.len())];
+        let queued_conflict =
+            |w: &&Waiter| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode));
+        match self.rule {
+            QueueRule::InnoDb => {
+                // Only row locks queue fairly; an insert intention waits for gap holders only.
+                if mode != LockMode::InsertIntention {
+                    holders.extend(ahead.iter().filter(queued_conflict).map(|w| w.tx));
+                }
+                holders.into_iter().collect()
+            }
+            QueueRule::Postgres => {
+                assert!(
+                    matches!(mode, LockMode::Shared | LockMode::Exclusive),
+                    "PostgreSQL has row locks only"
+                );
+                if holders_only || (queued_at.is_none() && holders.is_empty()) {
+                    // No sleep needed, or sleeping on the holders' transactions directly.
+                    return holders.into_iter().collect();
+                }
+                // Sleepers queue on the tuple lock behind earlier conflicting sleepers.
+                let sleepers: BTreeSet<TxId> = ahead
+                    .iter()
+                    .filter(|w| !w.holders_only)
+                    .filter(queued_conflict)
+                    .map(|w| w.tx)
+                    .collect();
+                if sleepers.is_empty() {
+                    holders.into_iter().collect()
+                } else {
+                    sleepers.into_iter().collect()
                 }
             }
         }
-        blockers.into_iter().collect()
     }
 
-    /// The transactions `tx` waits for now (empty if it does not wait).
+    /// The transactions `tx` waits for now (empty if it does not wait): the edges deadlock
+    /// detection follows. PostgreSQL's detector sees every conflicting holder and queued
+    /// request; MariaDB's (10.6 and later) follows one edge per waiter, its `wait_trx`: the
+    /// first conflicting lock in the record's queue when the wait began, re-pointed when that
+    /// one is released. So InnoDB finds a cycle only once the edges line up.
     pub fn waits_for(&self, tx: TxId) -> Vec<TxId> {
+        if self.rule == QueueRule::InnoDb {
+            return self.edge.get(&tx).copied().into_iter().collect();
+        }
+        self.all_blockers(tx)
+    }
+
+    /// The first lock in `tx`'s queue that its waiting request conflicts with (InnoDB keeps a
+    /// record's locks in one list in the order they were created: the granted ones, then the
+    /// waiting ones).
+    fn first_blocker(&self, tx: TxId) -> Option<TxId> {
+        let target = self.waiting_for.get(&tx)?;
+        let queue = &self.queues[target];
+        let position = queue.waiting.iter().position(|w| w.tx == tx)?;
+        let mode = queue.waiting[position].mode;
+        let granted = queue
+            .granted
+            .iter()
+            .find(|&&(t, m)| t != tx && conflicts(mode, m))
+            .map(|&(t, _)| t);
+        if granted.is_some() || mode == LockMode::InsertIntention {
+            return granted;
+        }
+        queue.waiting[..position]
+            .iter()
+            .find(|w| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode)))
+            .map(|w| w.tx)
+    }
+
+    /// Every transaction `tx`'s waiting request is blocked by.
+    fn all_blockers(&self, tx: TxId) -> Vec<TxId> {
         let Some(target) = self.waiting_for.get(&tx) else {
             return Vec::new();
         };
@@ -198,10 +396,10 @@ impl LockManager {
         let position = queue
             .waiting
             .iter()
-            .position(|&(t, _)| t == tx)
+            .position(|w| w.tx == tx)
             .expect("a waiting transaction is queued");
-        let mode = queue.waiting[position].1;
-        self.blockers_of(tx, target, mode, Some(position))
+        let waiter = queue.waiting[position];
+        self.blockers_of(tx, target, waiter.mode, Some(position), waiter.holders_only)
     }
 
     /// Withdraws the queued request of `tx`; returns transactions whose requests are now
@@ -210,8 +408,9 @@ impl LockManager {
         let Some(target) = self.waiting_for.remove(&tx) else {
             return Vec::new();
         };
+        self.edge.remove(&tx);
         let queue = self.queues.get_mut(&target).expect("queue of a waiter");
-        queue.waiting.retain(|&(t, _)| t != tx);
+        queue.waiting.retain(|w| w.tx != tx);
         self.regrant(&target)
     }
 
@@ -231,6 +430,7 @@ impl LockManager {
     /// requests are now granted, in the order they were granted.
     pub fn release_all(&mut self, tx: TxId) -> Vec<TxId> {
         let mut woken = self.cancel_wait(tx);
+        self.log.remove(&tx);
         let targets = self.held.remove(&tx).unwrap_or_default();
         for target in &targets {
             if let Some(queue) = self.queues.get_mut(target) {
@@ -253,21 +453,41 @@ impl LockManager {
                 return woken;
             };
             let grantable = (0..queue.waiting.len()).find(|&i| {
-                let (t, m) = queue.waiting[i];
-                self.blockers_of(t, target, m, Some(i)).is_empty()
+                let w = queue.waiting[i];
+                self.blockers_of(w.tx, target, w.mode, Some(i), w.holders_only)
+                    .is_empty()
             });
             let Some(i) = grantable else {
                 break;
             };
-            let (tx, mode) = self
+            let waiter = self
                 .queues
                 .get_mut(target)
                 .expect("queue")
                 .waiting
                 .remove(i);
-            self.waiting_for.remove(&tx);
-            self.grant(tx, target, mode);
-            woken.push(tx);
+            self.waiting_for.remove(&waiter.tx);
+            self.edge.remove(&waiter.tx);
+            self.grant(waiter.tx, target, waiter.mode);
+            woken.push(waiter.tx);
+        }
+        if self.rule == QueueRule::InnoDb {
+            // Waiters whose first conflicting lock went away now wait for the next one.
+            let waiters: Vec<TxId> = self
+                .queues
+                .get(target)
+                .map(|q| q.waiting.iter().map(|w| w.tx).collect())
+                .unwrap_or_default();
+            for tx in waiters {
+                let first = self
+                    .first_blocker(tx)
+                    .expect("a waiter still has a blocker");
+                if self.edge.insert(tx, first) != Some(first)
+                    && self.waiting_for.contains_key(&first)
+                {
+                    self.repointed.push(first);
+                }
+            }
         }
         if let Some(queue) = self.queues.get(target) {
             if queue.granted.is_empty() && queue.waiting.is_empty() {
@@ -300,8 +520,8 @@ impl LockManager {
             let mode = self.queues[target]
                 .waiting
                 .iter()
-                .find(|&&(t, _)| t == tx)
-                .map(|&(_, m)| m)
+                .find(|w| w.tx == tx)
+                .map(|w| w.mode)
                 .expect("waiter is queued");
             let exclusive = matches!(mode, LockMode::Exclusive | LockMode::InsertIntention);
             weight += 1;
@@ -310,6 +530,12 @@ impl LockManager {
             }
         }
         weight
+    }
+
+    /// InnoDB: the waiting transactions that a waiter was re-pointed to since the last call,
+    /// in order; MariaDB runs its deadlock check from each of them.
+    pub fn take_repointed(&mut self) -> Vec<TxId> {
+        std::mem::take(&mut self.repointed)
     }
 
     /// A cycle of the waits-for graph through `start`, in the order the edges run from it.
@@ -347,6 +573,9 @@ impl LockManager {
         self.queues.clear();
         self.held.clear();
         self.waiting_for.clear();
+        self.log.clear();
+        self.edge.clear();
+        self.repointed.clear();
     }
 }
 
@@ -378,6 +607,85 @@ mod tests {
         assert_eq!(locks.find_cycle(1), Some(vec![1, 2]));
         assert_eq!(locks.cancel_wait(2), vec![1]);
         assert!(locks.holds(1, &row(1), LockMode::Exclusive));
+    }
+
+    #[test]
+    fn postgres_grants_a_request_compatible_with_the_holders_past_queued_waiters() {
+        let mut locks = LockManager::new(QueueRule::Postgres);
+        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+        assert_eq!(
+            locks.request(2, &row(1), LockMode::Exclusive),
+            Grant::Wait(vec![1])
+        );
+        // Compatible with the holder: no sleep, no queue (InnoDB would queue it behind 2).
+        assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
+        assert!(locks.release_all(1).is_empty(), "2 still waits for 3");
+        assert_eq!(locks.waits_for(2), vec![3]);
+        assert_eq!(locks.release_all(3), vec![2]);
+    }
+
+    #[test]
+    fn postgres_upgrade_waits_for_the_holders_only() {
+        let mut locks = LockManager::new(QueueRule::Postgres);
+        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+        assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
+        assert_eq!(
+            locks.request(2, &row(1), LockMode::Exclusive),
+            Grant::Wait(vec![1, 3])
+        );
+        // 1 upgrades: it waits for the other sharer, not behind 2, so there is no cycle.
+        assert_eq!(
+            locks.request(1, &row(1), LockMode::Exclusive),
+            Grant::Wait(vec![3])
+        );
+        assert_eq!(locks.find_cycle(1), None);
+        assert_eq!(locks.release_all(3), vec![1]);
+        assert!(locks.holds(1, &row(1), LockMode::Exclusive));
+        assert_eq!(locks.waits_for(2), vec![1]);
+    }
+
+    #[test]
+    fn postgres_sleepers_queue_first_come_first_served() {
+        let mut locks = LockManager::new(QueueRule::Postgres);
+        assert_eq!(
+            locks.request(1, &row(1), LockMode::Exclusive),
+            Grant::Granted
+        );
+        assert_eq!(
+            locks.request(2, &row(1), LockMode::Exclusive),
+            Grant::Wait(vec![1])
+        );
+        // 3 sleeps on the tuple lock that 2 holds.
+        assert_eq!(
+            locks.request(3, &row(1), LockMode::Exclusive),
+            Grant::Wait(vec![2])
+        );
+        assert_eq!(locks.release_all(1), vec![2]);
+        assert_eq!(locks.waits_for(3), vec![2]);
+    }
+
+    #[test]
+    fn rollback_to_a_mark_gives_back_later_grants_only() {
+        let mut locks = LockManager::new(QueueRule::Postgres);
+        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+        let mark = locks.mark(1);
+        assert_eq!(
+            locks.request(1, &row(1), LockMode::Exclusive),
+            Grant::Granted
+        );
+        assert_eq!(
+            locks.request(1, &row(2), LockMode::Exclusive),
+            Grant::Granted
+        );
+        assert!(matches!(
+            locks.request(2, &row(2), LockMode::Shared),
+            Grant::Wait(_)
+        ));
+        assert_eq!(locks.rollback_to(1, mark), vec![2]);
+        assert!(locks.holds(1, &row(1), LockMode::Shared));
+        assert!(!locks.holds(1, &row(1), LockMode::Exclusive));
+        assert!(!locks.holds(1, &row(2), LockMode::Shared));
+        assert_eq!(locks.mark(1), mark);
     }
 
     #[test]

@@ -66,6 +66,17 @@ impl Stmt {
             Stmt::Select(_) | Stmt::Insert(_) | Stmt::Update(_) | Stmt::Delete(_)
         )
     }
+
+    /// The table a DML statement reads or writes (`None` for a SELECT without FROM).
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            Stmt::Select(s) => s.table.as_deref(),
+            Stmt::Insert(i) => Some(&i.table),
+            Stmt::Update(u) => Some(&u.table),
+            Stmt::Delete(d) => Some(&d.table),
+            _ => None,
+        }
+    }
 }
 
 /// An expression over the columns of one table.

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::access::choose_access;
+use super::access::{choose_access, index_order, Direction};
 use super::expr::{bind, coerce, eval, limit_value, BExpr, STATEMENT_SETTINGS};
-use super::read::visible;
+use super::read::{visible, ScanSpec};
 use super::result::{aggregate, project, sort_rows};
 use super::wait::Resume;
 use super::{Database, Fail, SessionId, Step};
@@ -49,6 +49,14 @@ impl Database {
             return Some(Err(e));
         }
         self.tx_mut(session).queried = true;
+        if plan
+            .stmt
+            .table()
+            .is_some_and(|t| self.tables.contains_key(t))
+        {
+            // The statement opens a table: MariaDB registers InnoDB in the transaction.
+            self.tx_mut(session).innodb_registered = true;
+        }
         let mark = resume.map_or_else(|| self.tx_mut(session).undo.len(), |r| r.mark);
         let statement_started = resume.map_or(self.now, |r| r.statement_started);
         let statement_snapshot = match resume {
@@ -73,13 +81,16 @@ impl Database {
                 self.statement_failed(session, &e, mark);
                 Some(Err(e))
             }
-            Err(Fail::Wait(table)) => {
+            Err(Fail::Wait {
+                table,
+                release_on_wake,
+            }) => {
                 let resume = Resume {
                     mark,
                     statement_snapshot,
                     statement_started,
                 };
-                self.park(session, plan, params, resume, table);
+                self.park(session, plan, params, resume, table, release_on_wake);
                 None
             }
         }
@@ -215,38 +226,37 @@ impl Database {
                 } else {
                     LockMode::Shared
                 };
+                // Rows the access path delivers in the order asked for need no sort, so the scan
+                // can stop at the limit: InnoDB locks as it scans and stops there, PostgreSQL
+                // locks (LockRows under Limit) only the rows the limit takes.
+                let ordered = index_order(self.table(table_name)?, &access, &order)
+                    .filter(|_| !has_aggregate);
+                let spec = ScanSpec {
+                    table: table_name,
+                    access: &access,
+                    direction: ordered.unwrap_or(Direction::Asc),
+                    filter: filter.as_ref(),
+                    wanted: ordered.and(limit).map(|l| l + offset),
+                };
                 let rows = match engine {
                     Engine::Postgres => {
-                        let wanted = limit.map(|l| l + offset);
+                        // PostgreSQL sorts before it locks, so its limit holds either way.
+                        let spec = ScanSpec {
+                            wanted: limit.map(|l| l + offset),
+                            ..spec
+                        };
                         self.pg_locking_read(
                             session,
-                            table_name,
-                            &access,
-                            filter.as_ref(),
+                            spec,
                             mode,
                             clause.wait,
                             snapshot.expect("PostgreSQL statements have a snapshot"),
                             &order,
-                            wanted,
                         )?
                     }
                     Engine::InnoDb => {
-                        let index_ordered = order.is_empty();
-                        let wanted = if index_ordered && !has_aggregate {
-                            limit.map(|l| l + offset)
-                        } else {
-                            None
-                        };
-                        let rows = self.innodb_locking_read(
-                            session,
-                            table_name,
-                            &access,
-                            filter.as_ref(),
-                            mode,
-                            clause.wait,
-                            false,
-                            wanted,
-                        )?;
+                        let rows =
+                            self.innodb_locking_read(session, spec, mode, clause.wait, false)?;
                         let mut rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
                         sort_rows(engine, &mut rows, &order)?;
                         rows.into_iter().map(|r| (Vec::new(), r)).collect()
@@ -328,27 +338,28 @@ impl Database {
         let access = choose_access(table, filter.as_ref());
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
+        let spec = ScanSpec {
+            table: table_name,
+            access: &access,
+            direction: Direction::Asc,
+            filter: filter.as_ref(),
+            wanted: None,
+        };
         let targets = match engine {
             Engine::Postgres => self.pg_locking_read(
                 session,
-                table_name,
-                &access,
-                filter.as_ref(),
+                spec,
                 LockMode::Exclusive,
                 LockWaitPolicy::Wait,
                 snapshot.expect("PostgreSQL statements have a snapshot"),
                 &[],
-                None,
             )?,
             Engine::InnoDb => self.innodb_locking_read(
                 session,
-                table_name,
-                &access,
-                filter.as_ref(),
+                spec,
                 LockMode::Exclusive,
                 LockWaitPolicy::Wait,
                 sets.is_some() && isolation <= Isolation::ReadCommitted,
-                None,
             )?,
         };
         let row_owners = self.row_owners(self.table(table_name)?, targets.iter().map(|(_, r)| r));

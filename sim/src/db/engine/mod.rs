@@ -19,7 +19,8 @@
 //! - `read`: the rows a statement reads and locks on those paths (snapshot reads, PostgreSQL
 //!   and InnoDB locking reads, SSI read tracking);
 //! - `write`: unique checks, new row versions and InnoDB insert intentions;
-//! - `transaction`: begin, commit, rollback, savepoints, undo and snapshots;
+//! - `transaction`: begin, commit, rollback, undo, each engine's rule for what an error rolls
+//!   back, and snapshots; `savepoint`: savepoints and what rolling back to one gives back;
 //! - `session`: connections and session settings;
 //! - `wait`: lock waits, their deadlines, deadlock detection and wake-ups;
 //! - `schema`: `CREATE TABLE` / `CREATE INDEX`;
@@ -38,6 +39,7 @@ mod executor;
 mod expr;
 mod read;
 mod result;
+mod savepoint;
 mod schema;
 mod session;
 mod transaction;
@@ -47,7 +49,7 @@ mod write;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::lock::LockManager;
+use super::lock::{LockManager, LockTarget, QueueRule};
 use super::profile::{errors, DbConfig, Engine, Profile};
 use super::sql::{PlanCache, Stmt};
 use super::ssi::Ssi;
@@ -94,7 +96,22 @@ pub struct DbStats {
 enum Fail {
     Error(DbError),
     /// Queued for a lock on a row of this table.
-    Wait(String),
+    Wait {
+        table: String,
+        /// A lock that only stands for waiting (PostgreSQL's unique check waits for the
+        /// inserting transaction to end, it takes no row lock): given back when granted.
+        release_on_wake: Option<LockTarget>,
+    },
+}
+
+impl Fail {
+    /// A wait for an ordinary lock on a row of `table`, kept once granted.
+    fn wait(table: &str) -> Fail {
+        Fail::Wait {
+            table: table.to_string(),
+            release_on_wake: None,
+        }
+    }
 }
 
 impl From<DbError> for Fail {
@@ -138,7 +155,10 @@ impl Database {
             tables: BTreeMap::new(),
             sessions: BTreeMap::new(),
             tx_session: BTreeMap::new(),
-            locks: LockManager::default(),
+            locks: LockManager::new(match profile.engine() {
+                Engine::Postgres => QueueRule::Postgres,
+                Engine::InnoDb => QueueRule::InnoDb,
+            }),
             ssi: Ssi::default(),
             plans: PlanCache::default(),
             last_commit: 0,

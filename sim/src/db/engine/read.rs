@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::access::{positions, row_keys, Access, Position};
+use super::access::{positions, row_keys, Access, Direction, Position};
 use super::expr::{eval, matches, BExpr};
 use super::result::compare_sort_keys;
 use super::{Database, SessionId, Step};
@@ -16,6 +16,18 @@ use crate::db::sql::LockWaitPolicy;
 use crate::db::ssi::ReadKey;
 use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
 use crate::db::value::Value;
+
+/// What a locking read walks: the table, the access path and its direction, the WHERE, and
+/// how many matching rows it needs before it may stop.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScanSpec<'a> {
+    pub(super) table: &'a str,
+    pub(super) access: &'a Access,
+    pub(super) direction: Direction,
+    pub(super) filter: Option<&'a BExpr>,
+    /// `LIMIT` plus `OFFSET` when rows come in the order asked for; `None` reads them all.
+    pub(super) wanted: Option<usize>,
+}
 
 impl Database {
     /// A non-locking read: the version each row has in `snapshot` (own writes included), or the
@@ -31,7 +43,7 @@ impl Database {
         let engine = self.engine;
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
-        let keys = row_keys(table, access);
+        let keys = row_keys(table, access, Direction::Asc);
         let mut out = Vec::new();
         let mut newer_writers = BTreeSet::new();
         let mut touched = 0u64;
@@ -78,7 +90,7 @@ impl Database {
 
     pub(super) fn ssi_read(&mut self, tx: TxId, table_name: &str, access: &Access) {
         match access {
-            Access::Scan => self.ssi.read_relation(tx, table_name),
+            Access::Scan | Access::Range { .. } => self.ssi.read_relation(tx, table_name),
             Access::Keys(keys) => {
                 for key in keys {
                     self.ssi.read_key(
@@ -126,19 +138,22 @@ impl Database {
     /// DELETE): rows that match in the statement snapshot, sorted, locked one by one; a row
     /// changed since the snapshot is re-checked on its newest version in read committed
     /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn pg_locking_read(
         &mut self,
         session: SessionId,
-        table_name: &str,
-        access: &Access,
-        filter: Option<&BExpr>,
+        spec: ScanSpec,
         mode: LockMode,
         policy: LockWaitPolicy,
         snapshot: CommitSeq,
         order: &[(BExpr, bool)],
-        wanted: Option<usize>,
     ) -> Step<Vec<(Key, Row)>> {
+        let ScanSpec {
+            table: table_name,
+            access,
+            direction,
+            filter,
+            wanted,
+        } = spec;
         let engine = self.engine;
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
@@ -147,7 +162,7 @@ impl Database {
         let mut candidates: Vec<(Key, Row)> = Vec::new();
         let mut newer_writers = BTreeSet::new();
         let mut touched = 0u64;
-        for key in row_keys(table, access) {
+        for key in row_keys(table, access, direction) {
             let Some(rv) = table.rows.get(&key) else {
                 continue;
             };
@@ -234,18 +249,21 @@ impl Database {
     /// also lock the gaps before them and after the range. Read committed releases the locks of
     /// rows that do not match, and an UPDATE there first reads the newest committed version of
     /// a locked row to skip it without waiting when it does not match (semi-consistent read).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn innodb_locking_read(
         &mut self,
         session: SessionId,
-        table_name: &str,
-        access: &Access,
-        filter: Option<&BExpr>,
+        spec: ScanSpec,
         mode: LockMode,
         policy: LockWaitPolicy,
         semi_consistent: bool,
-        wanted: Option<usize>,
     ) -> Step<Vec<(Key, Row)>> {
+        let ScanSpec {
+            table: table_name,
+            access,
+            direction,
+            filter,
+            wanted,
+        } = spec;
         let engine = self.engine;
         let tx = self.session_tx(session);
         let (isolation, read_view) = {
@@ -256,14 +274,14 @@ impl Database {
         let snapshot_isolation =
             self.profile.innodb_snapshot_isolation() && isolation == Isolation::RepeatableRead;
         let table = self.table(table_name)?;
-        let positions = positions(table, access);
+        let positions = positions(table, access, direction);
         let mut out = Vec::new();
         let mut touched = 0u64;
         for position in positions {
             if wanted.is_some_and(|w| out.len() >= w) {
                 break;
             }
-            let (key, gap) = match position {
+            let (key, gap, end_of_range) = match position {
                 Position::Gap(gap) => {
                     if gaps {
                         let granted = self.locks.request(tx, &gap, LockMode::Gap);
@@ -271,7 +289,11 @@ impl Database {
                     }
                     continue;
                 }
-                Position::Row { key, gap } => (key, gap),
+                Position::Row {
+                    key,
+                    gap,
+                    end_of_range,
+                } => (key, gap, end_of_range),
             };
             touched += 1;
             let target = LockTarget::Record {
@@ -322,7 +344,9 @@ impl Database {
             };
             if matched {
                 out.push((key, row.expect("matched row").clone()));
-            } else if !gaps && !held_before {
+            } else if !gaps && !held_before && !(end_of_range && direction == Direction::Desc) {
+                // Read committed gives back the lock of a row that does not match, except for
+                // the row that ends a backward range scan, which MariaDB keeps (measured).
                 let woken = self.locks.release(tx, &target);
                 self.woken.extend(woken);
             }

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use super::savepoint::Savepoint;
 use super::session::Settings;
 use super::{Database, SessionId};
+use crate::db::lock::LockTarget;
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::Stmt;
 use crate::db::storage::{CommitRecord, CommitSeq, Key, Pending, RowWrite, TxId, Version};
@@ -27,13 +29,19 @@ pub(super) struct Tx {
     /// The transaction snapshot (PostgreSQL RR/SER) or read view (InnoDB RR/SER).
     pub(super) snapshot: Option<CommitSeq>,
     pub(super) undo: Vec<Undo>,
-    pub(super) savepoints: Vec<(String, usize)>,
+    pub(super) savepoints: Vec<Savepoint>,
     /// PostgreSQL: an error happened; only ROLLBACK (TO SAVEPOINT) is accepted.
     pub(super) aborted: bool,
     /// A query ran in this transaction (the isolation level can no longer change).
     pub(super) queried: bool,
     /// Session settings to restore at the end of the transaction (`SET LOCAL`).
     pub(super) saved_settings: Option<Settings>,
+    /// The session settings when the transaction began: PostgreSQL undoes every `SET` of a
+    /// transaction that rolls back.
+    pub(super) begin_settings: Settings,
+    /// InnoDB: a statement of this transaction has reached the storage engine (MariaDB
+    /// registers InnoDB in the transaction then; see [`Savepoint::innodb_registered`]).
+    pub(super) innodb_registered: bool,
 }
 
 impl Database {
@@ -56,7 +64,9 @@ impl Database {
         let last = self.last_commit;
         let tx = self.tx_mut(session);
         let isolation = tx.isolation;
-        let plain_select = matches!(stmt, Stmt::Select(s) if s.lock.is_none());
+        // InnoDB's read view comes with the first consistent read of a table: a SELECT
+        // without FROM reads none (measured on MariaDB 10.11).
+        let plain_select = matches!(stmt, Stmt::Select(s) if s.lock.is_none() && s.table.is_some());
         match (engine, isolation) {
             (Engine::Postgres, Isolation::ReadUncommitted | Isolation::ReadCommitted) => Some(last),
             (Engine::Postgres, _) => {
@@ -86,6 +96,7 @@ impl Database {
         let s = self.sessions.get_mut(&session).expect("session");
         assert!(s.tx.is_none());
         let isolation = s.next_isolation.take().unwrap_or(s.isolation);
+        let begin_settings = s.settings.clone();
         s.tx = Some(Tx {
             id,
             isolation,
@@ -96,6 +107,8 @@ impl Database {
             aborted: false,
             queried: false,
             saved_settings: None,
+            begin_settings,
+            innodb_registered: false,
         });
         self.tx_session.insert(id, session);
     }
@@ -189,38 +202,73 @@ impl Database {
 
     pub(super) fn rollback_tx(&mut self, session: SessionId) {
         self.undo_to(session, 0);
+        if self.engine == Engine::Postgres {
+            let begin = self.tx_mut(session).begin_settings.clone();
+            let tx = self.tx_mut(session);
+            // SET LOCAL values are part of the transaction too: nothing to restore after this.
+            tx.saved_settings = None;
+            self.sessions.get_mut(&session).expect("session").settings = begin;
+        }
         let tx = self.end_tx(session);
         self.ssi.abort(tx.id);
         self.ssi.cleanup();
         self.stats.rollbacks += 1;
     }
 
+    /// Undoes the writes after `mark`; the lock of a row whose insert is undone goes too.
     pub(super) fn undo_to(&mut self, session: SessionId, mark: usize) {
+        self.undo_writes(session, mark, true);
+    }
+
+    /// Undoes the writes after `mark` for a statement that waits and will run again: it keeps
+    /// every lock, also of rows it inserted, so that they are still its own when it resumes.
+    pub(super) fn undo_for_rerun(&mut self, session: SessionId, mark: usize) {
+        self.undo_writes(session, mark, false);
+    }
+
+    fn undo_writes(&mut self, session: SessionId, mark: usize, release_inserts: bool) {
         let tx = self.tx_mut(session);
         assert!(mark <= tx.undo.len());
+        let id = tx.id;
         let undo: Vec<Undo> = tx.undo.drain(mark..).rev().collect();
         for u in undo {
             let table = self.tables.get_mut(&u.table).expect("written table");
             let rv = table.rows.get_mut(&u.key).expect("written row");
             rv.pending = u.previous;
             if rv.pending.is_none() && rv.committed.is_empty() {
+                // An undone insert leaves no record, and its lock goes with it (InnoDB's
+                // lock on a row it inserted is implicit in the record).
                 table.rows.remove(&u.key);
+                if !release_inserts {
+                    continue;
+                }
+                let target = LockTarget::Record {
+                    table: u.table.clone(),
+                    key: u.key.clone(),
+                };
+                let woken = self.locks.release(id, &target);
+                self.woken.extend(woken);
             }
         }
     }
 
-    /// PostgreSQL: an error aborts the transaction block. Without a savepoint to return to,
-    /// its work is undone and its locks released at once; the block then answers `25P02`
-    /// until ROLLBACK.
+    /// PostgreSQL: an error aborts the transaction block, and the block then answers `25P02`
+    /// until ROLLBACK (TO SAVEPOINT). What is aborted at once is the innermost (sub)transaction:
+    /// without a savepoint, all work is undone and every lock released; inside a savepoint, the
+    /// subtransaction's writes, locks and settings since that savepoint are (PostgreSQL marks
+    /// the subtransaction aborted at the error, not at the ROLLBACK TO that follows).
     pub(super) fn pg_abort(&mut self, session: SessionId) {
         let tx = self.tx_mut(session);
         tx.aborted = true;
-        if tx.savepoints.is_empty() {
-            let id = tx.id;
-            self.undo_to(session, 0);
-            let woken = self.locks.release_all(id);
-            self.woken.extend(woken);
-            self.ssi.abort(id);
+        let id = tx.id;
+        match tx.savepoints.last().cloned() {
+            None => {
+                self.undo_to(session, 0);
+                let woken = self.locks.release_all(id);
+                self.woken.extend(woken);
+                self.ssi.abort(id);
+            }
+            Some(innermost) => self.pg_rollback_subtransaction(session, &innermost),
         }
     }
 
@@ -295,61 +343,8 @@ impl Database {
                 }
                 ok
             }
-            Stmt::Savepoint(name) => {
-                if !in_tx {
-                    return match engine {
-                        Engine::Postgres => Err(errors::no_transaction_block("SAVEPOINT")),
-                        Engine::InnoDb => ok,
-                    };
-                }
-                if aborted {
-                    return Err(errors::in_failed_transaction());
-                }
-                let tx = self.tx_mut(session);
-                if engine == Engine::InnoDb {
-                    tx.savepoints.retain(|(n, _)| n != name);
-                }
-                let mark = tx.undo.len();
-                tx.savepoints.push((name.clone(), mark));
-                ok
-            }
-            Stmt::RollbackTo(name) | Stmt::Release(name) => {
-                let rollback = matches!(stmt, Stmt::RollbackTo(_));
-                let found = self.sessions[&session]
-                    .tx
-                    .as_ref()
-                    .and_then(|tx| tx.savepoints.iter().rposition(|(n, _)| n == name));
-                let Some(position) = found else {
-                    if engine == Engine::Postgres && !in_tx {
-                        let what = if rollback {
-                            "ROLLBACK TO SAVEPOINT"
-                        } else {
-                            "RELEASE SAVEPOINT"
-                        };
-                        return Err(errors::no_transaction_block(what));
-                    }
-                    if aborted && !rollback {
-                        return Err(errors::in_failed_transaction());
-                    }
-                    let e = errors::no_savepoint(engine, name);
-                    if engine == Engine::Postgres && in_tx {
-                        self.pg_abort(session);
-                    }
-                    return Err(e);
-                };
-                if aborted && !rollback {
-                    return Err(errors::in_failed_transaction());
-                }
-                let mark = self.tx_mut(session).savepoints[position].1;
-                if rollback {
-                    self.undo_to(session, mark);
-                    let tx = self.tx_mut(session);
-                    tx.savepoints.truncate(position + 1);
-                    tx.aborted = false;
-                } else {
-                    self.tx_mut(session).savepoints.truncate(position);
-                }
-                ok
+            Stmt::Savepoint(_) | Stmt::RollbackTo(_) | Stmt::Release(_) => {
+                self.savepoint_control(session, stmt)
             }
             Stmt::SetIsolation { .. } | Stmt::Set { .. } => {
                 self.session_control(session, stmt, params)

@@ -25,6 +25,8 @@ pub(super) struct Blocked {
     pub(super) statement_deadline: Option<Duration>,
     /// The table of the row lock waited for.
     pub(super) table: String,
+    /// A lock taken only to wait, given back when granted (see [`Fail::Wait`]).
+    pub(super) release_on_wake: Option<LockTarget>,
 }
 
 /// Where a statement resumes after a lock wait.
@@ -46,6 +48,7 @@ impl Database {
         params: Vec<Value>,
         resume: Resume,
         table: String,
+        release_on_wake: Option<LockTarget>,
     ) {
         self.stats.lock_waits += 1;
         let tx = self.session_tx(session);
@@ -57,7 +60,7 @@ impl Database {
             waits_for = ?self.locks.waits_for(tx),
             "lock wait"
         );
-        self.undo_to(session, resume.mark);
+        self.undo_for_rerun(session, resume.mark);
         let settings = self.sessions[&session].settings.clone();
         let now = self.now;
         let (lock_deadline, deadlock_check_at, statement_deadline) = match self.engine {
@@ -86,6 +89,7 @@ impl Database {
             deadlock_check_at,
             statement_deadline,
             table,
+            release_on_wake,
         });
         if self.engine == Engine::InnoDb {
             self.innodb_deadlock_check(session);
@@ -211,8 +215,28 @@ impl Database {
         self.completions.push((session, Err(error)));
     }
 
-    /// Re-runs statements whose lock was granted, until none is left.
+    /// Re-runs statements whose lock was granted, until none is left. On InnoDB, a waiter
+    /// re-pointed to a blocker that waits itself is checked for a deadlock from that blocker,
+    /// as MariaDB does after granting locks.
     pub(super) fn drain_wakeups(&mut self) {
+        loop {
+            self.drain_granted();
+            let repointed = self.locks.take_repointed();
+            if repointed.is_empty() {
+                return;
+            }
+            for tx in repointed {
+                let Some(&session) = self.tx_session.get(&tx) else {
+                    continue;
+                };
+                if self.is_blocked(session) && self.locks.waiting_target(tx).is_some() {
+                    self.innodb_deadlock_check(session);
+                }
+            }
+        }
+    }
+
+    fn drain_granted(&mut self) {
         while let Some(tx) = self.woken.pop_front() {
             let Some(&session) = self.tx_session.get(&tx) else {
                 continue;
@@ -229,6 +253,10 @@ impl Database {
                 // Still queued (woken for an earlier grant): keep waiting.
                 self.sessions.get_mut(&session).expect("session").blocked = Some(blocked);
                 continue;
+            }
+            if let Some(target) = &blocked.release_on_wake {
+                let woken = self.locks.release(tx, target);
+                self.woken.extend(woken);
             }
             let resume = Resume {
                 mark: blocked.mark,
@@ -264,7 +292,7 @@ impl Database {
         }
         match self.locks.request(tx, target, mode) {
             Grant::Granted => Ok(true),
-            Grant::Wait(_) => Err(Fail::Wait(table_name.to_string())),
+            Grant::Wait(_) => Err(Fail::wait(table_name)),
         }
     }
 }

@@ -6,7 +6,7 @@ use super::access::concat_key;
 use super::transaction::Undo;
 use super::{Database, Fail, Step};
 use crate::db::lock::{Grant, LockMode, LockTarget};
-use crate::db::profile::errors;
+use crate::db::profile::{errors, Engine};
 use crate::db::ssi::ReadKey;
 use crate::db::storage::{Key, Pending, Row, TxId};
 use crate::db::value::{DbError, Value};
@@ -116,9 +116,23 @@ impl Database {
                 table: table_name.to_string(),
                 key: other,
             };
-            return match self.locks.request(tx, &target, LockMode::Shared) {
-                Grant::Wait(_) => Err(Fail::Wait(table_name.to_string())),
-                Grant::Granted => unreachable!("the other writer holds the row"),
+            return match self.engine {
+                Engine::Postgres => {
+                    match self
+                        .locks
+                        .request_holder_wait(tx, &target, LockMode::Shared)
+                    {
+                        Grant::Wait(_) => Err(Fail::Wait {
+                            table: table_name.to_string(),
+                            release_on_wake: Some(target),
+                        }),
+                        Grant::Granted => unreachable!("the other writer holds the row"),
+                    }
+                }
+                Engine::InnoDb => match self.locks.request(tx, &target, LockMode::Shared) {
+                    Grant::Wait(_) => Err(Fail::wait(table_name)),
+                    Grant::Granted => unreachable!("the other writer holds the row"),
+                },
             };
         }
         match duplicate {
@@ -215,7 +229,7 @@ impl Database {
         }
         for gap in gaps {
             if let Grant::Wait(_) = self.locks.request(tx, &gap, LockMode::InsertIntention) {
-                return Err(Fail::Wait(table_name.to_string()));
+                return Err(Fail::wait(table_name));
             }
         }
         Ok(())
