@@ -38,6 +38,9 @@ pub struct Version {
     pub tx: TxId,
     /// The row, or `None` for a deletion.
     pub data: Option<Row>,
+    /// For a deletion by an UPDATE of the primary key: the key the row moved to (PostgreSQL
+    /// follows an updated row to its new version, wherever its key now is).
+    pub moved_to: Option<Key>,
 }
 
 /// The uncommitted version of a row, written by the transaction holding its write lock.
@@ -47,6 +50,8 @@ pub struct Pending {
     pub tx: TxId,
     /// The row, or `None` for a deletion.
     pub data: Option<Row>,
+    /// See [`Version::moved_to`].
+    pub moved_to: Option<Key>,
 }
 
 /// All versions of one row.

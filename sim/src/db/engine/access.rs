@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use super::expr::BExpr;
 use crate::db::lock::LockTarget;
-use crate::db::sql::BinOp;
+use crate::db::sql::{BinOp, ColumnType};
 use crate::db::storage::{Key, Table};
 use crate::db::value::Value;
 
@@ -63,7 +63,15 @@ pub(super) fn choose_access(table: &Table, filter: Option<&BExpr>) -> Access {
     let single_pk = (table.primary_key.len() == 1).then(|| table.primary_key[0]);
     for c in conjuncts {
         if let Some(values) = or_of_equalities(c) {
-            let (column, mut values) = values;
+            let (column, values) = values;
+            // Index keys compare as the column's type: a quoted number finds the row.
+            let Some(mut values) = values
+                .into_iter()
+                .map(|v| key_value(table, column, v))
+                .collect::<Option<Vec<Value>>>()
+            else {
+                continue;
+            };
             values.sort();
             values.dedup();
             equal.entry(column).or_insert(values);
@@ -79,7 +87,10 @@ pub(super) fn choose_access(table: &Table, filter: Option<&BExpr>) -> Access {
             if value.is_null() || Some(column) != single_pk {
                 continue;
             }
-            let key = vec![value.clone()];
+            let Some(value) = key_value(table, column, value.clone()) else {
+                continue;
+            };
+            let key = vec![value];
             match op {
                 BinOp::Gt => lo = tighter_lo(lo, Bound::Excluded(key)),
                 BinOp::GtEq => lo = tighter_lo(lo, Bound::Included(key)),
@@ -127,6 +138,17 @@ pub(super) fn choose_access(table: &Table, filter: Option<&BExpr>) -> Access {
         return Access::Range { lo, hi };
     }
     Access::Scan
+}
+
+/// `v` as a key of column `c`: an integer column takes a string that spells an integer;
+/// `None` if it cannot be a key of the column (the WHERE then decides row by row).
+fn key_value(table: &Table, c: usize, v: Value) -> Option<Value> {
+    match (&v, table.columns[c].ty) {
+        (Value::Text(t), ColumnType::Int) => t.trim().parse::<i64>().ok().map(Value::Int),
+        (Value::Int(_), ColumnType::Int) | (Value::Text(_), ColumnType::Text) => Some(v),
+        (Value::Bool(_), ColumnType::Bool) => Some(v),
+        _ => None,
+    }
 }
 
 /// `col = v`, `col IN (...)`, or an OR of those on one column: the column and its values.

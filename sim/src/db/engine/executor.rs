@@ -329,9 +329,6 @@ impl Database {
                 let c = table
                     .column(column)
                     .ok_or_else(|| errors::no_such_column(engine, column))?;
-                if table.primary_key.contains(&c) {
-                    return Err(errors::unsupported(engine, "updating a primary key column").into());
-                }
                 assignments.push((c, bind(engine, expr, &column_names, params)?));
             }
         }
@@ -385,7 +382,17 @@ impl Database {
                     // MariaDB counts changed rows and writes nothing for an unchanged one.
                     continue;
                 }
-                self.check_unique(tx, table_name, &key, new, Some(&old))?;
+                let new_key = self.table(table_name)?.key_of(new);
+                if new_key != key {
+                    // An UPDATE of the primary key: the row leaves its key and takes the new
+                    // one, checked and locked like an insert (both engines accept it).
+                    self.check_unique(tx, table_name, &new_key, new, Some((&key, &old)))?;
+                    self.move_row(tx, table_name, &key, &old, &new_key, new.clone())?;
+                    affected += 1;
+                    returned.push(new.clone());
+                    continue;
+                }
+                self.check_unique(tx, table_name, &key, new, Some((&key, &old)))?;
             }
             affected += 1;
             returned.push(new.clone().unwrap_or_else(|| old.clone()));

@@ -19,6 +19,8 @@ pub(super) enum BExpr {
     Bin(Box<BExpr>, BinOp, Box<BExpr>),
     IsNull(Box<BExpr>, bool),
     In(Box<BExpr>, Vec<BExpr>, bool),
+    /// A cast of a column expression (casts of constants are folded when binding).
+    Cast(Box<BExpr>, ColumnType),
 }
 
 pub(super) fn limit_value(engine: Engine, e: &Expr, params: &[Value]) -> Result<usize, DbError> {
@@ -79,12 +81,7 @@ pub(super) fn bind(
         ),
         Expr::Cast(inner, ty) => match bind(engine, inner, columns, params)? {
             BExpr::Val(v) => BExpr::Val(cast(engine, v, *ty)?),
-            _ => {
-                return Err(errors::unsupported(
-                    engine,
-                    "casting anything but a constant, parameter or setting",
-                ))
-            }
+            other => BExpr::Cast(Box::new(other), *ty),
         },
     })
 }
@@ -119,6 +116,23 @@ pub(super) fn truthy(v: &Value) -> Option<bool> {
     }
 }
 
+/// The integer a string stands for when compared with an integer (see [`compare`]).
+pub(super) fn text_as_int(engine: Engine, text: &str) -> Result<i64, DbError> {
+    let trimmed = text.trim();
+    match engine {
+        Engine::Postgres => trimmed
+            .parse::<i64>()
+            .map_err(|_| errors::wrong_type(engine, "", "integer", text)),
+        Engine::InnoDb => {
+            let sign = usize::from(trimmed.starts_with(['-', '+']));
+            let digits = trimmed[sign..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(trimmed.len(), |end| end + sign);
+            Ok(trimmed[..digits].parse::<i64>().unwrap_or(0))
+        }
+    }
+}
+
 pub(super) fn compare(
     engine: Engine,
     a: &Value,
@@ -131,6 +145,11 @@ pub(super) fn compare(
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
         (Value::Bool(x), Value::Int(y)) if engine == Engine::InnoDb => Some((*x as i64).cmp(y)),
         (Value::Int(x), Value::Bool(y)) if engine == Engine::InnoDb => Some(x.cmp(&(*y as i64))),
+        // A string compared with an integer is read as a number: PostgreSQL takes a quoted
+        // literal as the integer it spells (and rejects one that is none); MariaDB converts
+        // the string's numeric prefix.
+        (Value::Int(x), Value::Text(t)) => Some(x.cmp(&text_as_int(engine, t)?)),
+        (Value::Text(t), Value::Int(y)) => Some(text_as_int(engine, t)?.cmp(y)),
         _ => {
             return Err(errors::type_mismatch(
                 engine,
@@ -142,6 +161,7 @@ pub(super) fn compare(
 
 pub(super) fn eval(engine: Engine, e: &BExpr, row: &[Value]) -> Result<Value, DbError> {
     Ok(match e {
+        BExpr::Cast(inner, ty) => cast(engine, eval(engine, inner, row)?, *ty)?,
         BExpr::Col(i) => row[*i].clone(),
         BExpr::Val(v) => v.clone(),
         BExpr::Not(inner) => match truthy(&eval(engine, inner, row)?) {

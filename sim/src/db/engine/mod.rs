@@ -281,6 +281,7 @@ impl Database {
                 seq,
                 tx: 0,
                 data: write.row.clone(),
+                moved_to: None,
             });
             rv.prune(seq);
         }

@@ -216,10 +216,10 @@ impl Database {
             }
             let table = self.table(table_name)?;
             let rv = &table.rows[&key];
-            let latest: Option<&Row> = match &rv.pending {
+            let (mut latest, mut moved_to) = match &rv.pending {
                 Some(p) => {
                     assert_eq!(p.tx, tx, "a locked row has no other writer");
-                    p.data.as_ref()
+                    (p.data.clone(), None)
                 }
                 None => {
                     let latest = rv.latest_committed().expect("a visible row has versions");
@@ -229,16 +229,43 @@ impl Database {
                     }
                     // Changed by a transaction that committed after the snapshot.
                     if isolation >= Isolation::RepeatableRead {
-                        return Err(errors::concurrent_update(latest.data.is_none()).into());
+                        let deleted = latest.data.is_none() && latest.moved_to.is_none();
+                        return Err(errors::concurrent_update(deleted).into());
                     }
-                    latest.data.as_ref()
+                    (latest.data.clone(), latest.moved_to.clone())
                 }
             };
-            let Some(latest) = latest else {
+            // Read committed follows a row whose primary key was updated to its new version
+            // (the update chain), locks that one and re-checks it.
+            let mut key = key;
+            let mut skipped = false;
+            let mut hops = 0usize;
+            while let Some(next) = moved_to.take() {
+                hops += 1;
+                assert!(hops <= self.stats.commits as usize + 1, "a move chain ends");
+                let target = LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: next.clone(),
+                };
+                if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                    skipped = true;
+                    break;
+                }
+                let rv = &self.table(table_name)?.rows[&next];
+                (latest, moved_to) = match &rv.pending {
+                    Some(p) => (p.data.clone(), None),
+                    None => {
+                        let v = rv.latest_committed().expect("a moved row has versions");
+                        (v.data.clone(), v.moved_to.clone())
+                    }
+                };
+                key = next;
+            }
+            let Some(latest) = latest.filter(|_| !skipped) else {
                 continue;
             };
-            if matches(engine, filter, latest)? {
-                out.push((key, latest.clone()));
+            if matches(engine, filter, &latest)? {
+                out.push((key, latest));
             }
         }
         Ok(out)

@@ -158,6 +158,7 @@ impl Database {
                 seq,
                 tx: tx.id,
                 data: pending.data.clone(),
+                moved_to: pending.moved_to.clone(),
             });
             rv.prune(horizon.unwrap_or(seq));
             writes.push(RowWrite {
@@ -313,7 +314,7 @@ impl Database {
             .is_some_and(|t| t.aborted);
         let ok = Ok(QueryResult::default());
         match stmt {
-            Stmt::Begin => {
+            Stmt::Begin | Stmt::BeginWithSnapshot => {
                 if in_tx {
                     match engine {
                         // A warning: there is already a transaction in progress.
@@ -323,6 +324,16 @@ impl Database {
                     }
                 }
                 self.begin_tx(session, true);
+                if matches!(stmt, Stmt::BeginWithSnapshot) {
+                    // MariaDB starts the InnoDB transaction at once, with its read view in
+                    // repeatable read (other levels ignore the phrase with a warning).
+                    let last = self.last_commit;
+                    let tx = self.tx_mut(session);
+                    tx.innodb_registered = true;
+                    if tx.isolation == Isolation::RepeatableRead {
+                        tx.snapshot = Some(last);
+                    }
+                }
                 ok
             }
             Stmt::Commit => {
