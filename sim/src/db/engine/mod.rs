@@ -19,6 +19,7 @@
 //! - `read`: the rows a statement reads and locks on those paths (snapshot reads, PostgreSQL
 //!   and InnoDB locking reads, SSI read tracking);
 //! - `write`: unique checks, new row versions and InnoDB insert intentions;
+//! - `predicate`: PostgreSQL's predicate locks for SSI (what a read locks, a write meets);
 //! - `transaction`: begin, commit, rollback, undo, each engine's rule for what an error rolls
 //!   back, and snapshots; `savepoint`: savepoints and what rolling back to one gives back;
 //! - `session`: connections and session settings;
@@ -37,6 +38,7 @@
 mod access;
 mod executor;
 mod expr;
+mod predicate;
 mod read;
 mod result;
 mod savepoint;

@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 
 use super::access::{positions, row_keys, Access, Direction, Position};
 use super::expr::{eval, matches, BExpr};
+use super::predicate::examine;
 use super::result::compare_sort_keys;
 use super::{Database, SessionId, Step};
 use crate::db::lock::{Grant, LockMode, LockTarget};
-use crate::db::profile::{errors, Isolation};
+use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::LockWaitPolicy;
-use crate::db::ssi::ReadKey;
 use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
 use crate::db::value::Value;
 
@@ -44,8 +44,10 @@ impl Database {
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
         let keys = row_keys(table, access, Direction::Asc);
+        let seqscan = matches!(access, Access::Scan);
         let mut out = Vec::new();
-        let mut newer_writers = BTreeSet::new();
+        let mut seen = Vec::new();
+        let mut writers = BTreeSet::new();
         let mut touched = 0u64;
         for key in &keys {
             let Some(rv) = table.rows.get(key) else {
@@ -55,11 +57,18 @@ impl Database {
             let data = match snapshot {
                 Some(snapshot) => {
                     if serializable {
-                        for v in rv.committed.iter().filter(|v| v.seq > snapshot) {
-                            newer_writers.insert(v.tx);
-                        }
-                        if let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) {
-                            newer_writers.insert(p.tx);
+                        let examined = examine(rv, tx, snapshot, seqscan);
+                        seen.extend(examined.version.map(|v| (key.clone(), v)));
+                        writers.extend(examined.writers);
+                    }
+                    if engine == Engine::Postgres {
+                        if let Some(old) = deleted_under_own_insert(rv, tx, snapshot) {
+                            // PostgreSQL keeps the deleted tuple, still visible in the
+                            // snapshot, beside the one this transaction inserted in its
+                            // place: a scan returns both (measured).
+                            if matches(engine, filter, old)? {
+                                out.push(old.clone());
+                            }
                         }
                     }
                     visible(rv, tx, snapshot)
@@ -78,44 +87,10 @@ impl Database {
         }
         self.stats.rows_touched += touched;
         if serializable {
-            self.ssi_read(tx, table_name, access);
-            let mut fail = Vec::new();
-            for writer in newer_writers {
-                fail.extend(self.ssi.add_edge(tx, writer));
-            }
-            self.ssi_fail(tx, fail)?;
+            let writers = writers.into_iter().collect();
+            self.ssi_after_read(tx, table_name, access, seen, writers)?;
         }
         Ok(out)
-    }
-
-    pub(super) fn ssi_read(&mut self, tx: TxId, table_name: &str, access: &Access) {
-        match access {
-            Access::Scan | Access::Range { .. } => self.ssi.read_relation(tx, table_name),
-            Access::Keys(keys) => {
-                for key in keys {
-                    self.ssi.read_key(
-                        tx,
-                        ReadKey {
-                            table: table_name.to_string(),
-                            index: None,
-                            key: key.clone(),
-                        },
-                    );
-                }
-            }
-            Access::Index { index, values } => {
-                for v in values {
-                    self.ssi.read_key(
-                        tx,
-                        ReadKey {
-                            table: table_name.to_string(),
-                            index: Some(*index),
-                            key: v.clone(),
-                        },
-                    );
-                }
-            }
-        }
     }
 
     /// Dooms the other pivots; fails this statement if `tx` itself is one.
@@ -160,7 +135,9 @@ impl Database {
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
         let mut candidates: Vec<(Key, Row)> = Vec::new();
-        let mut newer_writers = BTreeSet::new();
+        let seqscan = matches!(access, Access::Scan);
+        let mut seen = Vec::new();
+        let mut writers = BTreeSet::new();
         let mut touched = 0u64;
         for key in row_keys(table, access, direction) {
             let Some(rv) = table.rows.get(&key) else {
@@ -168,12 +145,9 @@ impl Database {
             };
             touched += 1;
             if serializable {
-                for v in rv.committed.iter().filter(|v| v.seq > snapshot) {
-                    newer_writers.insert(v.tx);
-                }
-                if let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) {
-                    newer_writers.insert(p.tx);
-                }
+                let examined = examine(rv, tx, snapshot, seqscan);
+                seen.extend(examined.version.map(|v| (key.clone(), v)));
+                writers.extend(examined.writers);
             }
             if let Some(row) = visible(rv, tx, snapshot) {
                 if matches(engine, filter, row)? {
@@ -183,12 +157,8 @@ impl Database {
         }
         self.stats.rows_touched += touched;
         if serializable {
-            self.ssi_read(tx, table_name, access);
-            let mut fail = Vec::new();
-            for writer in newer_writers {
-                fail.extend(self.ssi.add_edge(tx, writer));
-            }
-            self.ssi_fail(tx, fail)?;
+            let writers = writers.into_iter().collect();
+            self.ssi_after_read(tx, table_name, access, seen, writers)?;
         }
         if !order.is_empty() {
             let mut keyed: Vec<(Vec<Value>, (Key, Row))> = Vec::new();
@@ -381,6 +351,18 @@ impl Database {
         self.stats.rows_touched += touched;
         Ok(out)
     }
+}
+
+/// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then
+/// inserted again: the old tuple is still visible in the snapshot beside `tx`'s own.
+fn deleted_under_own_insert(rv: &RowVersions, tx: TxId, snapshot: CommitSeq) -> Option<&Row> {
+    let own = rv.pending.as_ref().filter(|p| p.tx == tx)?;
+    own.data.as_ref()?;
+    let latest = rv.latest_committed()?;
+    if latest.data.is_some() || latest.seq <= snapshot {
+        return None;
+    }
+    rv.visible_at(snapshot).and_then(|v| v.data.as_ref())
 }
 
 /// The version of `rv` that `tx` sees at `snapshot`: its own uncommitted write, else the

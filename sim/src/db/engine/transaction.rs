@@ -128,7 +128,7 @@ impl Database {
 
     pub(super) fn commit_tx(&mut self, session: SessionId) -> Result<(), DbError> {
         let tx = self.session_tx(session);
-        if self.ssi.tracks(tx) && !self.ssi.can_commit(tx) {
+        if self.ssi.tracks(tx) && !self.ssi.pre_commit(tx) {
             self.stats.serialization_failures += 1;
             self.rollback_tx(session);
             return Err(errors::rw_dependency());
@@ -172,9 +172,7 @@ impl Database {
             self.last_commit = seq;
         }
         if self.ssi.tracks(tx.id) {
-            for doomed in self.ssi.commit(tx.id, seq) {
-                self.ssi.doom(doomed);
-            }
+            self.ssi.commit(tx.id, seq);
             self.ssi.cleanup();
         }
         if !writes.is_empty() {

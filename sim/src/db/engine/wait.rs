@@ -140,7 +140,13 @@ impl Database {
                 }
                 _ => {
                     let tx = self.session_tx(session);
-                    if self.locks.find_cycle(tx).is_some() {
+                    if self.locks.pg_deadlock(tx) {
+                        let cycle = self.locks.find_cycle(tx).unwrap_or_default();
+                        let waits: Vec<_> = cycle
+                            .iter()
+                            .map(|&t| (t, self.locks.waiting_target(t).cloned()))
+                            .collect();
+                        tracing::debug!(tx, ?waits, "deadlock found after deadlock_timeout");
                         self.stats.deadlocks += 1;
                         let engine = self.engine;
                         self.fail_blocked(session, errors::deadlock(engine));
@@ -221,6 +227,7 @@ impl Database {
     pub(super) fn drain_wakeups(&mut self) {
         loop {
             self.drain_granted();
+            self.restart_sleeps();
             let repointed = self.locks.take_repointed();
             if repointed.is_empty() {
                 return;
@@ -232,6 +239,31 @@ impl Database {
                 if self.is_blocked(session) && self.locks.waiting_target(tx).is_some() {
                     self.innodb_deadlock_check(session);
                 }
+            }
+        }
+    }
+
+    /// PostgreSQL: a waiter that began a new sleep gets new timers: its deadlock check runs
+    /// `deadlock_timeout` after this sleep began (it may be in a cycle now that it was not in
+    /// before), and `lock_timeout` counts from here.
+    fn restart_sleeps(&mut self) {
+        let now = self.now;
+        for tx in self.locks.take_restarted() {
+            let Some(&session) = self.tx_session.get(&tx) else {
+                continue;
+            };
+            let settings = self.sessions[&session].settings.clone();
+            let Some(b) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|s| s.blocked.as_mut())
+            else {
+                continue;
+            };
+            b.deadlock_check_at =
+                Some(now + Duration::from_millis(settings.pg_deadlock_timeout_ms));
+            if settings.pg_lock_timeout_ms > 0 {
+                b.lock_deadline = Some(now + Duration::from_millis(settings.pg_lock_timeout_ms));
             }
         }
     }

@@ -8,7 +8,7 @@ use super::{Database, Fail, Step};
 use crate::db::lock::{Grant, LockMode, LockTarget};
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::LockWaitPolicy;
-use crate::db::ssi::ReadKey;
+use crate::db::ssi::WriteSet;
 use crate::db::storage::{Key, Pending, Row, TxId};
 use crate::db::value::{DbError, Value};
 
@@ -81,6 +81,22 @@ impl Database {
                     None => (table.primary_key_name(), key.clone()),
                     Some(i) => (table.indexes[i].name.clone(), table.index_key_of(i, new)),
                 };
+                if self.ssi.tracks(tx) {
+                    // PostgreSQL checks the index page for a conflict in before it reports a
+                    // unique violation, so that SSI can explain it (`_bt_check_unique`): a
+                    // transaction that read the key fails with 40001 instead (measured).
+                    let mut entry = values.clone();
+                    if index.is_some() {
+                        entry.extend(key.iter().cloned());
+                    }
+                    let write = WriteSet {
+                        table: table_name.to_string(),
+                        replaced: None,
+                        entries: vec![(index, entry)],
+                    };
+                    let fail = self.ssi.conflict_in_check(tx, &write);
+                    self.ssi_fail(tx, fail)?;
+                }
                 Err(errors::duplicate_key(engine, table_name, &name, &key_text(&values)).into())
             }
         }
@@ -224,23 +240,14 @@ impl Database {
             self.locks.holds(tx, &target, LockMode::Exclusive),
             "writes hold the row lock"
         );
+        let write = self
+            .ssi
+            .tracks(tx)
+            .then(|| self.ssi_write_set(tx, table_name, key, old, new.as_ref()));
         let table = self.tables.get_mut(table_name).expect("table");
-        let mut read_keys = vec![ReadKey {
-            table: table_name.to_string(),
-            index: None,
-            key: key.clone(),
-        }];
-        for i in 0..table.indexes.len() {
-            for row in old.iter().copied().chain(new.as_ref()) {
-                read_keys.push(ReadKey {
-                    table: table_name.to_string(),
-                    index: Some(i),
-                    key: table.index_key_of(i, row),
-                });
-            }
-        }
         if let Some(row) = &new {
             table.index_row(key, row);
+            table.place_row(key);
         }
         let rv = table.rows.entry(key.clone()).or_default();
         let previous = rv.pending.clone();
@@ -262,8 +269,8 @@ impl Database {
                 previous,
             });
         self.stats.rows_touched += 1;
-        if self.ssi.tracks(tx) {
-            let fail = self.ssi.wrote(tx, table_name, &read_keys);
+        if let Some(write) = write {
+            let fail = self.ssi.conflict_in(tx, &write);
             self.ssi_fail(tx, fail)?;
         }
         Ok(())

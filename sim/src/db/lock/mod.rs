@@ -130,6 +130,11 @@ pub struct LockManager {
     /// InnoDB: blockers that a waiter was re-pointed to while they wait themselves; the
     /// deadlock check runs from them ([`LockManager::take_repointed`]).
     repointed: Vec<TxId>,
+    /// PostgreSQL: for each waiter, the holders it sleeps on once it is at the head of the
+    /// row's queue (`None` while it waits for the tuple lock behind other sleepers).
+    sleeping_on: BTreeMap<TxId, Option<Vec<TxId>>>,
+    /// PostgreSQL: waiters that began a new sleep (see [`LockManager::take_restarted`]).
+    restarted: Vec<TxId>,
 }
 
 impl LockManager {
@@ -208,9 +213,15 @@ impl LockManager {
                 holders_only,
             });
         self.waiting_for.insert(tx, target.clone());
-        if self.rule == QueueRule::InnoDb {
-            let first = self.first_blocker(tx).expect("a waiter has a blocker");
-            self.edge.insert(tx, first);
+        match self.rule {
+            QueueRule::InnoDb => {
+                let first = self.first_blocker(tx).expect("a waiter has a blocker");
+                self.edge.insert(tx, first);
+            }
+            QueueRule::Postgres => {
+                let phase = self.pg_phase(tx);
+                self.sleeping_on.insert(tx, phase);
+            }
         }
         Grant::Wait(blockers)
     }
@@ -353,55 +364,6 @@ impl LockManager {
         }
     }
 
-    /// The transactions `tx` waits for now (empty if it does not wait): the edges deadlock
-    /// detection follows. PostgreSQL's detector sees every conflicting holder and queued
-    /// request; MariaDB's (10.6 and later) follows one edge per waiter, its `wait_trx`: the
-    /// first conflicting lock in the record's queue when the wait began, re-pointed when that
-    /// one is released. So InnoDB finds a cycle only once the edges line up.
-    pub fn waits_for(&self, tx: TxId) -> Vec<TxId> {
-        if self.rule == QueueRule::InnoDb {
-            return self.edge.get(&tx).copied().into_iter().collect();
-        }
-        self.all_blockers(tx)
-    }
-
-    /// The first lock in `tx`'s queue that its waiting request conflicts with (InnoDB keeps a
-    /// record's locks in one list in the order they were created: the granted ones, then the
-    /// waiting ones).
-    fn first_blocker(&self, tx: TxId) -> Option<TxId> {
-        let target = self.waiting_for.get(&tx)?;
-        let queue = &self.queues[target];
-        let position = queue.waiting.iter().position(|w| w.tx == tx)?;
-        let mode = queue.waiting[position].mode;
-        let granted = queue
-            .granted
-            .iter()
-            .find(|&&(t, m)| t != tx && conflicts(mode, m))
-            .map(|&(t, _)| t);
-        if granted.is_some() || mode == LockMode::InsertIntention {
-            return granted;
-        }
-        queue.waiting[..position]
-            .iter()
-            .find(|w| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode)))
-            .map(|w| w.tx)
-    }
-
-    /// Every transaction `tx`'s waiting request is blocked by.
-    fn all_blockers(&self, tx: TxId) -> Vec<TxId> {
-        let Some(target) = self.waiting_for.get(&tx) else {
-            return Vec::new();
-        };
-        let queue = &self.queues[target];
-        let position = queue
-            .waiting
-            .iter()
-            .position(|w| w.tx == tx)
-            .expect("a waiting transaction is queued");
-        let waiter = queue.waiting[position];
-        self.blockers_of(tx, target, waiter.mode, Some(position), waiter.holders_only)
-    }
-
     /// Withdraws the queued request of `tx`; returns transactions whose requests are now
     /// granted, in queue order.
     pub fn cancel_wait(&mut self, tx: TxId) -> Vec<TxId> {
@@ -409,6 +371,7 @@ impl LockManager {
             return Vec::new();
         };
         self.edge.remove(&tx);
+        self.sleeping_on.remove(&tx);
         let queue = self.queues.get_mut(&target).expect("queue of a waiter");
         queue.waiting.retain(|w| w.tx != tx);
         self.regrant(&target)
@@ -468,16 +431,26 @@ impl LockManager {
                 .remove(i);
             self.waiting_for.remove(&waiter.tx);
             self.edge.remove(&waiter.tx);
+            self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
             woken.push(waiter.tx);
         }
+        let waiters: Vec<TxId> = self
+            .queues
+            .get(target)
+            .map(|q| q.waiting.iter().map(|w| w.tx).collect())
+            .unwrap_or_default();
+        if self.rule == QueueRule::Postgres {
+            for &tx in &waiters {
+                let phase = self.pg_phase(tx);
+                let previous = self.sleeping_on.insert(tx, phase.clone());
+                if phase.is_some() && previous != Some(phase) {
+                    self.restarted.push(tx);
+                }
+            }
+        }
         if self.rule == QueueRule::InnoDb {
             // Waiters whose first conflicting lock went away now wait for the next one.
-            let waiters: Vec<TxId> = self
-                .queues
-                .get(target)
-                .map(|q| q.waiting.iter().map(|w| w.tx).collect())
-                .unwrap_or_default();
             for tx in waiters {
                 let first = self
                     .first_blocker(tx)
@@ -497,77 +470,6 @@ impl LockManager {
         woken
     }
 
-    /// InnoDB's transaction weight for choosing a deadlock victim, without the undo count:
-    /// lock structures (one per table and lock kind, as InnoDB keeps one per page and mode),
-    /// table intention locks, and the waiting request.
-    pub fn weight(&self, tx: TxId) -> u64 {
-        let mut kinds = BTreeSet::new();
-        let mut intentions = BTreeSet::new();
-        if let Some(targets) = self.held.get(&tx) {
-            for target in targets {
-                let mode = self.queues[target]
-                    .granted
-                    .iter()
-                    .find(|&&(t, _)| t == tx)
-                    .map(|&(_, m)| m)
-                    .expect("held lock is granted");
-                kinds.insert((target.table(), mode));
-                intentions.insert((target.table(), mode == LockMode::Exclusive));
-            }
-        }
-        let mut weight = (kinds.len() + intentions.len()) as u64;
-        if let Some(target) = self.waiting_for.get(&tx) {
-            let mode = self.queues[target]
-                .waiting
-                .iter()
-                .find(|w| w.tx == tx)
-                .map(|w| w.mode)
-                .expect("waiter is queued");
-            let exclusive = matches!(mode, LockMode::Exclusive | LockMode::InsertIntention);
-            weight += 1;
-            if intentions.insert((target.table(), exclusive)) {
-                weight += 1;
-            }
-        }
-        weight
-    }
-
-    /// InnoDB: the waiting transactions that a waiter was re-pointed to since the last call,
-    /// in order; MariaDB runs its deadlock check from each of them.
-    pub fn take_repointed(&mut self) -> Vec<TxId> {
-        std::mem::take(&mut self.repointed)
-    }
-
-    /// A cycle of the waits-for graph through `start`, in the order the edges run from it.
-    pub fn find_cycle(&self, start: TxId) -> Option<Vec<TxId>> {
-        let mut path = vec![start];
-        let mut visited = BTreeSet::new();
-        self.find_cycle_from(start, start, &mut path, &mut visited)
-            .then_some(path)
-    }
-
-    fn find_cycle_from(
-        &self,
-        start: TxId,
-        at: TxId,
-        path: &mut Vec<TxId>,
-        visited: &mut BTreeSet<TxId>,
-    ) -> bool {
-        for next in self.waits_for(at) {
-            if next == start {
-                return true;
-            }
-            if visited.insert(next) {
-                path.push(next);
-                if self.find_cycle_from(start, next, path, visited) {
-                    return true;
-                }
-                path.pop();
-            }
-        }
-        false
-    }
-
     /// Drops every lock (the server crashed).
     pub fn clear(&mut self) {
         self.queues.clear();
@@ -576,158 +478,12 @@ impl LockManager {
         self.log.clear();
         self.edge.clear();
         self.repointed.clear();
+        self.sleeping_on.clear();
+        self.restarted.clear();
     }
 }
+
+mod deadlock;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::db::value::Value;
-
-    fn row(k: i64) -> LockTarget {
-        LockTarget::Record {
-            table: "t".into(),
-            key: vec![Value::Int(k)],
-        }
-    }
-
-    #[test]
-    fn upgrade_behind_a_queued_writer_deadlocks() {
-        let mut locks = LockManager::default();
-        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
-        assert_eq!(
-            locks.request(2, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![1])
-        );
-        // 1 upgrades: it waits behind 2's queued request, and 2 waits for 1.
-        assert_eq!(
-            locks.request(1, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![2])
-        );
-        assert_eq!(locks.find_cycle(1), Some(vec![1, 2]));
-        assert_eq!(locks.cancel_wait(2), vec![1]);
-        assert!(locks.holds(1, &row(1), LockMode::Exclusive));
-    }
-
-    #[test]
-    fn postgres_grants_a_request_compatible_with_the_holders_past_queued_waiters() {
-        let mut locks = LockManager::new(QueueRule::Postgres);
-        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
-        assert_eq!(
-            locks.request(2, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![1])
-        );
-        // Compatible with the holder: no sleep, no queue (InnoDB would queue it behind 2).
-        assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
-        assert!(locks.release_all(1).is_empty(), "2 still waits for 3");
-        assert_eq!(locks.waits_for(2), vec![3]);
-        assert_eq!(locks.release_all(3), vec![2]);
-    }
-
-    #[test]
-    fn postgres_upgrade_waits_for_the_holders_only() {
-        let mut locks = LockManager::new(QueueRule::Postgres);
-        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
-        assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
-        assert_eq!(
-            locks.request(2, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![1, 3])
-        );
-        // 1 upgrades: it waits for the other sharer, not behind 2, so there is no cycle.
-        assert_eq!(
-            locks.request(1, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![3])
-        );
-        assert_eq!(locks.find_cycle(1), None);
-        assert_eq!(locks.release_all(3), vec![1]);
-        assert!(locks.holds(1, &row(1), LockMode::Exclusive));
-        assert_eq!(locks.waits_for(2), vec![1]);
-    }
-
-    #[test]
-    fn postgres_sleepers_queue_first_come_first_served() {
-        let mut locks = LockManager::new(QueueRule::Postgres);
-        assert_eq!(
-            locks.request(1, &row(1), LockMode::Exclusive),
-            Grant::Granted
-        );
-        assert_eq!(
-            locks.request(2, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![1])
-        );
-        // 3 sleeps on the tuple lock that 2 holds.
-        assert_eq!(
-            locks.request(3, &row(1), LockMode::Exclusive),
-            Grant::Wait(vec![2])
-        );
-        assert_eq!(locks.release_all(1), vec![2]);
-        assert_eq!(locks.waits_for(3), vec![2]);
-    }
-
-    #[test]
-    fn rollback_to_a_mark_gives_back_later_grants_only() {
-        let mut locks = LockManager::new(QueueRule::Postgres);
-        assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
-        let mark = locks.mark(1);
-        assert_eq!(
-            locks.request(1, &row(1), LockMode::Exclusive),
-            Grant::Granted
-        );
-        assert_eq!(
-            locks.request(1, &row(2), LockMode::Exclusive),
-            Grant::Granted
-        );
-        assert!(matches!(
-            locks.request(2, &row(2), LockMode::Shared),
-            Grant::Wait(_)
-        ));
-        assert_eq!(locks.rollback_to(1, mark), vec![2]);
-        assert!(locks.holds(1, &row(1), LockMode::Shared));
-        assert!(!locks.holds(1, &row(1), LockMode::Exclusive));
-        assert!(!locks.holds(1, &row(2), LockMode::Shared));
-        assert_eq!(locks.mark(1), mark);
-    }
-
-    #[test]
-    fn gap_locks_only_block_inserts() {
-        let mut locks = LockManager::default();
-        let gap = LockTarget::Gap {
-            table: "t".into(),
-            index: None,
-            before: None,
-        };
-        assert_eq!(locks.request(1, &gap, LockMode::Gap), Grant::Granted);
-        assert_eq!(locks.request(2, &gap, LockMode::Gap), Grant::Granted);
-        assert_eq!(
-            locks.request(3, &gap, LockMode::InsertIntention),
-            Grant::Wait(vec![1, 2])
-        );
-        assert!(locks.release_all(1).is_empty());
-        assert_eq!(locks.release_all(2), vec![3]);
-        assert!(locks.waiting_target(3).is_none());
-    }
-
-    #[test]
-    fn shared_locks_are_granted_together_in_queue_order() {
-        let mut locks = LockManager::default();
-        assert_eq!(
-            locks.request(1, &row(1), LockMode::Exclusive),
-            Grant::Granted
-        );
-        assert!(matches!(
-            locks.request(2, &row(1), LockMode::Shared),
-            Grant::Wait(_)
-        ));
-        assert!(matches!(
-            locks.request(3, &row(1), LockMode::Shared),
-            Grant::Wait(_)
-        ));
-        assert!(matches!(
-            locks.request(4, &row(1), LockMode::Exclusive),
-            Grant::Wait(_)
-        ));
-        assert_eq!(locks.release_all(1), vec![2, 3]);
-        assert!(locks.release_all(2).is_empty());
-        assert_eq!(locks.release_all(3), vec![4]);
-    }
-}
+mod tests;
