@@ -7,6 +7,11 @@ use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Scenarios (default: every built-in one, unless --file is given).
+    scenarios: Vec<String>,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<std::path::PathBuf>,
     /// Seeds per scenario.
     #[arg(long, default_value = "40")]
     seeds: u64,
@@ -97,12 +102,37 @@ pub fn run(args: Args) -> u8 {
         eprintln!("error: --seeds: must be at least 1, got `0`");
         return EXIT_BAD_INPUT;
     }
+    let selected = match crate::run::resolve(
+        &args.scenarios,
+        args.scenarios.is_empty() && args.files.is_empty(),
+        &args.files,
+        None,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    // Each scenario once, under its first profile.
+    let mut benched: Vec<crate::run::Selected> = Vec::new();
+    for s in selected {
+        if !benched.iter().any(|b| b.scenario == s.scenario) {
+            benched.push(s);
+        }
+    }
     let seeds: Vec<u64> = (0..args.seeds).collect();
     let mut rows = Vec::new();
-    for scenario in shopsim_scenarios::builtin() {
-        let profile = scenario.profile_list()[0];
-        let system = scenario.system(profile, &[]).expect("valid");
-        let config = scenario.sim_config();
+    let bar = crate::progress::Bar::new((benched.len() as u64 + 2) * args.seeds, "bench", "seeds");
+    for selected in &benched {
+        let system = match selected.system(&[]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        };
+        let config = selected.scenario.sim_config();
         // Outcomes are consumed as they come, as `run` does: keeping them would measure
         // the growth of this process's heap, not the simulation.
         let mut virtual_s = 0.0;
@@ -113,6 +143,7 @@ pub fn run(args: Args) -> u8 {
             |_| config.clone(),
             1,
             |o| {
+                bar.inc();
                 virtual_s += o.virtual_elapsed.as_secs_f64();
                 true
             },
@@ -129,11 +160,13 @@ pub fn run(args: Args) -> u8 {
         }));
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let scenario = shopsim_scenarios::find("checkout-concurrency").expect("built in");
-    let system = scenario
-        .system(scenario.profile_list()[0], &[])
-        .expect("valid");
-    let config = scenario.sim_config();
+    // The speed-up of checkout-concurrency, or of the first scenario named.
+    let speed_of = benched
+        .iter()
+        .find(|s| s.scenario.name == "checkout-concurrency")
+        .unwrap_or(&benched[0]);
+    let system = speed_of.system(&[]).expect("checked above");
+    let config = speed_of.scenario.sim_config();
     let speed = |j: usize| {
         let started = Instant::now();
         shopsim_sim::fuzz::for_each_seed(
@@ -141,12 +174,16 @@ pub fn run(args: Args) -> u8 {
             &seeds,
             |_| config.clone(),
             j,
-            |_| true,
+            |_| {
+                bar.inc();
+                true
+            },
         );
         seeds.len() as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);
     let many = speed(jobs);
+    bar.finish();
     let mut detections = Vec::new();
     if args.detection {
         for (scenario, bug, check) in shopsim_scenarios::PLANTED_BUGS {
@@ -165,7 +202,7 @@ pub fn run(args: Args) -> u8 {
     let report = serde_json::json!({
         "detection": detections,
         "scenarios": rows,
-        "speedup": { "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
+        "speedup": { "scenario": system.name, "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
     });
     if args.json {
@@ -190,7 +227,8 @@ pub fn run(args: Args) -> u8 {
         );
     }
     println!(
-        "checkout-concurrency: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        "{}: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        system.name,
         many / one
     );
     for d in &detections {
