@@ -252,6 +252,7 @@ impl Database {
                             clause.wait,
                             snapshot.expect("PostgreSQL statements have a snapshot"),
                             &order,
+                            false,
                         )?
                     }
                     Engine::InnoDb => {
@@ -350,6 +351,7 @@ impl Database {
                 LockWaitPolicy::Wait,
                 snapshot.expect("PostgreSQL statements have a snapshot"),
                 &[],
+                true,
             )?,
             Engine::InnoDb => self.innodb_locking_read(
                 session,

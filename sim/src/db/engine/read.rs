@@ -112,7 +112,12 @@ impl Database {
     /// PostgreSQL's locking read (`FOR UPDATE`/`FOR SHARE`, and the row search of UPDATE and
     /// DELETE): rows that match in the statement snapshot, sorted, locked one by one; a row
     /// changed since the snapshot is re-checked on its newest version in read committed
-    /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable.
+    /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable. For an
+    /// UPDATE or DELETE (`writes`), a serializable transaction runs SSI's conflict-in check of
+    /// each row as soon as it holds the row, before it goes on to the next one: PostgreSQL
+    /// writes row by row (`heap_update`/`heap_delete` call `CheckForSerializableConflictIn`),
+    /// so a row that fails later, or waits, comes after the conflicts of the rows before it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pg_locking_read(
         &mut self,
         session: SessionId,
@@ -121,6 +126,7 @@ impl Database {
         policy: LockWaitPolicy,
         snapshot: CommitSeq,
         order: &[(BExpr, bool)],
+        writes: bool,
     ) -> Step<Vec<(Key, Row)>> {
         let ScanSpec {
             table: table_name,
@@ -194,6 +200,11 @@ impl Database {
                 None => {
                     let latest = rv.latest_committed().expect("a visible row has versions");
                     if latest.seq <= snapshot {
+                        if writes && serializable {
+                            let write = self.ssi_write_set(tx, table_name, &key, Some(&row), None);
+                            let fail = self.ssi.conflict_in(tx, &write);
+                            self.ssi_fail(tx, fail)?;
+                        }
                         out.push((key, row));
                         continue;
                     }
