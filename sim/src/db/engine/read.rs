@@ -352,7 +352,7 @@ impl Database {
             };
             if matched {
                 out.push((key, row.expect("matched row").clone()));
-            } else if !gaps && !held_before && !(end_of_range && direction == Direction::Desc) {
+            } else if !(gaps || held_before || (end_of_range && direction == Direction::Desc)) {
                 // Read committed gives back the lock of a row that does not match, except for
                 // the row that ends a backward range scan, which MariaDB keeps (measured).
                 let woken = self.locks.release(tx, &target);
