@@ -7,7 +7,12 @@ use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seeds per scenario.
+    /// Scenarios (default: every built-in one, unless --file is given).
+    scenarios: Vec<String>,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<std::path::PathBuf>,
+    /// Seeds per scenario (at least 1; up to 2^64 - 1, run lazily).
     #[arg(long, default_value = "40")]
     seeds: u64,
     /// Print JSON instead of a table.
@@ -32,7 +37,10 @@ fn detection(
         .system(profile, &[bug.to_string()])
         .expect("valid bug");
     let config = scenario.sim_config();
-    let seeds: Vec<u64> = (0..80).collect();
+    let seeds = shopsim_sim::seed::SeedPlan {
+        start: 0,
+        count: 80,
+    };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut failing: Vec<u64> = Vec::new();
     shopsim_sim::fuzz::for_each_seed(
@@ -92,17 +100,50 @@ fn peak_rss_one_seed_kib(
     peak
 }
 
-pub fn run(args: Args) -> u8 {
+/// Checks every flag and file without running anything: the scenarios benched (each once,
+/// under its first profile).
+pub fn check_args(args: &Args) -> Result<Vec<crate::run::Selected>, String> {
     if args.seeds == 0 {
-        eprintln!("error: --seeds: must be at least 1, got `0`");
-        return EXIT_BAD_INPUT;
+        return Err("--seeds: must be at least 1, got `0`".to_string());
     }
-    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let selected = crate::run::resolve(
+        &args.scenarios,
+        args.scenarios.is_empty() && args.files.is_empty(),
+        &args.files,
+        None,
+    )?;
+    let mut benched: Vec<crate::run::Selected> = Vec::new();
+    for s in selected {
+        s.system(&[]).map_err(|e| e.to_string())?;
+        if !benched.iter().any(|b| b.scenario == s.scenario) {
+            benched.push(s);
+        }
+    }
+    Ok(benched)
+}
+
+pub fn run(args: Args) -> u8 {
+    let benched = match check_args(&args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    // A range, run lazily: any count is accepted without building a list.
+    let seeds = shopsim_sim::seed::SeedPlan {
+        start: 0,
+        count: args.seeds,
+    };
     let mut rows = Vec::new();
-    for scenario in shopsim_scenarios::builtin() {
-        let profile = scenario.profile_list()[0];
-        let system = scenario.system(profile, &[]).expect("valid");
-        let config = scenario.sim_config();
+    let bar = crate::progress::Bar::new(
+        (benched.len() as u64 + 2).saturating_mul(args.seeds),
+        "bench",
+        "seeds",
+    );
+    for selected in &benched {
+        let system = selected.system(&[]).expect("checked above");
+        let config = selected.scenario.sim_config();
         // Outcomes are consumed as they come, as `run` does: keeping them would measure
         // the growth of this process's heap, not the simulation.
         let mut virtual_s = 0.0;
@@ -113,27 +154,30 @@ pub fn run(args: Args) -> u8 {
             |_| config.clone(),
             1,
             |o| {
+                bar.inc();
                 virtual_s += o.virtual_elapsed.as_secs_f64();
                 true
             },
         );
         let wall = started.elapsed().as_secs_f64();
-        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds[0]);
+        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds.start);
         rows.push(serde_json::json!({
             "scenario": system.name,
-            "seeds": seeds.len(),
-            "seeds_per_s": seeds.len() as f64 / wall,
+            "seeds": seeds.count,
+            "seeds_per_s": seeds.count as f64 / wall,
             "virtual_per_wall": virtual_s / wall,
-            "wall_ms_per_seed": wall * 1000.0 / seeds.len() as f64,
+            "wall_ms_per_seed": wall * 1000.0 / seeds.count as f64,
             "peak_rss_mib_one_seed": peak_kib.map(|k| k as f64 / 1024.0),
         }));
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let scenario = shopsim_scenarios::find("checkout-concurrency").expect("built in");
-    let system = scenario
-        .system(scenario.profile_list()[0], &[])
-        .expect("valid");
-    let config = scenario.sim_config();
+    // The speed-up of checkout-concurrency, or of the first scenario named.
+    let speed_of = benched
+        .iter()
+        .find(|s| s.scenario.name == "checkout-concurrency")
+        .unwrap_or(&benched[0]);
+    let system = speed_of.system(&[]).expect("checked above");
+    let config = speed_of.scenario.sim_config();
     let speed = |j: usize| {
         let started = Instant::now();
         shopsim_sim::fuzz::for_each_seed(
@@ -141,12 +185,16 @@ pub fn run(args: Args) -> u8 {
             &seeds,
             |_| config.clone(),
             j,
-            |_| true,
+            |_| {
+                bar.inc();
+                true
+            },
         );
-        seeds.len() as f64 / started.elapsed().as_secs_f64()
+        seeds.count as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);
     let many = speed(jobs);
+    bar.finish();
     let mut detections = Vec::new();
     if args.detection {
         for (scenario, bug, check) in shopsim_scenarios::PLANTED_BUGS {
@@ -165,7 +213,7 @@ pub fn run(args: Args) -> u8 {
     let report = serde_json::json!({
         "detection": detections,
         "scenarios": rows,
-        "speedup": { "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
+        "speedup": { "scenario": system.name, "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
     });
     if args.json {
@@ -190,7 +238,8 @@ pub fn run(args: Args) -> u8 {
         );
     }
     println!(
-        "checkout-concurrency: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        "{}: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        system.name,
         many / one
     );
     for d in &detections {

@@ -1,15 +1,22 @@
 //! `shopsim check-determinism`: each seed twice in this process and once in a fresh one; any
-//! difference is nondeterminism (exit 5), reported with the first diverging operation.
+//! difference is nondeterminism (exit 5), reported with the first diverging operation and a
+//! command that replays the seed.
+
+use std::path::PathBuf;
 
 use shopsim_sim::replay::check_determinism;
 
+use crate::reproduce::SeedRun;
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scenarios (default: every built-in one).
+    /// Scenarios (default: every built-in one, unless --file is given).
     scenarios: Vec<String>,
-    /// Seeds per scenario and profile.
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Seeds per scenario and profile (up to 2^64 - 1, run lazily).
     #[arg(long, default_value = "8")]
     seeds: String,
     /// First seed.
@@ -23,67 +30,89 @@ pub struct Args {
     in_process_only: bool,
 }
 
-pub fn run(args: Args) -> u8 {
-    let runs = match crate::run::resolve(
+/// Checks every flag and file without running anything.
+pub fn check_args(
+    args: &Args,
+) -> Result<(Vec<crate::run::Selected>, shopsim_sim::seed::SeedPlan), String> {
+    let runs = crate::run::resolve(
         &args.scenarios,
-        args.scenarios.is_empty(),
-        &[],
+        args.scenarios.is_empty() && args.files.is_empty(),
+        &args.files,
         args.profile.as_deref(),
-    ) {
+    )?;
+    let seeds = crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8)?;
+    for selected in &runs {
+        selected.system(&[]).map_err(|e| e.to_string())?;
+    }
+    Ok((runs, seeds))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (runs, seeds) = match check_args(&args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let seeds = match crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
     let exe = std::env::current_exe().ok();
-    let mut checked = 0;
-    for (scenario, profile) in &runs {
-        let system = scenario.system(*profile, &[]).expect("valid");
-        let config = scenario.sim_config();
-        for &seed in &seeds {
+    let bar = crate::progress::Bar::new(
+        (runs.len() as u64).saturating_mul(seeds.count),
+        "check-determinism",
+        "seeds",
+    );
+    let mut checked: u64 = 0;
+    for selected in &runs {
+        let system = selected.system(&[]).expect("checked above");
+        let config = selected.scenario.sim_config();
+        for seed in seeds.seeds() {
+            let replay = SeedRun {
+                source: &selected.source,
+                profile: selected.profile.name(),
+                seed,
+                bugs: &[],
+                swarm: false,
+            };
             let hash = match check_determinism(&system, seed, &config) {
                 Ok(hash) => hash,
                 Err(e) => {
+                    bar.finish();
                     println!(
-                        "NONDETERMINISM {} seed={seed}: hashes {:016x} and {:016x}; first difference: {}",
-                        system.name, e.first, e.second, e.first_difference
+                        "NONDETERMINISM {} seed={seed}: hashes {:016x} and {:016x}; first difference: {}\nnote: replay with: {}",
+                        system.name,
+                        e.first,
+                        e.second,
+                        e.first_difference,
+                        replay.replay_command()
                     );
                     return EXIT_NONDETERMINISM;
                 }
             };
             if !args.in_process_only {
                 if let Some(exe) = &exe {
+                    let mut replay_args = replay.replay_args();
+                    replay_args.extend(["--expect-hash".to_string(), format!("{hash:016x}")]);
                     let status = std::process::Command::new(exe)
-                        .args([
-                            "replay",
-                            &scenario.name,
-                            "--seed",
-                            &seed.to_string(),
-                            "--profile",
-                            profile.name(),
-                            "--expect-hash",
-                            &format!("{hash:016x}"),
-                        ])
+                        .args(&replay_args)
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
                         .status();
                     if status.ok().and_then(|s| s.code()) == Some(i32::from(EXIT_NONDETERMINISM)) {
-                        println!("NONDETERMINISM {} seed={seed}: a fresh process gave another trace hash than {hash:016x}", system.name);
+                        bar.finish();
+                        println!(
+                            "NONDETERMINISM {} seed={seed}: a fresh process gave another trace hash than {hash:016x}\nnote: replay with: {}",
+                            system.name,
+                            replay.replay_command()
+                        );
                         return EXIT_NONDETERMINISM;
                     }
                 }
             }
+            bar.inc();
             checked += 1;
         }
     }
+    bar.finish();
     println!(
         "{checked} seeds deterministic (twice in process{})",
         if args.in_process_only {

@@ -32,78 +32,116 @@ pub struct Args {
     /// Write a Mermaid sequence diagram of the operations in the witness to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
+    /// Draw the fault plan from the seed, as `fuzz` does in swarm mode (not with an
+    /// artifact, which stores its configuration).
+    #[arg(long)]
+    swarm: bool,
 }
 
-pub fn run(mut args: Args) -> u8 {
+/// A replay whose every input was checked: what `run` hands the runner.
+pub struct Plan {
+    selected: crate::run::Selected,
+    system: shopsim_model::shop::Shop,
+    seed: u64,
+    config: shopsim_sim::runner::SimConfig,
+    expect_hash: Option<u64>,
+    artifact_path: Option<String>,
+}
+
+/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, swarm)
+/// without running anything; errors name the flag or field and the value.
+pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
-    let mut artifact_config = None;
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
-    let mut embedded = None;
-    if let Some(path) = args.scenario.clone().filter(|s| s.ends_with(".json")) {
-        let artifact = match crate::artifact::read(std::path::Path::new(&path)) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: ARTIFACT {e}");
-                return EXIT_BAD_INPUT;
-            }
-        };
-        args.scenario = Some(artifact.scenario.clone());
-        args.seed = Some(artifact.seed.to_string());
-        args.profile = Some(artifact.profile.clone());
-        args.bugs = artifact.bugs.clone();
-        args.expect_hash = Some(format!("{:016x}", artifact.trace_hash));
-        artifact_config = Some(artifact.config.clone());
-        if !artifact.scenario_toml.is_empty() {
-            match shopsim_scenarios::Scenario::from_toml(&artifact.scenario_toml) {
-                Ok(s) => embedded = Some(s),
-                Err(e) => {
-                    eprintln!("error: ARTIFACT {path}: scenario_toml: {e}");
-                    return EXIT_BAD_INPUT;
-                }
-            }
+    let mut loaded = None;
+    if let Some(path) = &artifact_path {
+        let artifact = crate::artifact::load(std::path::Path::new(path))
+            .map_err(|e| format!("ARTIFACT {e}"))?;
+        if args.swarm {
+            return Err("--swarm: not with an artifact (it stores its configuration)".to_string());
         }
+        args.seed = Some(artifact.artifact.seed.to_string());
+        args.bugs = artifact.artifact.bugs.clone();
+        // A hash given on the command line is what the run must reproduce; else the
+        // artifact's own.
+        if args.expect_hash.is_none() {
+            args.expect_hash = Some(format!("{:016x}", artifact.artifact.trace_hash));
+        }
+        loaded = Some(artifact);
     }
-    let names: Vec<String> = args.scenario.iter().cloned().collect();
-    let files: Vec<PathBuf> = args.file.iter().cloned().collect();
-    let runs = match &embedded {
-        Some(scenario) => {
-            let profile = args
-                .profile
-                .as_deref()
-                .unwrap_or("pg_rc")
-                .parse()
-                .expect("an artifact names a valid profile");
-            vec![(scenario.clone(), profile)]
+    let expect_hash = args
+        .expect_hash
+        .as_deref()
+        .map(crate::input::parse_hash)
+        .transpose()?;
+    let (selected, config) = match loaded {
+        Some(l) => (
+            crate::run::Selected {
+                source: crate::reproduce::Source::Builtin(l.scenario.name.clone()),
+                scenario: l.scenario,
+                profile: l.profile,
+            },
+            Some(l.artifact.config),
+        ),
+        None => {
+            let names: Vec<String> = args.scenario.iter().cloned().collect();
+            let files: Vec<PathBuf> = args.file.iter().cloned().collect();
+            let runs = crate::run::resolve(&names, false, &files, args.profile.as_deref())?;
+            let selected = runs.into_iter().next().ok_or("SCENARIO: required")?;
+            (selected, None)
         }
-        None => match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_BAD_INPUT;
-            }
+    };
+    let seed_text = args
+        .seed
+        .as_deref()
+        .ok_or("--seed: required (or give an artifact)")?;
+    let seed = shopsim_sim::seed::parse_seed("--seed", seed_text).map_err(|e| e.to_string())?;
+    let system = selected
+        .system(&args.bugs)
+        .map_err(|e| format!("--bug: {e}"))?;
+    let config = match config {
+        Some(c) => c,
+        None => {
+            let config =
+                crate::fuzz::seed_config(&selected.scenario.sim_config(), seed, args.swarm);
+            // A swarm draw passes the same validation as any configuration.
+            selected
+                .scenario
+                .check_sim_config(&config)
+                .map_err(|e| format!("--swarm: {e}"))?;
+            config
+        }
+    };
+    Ok((
+        Plan {
+            selected,
+            system,
+            seed,
+            config,
+            expect_hash,
+            artifact_path,
         },
-    };
-    let Some(seed_text) = args.seed.as_deref() else {
-        eprintln!("error: --seed: required (or give an artifact)");
-        return EXIT_BAD_INPUT;
-    };
-    let seed = match shopsim_sim::seed::parse_seed("--seed", seed_text) {
-        Ok(s) => s,
+        args,
+    ))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (plan, args) = match plan(args) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let (scenario, profile) = &runs[0];
-    let system = match scenario.system(*profile, &args.bugs) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: --bug: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+    let Plan {
+        selected,
+        system,
+        seed,
+        config,
+        expect_hash,
+        artifact_path,
+    } = plan;
     shopsim_sim::trace::init_from_env();
-    let config = artifact_config.unwrap_or_else(|| scenario.sim_config());
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     let outcome = shopsim_sim::runner::run(&system, seed, &config);
     if args.trace {
@@ -141,19 +179,17 @@ pub fn run(mut args: Args) -> u8 {
         "virtual time: {:.3} s",
         outcome.virtual_elapsed.as_secs_f64()
     );
-    if let Some(expected) = &args.expect_hash {
-        let expected = u64::from_str_radix(expected.trim_start_matches("0x"), 16).ok();
-        if expected != Some(outcome.trace_hash) {
+    if let Some(expected) = expect_hash {
+        if expected != outcome.trace_hash {
             eprintln!(
-                "NONDETERMINISM: trace hash {:016x} differs from the expected {}",
+                "NONDETERMINISM: trace hash {:016x} differs from the expected {expected:016x}",
                 outcome.trace_hash,
-                args.expect_hash.as_deref().unwrap_or_default()
             );
             return EXIT_NONDETERMINISM;
         }
     }
     if let Some(path) = &args.diagram {
-        let diagram = diagram(&outcome);
+        let diagram = crate::diagram::diagram(&outcome);
         if let Err(e) = std::fs::write(path, diagram) {
             eprintln!("error: --diagram {}: {e}", path.display());
             return EXIT_BAD_INPUT;
@@ -163,103 +199,25 @@ pub fn run(mut args: Args) -> u8 {
     if !outcome.passed() {
         match &artifact_path {
             Some(path) => println!(
-                "\n{}\nnote: reproduce with: cargo run --release -- replay {path}",
-                outcome.fail_line().expect("failed")
+                "\n{}\nnote: reproduce with: {}",
+                outcome.fail_line().expect("failed"),
+                crate::reproduce::replay_artifact_command(std::path::Path::new(path))
             ),
-            None => println!("\n{}", crate::failure_text(&outcome, &args.bugs)),
+            None => {
+                let replay = crate::reproduce::SeedRun {
+                    source: &selected.source,
+                    profile: selected.profile.name(),
+                    seed,
+                    bugs: &args.bugs,
+                    swarm: args.swarm,
+                }
+                .replay_command();
+                println!(
+                    "\n{}\nnote: reproduce with: {replay}",
+                    outcome.fail_line().expect("failed")
+                );
+            }
         }
     }
     outcome.exit_code()
-}
-
-/// A Mermaid sequence diagram of the operations a failure's witness names (`#12`), or of the
-/// first operations of the run if it names none, with the faults around them.
-pub fn diagram<S>(outcome: &shopsim_sim::runner::Outcome<S>) -> String {
-    let witness = outcome
-        .failure
-        .as_ref()
-        .map(|f| f.witness.clone())
-        .unwrap_or_default();
-    let mut named = std::collections::BTreeSet::new();
-    let bytes: Vec<char> = witness.chars().collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == '#' {
-            let digits: String = bytes[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            if let Ok(n) = digits.parse::<usize>() {
-                named.insert(n);
-            }
-            i += digits.len();
-        }
-        i += 1;
-    }
-    let ops: Vec<_> = outcome
-        .history
-        .ops
-        .iter()
-        .filter(|op| {
-            if named.is_empty() {
-                op.index < 30
-            } else {
-                named.contains(&op.index) || (op.process == "nemesis" && op.kind != "buggify")
-            }
-        })
-        .collect();
-    let mut out = String::from("sequenceDiagram\n    participant shop as shop (app nodes)\n");
-    if let Some(f) = &outcome.failure {
-        out.push_str(&format!(
-            "    Note over shop: {} seed {}: {}\n",
-            outcome.system, outcome.seed, f.check
-        ));
-    }
-    let mut events: Vec<(u64, String)> = Vec::new();
-    for op in ops {
-        let who = op.process.replace('-', "_");
-        if op.process == "nemesis" {
-            events.push((
-                op.invoke_us,
-                format!(
-                    "    Note over shop: {:.1} ms fault: {} {}\n",
-                    op.invoke_us as f64 / 1000.0,
-                    op.kind,
-                    op.details
-                ),
-            ));
-            continue;
-        }
-        events.push((
-            op.invoke_us,
-            format!(
-                "    {who}->>shop: #{} {} ({:.1} ms)\n",
-                op.index,
-                op.kind,
-                op.invoke_us as f64 / 1000.0
-            ),
-        ));
-        let answer = match (op.status, op.complete_us) {
-            (Some(status), Some(t)) => format!(
-                "    shop-->>{who}: #{} {status} {} ({:.1} ms)\n",
-                op.index,
-                op.details["response"]["body"]
-                    .to_string()
-                    .replace(['{', '}', '"', ';'], ""),
-                t as f64 / 1000.0
-            ),
-            (None, Some(t)) => format!(
-                "    shop--x{who}: #{} no answer ({:.1} ms)\n",
-                op.index,
-                t as f64 / 1000.0
-            ),
-            _ => format!("    shop--x{who}: #{} never completed\n", op.index),
-        };
-        events.push((op.complete_us.unwrap_or(u64::MAX), answer));
-    }
-    events.sort_by_key(|(t, _)| *t);
-    for (_, line) in events {
-        out.push_str(&line);
-    }
-    out
 }

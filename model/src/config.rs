@@ -18,6 +18,16 @@ pub const PROGRESS_READS_ANSWERED: &str = "catalog reads answered";
 /// Progress goal: financial orders locked.
 pub const PROGRESS_ORDERS_LOCKED: &str = "financial orders locked";
 
+/// The isolation levels `shop.isolation_level` may name (`SET TRANSACTION ISOLATION LEVEL
+/// ...`); empty keeps the database profile's default.
+pub const ISOLATION_LEVELS: [&str; 5] = [
+    "",
+    "read uncommitted",
+    "read committed",
+    "repeatable read",
+    "serializable",
+];
+
 /// The shop's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,15 +360,7 @@ impl ShopConfig {
         ] {
             check_probability(field, p)?;
         }
-        if ![
-            "",
-            "read uncommitted",
-            "read committed",
-            "repeatable read",
-            "serializable",
-        ]
-        .contains(&self.isolation_level.as_str())
-        {
+        if !ISOLATION_LEVELS.contains(&self.isolation_level.as_str()) {
             return Err(InputError::new(
                 "shop.isolation_level",
                 &self.isolation_level,

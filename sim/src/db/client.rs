@@ -223,6 +223,9 @@ const LARAVEL_11_CONCURRENCY_MESSAGES: [&str; 9] = [
 const LARAVEL_12_29_RECORD_CHANGED: &str = "Record has changed since last read in table";
 
 impl LaravelVersion {
+    /// Every version, oldest first.
+    pub const ALL: [LaravelVersion; 2] = [LaravelVersion::V11_56, LaravelVersion::V12_29];
+
     /// `causedByConcurrencyError($e)` for the exception PDO raises on `error`.
     pub fn caused_by_concurrency_error(self, error: &DbError) -> bool {
         if sqlstate(error) == "40001" {
