@@ -21,6 +21,9 @@ pub struct Args {
     /// Skip the fresh-process run.
     #[arg(long)]
     in_process_only: bool,
+    /// Steer each seed with the steering plan drawn from it (as `run --steering`).
+    #[arg(long)]
+    steering: bool,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -47,8 +50,9 @@ pub fn run(args: Args) -> u8 {
     let mut checked = 0;
     for (scenario, profile) in &runs {
         let system = scenario.system(*profile, &[]).expect("valid");
-        let config = scenario.sim_config();
+        let base = scenario.sim_config();
         for &seed in &seeds {
+            let config = crate::run::config_for(&base, seed, args.steering);
             let hash = match check_determinism(&system, seed, &config) {
                 Ok(hash) => hash,
                 Err(e) => {
@@ -72,6 +76,7 @@ pub fn run(args: Args) -> u8 {
                             "--expect-hash",
                             &format!("{hash:016x}"),
                         ])
+                        .args(args.steering.then_some("--steering"))
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
                         .status();

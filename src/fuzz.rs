@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shopsim_sim::fault::FaultPlan;
 use shopsim_sim::runner::SimConfig;
 
 use crate::artifact::{self, Artifact};
@@ -45,9 +44,13 @@ pub struct Args {
     /// Turn on a planted bug (repeatable).
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
-    /// Keep each scenario's own fault plan instead of swarm draws.
+    /// Keep each scenario's own fault plan and steering instead of swarm draws.
     #[arg(long)]
     no_swarm: bool,
+    /// Swarm-draw faults only: keep each scenario's own steering (off unless its file turns it
+    /// on) instead of drawing it per seed.
+    #[arg(long)]
+    no_steering: bool,
 }
 
 /// Parses `90s`, `10m`, `8h`, `1d`.
@@ -158,8 +161,13 @@ pub fn run(args: Args) -> u8 {
         }
     };
     let identity = format!(
-        "{:?} {:?} {:?} {:?} swarm={}",
-        args.scenarios, args.profile, args.bugs, args.shard, !args.no_swarm
+        "{:?} {:?} {:?} {:?} swarm={} steering={}",
+        args.scenarios,
+        args.profile,
+        args.bugs,
+        args.shard,
+        !args.no_swarm,
+        !args.no_steering
     );
     let state_path = args.out.join("state.json");
     let mut state = if args.resume {
@@ -212,6 +220,8 @@ pub fn run(args: Args) -> u8 {
     // stay busy; the state is saved between batches.
     let batch = (runs.len() * jobs * 4) as u64;
     let mut exit = EXIT_OK;
+    // The race windows this session reached (not kept across --resume).
+    let mut coverage = shopsim_sim::coverage::CoverageReport::default();
     loop {
         if stop.load(Ordering::SeqCst) || limit.is_some_and(|l| started.elapsed() >= l) {
             break;
@@ -238,22 +248,22 @@ pub fn run(args: Args) -> u8 {
             }
             let system = scenario.system(*profile, &args.bugs).expect("checked");
             let base = scenario.sim_config();
-            let swarm = !args.no_swarm;
+            let (swarm, steering) = (!args.no_swarm, !args.no_steering);
             let config_of = move |seed: u64| -> SimConfig {
                 if !swarm {
                     return base.clone();
                 }
-                let allowed = FaultPlan {
-                    quiet_period_ms: base.faults.quiet_period_ms,
-                    ..FaultPlan::all()
-                };
-                SimConfig {
-                    faults: shopsim_sim::swarm::draw(seed, &allowed),
-                    ..base.clone()
+                let mut config = shopsim_sim::swarm::config(seed, &base, false);
+                if !steering {
+                    config.steering = base.steering.clone();
                 }
+                config
             };
             let outcomes =
                 shopsim_sim::fuzz::run_seeds(|| system.clone(), &seeds, &config_of, jobs, |_| true);
+            for o in &outcomes {
+                coverage.merge(&o.coverage);
+            }
             for o in outcomes {
                 if o.passed() {
                     continue;
@@ -327,7 +337,12 @@ pub fn run(args: Args) -> u8 {
             &seeds[..seeds.len().min(5)]
         );
     }
+    let never_hit = crate::run::windows_never_hit(&runs, &coverage);
+    for window in &never_hit {
+        println!("  never reached: sometimes!(\"{window}\")");
+    }
     let report = serde_json::json!({
+        "windows_never_reached": never_hit,
         "seeds_run": state.seeds_run,
         "elapsed_s": elapsed,
         "failures": state.failures,

@@ -32,6 +32,10 @@ pub struct Args {
     /// Write a Mermaid sequence diagram of the operations in the witness to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
+    /// Steer the schedule with the steering plan drawn from the seed, as `run --steering`
+    /// does (not with an artifact: it holds its configuration).
+    #[arg(long)]
+    steering: bool,
 }
 
 pub fn run(mut args: Args) -> u8 {
@@ -103,7 +107,8 @@ pub fn run(mut args: Args) -> u8 {
         }
     };
     shopsim_sim::trace::init_from_env();
-    let config = artifact_config.unwrap_or_else(|| scenario.sim_config());
+    let config = artifact_config
+        .unwrap_or_else(|| crate::run::config_for(&scenario.sim_config(), seed, args.steering));
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     let outcome = shopsim_sim::runner::run(&system, seed, &config);
     if args.trace {
@@ -165,6 +170,13 @@ pub fn run(mut args: Args) -> u8 {
             Some(path) => println!(
                 "\n{}\nnote: reproduce with: cargo run --release -- replay {path}",
                 outcome.fail_line().expect("failed")
+            ),
+            None if args.steering => println!(
+                "\n{}",
+                crate::run::with_replay_flag(
+                    &crate::failure_text(&outcome, &args.bugs),
+                    "--steering"
+                )
             ),
             None => println!("\n{}", crate::failure_text(&outcome, &args.bugs)),
         }

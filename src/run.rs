@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use shopsim_scenarios::Scenario;
 use shopsim_sim::check::{percentile, LatencySla};
+use shopsim_sim::coverage::{CoverageReport, Window};
 use shopsim_sim::db::Profile;
+use shopsim_sim::runner::SimConfig;
 use shopsim_sim::seed::{parse_seed, SeedPlan};
 
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
@@ -37,6 +39,60 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Steer each seed's schedule with a steering plan drawn from the seed (as swarm mode
+    /// draws it, always on); faults stay the scenario's own.
+    #[arg(long)]
+    steering: bool,
+}
+
+/// The configuration of `seed`: the scenario's, with a steering plan drawn from the seed when
+/// `steering` is on (the plan `fuzz` would draw for it, turned on).
+pub fn config_for(base: &SimConfig, seed: u64, steering: bool) -> SimConfig {
+    if !steering {
+        return base.clone();
+    }
+    SimConfig {
+        steering: shopsim_sim::swarm::draw_steering(seed),
+        ..base.clone()
+    }
+}
+
+/// `text` (a failure report) with `flag` added to its "reproduce with" command.
+pub fn with_replay_flag(text: &str, flag: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("note: reproduce with:") {
+                format!("{line} {flag}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The race windows declared by the systems of `runs`, in declaration order.
+pub fn declared_windows(runs: &[(Scenario, Profile)]) -> Vec<Window> {
+    let mut declared: Vec<Window> = Vec::new();
+    for (scenario, profile) in runs {
+        if let Ok(system) = scenario.system(*profile, &[]) {
+            for w in shopsim_sim::runner::System::windows(&system) {
+                if !declared.contains(w) {
+                    declared.push(*w);
+                }
+            }
+        }
+    }
+    declared
+}
+
+/// The race windows declared by the systems of `runs` that `coverage` never hit.
+pub fn windows_never_hit(runs: &[(Scenario, Profile)], coverage: &CoverageReport) -> Vec<String> {
+    coverage
+        .never_hit(&declared_windows(runs))
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Resolves scenario names, files and flags into (scenario, profile) pairs; errors name the
@@ -171,6 +227,7 @@ pub fn run(args: Args) -> u8 {
     );
     let mut exit = EXIT_OK;
     let mut failures = Vec::new();
+    let mut coverage_all = CoverageReport::default();
     for (scenario, profile) in &runs {
         let system = scenario
             .system(*profile, &args.bugs)
@@ -188,7 +245,7 @@ pub fn run(args: Args) -> u8 {
         shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
-            |_| config.clone(),
+            |seed| config_for(&config, seed, args.steering),
             jobs,
             |o| {
                 seen += 1;
@@ -206,7 +263,12 @@ pub fn run(args: Args) -> u8 {
                 if !o.passed() {
                     failed += 1;
                     exit = exit.max(o.exit_code());
-                    failures.push(crate::failure_text(&o, &args.bugs));
+                    let text = crate::failure_text(&o, &args.bugs);
+                    failures.push(if args.steering {
+                        with_replay_flag(&text, "--steering")
+                    } else {
+                        text
+                    });
                 }
                 true
             },
@@ -231,11 +293,28 @@ pub fn run(args: Args) -> u8 {
             hit_rate,
             virtual_s
         );
-        // Race windows (`sometimes!`) that no seed of this run reached: the scenario does not
-        // test them.
-        for window in coverage.never_fired() {
-            println!("  never reached: sometimes!(\"{window}\")");
+        coverage_all.merge(&coverage);
+    }
+    // Race windows (`sometimes!`), all declared up front, that no seed of this run reached:
+    // these scenarios do not test those races.
+    let declared = declared_windows(&runs);
+    let never = windows_never_hit(&runs, &coverage_all);
+    println!(
+        "race windows reached: {} of {} (times reached, window)",
+        declared.len().saturating_sub(never.len()),
+        declared.len()
+    );
+    for window in &declared {
+        let hits = coverage_all
+            .sometimes
+            .get(window.name())
+            .map_or(0, |(hits, _)| *hits);
+        if hits > 0 {
+            println!("  {hits:>8}  {}", window.name());
         }
+    }
+    for window in &never {
+        println!("  never reached: sometimes!(\"{window}\")");
     }
     for f in &failures {
         println!("\n{f}");

@@ -146,7 +146,12 @@ pub fn overlaps_fault(op: &Op, windows: &[(u64, u64)], slack_us: u64) -> bool {
 
 /// A latency percentile of one class of operations stays under a threshold (virtual time).
 /// Operations that overlap a fault window are left out: the SLA is a promise about the system
-/// under load, not under a partition.
+/// under load, not under a partition. Schedule steering is treated the same way: operations
+/// that overlap a steering stall or hold ([`crate::steering::steering_windows`], from one
+/// second before they were invoked, as for faults) are left out, because a held transaction
+/// slows every request queued behind its locks, connections and workers, not only its own;
+/// and the short jitter an operation's own lane absorbed (`steered_us` in its details) is
+/// subtracted from its latency. So steering moves interleavings without moving the verdict.
 #[derive(Debug, Clone)]
 pub struct LatencySla {
     /// The check's name.
@@ -170,16 +175,21 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 impl LatencySla {
-    /// Completed latencies of the class outside fault windows, sorted, in microseconds.
+    /// Completed latencies of the class outside fault and steering windows, less the
+    /// steering jitter each absorbed, sorted, in microseconds.
     pub fn latencies_us(&self, history: &History) -> Vec<u64> {
         // Buggify points are part of normal operation here: a slow statement is a latency.
-        let windows = fault_windows(history, false);
+        let mut windows = fault_windows(history, false);
+        windows.extend(crate::steering::steering_windows(history));
         let mut l: Vec<u64> = history
             .ops
             .iter()
             .filter(|op| self.kinds.contains(&op.kind))
             .filter(|op| !overlaps_fault(op, &windows, 1_000_000))
-            .filter_map(Op::latency_us)
+            .filter_map(|op| {
+                let steered = crate::steering::steered_us(op);
+                op.latency_us().map(|l| l.saturating_sub(steered))
+            })
             .collect();
         l.sort_unstable();
         l
