@@ -138,7 +138,9 @@ fn detections() -> Vec<serde_json::Value> {
 
 /// One side of a detection row: `median 2 (worst 7) 5.1 ms`, or `not found`.
 fn detection_text(side: &serde_json::Value) -> String {
-    let median = side["median_seeds_to_detection"].as_f64().unwrap_or(f64::NAN);
+    let median = side["median_seeds_to_detection"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
     if median.is_nan() {
         return format!("not found in {} seeds", side["seeds_run"]);
     }

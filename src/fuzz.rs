@@ -162,12 +162,7 @@ pub fn run(args: Args) -> u8 {
     };
     let identity = format!(
         "{:?} {:?} {:?} {:?} swarm={} steering={}",
-        args.scenarios,
-        args.profile,
-        args.bugs,
-        args.shard,
-        !args.no_swarm,
-        !args.no_steering
+        args.scenarios, args.profile, args.bugs, args.shard, !args.no_swarm, !args.no_steering
     );
     let state_path = args.out.join("state.json");
     let mut state = if args.resume {

@@ -414,10 +414,9 @@ mod tests {
         assert_eq!(scenario.sim_config().steering.stall_ms_max, 50);
         // It survives the round trip through an artifact's embedded scenario.
         assert_eq!(Scenario::from_toml(&scenario.to_toml()).unwrap(), scenario);
-        let err = Scenario::from_toml(
-            "name = \"x\"\nwhy = \"y\"\n[steering]\nstall_probability = 2.0\n",
-        )
-        .unwrap_err();
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[steering]\nstall_probability = 2.0\n")
+                .unwrap_err();
         assert_eq!(err.field, "steering.stall_probability");
         let err =
             Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[steering]\nstal = 1\n").unwrap_err();

@@ -326,6 +326,40 @@ mod tests {
     }
 
     #[test]
+    fn latency_sla_leaves_out_steering_stalls_and_subtracts_jitter() {
+        // 20 reads of 100 ms; one of 900 ms that overlaps a steering hold, one of 800 ms whose
+        // own lane absorbed 750 ms of jitter. Counted as they were, p95 would be 800 ms.
+        let mut ops: Vec<Op> = (0..20)
+            .map(|i| op(i, "read", 10_000_000, Some(10_100_000), Some(200)))
+            .collect();
+        ops.push(op(20, "read", 1_000_000, Some(1_900_000), Some(200)));
+        let mut jittered = op(21, "read", 5_000_000, Some(5_800_000), Some(200));
+        jittered.details = serde_json::json!({ "steered_us": 750_000 });
+        ops.push(jittered);
+        let mut hold = op(22, "hold", 1_500_000, Some(1_500_000), None);
+        hold.process = "steering".into();
+        hold.details = serde_json::json!({ "start_us": 1_200_000, "us": 300_000 });
+        ops.push(hold);
+        let h = History { ops };
+        let sla = LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        };
+        assert_eq!(sla.latencies_us(&h).len(), 21, "the held read is left out");
+        assert_eq!(sla.latencies_us(&h).last(), Some(&100_000));
+        let r = Checker::<()>::check(&sla, &h, &());
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.witness);
+        // Without the steering record the same history fails: the exclusion is what passes it.
+        let mut bare = h.clone();
+        bare.ops.retain(|o| o.process != "steering");
+        bare.ops[21].details = serde_json::json!({});
+        let r = Checker::<()>::check(&sla, &bare, &());
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
+    }
+
+    #[test]
     fn canary_liveness() {
         let h = History {
             ops: vec![op(0, "w", 0, Some(5), None), op(1, "w", 2_000, None, None)],

@@ -157,7 +157,10 @@ pub fn record_sometimes(
         e.0 += u64::from(condition);
         e.1 += 1;
     });
-    crate::steering::point(crate::steering::Point::Window, crate::steering::Site::Deciding)
+    crate::steering::point(
+        crate::steering::Point::Window,
+        crate::steering::Site::Deciding,
+    )
 }
 
 /// Records an `always!` evaluation.

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::check::{Checker, Report, Verdict};
 use crate::coverage::{self, CoverageReport, Window};
 use crate::fault::{self, FaultPlan};
-use crate::steering::{self, SteeringPlan};
 use crate::history::{History, Recorder};
 use crate::input::{check_positive_ms, InputError};
+use crate::steering::{self, SteeringPlan};
 use crate::trace::{self, TraceHasher};
 
 /// What a run is configured with. All times are virtual.

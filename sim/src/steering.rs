@@ -166,10 +166,18 @@ impl SteeringPlan {
             ("steering.jitter_ms_max", self.jitter_ms_max, 60_000),
             ("steering.stall_ms_max", self.stall_ms_max, 60_000),
             ("steering.stall_budget_ms", self.stall_budget_ms, 600_000),
-            ("steering.lane_hold_budget_ms", self.lane_hold_budget_ms, 600_000),
+            (
+                "steering.lane_hold_budget_ms",
+                self.lane_hold_budget_ms,
+                600_000,
+            ),
         ] {
             if value > max {
-                return Err(InputError::new(field, value, format!("must be at most {max}")));
+                return Err(InputError::new(
+                    field,
+                    value,
+                    format!("must be at most {max}"),
+                ));
             }
         }
         if self.change_points.len() > CHANGE_POINTS_MAX {
@@ -295,9 +303,13 @@ struct RunState {
     points: u64,
     deciding_points: u64,
     fired: u64,
+    /// Jitter slept, µs (as measured on the virtual clock).
     jitter_us: u64,
     stalls: u64,
+    /// Stall time drawn, µs (what the budget counts).
     stall_spent_us: u64,
+    /// Stall time slept, µs.
+    stall_us: u64,
     holds_done: u64,
     hold_spent_us: u64,
     /// Indexes of change points not yet used, in arming order.
@@ -333,6 +345,7 @@ pub(crate) fn start_run(world: &World) {
         jitter_us: 0,
         stalls: 0,
         stall_spent_us: 0,
+        stall_us: 0,
         holds_done: 0,
         hold_spent_us: 0,
         pending: (0..plan.change_points.len()).collect(),
@@ -371,7 +384,7 @@ pub(crate) fn end_run() -> Option<SteeringLog> {
             "fired": state.fired,
             "jitter_us": state.jitter_us,
             "stalls": state.stalls,
-            "stall_us": state.stall_spent_us,
+            "stall_us": state.stall_us,
             "holds": state.holds_done,
             "hold_us": state.hold_spent_us,
             "holds_unfinished": unfinished,
@@ -462,7 +475,6 @@ impl RunState {
             return None;
         }
         let us = self.rng.gen_range(1..=self.plan.jitter_ms_max) * 1_000;
-        self.jitter_us += us;
         Some(Delay::jitter(lane, at, us))
     }
 
@@ -544,14 +556,26 @@ impl RunState {
     }
 
     /// Books a finished delay: the lane's account, and an event for stalls and holds.
-    fn finish(&mut self, lane: Lane, at: Point, start_us: u64, kind: &str, extra: serde_json::Value) {
+    fn finish(
+        &mut self,
+        lane: Lane,
+        at: Point,
+        start_us: u64,
+        kind: &str,
+        extra: serde_json::Value,
+    ) {
         let us = now_us().saturating_sub(start_us);
         match lane {
             Lane::Call(id) => self.roots[(id - 1) as usize].absorbed_us += us,
             Lane::Node(_) => self.node_absorbed_us += us,
         }
-        if kind == "jitter" {
-            return;
+        match kind {
+            "jitter" => {
+                self.jitter_us += us;
+                return;
+            }
+            "stall" => self.stall_us += us,
+            _ => {}
         }
         let mut details = serde_json::json!({
             "start_us": start_us,
@@ -854,6 +878,76 @@ pub fn steered_us(op: &Op) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op(index: usize, process: &str, invoke_us: u64) -> Op {
+        Op {
+            index,
+            process: process.to_string(),
+            kind: "request".to_string(),
+            invoke_us,
+            complete_us: Some(invoke_us + 10),
+            outcome: OpOutcome::Ok,
+            status: Some(200),
+            details: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn annotate_books_each_root_call_to_the_operation_that_made_it() {
+        let rt = madsim::runtime::Runtime::new();
+        let node = rt.create_node().name("shopper-0").build();
+        let nodes = vec![RegisteredNode {
+            id: node.id(),
+            name: "shopper-0".to_string(),
+            role: crate::runner::NodeRole::CLIENT,
+        }];
+        // Two operations invoked at the same instant (a double click), then a third.
+        let mut history = History {
+            ops: vec![
+                op(0, "shopper-0", 5),
+                op(1, "shopper-0", 5),
+                op(2, "shopper-0", 40),
+            ],
+        };
+        let log = SteeringLog {
+            roots: vec![
+                (node.id(), 5, 1_000),
+                (node.id(), 5, 3_000),
+                (node.id(), 40, 0),
+                // A root call no operation made (a client's own background call).
+                (node.id(), 70, 2_000),
+            ],
+            summary: serde_json::json!({}),
+        };
+        annotate(&mut history, &log, &nodes);
+        assert_eq!(steered_us(&history.ops[0]), 1_000);
+        assert_eq!(steered_us(&history.ops[1]), 3_000);
+        assert_eq!(steered_us(&history.ops[2]), 0);
+        assert!(history.ops[2].details.get("steered_us").is_none());
+        let summary = history.ops.last().unwrap();
+        assert_eq!(
+            (summary.process.as_str(), summary.kind.as_str()),
+            ("steering", "summary")
+        );
+        assert_eq!(summary.details["unattributed_us"], 2_000);
+        assert_eq!(
+            summary.invoke_us, 40,
+            "the summary keeps the history in invoke order"
+        );
+    }
+
+    #[test]
+    fn steering_windows_span_each_stall_and_hold() {
+        let mut stall = op(0, "steering", 900);
+        stall.kind = "stall".to_string();
+        stall.details = serde_json::json!({ "start_us": 400, "us": 500 });
+        let mut summary = op(1, "steering", 950);
+        summary.kind = "summary".to_string();
+        let history = History {
+            ops: vec![stall, summary, op(2, "shopper-0", 990)],
+        };
+        assert_eq!(steering_windows(&history), vec![(400, 900)]);
+    }
 
     #[test]
     fn validation_names_the_field() {

@@ -39,7 +39,9 @@ pub fn config(seed: u64, base: &SimConfig, steering_always: bool) -> SimConfig {
 /// A value drawn log-uniformly from `lo..=hi` (both positive).
 fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
     assert!(0.0 < lo && lo <= hi);
-    (lo.ln() + rng.gen::<f64>() * (hi / lo).ln()).exp().clamp(lo, hi)
+    (lo.ln() + rng.gen::<f64>() * (hi / lo).ln())
+        .exp()
+        .clamp(lo, hi)
 }
 
 /// The steering plan swarm mode draws for `seed` (enabled). The ranges keep every delay far

@@ -4,3 +4,4 @@ mod cli;
 mod conformance;
 mod counter;
 mod scenarios;
+mod steering;
