@@ -45,9 +45,13 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
 }
 
 /// The steering plan swarm mode draws for `seed` (enabled). The ranges keep every delay far
-/// below the shop's deadlines, so that steering moves interleavings without making a correct
-/// system time out: jitter up to 8 ms, stalls up to 400 ms within a budget of at most 1 s per
-/// run, and 1 to 3 change points holding a lane at most 1.2 s.
+/// below the shop's deadlines (requests 10 s, pooled connections 5 s, the provider 3 s), so
+/// that steering moves interleavings without making a correct system time out: points fire
+/// rarely (at most 5% outside transactions, 20% inside), jitter up to 4 ms, stalls up to
+/// 300 ms within a budget of at most 600 ms per run, and 1 to 6 change points, each holding a
+/// lane at most 1.2 s and one lane at most 2.5 s in all. Change points are armed at the start
+/// (a third of them) or after a log-uniform number of deciding points up to 4096, so that they
+/// land in short and long runs alike, since a run's length is not known before it ends.
 pub fn draw_steering(seed: u64) -> SteeringPlan {
     // A stream separate from the runtime's, the fault draw's and the run's steering stream.
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4545_5253_574d);
