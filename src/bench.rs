@@ -3,10 +3,16 @@
 
 use std::time::Instant;
 
+use crate::reproduce::Draw;
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Scenarios (default: every built-in one, unless --file is given).
+    scenarios: Vec<String>,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<std::path::PathBuf>,
     /// Seeds per scenario.
     #[arg(long, default_value = "40")]
     seeds: u64,
@@ -68,7 +74,12 @@ fn detection(
     // (seed, failed, wall ms), in seed order.
     let mut runs: Vec<(u64, bool, f64)> = Vec::new();
     for seed in 0..DETECTION_SEEDS {
-        let config = crate::run::config_for(&base, seed, steering);
+        let draw = if steering {
+            Draw::Steering
+        } else {
+            Draw::Scenario
+        };
+        let config = draw.config(&base, seed);
         let started = Instant::now();
         let outcome = shopsim_sim::runner::run(&system, seed, &config);
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -178,12 +189,37 @@ pub fn run(args: Args) -> u8 {
         eprintln!("error: --seeds: must be at least 1, got `0`");
         return EXIT_BAD_INPUT;
     }
+    let selected = match crate::run::resolve(
+        &args.scenarios,
+        args.scenarios.is_empty() && args.files.is_empty(),
+        &args.files,
+        None,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    // Each scenario once, under its first profile.
+    let mut benched: Vec<crate::run::Selected> = Vec::new();
+    for s in selected {
+        if !benched.iter().any(|b| b.scenario == s.scenario) {
+            benched.push(s);
+        }
+    }
     let seeds: Vec<u64> = (0..args.seeds).collect();
     let mut rows = Vec::new();
-    for scenario in shopsim_scenarios::builtin() {
-        let profile = scenario.profile_list()[0];
-        let system = scenario.system(profile, &[]).expect("valid");
-        let config = scenario.sim_config();
+    let bar = crate::progress::Bar::new((benched.len() as u64 + 2) * args.seeds, "bench", "seeds");
+    for selected in &benched {
+        let system = match selected.system(&[]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        };
+        let config = selected.scenario.sim_config();
         // Outcomes are consumed as they come, as `run` does: keeping them would measure
         // the growth of this process's heap, not the simulation.
         let mut virtual_s = 0.0;
@@ -194,6 +230,7 @@ pub fn run(args: Args) -> u8 {
             |_| config.clone(),
             1,
             |o| {
+                bar.inc();
                 virtual_s += o.virtual_elapsed.as_secs_f64();
                 true
             },
@@ -210,11 +247,13 @@ pub fn run(args: Args) -> u8 {
         }));
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let scenario = shopsim_scenarios::find("checkout-concurrency").expect("built in");
-    let system = scenario
-        .system(scenario.profile_list()[0], &[])
-        .expect("valid");
-    let config = scenario.sim_config();
+    // The speed-up of checkout-concurrency, or of the first scenario named.
+    let speed_of = benched
+        .iter()
+        .find(|s| s.scenario.name == "checkout-concurrency")
+        .unwrap_or(&benched[0]);
+    let system = speed_of.system(&[]).expect("checked above");
+    let config = speed_of.scenario.sim_config();
     let speed = |j: usize| {
         let started = Instant::now();
         shopsim_sim::fuzz::for_each_seed(
@@ -222,12 +261,16 @@ pub fn run(args: Args) -> u8 {
             &seeds,
             |_| config.clone(),
             j,
-            |_| true,
+            |_| {
+                bar.inc();
+                true
+            },
         );
         seeds.len() as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);
     let many = speed(jobs);
+    bar.finish();
     let detections = if args.detection {
         detections()
     } else {
@@ -236,7 +279,7 @@ pub fn run(args: Args) -> u8 {
     let report = serde_json::json!({
         "detection": detections,
         "scenarios": rows,
-        "speedup": { "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
+        "speedup": { "scenario": system.name, "jobs": jobs, "seeds_per_s_1": one, "seeds_per_s_n": many, "speedup": many / one },
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
     });
     if args.json {
@@ -261,7 +304,8 @@ pub fn run(args: Args) -> u8 {
         );
     }
     println!(
-        "checkout-concurrency: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        "{}: {one:.1} seeds/s on 1 thread, {many:.1} on {jobs} ({:.2}x)",
+        system.name,
         many / one
     );
     if !detections.is_empty() {

@@ -1,14 +1,21 @@
 //! `shopsim check-determinism`: each seed twice in this process and once in a fresh one; any
-//! difference is nondeterminism (exit 5), reported with the first diverging operation.
+//! difference is nondeterminism (exit 5), reported with the first diverging operation and a
+//! command that replays the seed.
+
+use std::path::PathBuf;
 
 use shopsim_sim::replay::check_determinism;
 
+use crate::reproduce::{Draw, SeedRun};
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scenarios (default: every built-in one).
+    /// Scenarios (default: every built-in one, unless --file is given).
     scenarios: Vec<String>,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
     /// Seeds per scenario and profile.
     #[arg(long, default_value = "8")]
     seeds: String,
@@ -29,8 +36,8 @@ pub struct Args {
 pub fn run(args: Args) -> u8 {
     let runs = match crate::run::resolve(
         &args.scenarios,
-        args.scenarios.is_empty(),
-        &[],
+        args.scenarios.is_empty() && args.files.is_empty(),
+        &args.files,
         args.profile.as_deref(),
     ) {
         Ok(r) => r,
@@ -47,48 +54,75 @@ pub fn run(args: Args) -> u8 {
         }
     };
     let exe = std::env::current_exe().ok();
+    let bar = crate::progress::Bar::new(
+        (runs.len() * seeds.len()) as u64,
+        "check-determinism",
+        "seeds",
+    );
     let mut checked = 0;
-    for (scenario, profile) in &runs {
-        let system = scenario.system(*profile, &[]).expect("valid");
-        let base = scenario.sim_config();
+    let draw = if args.steering {
+        Draw::Steering
+    } else {
+        Draw::Scenario
+    };
+    for selected in &runs {
+        let system = match selected.system(&[]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        };
+        let base = selected.scenario.sim_config();
         for &seed in &seeds {
-            let config = crate::run::config_for(&base, seed, args.steering);
+            let config = draw.config(&base, seed);
+            let replay = SeedRun {
+                source: &selected.source,
+                profile: selected.profile.name(),
+                seed,
+                bugs: &[],
+                draw,
+            };
             let hash = match check_determinism(&system, seed, &config) {
                 Ok(hash) => hash,
                 Err(e) => {
+                    bar.finish();
                     println!(
-                        "NONDETERMINISM {} seed={seed}: hashes {:016x} and {:016x}; first difference: {}",
-                        system.name, e.first, e.second, e.first_difference
+                        "NONDETERMINISM {} seed={seed}: hashes {:016x} and {:016x}; first difference: {}\nnote: replay with: {}",
+                        system.name,
+                        e.first,
+                        e.second,
+                        e.first_difference,
+                        replay.replay_command()
                     );
                     return EXIT_NONDETERMINISM;
                 }
             };
             if !args.in_process_only {
                 if let Some(exe) = &exe {
+                    let mut replay_args = replay.replay_args();
+                    replay_args.extend(["--expect-hash".to_string(), format!("{hash:016x}")]);
                     let status = std::process::Command::new(exe)
-                        .args([
-                            "replay",
-                            &scenario.name,
-                            "--seed",
-                            &seed.to_string(),
-                            "--profile",
-                            profile.name(),
-                            "--expect-hash",
-                            &format!("{hash:016x}"),
-                        ])
-                        .args(args.steering.then_some("--steering"))
+                        .args(&replay_args)
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
                         .status();
                     if status.ok().and_then(|s| s.code()) == Some(i32::from(EXIT_NONDETERMINISM)) {
-                        println!("NONDETERMINISM {} seed={seed}: a fresh process gave another trace hash than {hash:016x}", system.name);
+                        bar.finish();
+                        println!(
+                            "NONDETERMINISM {} seed={seed}: a fresh process gave another trace hash than {hash:016x}\nnote: replay with: {}",
+                            system.name,
+                            replay.replay_command()
+                        );
                         return EXIT_NONDETERMINISM;
                     }
                 }
             }
+            bar.inc();
             checked += 1;
         }
     }
+    bar.finish();
     println!(
         "{checked} seeds deterministic (twice in process{})",
         if args.in_process_only {

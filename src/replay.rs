@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use shopsim_sim::check::Verdict;
 use shopsim_sim::history::OpOutcome;
 
+use crate::reproduce::Draw;
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM};
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +37,24 @@ pub struct Args {
     /// does (not with an artifact: it holds its configuration).
     #[arg(long)]
     steering: bool,
+    /// Draw the fault plan from the seed, as `fuzz` does in swarm mode (not with an
+    /// artifact, which stores its configuration).
+    #[arg(long)]
+    swarm: bool,
+    /// With --swarm: keep the scenario's own steering, as `fuzz --no-steering` does.
+    #[arg(long)]
+    no_steering: bool,
 }
 
 pub fn run(mut args: Args) -> u8 {
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
+    let draw = match Draw::from_flags(args.swarm, args.steering, args.no_steering) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let mut artifact_config = None;
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
     let mut embedded = None;
@@ -55,6 +70,16 @@ pub fn run(mut args: Args) -> u8 {
         args.seed = Some(artifact.seed.to_string());
         args.profile = Some(artifact.profile.clone());
         args.bugs = artifact.bugs.clone();
+        for (given, flag) in [
+            (args.swarm, "--swarm"),
+            (args.steering, "--steering"),
+            (args.no_steering, "--no-steering"),
+        ] {
+            if given {
+                eprintln!("error: {flag}: not with an artifact (it stores its configuration)");
+                return EXIT_BAD_INPUT;
+            }
+        }
         args.expect_hash = Some(format!("{:016x}", artifact.trace_hash));
         artifact_config = Some(artifact.config.clone());
         if !artifact.scenario_toml.is_empty() {
@@ -71,13 +96,18 @@ pub fn run(mut args: Args) -> u8 {
     let files: Vec<PathBuf> = args.file.iter().cloned().collect();
     let runs = match &embedded {
         Some(scenario) => {
-            let profile = args
-                .profile
-                .as_deref()
-                .unwrap_or("pg_rc")
-                .parse()
-                .expect("an artifact names a valid profile");
-            vec![(scenario.clone(), profile)]
+            let profile = match args.profile.as_deref().unwrap_or("pg_rc").parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: ARTIFACT profile: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            vec![crate::run::Selected {
+                scenario: scenario.clone(),
+                profile,
+                source: crate::reproduce::Source::Builtin(scenario.name.clone()),
+            }]
         }
         None => match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
             Ok(r) => r,
@@ -98,8 +128,8 @@ pub fn run(mut args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let (scenario, profile) = &runs[0];
-    let system = match scenario.system(*profile, &args.bugs) {
+    let selected = &runs[0];
+    let system = match selected.system(&args.bugs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: --bug: {e}");
@@ -107,8 +137,8 @@ pub fn run(mut args: Args) -> u8 {
         }
     };
     shopsim_sim::trace::init_from_env();
-    let config = artifact_config
-        .unwrap_or_else(|| crate::run::config_for(&scenario.sim_config(), seed, args.steering));
+    let config =
+        artifact_config.unwrap_or_else(|| draw.config(&selected.scenario.sim_config(), seed));
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     let outcome = shopsim_sim::runner::run(&system, seed, &config);
     if args.trace {
@@ -158,7 +188,7 @@ pub fn run(mut args: Args) -> u8 {
         }
     }
     if let Some(path) = &args.diagram {
-        let diagram = diagram(&outcome);
+        let diagram = crate::diagram::diagram(&outcome);
         if let Err(e) = std::fs::write(path, diagram) {
             eprintln!("error: --diagram {}: {e}", path.display());
             return EXIT_BAD_INPUT;
@@ -168,110 +198,25 @@ pub fn run(mut args: Args) -> u8 {
     if !outcome.passed() {
         match &artifact_path {
             Some(path) => println!(
-                "\n{}\nnote: reproduce with: cargo run --release -- replay {path}",
-                outcome.fail_line().expect("failed")
+                "\n{}\nnote: reproduce with: {}",
+                outcome.fail_line().expect("failed"),
+                crate::reproduce::replay_artifact_command(std::path::Path::new(path))
             ),
-            None if args.steering => println!(
-                "\n{}",
-                crate::run::with_replay_flag(
-                    &crate::failure_text(&outcome, &args.bugs),
-                    "--steering"
-                )
-            ),
-            None => println!("\n{}", crate::failure_text(&outcome, &args.bugs)),
+            None => {
+                let replay = crate::reproduce::SeedRun {
+                    source: &selected.source,
+                    profile: selected.profile.name(),
+                    seed,
+                    bugs: &args.bugs,
+                    draw,
+                }
+                .replay_command();
+                println!(
+                    "\n{}\nnote: reproduce with: {replay}",
+                    outcome.fail_line().expect("failed")
+                );
+            }
         }
     }
     outcome.exit_code()
-}
-
-/// A Mermaid sequence diagram of the operations a failure's witness names (`#12`), or of the
-/// first operations of the run if it names none, with the faults around them.
-pub fn diagram<S>(outcome: &shopsim_sim::runner::Outcome<S>) -> String {
-    let witness = outcome
-        .failure
-        .as_ref()
-        .map(|f| f.witness.clone())
-        .unwrap_or_default();
-    let mut named = std::collections::BTreeSet::new();
-    let bytes: Vec<char> = witness.chars().collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == '#' {
-            let digits: String = bytes[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            if let Ok(n) = digits.parse::<usize>() {
-                named.insert(n);
-            }
-            i += digits.len();
-        }
-        i += 1;
-    }
-    let ops: Vec<_> = outcome
-        .history
-        .ops
-        .iter()
-        .filter(|op| {
-            if named.is_empty() {
-                op.index < 30
-            } else {
-                named.contains(&op.index) || (op.process == "nemesis" && op.kind != "buggify")
-            }
-        })
-        .collect();
-    let mut out = String::from("sequenceDiagram\n    participant shop as shop (app nodes)\n");
-    if let Some(f) = &outcome.failure {
-        out.push_str(&format!(
-            "    Note over shop: {} seed {}: {}\n",
-            outcome.system, outcome.seed, f.check
-        ));
-    }
-    let mut events: Vec<(u64, String)> = Vec::new();
-    for op in ops {
-        let who = op.process.replace('-', "_");
-        if op.process == "nemesis" {
-            events.push((
-                op.invoke_us,
-                format!(
-                    "    Note over shop: {:.1} ms fault: {} {}\n",
-                    op.invoke_us as f64 / 1000.0,
-                    op.kind,
-                    op.details
-                ),
-            ));
-            continue;
-        }
-        events.push((
-            op.invoke_us,
-            format!(
-                "    {who}->>shop: #{} {} ({:.1} ms)\n",
-                op.index,
-                op.kind,
-                op.invoke_us as f64 / 1000.0
-            ),
-        ));
-        let answer = match (op.status, op.complete_us) {
-            (Some(status), Some(t)) => format!(
-                "    shop-->>{who}: #{} {status} {} ({:.1} ms)\n",
-                op.index,
-                op.details["response"]["body"]
-                    .to_string()
-                    .replace(['{', '}', '"', ';'], ""),
-                t as f64 / 1000.0
-            ),
-            (None, Some(t)) => format!(
-                "    shop--x{who}: #{} no answer ({:.1} ms)\n",
-                op.index,
-                t as f64 / 1000.0
-            ),
-            _ => format!("    shop--x{who}: #{} never completed\n", op.index),
-        };
-        events.push((op.complete_us.unwrap_or(u64::MAX), answer));
-    }
-    events.sort_by_key(|(t, _)| *t);
-    for (_, line) in events {
-        out.push_str(&line);
-    }
-    out
 }

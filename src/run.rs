@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
+use serde_json::json;
 use shopsim_scenarios::Scenario;
 use shopsim_sim::check::{percentile, LatencySla};
 use shopsim_sim::coverage::{CoverageReport, Window};
 use shopsim_sim::db::Profile;
-use shopsim_sim::runner::SimConfig;
 use shopsim_sim::seed::{parse_seed, SeedPlan};
 
+use crate::reproduce::{Draw, SeedRun, Source};
+use crate::signature::Signature;
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
@@ -43,39 +45,43 @@ pub struct Args {
     /// draws it, always on); faults stay the scenario's own.
     #[arg(long)]
     steering: bool,
+    /// Print a JSON summary instead of the table: per scenario its figures and each seed's
+    /// trace hash and failure, and the failures grouped by signature with replay commands.
+    #[arg(long)]
+    json: bool,
 }
 
-/// The configuration of `seed`: the scenario's, with a steering plan drawn from the seed when
-/// `steering` is on (the plan `fuzz` would draw for it, turned on).
-pub fn config_for(base: &SimConfig, seed: u64, steering: bool) -> SimConfig {
-    if !steering {
-        return base.clone();
-    }
-    SimConfig {
-        steering: shopsim_sim::swarm::draw_steering(seed),
-        ..base.clone()
-    }
+/// A scenario under one profile, with where it came from (to name it in commands).
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The database profile.
+    pub profile: Profile,
+    /// A built-in name or a file.
+    pub source: Source,
 }
 
-/// `text` (a failure report) with `flag` added to its "reproduce with" command.
-pub fn with_replay_flag(text: &str, flag: &str) -> String {
-    text.lines()
-        .map(|line| {
-            if line.starts_with("note: reproduce with:") {
-                format!("{line} {flag}")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+impl Selected {
+    /// `scenario@profile`, as the system and its reports name it.
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.scenario.name, self.profile.name())
+    }
+
+    /// The shop with planted `bugs`.
+    pub fn system(
+        &self,
+        bugs: &[String],
+    ) -> Result<shopsim_model::shop::Shop, shopsim_sim::input::InputError> {
+        self.scenario.system(self.profile, bugs)
+    }
 }
 
 /// The race windows declared by the systems of `runs`, in declaration order.
-pub fn declared_windows(runs: &[(Scenario, Profile)]) -> Vec<Window> {
+pub fn declared_windows(runs: &[Selected]) -> Vec<Window> {
     let mut declared: Vec<Window> = Vec::new();
-    for (scenario, profile) in runs {
-        if let Ok(system) = scenario.system(*profile, &[]) {
+    for selected in runs {
+        if let Ok(system) = selected.system(&[]) {
             for w in shopsim_sim::runner::System::windows(&system) {
                 if !declared.contains(w) {
                     declared.push(*w);
@@ -87,7 +93,7 @@ pub fn declared_windows(runs: &[(Scenario, Profile)]) -> Vec<Window> {
 }
 
 /// The race windows declared by the systems of `runs` that `coverage` never hit.
-pub fn windows_never_hit(runs: &[(Scenario, Profile)], coverage: &CoverageReport) -> Vec<String> {
+pub fn windows_never_hit(runs: &[Selected], coverage: &CoverageReport) -> Vec<String> {
     coverage
         .never_hit(&declared_windows(runs))
         .into_iter()
@@ -102,14 +108,19 @@ pub fn resolve(
     all: bool,
     files: &[PathBuf],
     profile: Option<&str>,
-) -> Result<Vec<(Scenario, Profile)>, String> {
+) -> Result<Vec<Selected>, String> {
     let mut scenarios = Vec::new();
     if all {
-        scenarios.extend(shopsim_scenarios::builtin());
+        for s in shopsim_scenarios::builtin() {
+            let source = Source::Builtin(s.name.clone());
+            scenarios.push((s, source));
+        }
     }
     let mut named_profile = None;
     for name in names {
-        scenarios.push(shopsim_scenarios::find(name).map_err(|e| format!("SCENARIO: {e}"))?);
+        let s = shopsim_scenarios::find(name).map_err(|e| format!("SCENARIO: {e}"))?;
+        let source = Source::Builtin(s.name.clone());
+        scenarios.push((s, source));
         // `payment-race@pg_rc`, as failure reports name a run, selects that profile.
         if let Some((_, p)) = name.split_once('@') {
             named_profile = Some(p.to_string());
@@ -119,9 +130,9 @@ pub fn resolve(
     for path in files {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("--file {}: {e}", path.display()))?;
-        scenarios.push(
-            Scenario::from_toml(&text).map_err(|e| format!("--file {}: {e}", path.display()))?,
-        );
+        let s =
+            Scenario::from_toml(&text).map_err(|e| format!("--file {}: {e}", path.display()))?;
+        scenarios.push((s, Source::File(path.clone())));
     }
     if scenarios.is_empty() {
         return Err(
@@ -136,16 +147,23 @@ pub fn resolve(
         ),
     };
     let mut runs = Vec::new();
-    for s in scenarios {
-        for p in s.profile_list() {
-            if only.is_none_or(|o| o == p) {
-                runs.push((s.clone(), p));
+    for (s, source) in scenarios {
+        let mut profiles: Vec<Profile> = s
+            .profile_list()
+            .into_iter()
+            .filter(|p| only.is_none_or(|o| o == *p))
+            .collect();
+        if let Some(o) = only {
+            if !profiles.contains(&o) {
+                profiles.push(o);
             }
         }
-        if let Some(o) = only {
-            if !s.profile_list().contains(&o) {
-                runs.push((s.clone(), o));
-            }
+        for p in profiles {
+            runs.push(Selected {
+                scenario: s.clone(),
+                profile: p,
+                source: source.clone(),
+            });
         }
     }
     Ok(runs)
@@ -178,6 +196,18 @@ fn latency_class(kinds: &[&str]) -> LatencySla {
         percentile: 95.0,
         threshold_ms: 0.0,
     }
+}
+
+/// A failure group of one run (`run --json`): seeds with one signature.
+struct RunGroup {
+    signature: Signature,
+    kind: shopsim_sim::runner::FailureKind,
+    witness: String,
+    count: u64,
+    /// (seed, history operations) of the first failure, in seed order.
+    first: (u64, u64),
+    /// (history operations, seed) of the smallest.
+    smallest: (u64, u64),
 }
 
 pub fn run(args: Args) -> u8 {
@@ -214,25 +244,41 @@ pub fn run(args: Args) -> u8 {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // Check every bug name before any work starts.
-    for (scenario, profile) in &runs {
-        if let Err(e) = scenario.system(*profile, &args.bugs) {
+    for selected in &runs {
+        if let Err(e) = selected.system(&args.bugs) {
             eprintln!("error: --bug: {e}");
             return EXIT_BAD_INPUT;
         }
     }
     shopsim_sim::trace::init_from_env();
-    println!(
-        "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>13}",
-        "scenario", "seeds", "failures", "p95 checkout", "p95 reads", "cache hits", "virtual time"
-    );
+    let bar = crate::progress::Bar::new((runs.len() * seeds.len()) as u64, "run", "seeds");
+    if !args.json {
+        bar.println(&format!(
+            "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>13}",
+            "scenario",
+            "seeds",
+            "failures",
+            "p95 checkout",
+            "p95 reads",
+            "cache hits",
+            "virtual time"
+        ));
+    }
+    let order: std::collections::BTreeMap<u64, usize> =
+        seeds.iter().enumerate().map(|(i, &s)| (s, i)).collect();
     let mut exit = EXIT_OK;
     let mut failures = Vec::new();
+    let draw = if args.steering {
+        Draw::Steering
+    } else {
+        Draw::Scenario
+    };
     let mut coverage_all = CoverageReport::default();
-    for (scenario, profile) in &runs {
-        let system = scenario
-            .system(*profile, &args.bugs)
-            .expect("checked above");
-        let config = scenario.sim_config();
+    let mut scenarios_json = Vec::new();
+    let mut groups_json = Vec::new();
+    for selected in &runs {
+        let system = selected.system(&args.bugs).expect("checked above");
+        let config = selected.scenario.sim_config();
         // Streamed: only the figures and the failures are kept, so any number of seeds fits.
         let mut seen = 0usize;
         let mut failed = 0usize;
@@ -242,12 +288,18 @@ pub fn run(args: Args) -> u8 {
         let mut coverage = shopsim_sim::coverage::CoverageReport::default();
         let checkout_sla = latency_class(&shopsim_model::shop::CHECKOUT_KINDS);
         let read_sla = latency_class(&shopsim_model::shop::READ_KINDS);
+        let mut per_seed: Vec<(u64, u64, Option<shopsim_sim::runner::Failure>)> = Vec::new();
+        let mut verdicts = crate::fuzz::state::RunStats::default();
+        let mut groups: Vec<RunGroup> = Vec::new();
+        let name = selected.name();
+        let mut run_failures = Vec::new();
         shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
-            |seed| config_for(&config, seed, args.steering),
+            |seed| draw.config(&config, seed),
             jobs,
             |o| {
+                bar.inc();
                 seen += 1;
                 virtual_s += o.virtual_elapsed.as_secs_f64();
                 checkout.extend(checkout_sla.latencies_us(&o.history));
@@ -260,43 +312,124 @@ pub fn run(args: Args) -> u8 {
                     }
                 }
                 coverage.merge(&o.coverage);
-                if !o.passed() {
+                for report in &o.reports {
+                    verdicts.count(&report.check, report.verdict);
+                }
+                if let Some(f) = &o.failure {
                     failed += 1;
                     exit = exit.max(o.exit_code());
-                    let text = crate::failure_text(&o, &args.bugs);
-                    failures.push(if args.steering {
-                        with_replay_flag(&text, "--steering")
-                    } else {
-                        text
-                    });
+                    run_failures.push((o.seed, failure_text(&o, selected, &args.bugs, draw)));
+                    let ops = o.history.ops.len() as u64;
+                    let signature = Signature::of(&name, &f.check, &f.witness);
+                    match groups.iter_mut().find(|g| g.signature == signature) {
+                        Some(g) => {
+                            g.count += 1;
+                            g.first = g.first.min((o.seed, ops));
+                            g.smallest = g.smallest.min((ops, o.seed));
+                        }
+                        None => groups.push(RunGroup {
+                            signature,
+                            kind: f.kind,
+                            witness: f.witness.clone(),
+                            count: 1,
+                            first: (o.seed, ops),
+                            smallest: (ops, o.seed),
+                        }),
+                    }
                 }
+                per_seed.push((o.seed, o.trace_hash, o.failure.clone()));
                 true
             },
         );
+        // In seed order, whatever order the threads finished in.
+        let position = |seed: u64| order.get(&seed).copied();
+        run_failures.sort_by_key(|(seed, _)| position(*seed));
+        failures.extend(run_failures.into_iter().map(|(_, text)| text));
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
         let p95 = |mut l: Vec<u64>| {
             l.sort_unstable();
             percentile(&l, 95.0).map(|us| us as f64 / 1000.0)
         };
-        let hit_rate = if cache_reads == 0 {
-            "-".to_string()
-        } else {
-            format!("{:.0}%", 100.0 * hits as f64 / cache_reads as f64)
-        };
-        println!(
+        let hit_rate = (cache_reads > 0).then(|| hits as f64 / cache_reads as f64);
+        let (p95_checkout, p95_reads) = (p95(checkout), p95(reads));
+        if args.json {
+            per_seed.sort_by_key(|(seed, _, _)| position(*seed));
+            groups.sort_by_key(|g| position(g.first.0));
+            let replay = |seed: u64| {
+                SeedRun {
+                    source: &selected.source,
+                    profile: selected.profile.name(),
+                    seed,
+                    bugs: &args.bugs,
+                    draw,
+                }
+                .replay_command()
+            };
+            for g in &groups {
+                groups_json.push(json!({
+                    "scenario": name,
+                    "check": g.signature.check,
+                    "kind": crate::fuzz::groups::kind_name(g.kind),
+                    "shape": g.signature.shape,
+                    "count": g.count,
+                    "witness": crate::signature::truncate_chars(&g.witness, crate::fuzz::groups::WITNESS_CHARS_MAX),
+                    "first": {"seed": g.first.0.to_string(), "ops": g.first.1, "replay": replay(g.first.0)},
+                    "smallest": {"seed": g.smallest.1.to_string(), "ops": g.smallest.0, "replay": replay(g.smallest.1)},
+                }));
+            }
+            scenarios_json.push(json!({
+                "name": name,
+                "seeds": seen,
+                "failing_seeds": failed,
+                "p95_checkout_ms": p95_checkout,
+                "p95_reads_ms": p95_reads,
+                "cache_hit_rate": hit_rate,
+                "virtual_s": virtual_s,
+                "never_reached": coverage.never_hit(shopsim_sim::runner::System::windows(&system)),
+                "checks": verdicts.checks,
+                "per_seed": per_seed.iter().map(|(seed, hash, failure)| json!({
+                    "seed": seed.to_string(),
+                    "trace_hash": format!("{hash:016x}"),
+                    "failure": failure.as_ref().map(|f| json!({
+                        "check": f.check,
+                        "kind": crate::fuzz::groups::kind_name(f.kind),
+                    })),
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        bar.println(&format!(
             "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>11.1} s",
-            system.name,
+            name,
             seen,
             failed,
-            fmt(p95(checkout)),
-            fmt(p95(reads)),
-            hit_rate,
+            fmt(p95_checkout),
+            fmt(p95_reads),
+            hit_rate.map_or("-".to_string(), |r| format!("{:.0}%", 100.0 * r)),
             virtual_s
-        );
+        ));
+        // Race windows (`sometimes!`) that no seed of this run reached: the scenario does not
+        // test them.
+        for window in coverage.never_hit(shopsim_sim::runner::System::windows(&system)) {
+            bar.println(&format!("  never reached: sometimes!(\"{window}\")"));
+        }
         coverage_all.merge(&coverage);
     }
-    // Race windows (`sometimes!`), all declared up front, that no seed of this run reached:
-    // these scenarios do not test those races.
+    bar.finish();
+    if args.json {
+        let summary = json!({
+            "format": "shopsim-run-report-1",
+            "version": crate::artifact::VERSION,
+            "commit": crate::artifact::BUILD_COMMIT,
+            "exit_code": exit,
+            "scenarios": scenarios_json,
+            "groups": groups_json,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+        return exit;
+    }
+    // Race windows (`sometimes!`), all declared up front, and how often this run reached each:
+    // the ones never reached are races these scenarios do not test.
     let declared = declared_windows(&runs);
     let never = windows_never_hit(&runs, &coverage_all);
     println!(
@@ -313,11 +446,28 @@ pub fn run(args: Args) -> u8 {
             println!("  {hits:>8}  {}", window.name());
         }
     }
-    for window in &never {
-        println!("  never reached: sometimes!(\"{window}\")");
-    }
     for f in &failures {
         println!("\n{f}");
     }
     exit
+}
+
+/// The report of a failed seed of `selected`: the FAIL line, then a command that reproduces
+/// it (naming a scenario file with `--file`).
+pub fn failure_text<S>(
+    outcome: &shopsim_sim::runner::Outcome<S>,
+    selected: &Selected,
+    bugs: &[String],
+    draw: Draw,
+) -> String {
+    let line = outcome.fail_line().expect("a failed outcome");
+    let replay = SeedRun {
+        source: &selected.source,
+        profile: selected.profile.name(),
+        seed: outcome.seed,
+        bugs,
+        draw,
+    }
+    .replay_command();
+    format!("{line}\nnote: reproduce with: {replay}")
 }

@@ -2,10 +2,16 @@
 
 use std::process::Command;
 
-fn shopsim(args: &[&str]) -> (i32, String, String) {
+/// Runs the binary from the repository's root: (exit code, stdout, stderr).
+pub(crate) fn shopsim(args: &[&str]) -> (i32, String, String) {
+    shopsim_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// Runs the binary in `dir`: (exit code, stdout, stderr).
+pub(crate) fn shopsim_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_shopsim"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(dir)
         .output()
         .expect("the binary runs");
     (
@@ -62,7 +68,8 @@ fn conformance_bad_input_exits_2_naming_the_value() {
     assert_eq!(code, 2);
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+/// A fresh, empty temporary folder for this test process.
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("shopsim-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -141,6 +148,26 @@ fn bad_input_exits_2_naming_flag_and_value() {
             "--out /proc/nope",
         ),
         (vec!["replay", "/nonexistent/artifact.json"], "ARTIFACT"),
+        (
+            vec!["fuzz", "payment-race", "payment-race", "--seeds", "2"],
+            "`payment-race@pg_rc` is given twice",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--max-artifacts-per-group", "1"],
+            "--max-artifacts-per-group: must be in 2..=1000",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--max-groups", "0"],
+            "--max-groups",
+        ),
+        (
+            vec!["fuzz", "--seeds", "2", "--status-interval", "0s"],
+            "--status-interval: must be longer than 0",
+        ),
+        (
+            vec!["replay", "payment-race", "--seed", "x"],
+            "--seed: must be an unsigned 64-bit integer",
+        ),
     ] {
         let (code, out, err) = shopsim(&args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
@@ -245,8 +272,9 @@ fn a_killed_campaign_keeps_every_reported_failure_and_resumes() {
             }
         }
     });
+    // Failures are grouped: only a new group's first failure prints its artifact.
     let mut reported = Vec::new();
-    while reported.len() < 5 {
+    while reported.is_empty() {
         match rx.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(path) => reported.push(path),
             Err(_) => {
@@ -261,7 +289,7 @@ fn a_killed_campaign_keeps_every_reported_failure_and_resumes() {
         let text =
             std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let json: serde_json::Value = serde_json::from_str(&text).expect("a complete artifact");
-        assert_eq!(json["format"], "shopsim-artifact-1");
+        assert_eq!(json["format"], "shopsim-artifact-2");
     }
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("state.json")).unwrap())
@@ -271,11 +299,13 @@ fn a_killed_campaign_keeps_every_reported_failure_and_resumes() {
         before.is_multiple_of(16),
         "the state is saved between batches: {before}"
     );
+    // --seeds is the campaign's total: 16 more than the killed session saved.
+    let total = (before + 16).to_string();
     let (code, out, err) = shopsim(&[
         "fuzz",
         "inventory-race",
         "--seeds",
-        "16",
+        &total,
         "--bug",
         "oversell_check_then_act",
         "--out",
@@ -352,6 +382,21 @@ fn shrink_makes_a_failing_run_smaller_and_it_replays() {
         .lines()
         .find_map(|l| l.strip_prefix("artifact: "))
         .unwrap();
+    // Stock shrinks too: an oversell needs two shoppers and one unit, no more.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shrunk).unwrap()).unwrap();
+    let scenario: toml::Value = toml::from_str(json["scenario_toml"].as_str().unwrap()).unwrap();
+    assert_eq!(scenario["shop"]["shoppers"].as_integer(), Some(2), "{out}");
+    assert_eq!(
+        scenario["shop"]["stock_per_product"].as_integer(),
+        Some(1),
+        "{out}"
+    );
+    assert_eq!(
+        scenario["shop"]["products_per_tenant"].as_integer(),
+        Some(1),
+        "{out}"
+    );
     let (code, out, _) = shopsim(&["replay", shrunk]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no_oversell"), "{out}");

@@ -10,6 +10,12 @@
 //!
 //! Outcomes follow from the engine's semantics only: the runner knows nothing of particular
 //! scripts.
+//!
+//! A script may bring its own `setup` (schema and rows) instead of the Hermitage table; its
+//! `final` then lists every table the setup created (see [`render_final`]). The same tokens are
+//! produced for real engines by `shopsim-crosscheck` through [`result_token`], and
+//! [`ScriptFile::to_toml`] writes a file back, so measured outcomes and shrunk divergences
+//! become regression data in this format.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -36,6 +42,9 @@ pub struct ScriptFile {
 pub struct Script {
     /// The script's name.
     pub name: String,
+    /// Statements that create and fill the tables before the first step; empty means the
+    /// Hermitage table `test(id, value) = (1, 10), (2, 20)`.
+    pub setup: Vec<String>,
     /// (session, statement) per step.
     pub steps: Vec<(String, String)>,
     /// Measured outcomes per profile.
@@ -61,6 +70,8 @@ struct FileToml {
 #[serde(deny_unknown_fields)]
 struct ScriptToml {
     name: String,
+    #[serde(default)]
+    setup: Vec<String>,
     steps: Vec<(String, String)>,
     #[serde(default)]
     outcome: BTreeMap<String, OutcomeToml>,
@@ -150,12 +161,167 @@ impl ScriptFile {
             }
             scripts.push(Script {
                 name: s.name,
+                setup: s.setup,
                 steps: s.steps,
                 outcomes,
             });
         }
         Ok(ScriptFile { scripts })
     }
+}
+
+impl ScriptFile {
+    /// The file in the format [`ScriptFile::parse`] reads, with `header` as leading comment
+    /// lines (what was measured, where, when).
+    pub fn to_toml(&self, header: &[String]) -> String {
+        let mut out = String::new();
+        for line in header {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        for script in &self.scripts {
+            out.push_str("\n[[script]]\n");
+            out.push_str(&format!("name = {}\n", toml_string(&script.name)));
+            if !script.setup.is_empty() {
+                out.push_str("setup = [\n");
+                for statement in &script.setup {
+                    out.push_str(&format!("  {},\n", toml_string(statement)));
+                }
+                out.push_str("]\n");
+            }
+            out.push_str("steps = [\n");
+            for (session, statement) in &script.steps {
+                out.push_str(&format!(
+                    "  [{}, {}],\n",
+                    toml_string(session),
+                    toml_string(statement)
+                ));
+            }
+            out.push_str("]\n");
+            for (profile, outcome) in &script.outcomes {
+                out.push_str(&format!("[script.outcome.{profile}]\n"));
+                let steps: Vec<String> = outcome.steps.iter().map(|t| toml_string(t)).collect();
+                out.push_str(&format!("steps = [{}]\n", steps.join(", ")));
+                out.push_str(&format!("final = {}\n", toml_string(&outcome.final_table)));
+            }
+        }
+        out
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The Hermitage setup every script without its own `setup` starts from.
+pub const DEFAULT_SETUP: [&str; 2] = [
+    "create table test (id int primary key, value int)",
+    "insert into test (id, value) values (1, 10), (2, 20)",
+];
+
+/// The setup statements of `script`: its own, or [`DEFAULT_SETUP`].
+pub fn setup_of(script: &Script) -> Vec<String> {
+    if script.setup.is_empty() {
+        DEFAULT_SETUP.iter().map(|s| s.to_string()).collect()
+    } else {
+        script.setup.clone()
+    }
+}
+
+/// The tables a setup creates, in creation order.
+pub fn setup_tables(setup: &[String]) -> Vec<String> {
+    setup
+        .iter()
+        .filter_map(|statement| {
+            let mut words = statement.split_whitespace();
+            let create = words.next()?;
+            let table = words.next()?;
+            if !create.eq_ignore_ascii_case("create") || !table.eq_ignore_ascii_case("table") {
+                return None;
+            }
+            let name = words.next()?.split('(').next()?;
+            Some(name.trim_matches(|c| c == '`' || c == '"').to_string())
+        })
+        .collect()
+}
+
+/// The `final` token of a script: `id=>value, ...` for the Hermitage table, else every table
+/// of the setup as `name[row, row]` with each row's columns joined by `:`, in primary key order
+/// (`rows` gives each table's committed rows, already rendered as text).
+pub fn render_final(script: &Script, rows: &dyn Fn(&str) -> Vec<Vec<String>>) -> String {
+    if script.setup.is_empty() {
+        return rows("test")
+            .iter()
+            .map(|r| format!("{}=>{}", r[0], r[1]))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    setup_tables(&script.setup)
+        .iter()
+        .map(|table| {
+            let rendered: Vec<String> = rows(table).iter().map(|r| r.join(":")).collect();
+            format!("{table}[{}]", rendered.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The outcome token of a finished statement from its parts: `rows[...]` for a result set
+/// (rows as given when the statement orders them, else sorted, numbers by value), `aff=N` for
+/// INSERT, UPDATE and DELETE, else `ok`. Shared with the real-engine runner so that both sides
+/// print the same token for the same answer.
+pub fn result_token(
+    statement: &str,
+    result_set: bool,
+    mut rows: Vec<Vec<String>>,
+    rows_affected: u64,
+) -> String {
+    if result_set {
+        if !statement.to_ascii_lowercase().contains("order by") {
+            rows.sort_by(|a, b| compare_rows(a, b));
+        }
+        let rows: Vec<String> = rows.iter().map(|row| row.join(":")).collect();
+        return format!("rows[{}]", rows.join(","));
+    }
+    let verb = statement
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if matches!(verb.as_str(), "insert" | "update" | "delete") {
+        format!("aff={rows_affected}")
+    } else {
+        "ok".to_string()
+    }
+}
+
+/// Row order for tokens: cell by cell, `NULL` first, integers by value, then text.
+fn compare_rows(a: &[String], b: &[String]) -> std::cmp::Ordering {
+    fn rank(cell: &str) -> (u8, i64, &str) {
+        if cell == "NULL" {
+            (0, 0, "")
+        } else if let Ok(n) = cell.parse::<i64>() {
+            (1, n, "")
+        } else {
+            (2, 0, cell)
+        }
+    }
+    a.iter().map(|c| rank(c)).cmp(b.iter().map(|c| rank(c)))
 }
 
 fn parse_sleep(statement: &str) -> Option<Duration> {
@@ -290,10 +456,8 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn setup(&mut self) {
-        for sql in [
-            "create table test (id int primary key, value int)",
-            "insert into test (id, value) values (1, 10), (2, 20)",
-        ] {
+        for sql in setup_of(self.script) {
+            let sql = sql.as_str();
             let result = self.db.execute_setup(sql, &[]);
             assert!(result.is_ok(), "setup `{sql}`: {result:?}");
         }
@@ -464,12 +628,15 @@ impl Runner<'_> {
                 self.db.disconnect(id);
             }
         }
-        let rows = self.db.table_rows("test").expect("the test table exists");
-        let final_table = rows
-            .iter()
-            .map(|r| format!("{}=>{}", r[0], r[1]))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let db = &self.db;
+        let rows = |table: &str| -> Vec<Vec<String>> {
+            db.table_rows(table)
+                .expect("the setup's tables exist")
+                .iter()
+                .map(|r| r.iter().map(Value::to_string).collect())
+                .collect()
+        };
+        let final_table = render_final(self.script, &rows);
         Outcome {
             steps: self
                 .outcomes
@@ -482,44 +649,78 @@ impl Runner<'_> {
 }
 
 /// The outcome token of a finished statement.
-fn token(statement: &str, result: &Result<QueryResult, DbError>) -> String {
+pub fn token(statement: &str, result: &Result<QueryResult, DbError>) -> String {
     match result {
-        Err(e) if e.code() == "40001" && e.message().contains("read/write dependencies") => {
-            "ERR 40001rw".to_string()
-        }
-        Err(e) => format!("ERR {}", e.code()),
-        Ok(r) if !r.columns.is_empty() => {
-            let mut rows = r.rows.clone();
-            rows.sort_by(|a, b| a.first().cmp(&b.first()));
-            let rows: Vec<String> = rows
-                .iter()
-                .map(|row| {
-                    row.iter()
-                        .map(Value::to_string)
-                        .collect::<Vec<_>>()
-                        .join(":")
-                })
-                .collect();
-            format!("rows[{}]", rows.join(","))
-        }
+        Err(e) => error_token(e.code(), e.message()),
         Ok(r) => {
-            let verb = statement
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if matches!(verb.as_str(), "insert" | "update" | "delete") {
-                format!("aff={}", r.rows_affected)
-            } else {
-                "ok".to_string()
-            }
+            let rows = r
+                .rows
+                .iter()
+                .map(|row| row.iter().map(Value::to_string).collect())
+                .collect();
+            result_token(statement, !r.columns.is_empty(), rows, r.rows_affected)
         }
+    }
+}
+
+/// The token of an error: `ERR <code>`, and `ERR 40001rw` for PostgreSQL's serialization
+/// failure from read/write dependencies (SSI), which shares its SQLSTATE with the
+/// concurrent-update one.
+pub fn error_token(code: &str, message: &str) -> String {
+    if code == "40001" && message.contains("read/write dependencies") {
+        "ERR 40001rw".to_string()
+    } else {
+        format!("ERR {code}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file written by `to_toml` parses back to the same scripts, custom setup included,
+    /// and a custom setup's `final` lists every table it created.
+    #[test]
+    fn written_files_parse_back() {
+        let text = "[[script]]\nname = \"q\\\"uote\"\nsetup = [\"create table t0 (id int primary key, v text)\", \"insert into t0 (id, v) values (1, 'a')\"]\nsteps = [[\"T1\", \"select * from t0 where v = 'a'\"]]\n";
+        let mut file = ScriptFile::parse(text).unwrap();
+        let outcome = run_script(&file.scripts[0], Profile::PgRc);
+        assert_eq!(outcome.steps, vec!["rows[1:a]".to_string()]);
+        assert_eq!(outcome.final_table, "t0[1:a]");
+        file.scripts[0].outcomes.insert(Profile::PgRc, outcome);
+        let written = file.to_toml(&["measured here".to_string()]);
+        assert!(written.starts_with("# measured here\n"), "{written}");
+        assert_eq!(ScriptFile::parse(&written).unwrap(), file);
+    }
+
+    /// Tokens sort unordered rows numerically, and keep the order of an ORDER BY.
+    #[test]
+    fn tokens_sort_rows_unless_ordered() {
+        let rows = vec![
+            vec!["10".to_string()],
+            vec!["9".to_string()],
+            vec!["NULL".to_string()],
+        ];
+        assert_eq!(
+            result_token("select v from t", true, rows.clone(), 0),
+            "rows[NULL,9,10]"
+        );
+        assert_eq!(
+            result_token("select v from t order by v desc", true, rows, 0),
+            "rows[10,9,NULL]"
+        );
+        assert_eq!(
+            result_token("update t set v = 1", false, vec![], 2),
+            "aff=2"
+        );
+        assert_eq!(
+            error_token(
+                "40001",
+                "could not serialize access due to read/write dependencies among transactions"
+            ),
+            "ERR 40001rw"
+        );
+    }
 
     #[test]
     fn bad_files_name_the_field() {

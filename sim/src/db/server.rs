@@ -31,6 +31,10 @@ use tokio::sync::{oneshot, Notify};
 use super::{
     CommitRecord, Database, DbConfig, DbError, Exec, Profile, QueryResult, SessionId, Value,
 };
+use transcript::{FinishCause, TranscriptEvent, TranscriptHandle};
+
+#[path = "transcript.rs"]
+pub mod transcript;
 
 /// The port a database node listens on unless configured otherwise.
 pub const PORT_DEFAULT: u16 = 5432;
@@ -258,12 +262,16 @@ struct DbNodeInner {
     completions_unrouted: BTreeMap<SessionId, Result<QueryResult, DbError>>,
     /// Statements executed since the state was created, for statistics.
     statement_count: u64,
+    /// The transcript recorder, when the node was created inside
+    /// [`transcript::record_transcripts`]; `None` costs one test per event.
+    transcript: Option<TranscriptHandle>,
 }
 
 impl DbNodeState {
     /// A fresh database with the given engine profile.
     pub fn new(profile: Profile, config: DbConfig) -> Arc<Self> {
         let db = Database::new(profile, config);
+        let transcript = transcript::recorder_for_new_node(profile);
         Arc::new(DbNodeState {
             inner: Mutex::new(DbNodeInner {
                 db,
@@ -274,6 +282,7 @@ impl DbNodeState {
                 waiters: BTreeMap::new(),
                 completions_unrouted: BTreeMap::new(),
                 statement_count: 0,
+                transcript,
             }),
             timer_notify: Notify::new(),
             commit_notify: Notify::new(),
@@ -347,6 +356,7 @@ impl DbNodeState {
     /// are lost, committed data stays) and returns the new epoch.
     fn start(&self) -> u64 {
         let mut inner = self.lock();
+        inner.record_start();
         inner.db.crash();
         inner.epoch += 1;
         inner.connection_count = 0;
@@ -364,8 +374,14 @@ impl DbNodeInner {
     }
 
     /// Hands every finished blocked statement to its parked connection task.
-    fn route_completions(&mut self) {
+    fn route_completions(&mut self, cause: FinishCause) {
         for (session, result) in self.db.take_completions() {
+            self.record(|at_us| TranscriptEvent::Finish {
+                session,
+                result: result.clone(),
+                cause,
+                at_us,
+            });
             match self.waiters.remove(&session) {
                 // The waiter may have gone (client closed); its session is disconnected next.
                 Some(waiter) => drop(waiter.send(result)),
@@ -378,6 +394,48 @@ impl DbNodeInner {
                 }
             }
         }
+    }
+
+    /// Virtual microseconds since the first start, for transcript events.
+    fn now_us(&self) -> u64 {
+        self.origin
+            .map_or(0, |o| micros(Instant::now().duration_since(o)))
+    }
+
+    /// Records an event if this node records a transcript.
+    fn record(&self, event: impl FnOnce(u64) -> TranscriptEvent) {
+        if let Some(t) = &self.transcript {
+            transcript::push(t, event(self.now_us()));
+        }
+    }
+
+    /// A new incarnation starts: the first records what was set up before it (schema and
+    /// committed rows), a later one is a crash of every session of the previous one.
+    fn record_start(&mut self) {
+        let Some(t) = self.transcript.clone() else {
+            return;
+        };
+        if self.epoch > 0 {
+            self.record(|at_us| TranscriptEvent::Crash { at_us });
+            return;
+        }
+        let ddl: Vec<String> = self
+            .db
+            .commit_log()
+            .iter()
+            .filter_map(|r| r.ddl.clone())
+            .collect();
+        let mut tables = Vec::new();
+        for statement in &ddl {
+            let Some(table) = created_table(statement) else {
+                continue;
+            };
+            let columns = self.db.table_columns(&table).unwrap_or_default();
+            let rows = self.db.table_rows(&table).unwrap_or_default();
+            tables.push((table, columns, rows));
+        }
+        let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+        t.setup = transcript::TranscriptSetup { ddl, tables };
     }
 
     fn read_only(&self) -> DbError {
@@ -425,9 +483,11 @@ impl Drop for SessionGuard {
         inner.waiters.remove(&self.session);
         inner.completions_unrouted.remove(&self.session);
         let count_before = inner.db.commit_log().len();
+        let session = self.session;
+        inner.record(|at_us| TranscriptEvent::Disconnect { session, at_us });
         inner.db.disconnect(self.session);
         tracing::debug!(session = ?self.session, "db connection closed; open transaction rolled back");
-        inner.route_completions();
+        inner.route_completions(FinishCause::Woken);
         let count_after = inner.db.commit_log().len();
         drop(inner);
         self.state.timer_notify.notify_one();
@@ -473,6 +533,9 @@ pub fn serve(
         panic!("invalid DbServerConfig: {message}");
     }
     let epoch = state.start();
+    if let Some(t) = &state.lock().transcript {
+        t.lock().unwrap_or_else(|p| p.into_inner()).read_only = config.read_only;
+    }
     serve_incarnation(state, config, epoch)
 }
 
@@ -523,7 +586,12 @@ async fn serve_incarnation(state: Arc<DbNodeState>, config: DbServerConfig, epoc
                 let _ = tx.send(Box::new(Hello { result: Err(error) })).await;
             }
             None => {
-                let session = state.lock().db.connect();
+                let session = {
+                    let mut inner = state.lock();
+                    let session = inner.db.connect();
+                    inner.record(|at_us| TranscriptEvent::Connect { session, at_us });
+                    session
+                };
                 let guard = SessionGuard {
                     state: state.clone(),
                     session,
@@ -557,7 +625,7 @@ async fn serve_deadlines(state: Arc<DbNodeState>) {
         let now = inner.now();
         let count_before = inner.db.commit_log().len();
         inner.db.advance(now);
-        inner.route_completions();
+        inner.route_completions(FinishCause::Deadline);
         let count_after = inner.db.commit_log().len();
         drop(inner);
         state.tell_follower(count_before, count_after);
@@ -642,11 +710,26 @@ async fn serve_connection(
             let now = inner.now();
             inner.statement_count += 1;
             let count_before = inner.db.commit_log().len();
+            inner.record(|at_us| TranscriptEvent::Execute {
+                session,
+                sql: request.sql.clone(),
+                params: request.params.clone(),
+                at_us,
+            });
             let exec = inner
                 .db
                 .execute(session, &request.sql, &request.params, now);
+            match &exec {
+                Exec::Done(result) => inner.record(|at_us| TranscriptEvent::Finish {
+                    session,
+                    result: result.clone(),
+                    cause: FinishCause::Immediate,
+                    at_us,
+                }),
+                Exec::Blocked => inner.record(|at_us| TranscriptEvent::Block { session, at_us }),
+            }
             let rows_touched = inner.db.stats().rows_touched;
-            inner.route_completions();
+            inner.route_completions(FinishCause::Woken);
             state.tell_follower(count_before, inner.db.commit_log().len());
             let exec = match exec {
                 Exec::Done(result) => Ok(result),
@@ -709,6 +792,30 @@ async fn serve_connection(
             return;
         }
     }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The table a `CREATE TABLE` statement creates, for the transcript's setup.
+fn created_table(statement: &str) -> Option<String> {
+    let mut words = statement.split_whitespace();
+    let create = words.next()?;
+    let table = words.next()?;
+    if !create.eq_ignore_ascii_case("create") || !table.eq_ignore_ascii_case("table") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("if") {
+        // IF NOT EXISTS
+        name = words.nth(2)?;
+    }
+    let name = name
+        .split('(')
+        .next()?
+        .trim_matches(|c| c == '`' || c == '"');
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 fn draw_rows_cost(config: &DbServerConfig, rows_touched: u64) -> Duration {

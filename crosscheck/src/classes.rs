@@ -1,0 +1,433 @@
+//! The named classes, kept in one place:
+//!
+//! - [`NONDETERMINISM`]: outcomes that truly depend on timing in the real engine, where the
+//!   stepping order cannot decide. The comparison accepts a difference only when it is exactly
+//!   one of these, shown by the transcript itself.
+//! - [`KNOWN_OPEN`]: divergences of the simulated database that are known and being fixed.
+//!   Tests accept a divergence only if it matches one of these; the list is emptied as the
+//!   engine is fixed, and a divergence outside it fails the test.
+
+use shopsim_sim::db::conformance::Script;
+
+use crate::compare::Divergence;
+use crate::transcript::Replay;
+
+/// A class of allowed nondeterminism.
+#[derive(Debug)]
+pub struct Nondeterminism {
+    /// Its name, as reports print it.
+    pub name: &'static str,
+    /// Why the outcome depends on timing, and what exactly is accepted.
+    pub why: &'static str,
+}
+
+/// The allowed nondeterminism classes.
+pub const NONDETERMINISM: [Nondeterminism; 3] = [
+    Nondeterminism {
+        name: "pg_deadlock_victim_by_timer",
+        why: "PostgreSQL's victim is the waiter whose deadlock_timeout fires first while the \
+              cycle exists. A simulated run fires each waiter's check deadlock_timeout after its \
+              wait began in virtual time; the stepping protocol runs every check in the step that \
+              began the wait, so the statement that closes a cycle is the victim. Accepted: the \
+              first difference involves a 40P01 on one side, and the simulated run ended a \
+              deadlock by a timer while the differing statement waited or was sent.",
+    },
+    Nondeterminism {
+        name: "pg_waiters_race_after_update",
+        why: "PostgreSQL: sessions waiting for one row queue on its tuple lock; when the holder \
+              updates the row, its new version has a new tuple id, and every waiter that wakes \
+              re-queues on the new version in the order the server's processes happen to run, \
+              not in arrival order (replaying one transcript twice on one server grants them \
+              differently). Accepted: on PostgreSQL, the differing statement waits on both \
+              sides and ends with the same kind of outcome, and another session updated its \
+              table between the statement's step and its end.",
+    },
+    Nondeterminism {
+        name: "lock_wait_timeout_in_virtual_time",
+        why: "A lock wait or statement timeout fires after real time; a simulated run spends \
+              virtual time between statements that the replay does not spend. Accepted: the \
+              simulated run ended the differing statement by a timer with a timeout error \
+              (1205, 55P03, 57014) and the real engine did not.",
+    },
+];
+
+fn nondeterminism(name: &str) -> &'static Nondeterminism {
+    NONDETERMINISM
+        .iter()
+        .find(|c| c.name == name)
+        .expect("a class of NONDETERMINISM")
+}
+
+fn ends_in(token: &str, code: &str) -> bool {
+    token.contains(&format!("ERR {code}"))
+}
+
+/// The nondeterminism class that explains the first difference `d` of a transcript replay,
+/// if exactly one of them does. `real` are the real tokens per step.
+pub fn explain_transcript(
+    d: &Divergence,
+    replay: &Replay,
+    real: &[String],
+) -> Option<&'static Nondeterminism> {
+    let step = d.step? - 1;
+    let deadlock_timer = |around: usize| {
+        // A timer ended a deadlock while the statement was sent or waited: the simulated
+        // victim was chosen by virtual time.
+        replay.timers.iter().any(|(at, _, tok)| {
+            ends_in(tok, "40P01")
+                && *at >= around
+                && (replay
+                    .waiting_at
+                    .get(*at)
+                    .is_some_and(|w| w.contains(&around))
+                    || *at == around + 1
+                    || replay.simulated[around].contains(&format!("@s{at}")))
+        })
+    };
+    let any_40p01 = ends_in(&d.simulated, "40P01") || ends_in(&d.real, "40P01");
+    if replay.profile.is_postgres() && any_40p01 {
+        // The victim on one side; on the other, a timer chose another waiter.
+        let timer_nearby = replay
+            .timers
+            .iter()
+            .any(|(at, _, tok)| ends_in(tok, "40P01") && at.abs_diff(step + 1) <= 64)
+            || deadlock_timer(step);
+        if timer_nearby {
+            return Some(nondeterminism("pg_deadlock_victim_by_timer"));
+        }
+    }
+    if replay.profile.is_postgres() && waiters_race(d, replay) {
+        return Some(nondeterminism("pg_waiters_race_after_update"));
+    }
+    let timed_out = ["1205", "55P03", "57014"]
+        .iter()
+        .any(|code| ends_in(&d.simulated, code));
+    let by_timer = replay.timers.iter().any(|(_, session, tok)| {
+        *session == d.session
+            && tok
+                == d.simulated
+                    .trim_start_matches("BLOCK->")
+                    .split('@')
+                    .next()
+                    .unwrap_or("")
+    });
+    if timed_out
+        && by_timer
+        && !["1205", "55P03", "57014"]
+            .iter()
+            .any(|c| ends_in(&d.real, c))
+    {
+        let _ = real;
+        return Some(nondeterminism("lock_wait_timeout_in_virtual_time"));
+    }
+    None
+}
+
+/// The table a statement reads or writes (`from t`, `update t`, `into t`).
+fn table_of(statement: &str) -> Option<String> {
+    let lower = statement.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| matches!(w[0], "from" | "update" | "into"))
+        .map(|w| {
+            w[1].trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                .to_string()
+        })
+}
+
+/// Step (1-based) at which a `BLOCK->X@sN` token ended.
+fn end_step(token: &str) -> Option<usize> {
+    token.rsplit_once("@s")?.1.parse().ok()
+}
+
+fn waiters_race(d: &Divergence, replay: &Replay) -> bool {
+    let Some(step) = d.step else { return false };
+    if !(blocked(&d.simulated) && blocked(&d.real)) {
+        return false;
+    }
+    if crate::campaign::token_kind(&d.simulated) != crate::campaign::token_kind(&d.real) {
+        return false;
+    }
+    let Some(table) = table_of(&d.statement) else {
+        return false;
+    };
+    let end = match (end_step(&d.simulated), end_step(&d.real)) {
+        (Some(a), Some(b)) => a.min(b),
+        _ => return false,
+    };
+    replay.steps[step..end.min(replay.steps.len())]
+        .iter()
+        .any(|(session, statement)| {
+            *session != d.session
+                && statement.to_ascii_lowercase().starts_with("update")
+                && table_of(statement).as_deref() == Some(table.as_str())
+        })
+}
+
+/// A known open divergence of the simulated database.
+#[derive(Debug)]
+pub struct KnownDivergence {
+    /// Its name.
+    pub name: &'static str,
+    /// What differs, precisely.
+    pub what: &'static str,
+    /// Whether a divergence of `script` (its first difference) is of this class.
+    pub matches: fn(&Divergence, &Script) -> bool,
+}
+
+fn is_innodb(d: &Divergence) -> bool {
+    !d.profile.is_postgres()
+}
+
+fn blocked(token: &str) -> bool {
+    token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK")
+}
+
+/// The steps before the first difference, of sessions other than the differing one.
+fn others_before<'a>(d: &'a Divergence, script: &'a Script) -> impl Iterator<Item = &'a str> + 'a {
+    let until = d.step.unwrap_or(script.steps.len()).saturating_sub(1);
+    script.steps[..until]
+        .iter()
+        .filter(move |(session, _)| *session != d.session)
+        .map(|(_, statement)| statement.as_str())
+}
+
+/// A read that locks what it scans: a locking clause, or any read in InnoDB serializable.
+fn locking_read(d: &Divergence, statement: &str) -> bool {
+    let s = statement.to_ascii_lowercase();
+    s.starts_with("select")
+        && (s.contains("for update")
+            || s.contains("{share}")
+            || s.contains("lock in share mode")
+            || s.contains("for share")
+            || d.profile == shopsim_sim::db::Profile::MariaSer)
+}
+
+/// The simulated side waits (or skips a row) where the real engine goes on.
+fn simulated_waits_more(d: &Divergence) -> bool {
+    (blocked(&d.simulated) && !blocked(&d.real))
+        || (d.statement.contains("skip locked") && d.simulated.len() < d.real.len())
+        || (blocked(&d.simulated) && blocked(&d.real))
+}
+
+fn pk_update(d: &Divergence, _: &Script) -> bool {
+    let s = d.statement.to_ascii_lowercase();
+    s.starts_with("update")
+        && s.contains(" set id = ")
+        && (d.simulated.ends_with("ERR 0A000")
+            || d.simulated.ends_with("ERR 1235")
+            || d.simulated.contains("ERR 0A000@")
+            || d.simulated.contains("ERR 1235@"))
+}
+
+fn innodb_past_limit(d: &Divergence, script: &Script) -> bool {
+    is_innodb(d)
+        && simulated_waits_more(d)
+        && (others_before(d, script)
+            .chain(std::iter::once(d.statement.as_str()))
+            .any(|s| locking_read(d, s) && s.contains(" limit ")))
+}
+
+fn innodb_before_range(d: &Divergence, script: &Script) -> bool {
+    is_innodb(d)
+        && simulated_waits_more(d)
+        && others_before(d, script)
+            .chain(std::iter::once(d.statement.as_str()))
+            .any(|s| {
+                locking_read(d, s)
+                    && (s.contains(" between ") || s.contains(" >= ") || s.contains(" > "))
+            })
+}
+
+fn innodb_duplicate_wait(d: &Divergence, _: &Script) -> bool {
+    let s = d.statement.to_ascii_lowercase();
+    is_innodb(d)
+        && s.starts_with("insert")
+        && blocked(&d.real)
+        && !blocked(&d.simulated)
+        && (d.real.contains("ERR 1062") || d.real.contains("aff=0"))
+}
+
+fn pg_waits_more(d: &Divergence, _: &Script) -> bool {
+    d.profile.is_postgres()
+        && d.profile != shopsim_sim::db::Profile::PgSer
+        && ((blocked(&d.simulated) && !blocked(&d.real))
+            || (d.simulated.contains("ERR 40P01") && !d.real.contains("ERR 40P01")))
+}
+
+fn ssi(d: &Divergence, _: &Script) -> bool {
+    d.profile == shopsim_sim::db::Profile::PgSer
+        && (d.simulated.contains("ERR 40001") || d.real.contains("ERR 40001"))
+        && !(d.real.contains("ERR 23505") || d.simulated.contains("ERR 23505"))
+}
+
+fn ser_unique(d: &Divergence, _: &Script) -> bool {
+    d.profile == shopsim_sim::db::Profile::PgSer
+        && ((d.simulated.contains("ERR 40001") && d.real.contains("ERR 23505"))
+            || (d.simulated.contains("ERR 23505") && d.real.contains("ERR 40001")))
+}
+
+fn maria_dialect(d: &Divergence, _: &Script) -> bool {
+    let s = d.statement.to_ascii_lowercase();
+    is_innodb(d)
+        && d.real.contains("ERR 1064")
+        && (s.contains(" returning ") || s.contains(" on conflict "))
+}
+
+fn snapshot_isolation_error(d: &Divergence, _: &Script) -> bool {
+    d.profile == shopsim_sim::db::Profile::MariaRrSi
+        && ((d.simulated.contains("ERR 1020") && !d.real.contains("ERR 1020"))
+            || (d.real.contains("ERR 1020") && !d.simulated.contains("ERR 1020")))
+}
+
+/// Both sides wait and finish with the same kind of outcome, at a different step or with
+/// different rows: the order in which waiters are granted, or which rows they see then.
+fn grant_order(d: &Divergence, _: &Script) -> bool {
+    is_innodb(d)
+        && blocked(&d.simulated)
+        && blocked(&d.real)
+        && crate::campaign::token_kind(&d.simulated) == crate::campaign::token_kind(&d.real)
+}
+
+fn innodb_deadlock(d: &Divergence, _: &Script) -> bool {
+    is_innodb(d) && (d.real.contains("ERR 1213") != d.simulated.contains("ERR 1213"))
+}
+
+fn innodb_real_waits(d: &Divergence, _: &Script) -> bool {
+    is_innodb(d)
+        && ((blocked(&d.real) && !blocked(&d.simulated))
+            || (d.statement.contains("nowait")
+                && d.real.contains("ERR 1205")
+                && !d.simulated.contains("ERR")))
+}
+
+fn innodb_secondary_key(d: &Divergence, _: &Script) -> bool {
+    let s = d.statement.to_ascii_lowercase();
+    is_innodb(d) && s.contains(" where k = ") && simulated_waits_more(d)
+}
+
+fn pg_recheck(d: &Divergence, _: &Script) -> bool {
+    d.profile.is_postgres()
+        && d.profile != shopsim_sim::db::Profile::PgSer
+        && blocked(&d.simulated)
+        && blocked(&d.real)
+}
+
+/// The known open divergence classes, as the crosscheck found them; the lead empties this
+/// list as the engine is fixed, and a divergence outside it fails the crosscheck tests.
+pub const KNOWN_OPEN: &[KnownDivergence] = &[
+    KnownDivergence {
+        name: "update_of_primary_key_rejected",
+        what: "UPDATE ... SET <primary key> = ... fails in the simulation (0A000 / 1235); both \
+               engines update the key (aff=1), or match nothing (aff=0).",
+        matches: pk_update,
+    },
+    KnownDivergence {
+        name: "innodb_locking_read_locks_past_limit",
+        what: "An InnoDB locking read with ORDER BY ... LIMIT n (or any such read in \
+               serializable) locks the records and gaps it scans past the n-th row; MariaDB \
+               stops at the limit. Other sessions then wait in the simulation where MariaDB \
+               goes on, inserts into the gap after the n-th row wait, and FOR UPDATE SKIP \
+               LOCKED skips rows MariaDB returns.",
+        matches: innodb_past_limit,
+    },
+    KnownDivergence {
+        name: "innodb_range_read_locks_record_before_range",
+        what: "An InnoDB locking read over a range (BETWEEN a AND b, >= a) locks the last \
+               record before a in the simulation; MariaDB positions on the first record >= a \
+               and locks from there (next-key locks: the gap before it, not the record before \
+               the gap). A writer of the record before the range blocks the reader only in the \
+               simulation.",
+        matches: innodb_before_range,
+    },
+    KnownDivergence {
+        name: "innodb_duplicate_check_does_not_wait",
+        what: "An InnoDB INSERT (or INSERT IGNORE) that meets a duplicate key whose record \
+               another transaction has locked (FOR UPDATE, UPDATE) waits on MariaDB for that \
+               lock (the duplicate check takes a shared next-key lock on the record) and \
+               fails with 1062 (or is ignored) after the lock is released; the simulation \
+               fails at once.",
+        matches: innodb_duplicate_wait,
+    },
+    KnownDivergence {
+        name: "pg_row_lock_queued_the_innodb_way",
+        what: "PostgreSQL read committed / repeatable read: the simulation makes a row-lock \
+               request wait (or become a deadlock victim) where PostgreSQL grants it: a request \
+               compatible with the current holders, or an upgrade of a transaction's own lock, \
+               does not queue behind waiters on PostgreSQL.",
+        matches: pg_waits_more,
+    },
+    KnownDivergence {
+        name: "pg_ser_unique_violation_reported_as_40001",
+        what: "PostgreSQL serializable: a unique violation is reported as 40001 by the \
+               simulation where PostgreSQL reports 23505 (or the reverse).",
+        matches: ser_unique,
+    },
+    KnownDivergence {
+        name: "ssi_dangerous_structure",
+        what: "PostgreSQL serializable (SSI): the simulation aborts with 40001 where \
+               PostgreSQL commits (two reads of different versions of one key, a locking read \
+               that SSI need not count), or commits where PostgreSQL aborts (a dangerous \
+               structure whose pivot already committed).",
+        matches: ssi,
+    },
+    KnownDivergence {
+        name: "maria_dialect_accepts_returning_and_on_conflict",
+        what: "The MariaDB dialect accepts UPDATE ... RETURNING and INSERT ... ON CONFLICT; \
+               MariaDB 10.11 rejects both with 1064.",
+        matches: maria_dialect,
+    },
+    KnownDivergence {
+        name: "innodb_snapshot_isolation_error_code",
+        what: "innodb_snapshot_isolation=ON: the simulation and MariaDB disagree on 1020 \
+               (record changed since the read view) against 1062 or success, e.g. an insert \
+               meeting a committed duplicate invisible to the read view.",
+        matches: snapshot_isolation_error,
+    },
+    KnownDivergence {
+        name: "innodb_deadlock_detection_differs",
+        what: "InnoDB: one side detects a deadlock (1213) where the other does not, or picks \
+               another victim: the simulated lock graph lacks or adds a wait that MariaDB has \
+               (insert intention and gap locks, locks of a statement that waits again after a \
+               grant).",
+        matches: innodb_deadlock,
+    },
+    KnownDivergence {
+        name: "innodb_statement_waits_only_on_mariadb",
+        what: "InnoDB: MariaDB makes a statement wait for a lock (and then answers, e.g. an \
+               UPDATE by a secondary key matching more rows after the wait) where the \
+               simulation answers at once: a record or gap lock the simulation does not take \
+               or check.",
+        matches: innodb_real_waits,
+    },
+    KnownDivergence {
+        name: "innodb_secondary_key_locks_differ",
+        what: "InnoDB: a statement that finds rows through a secondary index (WHERE k = ...) \
+               waits in the simulation where MariaDB does not: the simulation locks secondary \
+               index records or gaps (or the clustered records of rows that do not match) that \
+               MariaDB leaves alone.",
+        matches: innodb_secondary_key,
+    },
+    KnownDivergence {
+        name: "pg_wait_then_recheck_differs",
+        what: "PostgreSQL read committed / repeatable read: both sides make a write or locking \
+               read wait, but it ends at another step or with another outcome (rows affected \
+               after the re-check of the WHERE on the new version, or which waiter goes first \
+               once several wait for one row).",
+        matches: pg_recheck,
+    },
+    KnownDivergence {
+        name: "innodb_lock_grant_order_differs",
+        what: "InnoDB: both sides make the statement wait and end it with the same kind of \
+               outcome, but at a different step or with different rows: MariaDB grants the \
+               waiters of a record in another order than the simulated FIFO queue (or makes \
+               one wait again), so the statement sees another version.",
+        matches: grant_order,
+    },
+];
+
+/// The known open class of `d`, the first difference of `script`, if any.
+pub fn known(d: &Divergence, script: &Script) -> Option<&'static KnownDivergence> {
+    KNOWN_OPEN.iter().find(|k| (k.matches)(d, script))
+}

@@ -1,0 +1,1078 @@
+//! The deterministic stepping protocol (PostgreSQL's isolation tester, DT2): one real
+//! connection per session, one step at a time in the given order, and a step is over only when
+//! every statement still in flight is either finished or, as the server itself reports,
+//! waiting for a lock. Never a fixed sleep.
+//!
+//! - Blocked: PostgreSQL reports a backend in `pg_locks` with `granted = false` (set by the
+//!   releasing backend, so a granted waiter never shows as waiting). MariaDB reports its live
+//!   `Innodb_row_lock_current_waits` counter: when it counts every statement in flight, all of
+//!   them wait; the observation is confirmed once more before the step ends, because the
+//!   counter drops only when the woken waiter runs.
+//! - Deadlock timers: PostgreSQL checks for a deadlock `deadlock_timeout` after a wait began and
+//!   the waiter whose check finds the cycle is the victim. Sessions run with
+//!   `deadlock_timeout = 1ms` and `log_lock_waits`, and a step that leaves a statement waiting
+//!   ends only after that statement's check has run: the server tells its client
+//!   (`client_min_messages = log`: "process N still waiting for ..."). So the check of a wait
+//!   always runs in the step that began it, the statement that closes a cycle is the victim,
+//!   and the order of steps decides, as in the conformance runner (1 s steps, 300 ms timeout).
+//!   InnoDB detects deadlocks at once when a wait begins.
+//! - Lock wait and statement timeouts are real time. The protocol keeps the conformance
+//!   runner's clock (every SQL step lasts 1 s, `SLEEP d` lasts d): a timeout whose deadline on
+//!   that clock falls inside the current step is waited for (the real timer fires; the wait is
+//!   bounded), one that falls later is not. The session's timeouts are read from the `SET`
+//!   statements it sent.
+//! - A blocked statement that finishes during a later step is recorded as `BLOCK->X@sN`, a
+//!   statement sent to a session that is still blocked waits behind it (`QUEUED X`).
+//! - `DISCONNECT` closes the connection. The server may keep the backend (a backend waiting
+//!   for a lock does not notice its client left); such a backend is followed until it ends,
+//!   because its locks still decide other sessions' waits.
+//! - `CRASH` (transcripts) ends every session as a crash does: blocked backends first, those
+//!   nobody waits behind first, so no waiting statement runs because its blocker went away.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use shopsim_sim::db::conformance::{render_final, setup_tables, Outcome};
+use shopsim_sim::db::{Isolation, Profile};
+use tokio::sync::mpsc;
+
+use crate::server::EngineKind;
+use crate::session::{lost_code, Control, RealResult, RealSession};
+
+/// The conformance runner's step length (its `BLOCK_AFTER`).
+const STEP: Duration = Duration::from_secs(1);
+/// The deadlock timeout of the conformance runner's PostgreSQL: inside the step that waits.
+const PG_DEADLOCK_TIMEOUT_VIRTUAL: Duration = Duration::from_millis(300);
+/// The simulated InnoDB lock wait timeout of the conformance runner (MariaDB's default).
+const INNODB_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long a step may take before the harness gives up on it.
+const STEP_LIMIT: Duration = Duration::from_secs(30);
+
+/// How virtual time passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The conformance format's clock: each SQL step 1 s, `SLEEP d` d; timers fire on it.
+    Conformance,
+    /// Transcripts: no time passes between steps; PostgreSQL's deadlock check of every wait
+    /// runs in the step that began it; lock wait timeouts never fire.
+    Steps,
+}
+
+/// The protocol could not go on: the server died, or it answered something the harness
+/// cannot use. Names the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// 1-based step, 0 for setup.
+    pub step: usize,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.step == 0 {
+            write!(f, "setup: {}", self.message)
+        } else {
+            write!(f, "step {}: {}", self.step, self.message)
+        }
+    }
+}
+
+impl std::error::Error for StepError {}
+
+/// A session's timers, as its `SET` statements left them.
+#[derive(Debug, Clone, Default)]
+struct Timers {
+    /// Lock wait timeout; `None` waits forever.
+    lock: Option<Duration>,
+    /// Statement timeout; `None` never.
+    statement: Option<Duration>,
+    /// PostgreSQL deadlock timeout set by the script; `None`: the protocol's own.
+    deadlock: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    step: usize,
+    queued: bool,
+    statement: String,
+    /// Virtual time the statement was sent.
+    sent_v: Duration,
+    /// The current lock wait: server's start (PostgreSQL), virtual start, real start.
+    wait: Option<(Option<f64>, Duration, Instant)>,
+}
+
+struct Session {
+    real: RealSession,
+    in_flight: Option<InFlight>,
+    queued: VecDeque<usize>,
+    timers: Timers,
+}
+
+/// One script being stepped on a real server.
+pub struct Stepper {
+    kind: EngineKind,
+    profile: Profile,
+    clock: Clock,
+    port: u16,
+    pool: Pool,
+    schema: String,
+    setup: Vec<String>,
+    sessions: BTreeMap<String, Session>,
+    /// Answers that arrived while a reused session was being reset.
+    stash: VecDeque<(usize, RealResult)>,
+    /// Backends of closed sessions that the server still runs.
+    zombies: Vec<i64>,
+    steps: Vec<(String, String)>,
+    /// Per step: its token and its answer.
+    outcomes: Vec<Option<(String, RealResult)>>,
+    current: usize,
+    now_v: Duration,
+}
+
+/// The connections of one server that outlive a script: the control connection and idle
+/// sessions, reused by the next script (a connection costs a PostgreSQL backend fork).
+pub struct Pool {
+    control: Control,
+    idle: Vec<RealSession>,
+    answers_tx: mpsc::UnboundedSender<(usize, RealResult)>,
+    answers: mpsc::UnboundedReceiver<(usize, RealResult)>,
+    next_key: usize,
+}
+
+impl Pool {
+    /// Connects the control connection to the server at `port`.
+    pub async fn connect(kind: EngineKind, port: u16) -> Result<Pool, StepError> {
+        let control = Control::connect(kind, port).await.map_err(|e| StepError {
+            step: 0,
+            message: e.to_string(),
+        })?;
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        Ok(Pool {
+            control,
+            idle: Vec::new(),
+            answers_tx,
+            answers,
+            next_key: 0,
+        })
+    }
+
+    /// Runs one statement on the control connection.
+    pub async fn run(&mut self, sql: &str) -> RealResult {
+        self.control.run(sql).await
+    }
+}
+
+/// The statements a conformance `BEGIN` stands for: the engine's own start of a transaction at
+/// the profile's isolation level.
+pub fn begin_statements(profile: Profile) -> Vec<String> {
+    let level = profile.isolation().sql();
+    if profile.is_postgres() {
+        vec![
+            "BEGIN".to_string(),
+            format!("SET TRANSACTION ISOLATION LEVEL {level}"),
+        ]
+    } else {
+        vec![
+            format!("SET SESSION TRANSACTION ISOLATION LEVEL {level}"),
+            "BEGIN".to_string(),
+        ]
+    }
+}
+
+/// The shared-lock clause `{share}` stands for.
+pub fn share_clause(profile: Profile) -> &'static str {
+    if profile.is_postgres() {
+        "FOR SHARE"
+    } else {
+        "LOCK IN SHARE MODE"
+    }
+}
+
+fn pg_level(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::ReadUncommitted => "read uncommitted",
+        Isolation::ReadCommitted => "read committed",
+        Isolation::RepeatableRead => "repeatable read",
+        Isolation::Serializable => "serializable",
+    }
+}
+
+/// Parses a duration setting: PostgreSQL `'200ms'`, `'2s'`, `0` (ms), MariaDB seconds.
+fn parse_setting_duration(value: &str, unit_ms: u64) -> Option<Duration> {
+    let value = value.trim().trim_matches('\'').trim_matches('"').trim();
+    let digits: String = value.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u64 = digits.parse().ok()?;
+    let factor = match value[digits.len()..].trim() {
+        "" => unit_ms,
+        "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(factor)?))
+}
+
+impl Timers {
+    /// Applies a successful `SET` of a timeout.
+    fn apply(&mut self, kind: EngineKind, statement: &str) {
+        let lower = statement.trim().to_ascii_lowercase();
+        let Some(rest) = lower.strip_prefix("set ") else {
+            return;
+        };
+        let rest = rest
+            .trim_start_matches("session ")
+            .trim_start_matches("local ")
+            .trim();
+        let Some((name, value)) = rest
+            .split_once('=')
+            .or_else(|| rest.split_once(" to "))
+            .map(|(n, v)| (n.trim(), v.trim()))
+        else {
+            return;
+        };
+        let forever = |d: Duration| (!d.is_zero()).then_some(d);
+        match (kind, name) {
+            (EngineKind::Postgres, "lock_timeout") => {
+                if let Some(d) = parse_setting_duration(value, 1) {
+                    self.lock = forever(d);
+                }
+            }
+            (EngineKind::Postgres, "statement_timeout") => {
+                if let Some(d) = parse_setting_duration(value, 1) {
+                    self.statement = forever(d);
+                }
+            }
+            (EngineKind::Postgres, "deadlock_timeout") => {
+                self.deadlock = parse_setting_duration(value, 1);
+            }
+            (EngineKind::MariaDb, "innodb_lock_wait_timeout") => {
+                if let Some(d) = parse_setting_duration(value, 1000) {
+                    self.lock = Some(d);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Stepper {
+    /// Prepares schema `schema` on the server at `port` and runs `setup` in it. With `reuse`,
+    /// the schema already holds `setup`'s tables from the previous run: their rows are
+    /// deleted and the setup's other statements run again (DDL is slow on InnoDB), which is
+    /// the same starting state for tables without generated keys.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        mut pool: Pool,
+        kind: EngineKind,
+        port: u16,
+        profile: Profile,
+        clock: Clock,
+        schema: &str,
+        setup: &[String],
+        reuse: bool,
+    ) -> Result<Stepper, StepError> {
+        assert_eq!(EngineKind::of(profile), kind);
+        let setup_error = |message: String| StepError { step: 0, message };
+        let is_ddl = |s: &String| s.trim_start().to_ascii_lowercase().starts_with("create ");
+        let prepare = match kind {
+            _ if reuse => {
+                let mut statements = vec![match kind {
+                    EngineKind::Postgres => format!("set search_path = {schema}"),
+                    EngineKind::MariaDb => format!("use {schema}"),
+                }];
+                for table in setup_tables(setup).iter().rev() {
+                    statements.push(format!("delete from {table}"));
+                }
+                if kind == EngineKind::MariaDb {
+                    // InnoDB keeps deleted rows as delete-marked records until purge removes
+                    // them, and locking reads lock those and their gaps: wait for the purge
+                    // (0 = until the history is empty), so the table locks like a fresh one.
+                    statements.push("set global innodb_max_purge_lag_wait = 0".to_string());
+                }
+                statements
+            }
+            EngineKind::Postgres => vec![
+                format!("drop schema if exists {schema} cascade"),
+                format!("create schema {schema}"),
+                format!("set search_path = {schema}"),
+            ],
+            EngineKind::MariaDb => vec![
+                format!("drop database if exists {schema}"),
+                format!("create database {schema}"),
+                format!("use {schema}"),
+            ],
+        };
+        let setup: Vec<String> = match kind {
+            EngineKind::MariaDb => inline_indexes(&maria_types(setup)),
+            EngineKind::Postgres => setup.to_vec(),
+        };
+        // Rows loaded with their ids do not move a PostgreSQL sequence (the simulated
+        // database's counter follows explicit ids, as InnoDB's does): move each past them, so
+        // the first generated id is the same on both sides. Setup only; steps are compared.
+        let mut sequences = Vec::new();
+        if kind == EngineKind::Postgres {
+            for table in setup_tables(&setup) {
+                for column in serial_columns(&setup, &table) {
+                    sequences.push(format!(
+                        "select setval(pg_get_serial_sequence('{table}', '{column}'), \
+                         coalesce((select max({column}) from {table}), 0) + 1, false)"
+                    ));
+                }
+            }
+        }
+        let setup_rest = setup.iter().filter(|s| !(reuse && is_ddl(s)));
+        for statement in prepare.iter().chain(setup_rest).chain(&sequences) {
+            if let RealResult::Err { code, message } = pool.control.run(statement).await {
+                return Err(setup_error(format!(
+                    "the engine rejected `{statement}`: {code} {message}"
+                )));
+            }
+        }
+        Ok(Stepper {
+            kind,
+            profile,
+            clock,
+            port,
+            pool,
+            schema: schema.to_string(),
+            setup,
+            sessions: BTreeMap::new(),
+            stash: VecDeque::new(),
+            zombies: Vec::new(),
+            steps: Vec::new(),
+            outcomes: Vec::new(),
+            current: 0,
+            now_v: Duration::ZERO,
+        })
+    }
+
+    fn session_init(&self) -> Vec<String> {
+        let level = self.profile.isolation();
+        match self.kind {
+            EngineKind::Postgres => vec![
+                format!("set search_path = {}", self.schema),
+                "set deadlock_timeout = '1ms'".to_string(),
+                "set log_lock_waits = on".to_string(),
+                "set client_min_messages = log".to_string(),
+                "set lock_timeout = 0".to_string(),
+                "set statement_timeout = 0".to_string(),
+                format!("set default_transaction_isolation = '{}'", pg_level(level)),
+            ],
+            EngineKind::MariaDb => {
+                let timeout = match self.clock {
+                    Clock::Conformance => INNODB_LOCK_WAIT_TIMEOUT.as_secs(),
+                    // Transcripts replay far faster than they ran: no real timeout may fire.
+                    Clock::Steps => 100_000,
+                };
+                vec![
+                    format!("use {}", self.schema),
+                    format!("set session transaction isolation level {}", level.sql()),
+                    format!("set session innodb_lock_wait_timeout = {timeout}"),
+                    format!(
+                        "set session innodb_snapshot_isolation = {}",
+                        if self.profile.innodb_snapshot_isolation() {
+                            "ON"
+                        } else {
+                            "OFF"
+                        }
+                    ),
+                ]
+            }
+        }
+    }
+
+    async fn session(&mut self, name: &str) -> Result<&mut Session, StepError> {
+        if !self.sessions.contains_key(name) {
+            let init = self.session_init();
+            let real = match self.reuse_idle(&init).await {
+                Some(real) => real,
+                None => {
+                    let key = self.pool.next_key;
+                    self.pool.next_key += 1;
+                    RealSession::open(
+                        self.kind,
+                        self.port,
+                        key,
+                        &init,
+                        self.pool.answers_tx.clone(),
+                    )
+                    .await
+                    .map_err(|e| StepError {
+                        step: self.current + 1,
+                        message: e.to_string(),
+                    })?
+                }
+            };
+            let timers = Timers {
+                lock: match (self.kind, self.clock) {
+                    (EngineKind::MariaDb, Clock::Conformance) => Some(INNODB_LOCK_WAIT_TIMEOUT),
+                    _ => None,
+                },
+                ..Timers::default()
+            };
+            self.sessions.insert(
+                name.to_string(),
+                Session {
+                    real,
+                    in_flight: None,
+                    queued: VecDeque::new(),
+                    timers,
+                },
+            );
+        }
+        Ok(self.sessions.get_mut(name).expect("just inserted"))
+    }
+
+    /// An idle session of an earlier script, reset: its transaction rolled back, its
+    /// settings discarded and set again. `None` if there is none (or it failed to reset).
+    async fn reuse_idle(&mut self, init: &[String]) -> Option<RealSession> {
+        let real = self.pool.idle.pop()?;
+        let mut batch = vec!["rollback".to_string()];
+        if self.kind == EngineKind::Postgres {
+            batch.push("discard all".to_string());
+        }
+        batch.extend(init.iter().cloned());
+        real.send(batch);
+        loop {
+            let answer = tokio::time::timeout(Duration::from_secs(10), self.pool.answers.recv())
+                .await
+                .ok()??;
+            if answer.0 != real.key {
+                self.stash.push_back(answer);
+                continue;
+            }
+            if matches!(answer.1, RealResult::Ok(_)) {
+                return Some(real);
+            }
+            self.zombies.push(real.backend);
+            real.close();
+            return None;
+        }
+    }
+
+    /// Plays step `session: statement` (SQL, `DISCONNECT`, `SLEEP s`, `CRASH`).
+    pub async fn step(&mut self, session: &str, statement: &str) -> Result<(), StepError> {
+        let i = self.steps.len();
+        self.steps
+            .push((session.to_string(), statement.to_string()));
+        self.outcomes.push(None);
+        self.current = i;
+        let upper = statement.trim().to_ascii_uppercase();
+        let start = self.now_v;
+        if session == "-" && upper.starts_with("SLEEP") {
+            let seconds: f64 = upper[5..].trim().parse().map_err(|_| StepError {
+                step: i + 1,
+                message: format!("`{statement}`: expected SLEEP <seconds>"),
+            })?;
+            self.now_v += Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
+            self.record(i, false, ok());
+            return self.settle(start, self.now_v).await;
+        }
+        if upper == "CRASH" {
+            self.crash().await?;
+            self.record(i, false, ok());
+            return self.settle(start, start).await;
+        }
+        if upper == "DISCONNECT" {
+            self.disconnect(session);
+            self.record(i, false, ok());
+            return self.settle(start, start).await;
+        }
+        let busy = self.session(session).await?.in_flight.is_some();
+        if busy {
+            self.sessions
+                .get_mut(session)
+                .expect("exists")
+                .queued
+                .push_back(i);
+        } else {
+            self.send(i, false).await?;
+        }
+        let end = match self.clock {
+            Clock::Conformance => start + STEP,
+            Clock::Steps => start,
+        };
+        self.settle(start, end).await?;
+        self.now_v = end;
+        Ok(())
+    }
+
+    async fn send(&mut self, i: usize, queued: bool) -> Result<(), StepError> {
+        let (name, statement) = self.steps[i].clone();
+        let statement = statement.replace("{share}", share_clause(self.profile));
+        let batch = if statement.trim().eq_ignore_ascii_case("BEGIN") {
+            begin_statements(self.profile)
+        } else {
+            vec![statement.clone()]
+        };
+        let now_v = self.now_v;
+        let session = self.session(&name).await?;
+        assert!(session.in_flight.is_none(), "one statement at a time");
+        session.in_flight = Some(InFlight {
+            step: i,
+            queued,
+            statement,
+            sent_v: now_v,
+            wait: None,
+        });
+        session.real.send(batch);
+        Ok(())
+    }
+
+    fn record(&mut self, step: usize, queued: bool, (token, result): (String, RealResult)) {
+        assert!(self.outcomes[step].is_none(), "one outcome per step");
+        let token = if step == self.current {
+            token
+        } else {
+            format!("BLOCK->{token}@s{}", self.current + 1)
+        };
+        let token = if queued {
+            format!("QUEUED {token}")
+        } else {
+            token
+        };
+        self.outcomes[step] = Some((token, result));
+    }
+
+    fn disconnect(&mut self, name: &str) {
+        let Some(session) = self.sessions.remove(name) else {
+            return;
+        };
+        if let Some(flight) = &session.in_flight {
+            let lost = RealResult::Err {
+                code: lost_code(self.kind).to_string(),
+                message: "the client closed the connection".to_string(),
+            };
+            let token = lost.token(&flight.statement);
+            self.record(flight.step, flight.queued, (token, lost));
+        }
+        self.zombies.push(session.real.backend);
+        session.real.close();
+    }
+
+    /// Ends every session as a crash: waiting backends first, each only once nobody waits
+    /// behind it, then the rest.
+    async fn crash(&mut self) -> Result<(), StepError> {
+        let step = self.current + 1;
+        let fail = |message: String| StepError { step, message };
+        let backends: BTreeMap<i64, String> = self
+            .sessions
+            .iter()
+            .map(|(n, s)| (s.real.backend, n.clone()))
+            .collect();
+        let mut left: Vec<i64> = backends.keys().copied().collect();
+        while !left.is_empty() {
+            let edges = self.pool.control.blocking(&left).await.map_err(fail)?;
+            let waiting: Vec<i64> = left
+                .iter()
+                .copied()
+                .filter(|b| edges.iter().any(|(w, _)| w == b))
+                .collect();
+            let pick = if waiting.is_empty() {
+                left.clone()
+            } else {
+                // A waiter no other waiter waits behind; in a cycle, any of them.
+                let leaf = waiting
+                    .iter()
+                    .copied()
+                    .find(|b| {
+                        !edges
+                            .iter()
+                            .any(|(w, blocker)| blocker == b && waiting.contains(w))
+                    })
+                    .unwrap_or(waiting[0]);
+                vec![leaf]
+            };
+            for backend in &pick {
+                self.pool.control.terminate(*backend).await.map_err(fail)?;
+            }
+            // Wait until they are gone before releasing anything else.
+            let started = Instant::now();
+            loop {
+                let alive = self.pool.control.exist(&pick).await.map_err(fail)?;
+                if alive.is_empty() {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    return Err(fail(format!("backends {alive:?} survived termination")));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            left.retain(|b| !pick.contains(b));
+        }
+        for (_, name) in backends {
+            if let Some(session) = self.sessions.remove(&name) {
+                if let Some(flight) = &session.in_flight {
+                    let lost = RealResult::Err {
+                        code: lost_code(self.kind).to_string(),
+                        message: "the server crashed".to_string(),
+                    };
+                    let token = lost.token(&flight.statement);
+                    self.record(flight.step, flight.queued, (token, lost));
+                }
+                session.real.close();
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes answers that arrived to their steps and sends what was queued behind them.
+    async fn drain(&mut self, first: Option<(usize, RealResult)>) -> Result<bool, StepError> {
+        let mut any = false;
+        let mut next = first;
+        loop {
+            let (key, result) = match next.take() {
+                Some(a) => a,
+                None => match self.stash.pop_front() {
+                    Some(a) => a,
+                    None => match self.pool.answers.try_recv() {
+                        Ok(a) => a,
+                        Err(_) => return Ok(any),
+                    },
+                },
+            };
+            any = true;
+            let Some(name) = self
+                .sessions
+                .iter()
+                .find(|(_, s)| s.real.key == key)
+                .map(|(n, _)| n.clone())
+            else {
+                continue;
+            };
+            let kind = self.kind;
+            let session = self.sessions.get_mut(&name).expect("found");
+            let Some(flight) = session.in_flight.take() else {
+                continue;
+            };
+            if let RealResult::Ok(_) = &result {
+                session.timers.apply(kind, &flight.statement);
+            }
+            let token = result.token(&flight.statement);
+            self.record(flight.step, flight.queued, (token, result));
+            let next_queued = self
+                .sessions
+                .get_mut(&name)
+                .and_then(|s| s.queued.pop_front());
+            if let Some(step) = next_queued {
+                self.send(step, true).await?;
+            }
+        }
+    }
+
+    /// Waits until every statement in flight has finished or waits for a lock with its timers
+    /// due in `(start, end]` fired, and every zombie backend has ended or waits.
+    async fn settle(&mut self, start: Duration, end: Duration) -> Result<(), StepError> {
+        let began = Instant::now();
+        let mut confirmed = 0;
+        let mut poll = Duration::from_millis(1);
+        loop {
+            if self.drain(None).await? {
+                confirmed = 0;
+                poll = Duration::from_millis(1);
+            }
+            let idle =
+                self.zombies.is_empty() && self.sessions.values().all(|s| s.in_flight.is_none());
+            if idle {
+                return Ok(());
+            }
+            // The cheapest look first: an answer that arrives right away needs no question.
+            if let Ok(Some(answer)) = tokio::time::timeout(poll, self.pool.answers.recv()).await {
+                self.stash.push_back(answer);
+                confirmed = 0;
+                poll = Duration::from_millis(1);
+                continue;
+            }
+            if !self.zombies.is_empty() {
+                let zombies = self.zombies.clone();
+                self.zombies = self
+                    .pool
+                    .control
+                    .alive(&zombies)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+            let flights: Vec<(String, i64)> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.in_flight.is_some())
+                .map(|(n, s)| (n.clone(), s.real.backend))
+                .collect();
+            if flights.is_empty() && self.zombies.is_empty() {
+                return Ok(());
+            }
+            let settled = match self.kind {
+                EngineKind::Postgres => self.pg_settled(&flights, start, end).await?,
+                EngineKind::MariaDb => self.maria_settled(&flights, start, end).await?,
+            };
+            if settled {
+                confirmed += 1;
+                // MariaDB's counter drops only when a woken waiter runs: look twice.
+                if self.kind == EngineKind::Postgres || confirmed >= 2 {
+                    return Ok(());
+                }
+            } else {
+                confirmed = 0;
+            }
+            if began.elapsed() > STEP_LIMIT {
+                return Err(self.fail(format!(
+                    "the step did not settle in {} s: in flight {:?}, zombies {:?}",
+                    STEP_LIMIT.as_secs(),
+                    flights,
+                    self.zombies
+                )));
+            }
+            poll = (poll * 2).min(Duration::from_millis(4));
+        }
+    }
+
+    fn fail(&self, message: String) -> StepError {
+        StepError {
+            step: self.current + 1,
+            message,
+        }
+    }
+
+    /// Whether a timer that ends a wait begun at `wait_v` (virtual) is due by `end`.
+    fn due(wait_v: Duration, timeout: Option<Duration>, end: Duration) -> bool {
+        timeout.is_some_and(|t| wait_v + t <= end)
+    }
+
+    async fn pg_settled(
+        &mut self,
+        flights: &[(String, i64)],
+        start: Duration,
+        end: Duration,
+    ) -> Result<bool, StepError> {
+        let mut backends: Vec<i64> = flights.iter().map(|(_, b)| *b).collect();
+        backends.extend(&self.zombies);
+        let waits = self
+            .pool
+            .control
+            .pg_waiting(&backends)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        for zombie in &self.zombies {
+            // A closed session's backend: its check notice went to a closed socket, so its
+            // wait counts once the check has surely run.
+            match waits.iter().find(|w| w.backend == *zombie) {
+                Some(w) if w.wait_start.is_some_and(|s| now_s - s > 0.2) => {}
+                _ => return Ok(false),
+            }
+        }
+        let clock = self.clock;
+        let mut settled = true;
+        for (name, backend) in flights {
+            let session = self.sessions.get_mut(name).expect("in flight");
+            let timers = session.timers.clone();
+            let notice = *session
+                .real
+                .check_notice
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let flight = session.in_flight.as_mut().expect("in flight");
+            let Some(wait) = waits.iter().find(|w| w.backend == *backend) else {
+                flight.wait = None;
+                settled = false;
+                continue;
+            };
+            let Some(wait_start) = wait.wait_start else {
+                settled = false;
+                continue;
+            };
+            if flight.wait.as_ref().map(|w| w.0) != Some(Some(wait_start)) {
+                flight.wait = Some((Some(wait_start), start, Instant::now()));
+            }
+            let (_, wait_v, wait_real) = flight.wait.expect("set");
+            let deadlock_v = match clock {
+                Clock::Steps => Some(Duration::ZERO),
+                Clock::Conformance => Some(timers.deadlock.unwrap_or(PG_DEADLOCK_TIMEOUT_VIRTUAL)),
+            };
+            if Stepper::due(wait_v, deadlock_v, end) && !notice.is_some_and(|n| n >= wait_start) {
+                settled = false;
+            }
+            let bound = |t: Duration| wait_real.elapsed() < t + Duration::from_secs(5);
+            if clock == Clock::Conformance {
+                if Stepper::due(wait_v, timers.lock, end) && bound(timers.lock.unwrap_or_default())
+                {
+                    settled = false;
+                }
+                if Stepper::due(flight.sent_v, timers.statement, end)
+                    && bound(timers.statement.unwrap_or_default())
+                {
+                    settled = false;
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn maria_settled(
+        &mut self,
+        flights: &[(String, i64)],
+        start: Duration,
+        end: Duration,
+    ) -> Result<bool, StepError> {
+        let waiting = self
+            .pool
+            .control
+            .maria_lock_waits()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let expected = (flights.len() + self.zombies.len()) as u64;
+        if waiting < expected {
+            return Ok(false);
+        }
+        // The counter drops only when a woken waiter's thread runs: confirm each backend from
+        // the transactions' wait locks, which the granting transaction clears itself.
+        let waiters = self
+            .pool
+            .control
+            .maria_waiting()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let all_wait = flights
+            .iter()
+            .map(|(_, b)| b)
+            .chain(&self.zombies)
+            .all(|b| waiters.contains(b));
+        if !all_wait {
+            return Ok(false);
+        }
+        let mut settled = true;
+        for (name, _) in flights {
+            let session = self.sessions.get_mut(name).expect("in flight");
+            let timers = session.timers.clone();
+            let flight = session.in_flight.as_mut().expect("in flight");
+            if flight.wait.is_none() {
+                flight.wait = Some((None, start, Instant::now()));
+            }
+            let (_, wait_v, wait_real) = flight.wait.expect("set");
+            if Stepper::due(wait_v, timers.lock, end)
+                && wait_real.elapsed() < timers.lock.unwrap_or_default() + Duration::from_secs(5)
+            {
+                settled = false;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Ends the script: closes every session (open transactions roll back), waits for their
+    /// backends to end, and reads the final tables. Returns the tokens and answers per step.
+    pub async fn finish(mut self) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), StepError> {
+        self.current = self.steps.len();
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        let mut pending: Vec<usize> = Vec::new();
+        for name in names {
+            if let Some(session) = self.sessions.remove(&name) {
+                let idle = session.in_flight.is_none() && session.queued.is_empty();
+                if idle && self.pool.idle.len() < 8 {
+                    pending.push(session.real.key);
+                    // Rolled back when it is reused; until then its locks are held, so roll
+                    // back now: the final tables must see only committed data.
+                    session.real.send(vec!["rollback".to_string()]);
+                    self.pool.idle.push(session.real);
+                } else {
+                    self.zombies.push(session.real.backend);
+                    session.real.close();
+                }
+            }
+        }
+        // The rollbacks of pooled sessions answer before the final tables are read.
+        let started = Instant::now();
+        while !pending.is_empty() && started.elapsed() < Duration::from_secs(30) {
+            match tokio::time::timeout(Duration::from_millis(100), self.pool.answers.recv()).await {
+                Ok(Some((key, _))) => pending.retain(|k| *k != key),
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        // Every session has ended: a backend that still waits for a lock after its client
+        // left (neither engine notices a closed client while it waits) is ended too, as the
+        // simulated database ends it, so it can neither commit later nor hold the schema.
+        let zombies = self.zombies.clone();
+        let waiting = self
+            .pool
+            .control
+            .alive(&zombies)
+            .await
+            .map_err(|e| self.fail(e))?;
+        for backend in waiting {
+            self.pool
+                .control
+                .terminate(backend)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let started = Instant::now();
+        while !self.zombies.is_empty() {
+            let zombies = self.zombies.clone();
+            self.zombies = self
+                .pool
+                .control
+                .alive(&zombies)
+                .await
+                .map_err(|e| self.fail(e))?;
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(self.fail(format!(
+                    "backends {:?} did not end after their clients closed",
+                    self.zombies
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut tables = BTreeMap::new();
+        for table in setup_tables(&self.setup) {
+            let mut rows = self
+                .pool
+                .control
+                .rows(&format!("select * from {}.{table}", self.schema))
+                .await
+                .map_err(|e| self.fail(e))?;
+            rows.sort_by(|a, b| crate::compare::compare_cells(a, b));
+            tables.insert(table, rows);
+        }
+        let script = shopsim_sim::db::conformance::Script {
+            name: String::new(),
+            setup: if self.setup == default_setup() {
+                Vec::new()
+            } else {
+                self.setup.clone()
+            },
+            steps: Vec::new(),
+            outcomes: BTreeMap::new(),
+        };
+        let rows = |t: &str| tables.get(t).cloned().unwrap_or_default();
+        let final_table = render_final(&script, &rows);
+        let mut tokens = Vec::new();
+        let mut results = Vec::new();
+        for outcome in self.outcomes {
+            match outcome {
+                Some((token, result)) => {
+                    tokens.push(token);
+                    results.push(Some(result));
+                }
+                None => {
+                    tokens.push("BLOCK".to_string());
+                    results.push(None);
+                }
+            }
+        }
+        Ok((
+            Outcome {
+                steps: tokens,
+                final_table,
+            },
+            results,
+            self.pool,
+        ))
+    }
+}
+
+fn ok() -> (String, RealResult) {
+    (
+        "ok".to_string(),
+        RealResult::Ok(crate::session::RealRows::default()),
+    )
+}
+
+/// MariaDB: `text` columns of `CREATE TABLE` become `varchar(255)`, what Laravel's
+/// `$table->string()` creates on MySQL and MariaDB: MariaDB cannot index a `text` column
+/// without a prefix length (1170), which the simulated database does not check.
+fn maria_types(setup: &[String]) -> Vec<String> {
+    setup
+        .iter()
+        .map(|statement| {
+            if !statement
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("create table")
+            {
+                return statement.clone();
+            }
+            statement
+                .replace(" text not null", " varchar(255) not null")
+                .replace(" text,", " varchar(255),")
+                .replace(" text)", " varchar(255))")
+                .replace(" text primary key", " varchar(255) primary key")
+        })
+        .collect()
+}
+
+/// MariaDB: `CREATE [UNIQUE] INDEX i ON t (c)` folded into `t`'s `CREATE TABLE` as a
+/// `[UNIQUE] KEY i (c)`. The same table and index, built in one statement: each separate
+/// InnoDB index build is a slow DDL of its own.
+fn inline_indexes(setup: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for statement in setup {
+        let lower = statement.trim().to_ascii_lowercase();
+        let unique = lower.starts_with("create unique index ");
+        if unique || lower.starts_with("create index ") {
+            let words: Vec<&str> = statement.split_whitespace().collect();
+            let at = if unique { 3 } else { 2 };
+            let (Some(name), Some(on), Some(table)) =
+                (words.get(at), words.get(at + 1), words.get(at + 2))
+            else {
+                out.push(statement.clone());
+                continue;
+            };
+            let columns = statement.find('(').map(|i| &statement[i..]);
+            let table = table.split('(').next().unwrap_or(table);
+            let target = out.iter_mut().rev().find(|s| {
+                setup_tables(std::slice::from_ref(*s))
+                    .first()
+                    .map(String::as_str)
+                    == Some(table)
+            });
+            match (on.eq_ignore_ascii_case("on"), columns, target) {
+                (true, Some(columns), Some(create)) if create.trim_end().ends_with(')') => {
+                    let body = create.trim_end();
+                    let key = if unique { "unique key" } else { "key" };
+                    *create = format!("{}, {key} {name} {columns})", &body[..body.len() - 1]);
+                }
+                _ => out.push(statement.clone()),
+            }
+            continue;
+        }
+        out.push(statement.clone());
+    }
+    out
+}
+
+/// The `serial` / `bigserial` columns of `table` in its `CREATE TABLE`.
+pub fn serial_columns(ddl: &[String], table: &str) -> Vec<String> {
+    let Some(create) = ddl.iter().find(|s| {
+        setup_tables(std::slice::from_ref(*s))
+            .first()
+            .map(String::as_str)
+            == Some(table)
+    }) else {
+        return Vec::new();
+    };
+    let Some(open) = create.find('(') else {
+        return Vec::new();
+    };
+    create[open + 1..]
+        .split(',')
+        .filter_map(|column| {
+            let mut words = column.split_whitespace();
+            let name = words.next()?;
+            let kind = words.next()?.to_ascii_lowercase();
+            kind.ends_with("serial").then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// The Hermitage setup as statements.
+pub fn default_setup() -> Vec<String> {
+    shopsim_sim::db::conformance::DEFAULT_SETUP
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}

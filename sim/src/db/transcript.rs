@@ -1,0 +1,194 @@
+//! The transcript recorder of a database node: every statement each session executed, with its
+//! bound parameters, in the order the server executed and finished them, and the outcome the
+//! simulated engine gave. `shopsim crosscheck --scenario` replays transcripts on a real
+//! PostgreSQL or MariaDB and compares outcome by outcome.
+//!
+//! Off unless asked: a node records only when it was created inside [`record_transcripts`] on
+//! the same thread, and a node that does not record pays one `Option` test per event. The
+//! recorder only observes: it draws no randomness, spends no virtual time and changes no reply,
+//! so a recorded run has the same trace hash as an unrecorded one.
+//!
+//! Key invariant: per session, events alternate `Execute` then (`Finish` | `Block` ... `Finish`),
+//! because a connection sends its next statement only after the previous one finished.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::{DbError, Profile, QueryResult, SessionId, Value};
+
+/// Why a blocked statement finished when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishCause {
+    /// It never blocked: the engine answered at once.
+    Immediate,
+    /// Another session's statement or disconnect released the lock (or chose it as a deadlock
+    /// victim, on InnoDB).
+    Woken,
+    /// A timer ended it: a lock wait timeout, PostgreSQL's deadlock check after
+    /// `deadlock_timeout`, or `statement_timeout`.
+    Deadline,
+}
+
+/// One event of a transcript. Times are virtual microseconds since the node first started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TranscriptEvent {
+    /// A connection was accepted and got a session.
+    Connect {
+        /// The engine session.
+        session: SessionId,
+        /// When.
+        at_us: u64,
+    },
+    /// The server ran a statement of `session`.
+    Execute {
+        /// The engine session.
+        session: SessionId,
+        /// The statement text as the client sent it.
+        sql: String,
+        /// The bound parameters.
+        params: Vec<Value>,
+        /// When.
+        at_us: u64,
+    },
+    /// The statement just executed waits for a lock.
+    Block {
+        /// The engine session.
+        session: SessionId,
+        /// When.
+        at_us: u64,
+    },
+    /// A statement of `session` finished.
+    Finish {
+        /// The engine session.
+        session: SessionId,
+        /// What the simulated engine answered.
+        result: Result<QueryResult, DbError>,
+        /// Why it finished now.
+        cause: FinishCause,
+        /// When.
+        at_us: u64,
+    },
+    /// The connection closed (client gone, reply undeliverable, buggified drop); the open
+    /// transaction rolled back, also while a statement was blocked.
+    Disconnect {
+        /// The engine session.
+        session: SessionId,
+        /// When.
+        at_us: u64,
+    },
+    /// The node crashed and restarted: every session of the earlier incarnation is gone, a
+    /// blocked statement never finishes, committed data stays.
+    Crash {
+        /// When the new incarnation started.
+        at_us: u64,
+    },
+}
+
+/// The state of the database when the node first started: what the run set up before any
+/// client connected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptSetup {
+    /// Schema statements in the order they were applied, in the engine's dialect.
+    pub ddl: Vec<String>,
+    /// Committed rows per table: (table, column names, rows in primary key order).
+    pub tables: Vec<(String, Vec<String>, Vec<Vec<Value>>)>,
+}
+
+/// Everything one database node executed during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The engine profile (by name in JSON).
+    #[serde(with = "profile_name")]
+    pub profile: Profile,
+    /// A read-only node (a replica): its reads follow a lagging copy, so they are not
+    /// comparable with one real server.
+    pub read_only: bool,
+    /// The schema and data before the first connection.
+    pub setup: TranscriptSetup,
+    /// The events in server order.
+    pub events: Vec<TranscriptEvent>,
+}
+
+impl Transcript {
+    /// Statements executed (re-runs after a lock wait are not counted twice).
+    pub fn statement_count(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, TranscriptEvent::Execute { .. }))
+            .count()
+    }
+}
+
+mod profile_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Profile;
+
+    pub fn serialize<S: Serializer>(profile: &Profile, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(profile.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Profile, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A recorder shared by a node's state and the caller of [`record_transcripts`].
+pub(crate) type TranscriptHandle = Arc<Mutex<Transcript>>;
+
+thread_local! {
+    /// The recorders of nodes created inside [`record_transcripts`] on this thread.
+    static SINK: RefCell<Option<Vec<TranscriptHandle>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (one simulated run: madsim runs it on this thread) with transcript recording on:
+/// every database node created meanwhile records, and their transcripts are returned in
+/// creation order. Nothing of it outlives the call.
+pub fn record_transcripts<T>(f: impl FnOnce() -> T) -> (T, Vec<Transcript>) {
+    let previous = SINK.with(|s| s.borrow_mut().replace(Vec::new()));
+    assert!(previous.is_none(), "record_transcripts does not nest");
+    // Take the sink back even if the run panics, so a later run on this thread records nothing.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SINK.with(|s| s.borrow_mut().take());
+        }
+    }
+    let reset = Reset;
+    let value = f();
+    let handles = SINK.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    drop(reset);
+    let transcripts = handles
+        .into_iter()
+        .map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        .collect();
+    (value, transcripts)
+}
+
+/// A recorder for a node being created, if recording is on for this thread.
+pub(crate) fn recorder_for_new_node(profile: Profile) -> Option<TranscriptHandle> {
+    SINK.with(|s| {
+        let mut sink = s.borrow_mut();
+        let sink = sink.as_mut()?;
+        let handle = Arc::new(Mutex::new(Transcript {
+            profile,
+            read_only: false,
+            setup: TranscriptSetup::default(),
+            events: Vec::new(),
+        }));
+        sink.push(handle.clone());
+        Some(handle)
+    })
+}
+
+/// Appends an event.
+pub(crate) fn push(handle: &TranscriptHandle, event: TranscriptEvent) {
+    handle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .events
+        .push(event);
+}

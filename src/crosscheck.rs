@@ -1,0 +1,361 @@
+//! `shopsim crosscheck`: the simulated database against real PostgreSQL 15 and MariaDB 10.11,
+//! from three sources: conformance files (`--measure` writes the real outcomes), transcripts of
+//! simulated runs (`--scenario`), and random transaction groups (`--random`).
+
+use std::path::{Path, PathBuf};
+
+use shopsim_crosscheck::campaign::{self, Finding, Summary};
+use shopsim_crosscheck::files;
+use shopsim_crosscheck::server::EngineKind;
+use shopsim_crosscheck::{Engines, RunError};
+use shopsim_sim::db::conformance::ScriptFile;
+use shopsim_sim::db::server::transcript::record_transcripts;
+use shopsim_sim::db::Profile;
+
+use crate::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATION};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A conformance file (the format of sim/conformance/hermitage.toml).
+    file: Option<PathBuf>,
+    /// With FILE: write the real engines' outcomes of FILE's scripts to this file.
+    #[arg(long, value_name = "OUT.toml")]
+    measure: Option<PathBuf>,
+    /// Replay transcripts of simulated runs of this scenario (repeatable; `all` for every
+    /// built-in scenario).
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Random transaction groups: how many seeds.
+    #[arg(long, value_name = "K")]
+    random: Option<u64>,
+    /// Transcripts: seeds per scenario and profile (default 8).
+    #[arg(long, value_name = "K")]
+    seeds: Option<u64>,
+    /// The first seed (default 0).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed_start: u64,
+    /// Only these profiles (repeatable). Default: a file's measured profiles, a scenario's
+    /// profiles, and every profile for random groups.
+    #[arg(long = "profile", value_name = "P")]
+    profiles: Vec<String>,
+    /// Where shrunk divergences are written as conformance scripts.
+    #[arg(long, value_name = "DIR", default_value = "target/shopsim/crosscheck")]
+    findings: PathBuf,
+    /// How many candidate runs shrinking one divergence may try (0: do not shrink).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    shrink_budget: usize,
+}
+
+fn parse_profiles(names: &[String]) -> Result<Vec<Profile>, String> {
+    names
+        .iter()
+        .map(|n| n.parse::<Profile>().map_err(|e| format!("--profile: {e}")))
+        .collect()
+}
+
+pub fn run(args: Args) -> u8 {
+    let profiles = match parse_profiles(&args.profiles) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let sources = usize::from(args.file.is_some())
+        + usize::from(!args.scenarios.is_empty())
+        + usize::from(args.random.is_some());
+    if sources != 1 {
+        eprintln!("error: give exactly one source: FILE, --scenario NAME or --random K");
+        return EXIT_BAD_INPUT;
+    }
+    if args.measure.is_some() && args.file.is_none() {
+        eprintln!("error: --measure: needs FILE");
+        return EXIT_BAD_INPUT;
+    }
+    if args.seeds == Some(0) || args.random == Some(0) {
+        eprintln!("error: --seeds / --random: must be at least 1, got 0");
+        return EXIT_BAD_INPUT;
+    }
+    let result = if let Some(file) = &args.file {
+        run_file(&args, file, &profiles)
+    } else if !args.scenarios.is_empty() {
+        run_scenarios(&args, &profiles)
+    } else {
+        run_random(&args, &profiles)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn kinds_of(profiles: &[Profile]) -> Vec<EngineKind> {
+    let mut kinds: Vec<EngineKind> = profiles.iter().map(|p| EngineKind::of(*p)).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+fn start(kinds: &[EngineKind]) -> Result<Engines, String> {
+    let engines = Engines::start(kinds).map_err(|e| format!("real engine: {e}"))?;
+    for kind in kinds {
+        println!("{}: {}", kind.name(), engines.version(*kind).unwrap_or("?"));
+    }
+    Ok(engines)
+}
+
+fn run_error(e: RunError) -> String {
+    match e {
+        RunError::Died(e) => format!("the real server died, the run stops: {e}"),
+        e => e.to_string(),
+    }
+}
+
+fn run_file(args: &Args, path: &Path, profiles: &[Profile]) -> Result<u8, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("FILE {}: {e}", path.display()))?;
+    let file = ScriptFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let profiles = if profiles.is_empty() {
+        let mut measured: Vec<Profile> = file
+            .scripts
+            .iter()
+            .flat_map(|s| s.outcomes.keys().copied())
+            .collect();
+        measured.sort();
+        measured.dedup();
+        if measured.is_empty() {
+            Profile::ALL.to_vec()
+        } else {
+            measured
+        }
+    } else {
+        profiles.to_vec()
+    };
+    let mut engines = start(&kinds_of(&profiles))?;
+    if let Some(out) = &args.measure {
+        let (measured, header) =
+            files::measure(&mut engines, &file, &profiles).map_err(run_error)?;
+        std::fs::write(out, measured.to_toml(&header))
+            .map_err(|e| format!("--measure {}: {e}", out.display()))?;
+        println!(
+            "measured {} scripts under {} profiles into {}",
+            measured.scripts.len(),
+            profiles.len(),
+            out.display()
+        );
+        return Ok(EXIT_OK);
+    }
+    let started = std::time::Instant::now();
+    let checks = files::check_file(&mut engines, &file, &profiles).map_err(run_error)?;
+    let mut diverged = 0;
+    let mut statements = 0;
+    for check in &checks {
+        statements += check.steps;
+        match &check.divergence {
+            None => println!("{} {}: identical", check.script, check.profile),
+            Some(d) => {
+                diverged += 1;
+                println!("{} DIVERGES: {d}", check.script);
+            }
+        }
+        if let Some(m) = &check.measurement_differs {
+            println!(
+                "{} measurement differs from the real engine now: {m}",
+                check.script
+            );
+        }
+    }
+    print_rate(
+        checks.len(),
+        checks.len() - diverged,
+        statements as u64,
+        started.elapsed(),
+    );
+    Ok(if diverged > 0 {
+        EXIT_VIOLATION
+    } else {
+        EXIT_OK
+    })
+}
+
+fn print_rate(runs: usize, identical: usize, statements: u64, wall: std::time::Duration) {
+    println!(
+        "{identical} of {runs} runs identical ({:.1}%); {statements} statements in {:.1} s ({:.0} ms per 1000 statements)",
+        100.0 * identical as f64 / runs.max(1) as f64,
+        wall.as_secs_f64(),
+        wall.as_secs_f64() * 1e6 / statements.max(1) as f64
+    );
+}
+
+fn report(summary: &Summary, findings_dir: &Path, what: &str) -> Result<u8, String> {
+    println!(
+        "{what}: {} runs, {} identical ({:.2}%), {} within allowed nondeterminism {:?}, {} diverged",
+        summary.runs,
+        summary.identical_runs,
+        100.0 * summary.identical_runs as f64 / summary.runs.max(1) as f64,
+        summary.allowed.values().sum::<usize>(),
+        summary.allowed,
+        summary.diverged()
+    );
+    println!(
+        "statements: {} crosschecked, {} identical ({:.2}%); wall {:.1} s, {:.0} ms per 1000 statements",
+        summary.statements,
+        summary.statements_identical,
+        100.0 * summary.statements_identical as f64 / summary.statements.max(1) as f64,
+        summary.wall.as_secs_f64(),
+        summary.ms_per_1000_statements()
+    );
+    for failure in &summary.harness_failures {
+        println!("not compared (the stepping protocol could not finish): {failure}");
+    }
+    if !summary.findings.is_empty() {
+        std::fs::create_dir_all(findings_dir)
+            .map_err(|e| format!("--findings {}: {e}", findings_dir.display()))?;
+    }
+    for (i, finding) in summary.findings.iter().enumerate() {
+        print_finding(i, finding);
+        if let Some((script, _)) = &finding.shrunk {
+            let path = findings_dir.join(format!("divergence-{:02}.toml", i + 1));
+            let file = ScriptFile {
+                scripts: vec![script.clone()],
+            };
+            let mut header = vec![
+                format!("Divergence {}: {}", i + 1, finding.signature),
+                format!("First seen in {}: {}", finding.source, finding.divergence),
+                format!(
+                    "Shrunk by `shopsim crosscheck` on {} (UTC); the outcome is the real engine's.",
+                    files::utc_now()
+                ),
+            ];
+            header.extend(files::protocol_lines());
+            std::fs::write(&path, file.to_toml(&header))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("    written: {}", path.display());
+        }
+    }
+    let unknown = summary.unknown().len();
+    Ok(if unknown > 0 { EXIT_VIOLATION } else { EXIT_OK })
+}
+
+fn print_finding(i: usize, f: &Finding) {
+    let profiles: Vec<&str> = f.profiles.iter().map(|p| p.name()).collect();
+    println!(
+        "divergence {}: {} ({} runs; {}){}",
+        i + 1,
+        f.signature,
+        f.count,
+        profiles.join(", "),
+        f.known
+            .map_or(" [not a known class]".to_string(), |k| format!(
+                " [known: {k}]"
+            ))
+    );
+    println!("    first: {} in {}", f.divergence, f.source);
+    if let Some((script, d)) = &f.shrunk {
+        println!("    shrunk to {} steps: {d}", script.steps.len());
+        for (session, statement) in &script.steps {
+            println!("      {session}: {statement}");
+        }
+    }
+}
+
+fn run_random(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
+    let count = args.random.expect("checked");
+    let kinds = if profiles.is_empty() {
+        vec![EngineKind::Postgres, EngineKind::MariaDb]
+    } else {
+        kinds_of(profiles)
+    };
+    let mut engines = start(&kinds)?;
+    let end = args.seed_start.checked_add(count).ok_or_else(|| {
+        format!(
+            "--seed-start {} + --random {count} overflows",
+            args.seed_start
+        )
+    })?;
+    let mut last = std::time::Instant::now();
+    let summary = campaign::random_groups(
+        &mut engines,
+        args.seed_start..end,
+        &kinds,
+        args.shrink_budget,
+        |s| {
+            if last.elapsed().as_secs() >= 10 {
+                last = std::time::Instant::now();
+                eprintln!(
+                    "... {} runs, {} identical, {} divergence signatures, {:.0} s",
+                    s.runs,
+                    s.identical_runs,
+                    s.findings.len(),
+                    s.wall.as_secs_f64()
+                );
+            }
+        },
+    )
+    .map_err(run_error)?;
+    report(&summary, &args.findings, "random groups")
+}
+
+fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
+    let scenarios = if args.scenarios.iter().any(|s| s == "all") {
+        shopsim_scenarios::builtin()
+    } else {
+        let mut out = Vec::new();
+        for name in &args.scenarios {
+            out.push(shopsim_scenarios::find(name).map_err(|e| format!("--scenario: {e}"))?);
+        }
+        out
+    };
+    let mut runs = Vec::new();
+    for scenario in &scenarios {
+        let list = if profiles.is_empty() {
+            scenario.profile_list()
+        } else {
+            profiles.to_vec()
+        };
+        for profile in list {
+            runs.push((scenario.clone(), profile));
+        }
+    }
+    let kinds = kinds_of(&runs.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let mut engines = start(&kinds)?;
+    let seeds = args.seeds.unwrap_or(8);
+    let mut last = std::time::Instant::now();
+    let mut exit = EXIT_OK;
+    for (scenario, profile) in runs {
+        let system = scenario
+            .system(profile, &[])
+            .map_err(|e| format!("--scenario {}: {e}", scenario.name))?;
+        let config = scenario.sim_config();
+        let name = format!("{}@{}", scenario.name, profile);
+        let end = args.seed_start.saturating_add(seeds);
+        let inputs = (args.seed_start..end).map(|seed| {
+            let (_, transcripts) =
+                record_transcripts(|| shopsim_sim::runner::run(&system, seed, &config));
+            let primary = transcripts
+                .into_iter()
+                .find(|t| !t.read_only)
+                .expect("every scenario has a primary database");
+            (format!("{name} seed {seed}"), primary)
+        });
+        let summary = campaign::transcripts(&mut engines, inputs, args.shrink_budget, |s| {
+            if last.elapsed().as_secs() >= 10 {
+                last = std::time::Instant::now();
+                eprintln!(
+                    "... {name}: {} transcripts, {} identical, {:.0} s",
+                    s.runs,
+                    s.identical_runs,
+                    s.wall.as_secs_f64()
+                );
+            }
+        })
+        .map_err(run_error)?;
+        let dir = args.findings.join(&name);
+        let code = report(&summary, &dir, &format!("transcripts {name}"))?;
+        exit = exit.max(code);
+    }
+    Ok(exit)
+}

@@ -1,0 +1,378 @@
+//! `shopsim fuzz`: fresh seeds in swarm mode on N threads until a duration or seed count is
+//! reached, over built-in scenarios or scenario files.
+//!
+//! Failures are grouped by signature (`groups`, `crate::signature`): the first failure of a
+//! new group prints a FAIL line and its replay commands, repeats are counted and summarised
+//! in a rate-limited line, and each group keeps a bounded number of artifacts (always its
+//! first and its smallest failure), each re-run once to confirm it replays with its hash. The
+//! campaign's state (`state`: counts and groups, never a list of seeds) is saved after every
+//! batch, so Ctrl-C or a kill loses at most one batch and `--resume` continues; `--duration`
+//! and `--seeds` are the campaign's totals across sessions. One campaign at a time holds
+//! `--out` (`lock`). `report.json` and `junit.xml` (`report`) are written at the end.
+//! `--shard K/N` makes N machines cover disjoint seeds. `campaign` is what the arguments
+//! define, `session` the batches and the filing of each failure; this file parses the flags
+//! and runs a session with its status thread.
+
+pub mod campaign;
+pub mod groups;
+pub mod lock;
+pub mod report;
+pub mod session;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::artifact;
+use crate::progress::{hms, on_terminal, Bar, Ticker};
+use crate::run::Selected;
+use crate::EXIT_BAD_INPUT;
+use campaign::Campaign;
+use session::{resume_state, Live, Session};
+use state::State;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scenarios (default: every built-in one, unless --file is given).
+    scenarios: Vec<String>,
+    /// A scenario file outside the registry (repeatable).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The campaign's total wall time, across --resume: `90s`, `10m`, `8h`.
+    #[arg(long)]
+    duration: Option<String>,
+    /// The campaign's total number of seeds, across --resume.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// This machine's share of the seeds: `K/N` (1 <= K <= N).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Where artifacts, the state file and the reports go.
+    #[arg(long, default_value = "target/shopsim/fuzz")]
+    out: PathBuf,
+    /// Continue the campaign saved in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Only this database profile.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Turn on a planted bug (repeatable).
+    #[arg(long = "bug", value_name = "NAME")]
+    bugs: Vec<String>,
+    /// Keep each scenario's own fault plan and steering instead of swarm draws.
+    #[arg(long)]
+    no_swarm: bool,
+    /// Swarm-draw faults only: keep each scenario's own steering (off unless its file turns it
+    /// on) instead of drawing it per seed.
+    #[arg(long)]
+    no_steering: bool,
+    /// Artifacts kept per failure group: its first and its smallest failure, then the next
+    /// ones up to this many (at least 2).
+    #[arg(long, default_value_t = groups::ARTIFACTS_PER_GROUP_DEFAULT)]
+    max_artifacts_per_group: usize,
+    /// Failure groups kept; failures of further shapes are counted in one group per
+    /// scenario and check.
+    #[arg(long, default_value_t = groups::GROUPS_DEFAULT)]
+    max_groups: usize,
+    /// Without a terminal, how often a status line is printed; also the least time between
+    /// two lines that count repeated failures: `30s`, `5m`.
+    #[arg(long, default_value = "60s")]
+    status_interval: String,
+}
+
+/// Parses `90s`, `10m`, `8h`, `1d` for the flag `flag`.
+pub fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{flag}: expected a number and a unit (s, m, h, d), got `{text}`"))?;
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{flag}: unknown unit in `{text}` (use s, m, h or d)"
+            ))
+        }
+    };
+    let seconds = n
+        .checked_mul(unit_s)
+        .filter(|s| *s <= state::ELAPSED_MS_MAX / 1000)
+        .ok_or_else(|| format!("{flag}: at most 100 years, got `{text}`"))?;
+    if seconds == 0 {
+        return Err(format!("{flag}: must be longer than 0, got `{text}`"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Parses `--duration`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_flag("--duration", text)
+}
+
+/// Parses `K/N`.
+pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+    let err = || format!("--shard: expected K/N with 1 <= K <= N, got `{text}`");
+    let (k, n) = text.split_once('/').ok_or_else(err)?;
+    let (k, n): (u64, u64) = (k.parse().map_err(|_| err())?, n.parse().map_err(|_| err())?);
+    if k == 0 || n == 0 || k > n {
+        return Err(err());
+    }
+    Ok((k, n))
+}
+
+/// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards.
+fn seed_of(i: u64, shard: (u64, u64)) -> u64 {
+    let index = i.wrapping_mul(shard.1).wrapping_add(shard.0 - 1);
+    // SplitMix64, so consecutive indexes give unrelated seeds.
+    let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub fn run(args: Args) -> u8 {
+    let campaign = match Campaign::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    // Held until the campaign ends: a second campaign on this folder is refused.
+    let _lock = match lock::OutLock::acquire(&campaign.out) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let state_path = campaign.out.join("state.json");
+    let names: Vec<String> = campaign.runs.iter().map(Selected::name).collect();
+    let mut state = if args.resume {
+        match resume_state(&campaign, &state_path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    } else {
+        if state_path.exists() {
+            eprintln!(
+                "note: {} held a campaign; starting a new one (--resume continues a campaign)",
+                state_path.display()
+            );
+        }
+        State::new(campaign.identity.clone(), &names)
+    };
+    state.sessions += 1;
+    let elapsed_before = Duration::from_millis(state.elapsed_ms);
+    let session_started = Instant::now();
+    let elapsed_total = move || elapsed_before + session_started.elapsed();
+    let live = Arc::new(Live::default());
+    live.seeds.store(state.seeds_run, Ordering::Relaxed);
+    live.failing.store(state.failing_seeds(), Ordering::Relaxed);
+    live.groups
+        .store(state.groups.len() as u64, Ordering::Relaxed);
+    // Under --duration the bar measures time (of the whole campaign), else seeds.
+    let bar = match (campaign.duration, campaign.seeds_target) {
+        (Some(d), _) => Bar::with_template(d.as_secs(), "[{bar:20}] {msg}"),
+        (None, Some(n)) => Bar::with_template(n, "[{bar:20}] {msg}"),
+        (None, None) => unreachable!("checked: --duration or --seeds"),
+    };
+    let status = {
+        let (live, bar) = (live.clone(), bar.clone());
+        let (duration, target) = (campaign.duration, campaign.seeds_target);
+        let seeds_before = state.seeds_run;
+        let terminal = on_terminal();
+        let period = if terminal {
+            Duration::from_secs(1)
+        } else {
+            campaign.status_interval
+        };
+        Ticker::start(period, move |session| {
+            let seeds = live.seeds.load(Ordering::Relaxed);
+            let elapsed = elapsed_before + session;
+            let rate = (seeds - seeds_before) as f64 / session.as_secs_f64().max(1e-9);
+            let of = match (duration, target) {
+                (Some(d), _) => format!(" of {}", hms(d)),
+                (None, Some(n)) => format!(", {seeds} of {n} seeds"),
+                (None, None) => String::new(),
+            };
+            let (groups, failing) = (
+                live.groups.load(Ordering::Relaxed),
+                live.failing.load(Ordering::Relaxed),
+            );
+            if terminal {
+                // Short enough for an 80-column terminal.
+                bar.set_position(if duration.is_some() {
+                    elapsed.as_secs()
+                } else {
+                    seeds
+                });
+                bar.set_message(format!(
+                    "{seeds} seeds {rate:.1}/s, {groups} groups ({failing} failing), {}{of}",
+                    hms(elapsed)
+                ));
+            } else {
+                eprintln!(
+                    "status: {seeds} seeds, {rate:.1} seeds/s, {groups} groups ({failing} failing seeds), elapsed {}{of}",
+                    hms(elapsed)
+                );
+            }
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let mut session = Session {
+        campaign: &campaign,
+        state,
+        state_path,
+        live,
+        bar: bar.clone(),
+        repeats: BTreeMap::new(),
+        last_repeat_line: Instant::now(),
+        coverage: shopsim_sim::coverage::CoverageReport::default(),
+    };
+    // Saved before any work, so a campaign killed at any moment can be resumed.
+    if !session.save() {
+        return EXIT_BAD_INPUT;
+    }
+    // Every (scenario, profile) gets several seeds per thread in each batch, so the threads
+    // stay busy; the state is saved between batches.
+    let batch = campaign.runs.len() as u64 * campaign.jobs as u64 * 4;
+    let mut ran_any = false;
+    loop {
+        if stop.load(Ordering::SeqCst) || campaign.duration.is_some_and(|d| elapsed_total() >= d) {
+            break;
+        }
+        let left = campaign.seeds_target.map_or(batch, |t| {
+            t.saturating_sub(session.state.seeds_run).min(batch)
+        });
+        if left == 0 {
+            break;
+        }
+        ran_any = true;
+        session.batch(left);
+        session.state.elapsed_ms = elapsed_total().as_millis() as u64;
+        let _ = session.save();
+        session.print_repeats(false);
+    }
+    drop(status);
+    bar.finish();
+    session.print_repeats(true);
+    session.state.elapsed_ms = elapsed_total().as_millis() as u64;
+    let state = &session.state;
+    if !ran_any && !stop.load(Ordering::SeqCst) {
+        println!(
+            "nothing left to run: the campaign has run {} seeds in {}{}",
+            state.seeds_run,
+            hms(Duration::from_millis(state.elapsed_ms)),
+            campaign
+                .duration
+                .map_or(String::new(), |d| format!(" (--duration {})", hms(d)))
+        );
+    }
+    let elapsed_s = state.elapsed_ms as f64 / 1000.0;
+    println!(
+        "{} seeds in {:.1} s over {} sessions ({:.1} seeds/s), {} failure groups ({} failing seeds{})",
+        state.seeds_run,
+        elapsed_s,
+        state.sessions,
+        state.seeds_run as f64 / elapsed_s.max(1e-9),
+        state.groups.len(),
+        state.failing_seeds(),
+        if state.nondeterministic > 0 {
+            format!(", {} did NOT reproduce", state.nondeterministic)
+        } else {
+            String::new()
+        }
+    );
+    const GROUPS_PRINTED_MAX: usize = 50;
+    for g in state.groups.iter().take(GROUPS_PRINTED_MAX) {
+        println!(
+            "  group {} {} {}: {} seeds; first seed={}, smallest seed={} ({} ops){}",
+            g.id,
+            g.system,
+            g.check,
+            g.count,
+            g.first.seed,
+            g.smallest.seed,
+            g.smallest.ops,
+            g.smallest
+                .artifact
+                .as_ref()
+                .map_or(String::new(), |a| format!(
+                    ": {}",
+                    campaign.out.join(a).display()
+                ))
+        );
+    }
+    if state.groups.len() > GROUPS_PRINTED_MAX {
+        println!(
+            "  and {} more groups in {}",
+            state.groups.len() - GROUPS_PRINTED_MAX,
+            campaign.out.join("report.json").display()
+        );
+    }
+    // Race windows (`sometimes!`) declared by the campaign's systems that no seed of this
+    // session reached: the campaign does not test those races.
+    let never_reached = crate::run::windows_never_hit(&campaign.runs, &session.coverage);
+    for window in &never_reached {
+        println!("  never reached: sometimes!(\"{window}\")");
+    }
+    let exit = campaign.exit_code(state);
+    let stopped = stop.load(Ordering::SeqCst);
+    let mut report = report::report_json(&campaign, state, exit, stopped);
+    report["windows_never_reached"] = serde_json::json!(never_reached);
+    let junit = report::junit_xml(&campaign, state);
+    match artifact::write_atomic(&campaign.out.join("report.json"), &report) {
+        Ok(bytes) => session.count_write(bytes),
+        Err(e) => eprintln!("error: writing report.json: {e}"),
+    }
+    match artifact::write_bytes_atomic(&campaign.out.join("junit.xml"), junit.as_bytes()) {
+        Ok(()) => session.count_write(junit.len() as u64),
+        Err(e) => eprintln!("error: writing junit.xml: {e}"),
+    }
+    let _ = session.save();
+    if stopped {
+        println!("stopped; continue with --resume");
+    }
+    exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_shards() {
+        assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(28_800));
+        assert!(parse_duration("8x").unwrap_err().contains("`8x`"));
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("9999999999999999d")
+            .unwrap_err()
+            .contains("at most 100 years"));
+        assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
+        assert!(parse_shard("3/2").unwrap_err().contains("`3/2`"));
+        let a: Vec<u64> = (0..100).map(|i| seed_of(i, (1, 2))).collect();
+        let b: Vec<u64> = (0..100).map(|i| seed_of(i, (2, 2))).collect();
+        assert!(a.iter().all(|s| !b.contains(s)));
+    }
+}

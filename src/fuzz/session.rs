@@ -1,0 +1,364 @@
+//! A campaign's session: its batches, how each failure is filed into its group (and which
+//! keep an artifact), the count lines, and reading the state of a campaign to resume.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use shopsim_sim::runner::{FailureKind, Outcome, SimConfig, System};
+
+use super::campaign::Campaign;
+use super::groups::{self, Exemplar, Group, Keep, RunSize};
+use super::seed_of;
+use super::state::{self, State};
+use crate::artifact::{self, Artifact};
+use crate::progress::Bar;
+use crate::reproduce::{replay_artifact_command, SeedRun};
+use crate::run::Selected;
+use crate::signature::{truncate_chars, Signature};
+
+/// Counters the status thread reads while a batch runs.
+#[derive(Debug, Default)]
+pub(super) struct Live {
+    pub(super) seeds: AtomicU64,
+    pub(super) failing: AtomicU64,
+    pub(super) groups: AtomicU64,
+}
+
+/// The campaign's loop and its files.
+pub(super) struct Session<'a> {
+    pub(super) campaign: &'a Campaign,
+    pub(super) state: State,
+    pub(super) state_path: PathBuf,
+    pub(super) live: Arc<Live>,
+    pub(super) bar: Bar,
+    /// Repeated failures per group id since the last count line.
+    pub(super) repeats: BTreeMap<u64, u64>,
+    pub(super) last_repeat_line: Instant,
+    /// The race windows this session's seeds reached (not kept across `--resume`).
+    pub(super) coverage: shopsim_sim::coverage::CoverageReport,
+}
+
+impl Session<'_> {
+    /// Saves the state (counting the write in the state's own I/O figures); false if it
+    /// could not be written.
+    pub(super) fn save(&mut self) -> bool {
+        match artifact::write_atomic(&self.state_path, &self.state) {
+            Ok(bytes) => {
+                self.count_write(bytes);
+                true
+            }
+            Err(e) => {
+                self.bar.eprintln(&format!(
+                    "error: writing {}: {e}",
+                    self.state_path.display()
+                ));
+                false
+            }
+        }
+    }
+
+    pub(super) fn count_write(&mut self, bytes: u64) {
+        let io = &mut self.state.io;
+        io.files_written = io.files_written.saturating_add(1);
+        io.bytes_written = io.bytes_written.saturating_add(bytes);
+    }
+
+    /// Confirms a failure replays (re-runs it) and writes its artifact; returns its path
+    /// relative to `--out`, or `None` if it could not be written.
+    fn write_artifact<S: System>(
+        &mut self,
+        run: usize,
+        system: &S,
+        config: &SimConfig,
+        o: &Outcome<S::State>,
+    ) -> Option<String> {
+        let selected = &self.campaign.runs[run];
+        let again = shopsim_sim::runner::run(system, o.seed, config);
+        let failure = o.failure.clone().expect("a failed outcome");
+        if again.trace_hash != o.trace_hash {
+            self.state.nondeterministic = self.state.nondeterministic.saturating_add(1);
+            self.bar.println(&format!(
+                "NONDETERMINISM {} seed={}: trace hash {:016x}, then {:016x} when re-run",
+                selected.name(),
+                o.seed,
+                o.trace_hash,
+                again.trace_hash
+            ));
+        }
+        let artifact = Artifact {
+            format: artifact::FORMAT.to_string(),
+            scenario: selected.scenario.name.clone(),
+            profile: selected.profile.name().to_string(),
+            seed: o.seed,
+            bugs: self.campaign.bugs.clone(),
+            config: config.clone(),
+            scenario_toml: selected.scenario.to_toml(),
+            commit: artifact::BUILD_COMMIT.to_string(),
+            version: artifact::VERSION.to_string(),
+            trace_hash: o.trace_hash,
+            failure,
+            reports: o.reports.clone(),
+            history: o.history.clone(),
+        };
+        let relative =
+            artifact::relative_path(&selected.scenario.name, selected.profile.name(), o.seed);
+        let path = self.campaign.out.join(&relative);
+        match artifact::write_atomic(&path, &artifact) {
+            Ok(bytes) => {
+                self.count_write(bytes);
+                Some(relative)
+            }
+            Err(e) => {
+                self.bar
+                    .eprintln(&format!("error: writing {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// Files a failing outcome of run `run` into its group.
+    fn file_failure<S: System>(
+        &mut self,
+        run: usize,
+        system: &S,
+        config: &SimConfig,
+        o: &Outcome<S::State>,
+    ) {
+        let campaign = self.campaign;
+        let selected = &campaign.runs[run];
+        let failure = o.failure.as_ref().expect("a failed outcome");
+        let name = selected.name();
+        let mut signature = Signature::of(&name, &failure.check, &failure.witness);
+        let size = RunSize {
+            ops: o.history.ops.len() as u64,
+            virtual_us: o.virtual_elapsed.as_micros() as u64,
+        };
+        self.state.runs[run].failing_seeds += 1;
+        self.live.failing.fetch_add(1, Ordering::Relaxed);
+        let find = |groups: &[Group], s: &Signature| {
+            groups
+                .iter()
+                .position(|g| g.system == s.system && g.check == s.check && g.shape == s.shape)
+        };
+        let mut existing = find(&self.state.groups, &signature);
+        if existing.is_none() && self.state.groups.len() >= campaign.groups_max {
+            // Past the limit, new shapes share one group per run and check.
+            signature.shape = groups::OVERFLOW_SHAPE.to_string();
+            existing = find(&self.state.groups, &signature);
+        }
+        let Some(index) = existing else {
+            let artifact = self.write_artifact(run, system, config, o);
+            let exemplar = Exemplar {
+                seed: o.seed,
+                ops: size.ops,
+                virtual_us: size.virtual_us,
+                artifact: artifact.clone(),
+            };
+            let id = self.state.groups.len() as u64 + 1;
+            let group = Group::new(id, signature, failure.kind, &failure.witness, exemplar);
+            self.state.groups.push(group);
+            self.live.groups.store(id, Ordering::Relaxed);
+            self.print_new_group(run, o, id, artifact.as_deref());
+            return;
+        };
+        self.state.groups[index].count_one();
+        let id = self.state.groups[index].id;
+        *self.repeats.entry(id).or_default() += 1;
+        let plan = self.state.groups[index].plan(o.seed, size, campaign.artifacts_max);
+        if plan == Keep::Count {
+            return;
+        }
+        let Some(artifact) = self.write_artifact(run, system, config, o) else {
+            return;
+        };
+        let exemplar = Exemplar {
+            seed: o.seed,
+            ops: size.ops,
+            virtual_us: size.virtual_us,
+            artifact: Some(artifact),
+        };
+        let removed = self.state.groups[index].keep(exemplar, &plan, campaign.artifacts_max);
+        for relative in removed {
+            let path = campaign.out.join(&relative);
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.state.io.artifacts_removed += 1,
+                Err(e) => self
+                    .bar
+                    .eprintln(&format!("error: removing {}: {e}", path.display())),
+            }
+        }
+    }
+
+    fn print_new_group<T>(&self, run: usize, o: &Outcome<T>, id: u64, artifact: Option<&str>) {
+        let campaign = self.campaign;
+        let selected = &campaign.runs[run];
+        let failure = o.failure.as_ref().expect("a failed outcome");
+        let mut text = format!(
+            "FAIL {} seed={} {}: {}\n  new failure group {id}",
+            selected.name(),
+            o.seed,
+            failure.check,
+            truncate_chars(&failure.witness, 600)
+        );
+        if let Some(relative) = artifact {
+            let path = campaign.out.join(relative);
+            text.push_str(&format!(
+                "\n  artifact: {}\nnote: reproduce with: {}",
+                path.display(),
+                replay_artifact_command(&path)
+            ));
+        }
+        let by_seed = SeedRun {
+            source: &selected.source,
+            profile: selected.profile.name(),
+            seed: o.seed,
+            bugs: &campaign.bugs,
+            draw: campaign.draw,
+        };
+        text.push_str(&format!("\nnote: or by seed: {}", by_seed.replay_command()));
+        self.bar.println(&text);
+    }
+
+    /// The count line for repeated failures, if any and if the last one is old enough (or
+    /// `now` is set, at the end).
+    pub(super) fn print_repeats(&mut self, now: bool) {
+        if self.repeats.is_empty()
+            || (!now && self.last_repeat_line.elapsed() < self.campaign.status_interval)
+        {
+            return;
+        }
+        let total: u64 = self.repeats.values().sum();
+        let mut top: Vec<(u64, u64)> = self.repeats.iter().map(|(&g, &n)| (g, n)).collect();
+        top.sort_by_key(|&(g, n)| (std::cmp::Reverse(n), g));
+        let shown: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(g, n)| format!("group {g} +{n}"))
+            .collect();
+        let more = if top.len() > 5 {
+            format!(", {} more groups", top.len() - 5)
+        } else {
+            String::new()
+        };
+        self.bar.println(&format!(
+            "repeats: +{total} failing seeds in known groups ({}{more}); {} failing seeds in {} groups so far",
+            shown.join(", "),
+            self.state.failing_seeds(),
+            self.state.groups.len()
+        ));
+        self.repeats.clear();
+        self.last_repeat_line = Instant::now();
+    }
+
+    /// Runs one batch of `count` campaign indexes, from `state.seeds_run`.
+    pub(super) fn batch(&mut self, count: u64) {
+        let campaign = self.campaign;
+        let first = self.state.seeds_run;
+        let runs = campaign.runs.len() as u64;
+        for (r, selected) in campaign.runs.iter().enumerate() {
+            // Each index picks its (scenario, profile) round robin and a fresh seed.
+            let seeds: Vec<u64> = (first..first + count)
+                .filter(|i| i % runs == r as u64)
+                .map(|i| seed_of(i, campaign.shard))
+                .collect();
+            if seeds.is_empty() {
+                continue;
+            }
+            let system = selected.system(&campaign.bugs).expect("checked");
+            let base = selected.scenario.sim_config();
+            let draw = campaign.draw;
+            let started = Instant::now();
+            let mut failing = Vec::new();
+            let stats = &mut self.state.runs[r];
+            let live = &self.live;
+            let coverage = &mut self.coverage;
+            shopsim_sim::fuzz::for_each_seed(
+                || system.clone(),
+                &seeds,
+                |seed| draw.config(&base, seed),
+                campaign.jobs,
+                |o| {
+                    live.seeds.fetch_add(1, Ordering::Relaxed);
+                    count_verdicts(stats, &o);
+                    coverage.merge(&o.coverage);
+                    if !o.passed() {
+                        failing.push(o);
+                    }
+                    true
+                },
+            );
+            stats.seeds += seeds.len() as u64;
+            // In seed order, whatever order the threads finished in: a group's first
+            // failure is its earliest campaign index.
+            failing.sort_by_key(|o| seeds.iter().position(|s| *s == o.seed));
+            for o in &failing {
+                let config = draw.config(&base, o.seed);
+                self.file_failure(r, &system, &config, o);
+            }
+            // Running the seeds and confirming and writing the failures.
+            let wall = &mut self.state.runs[r].wall_ms;
+            *wall = wall.saturating_add(started.elapsed().as_millis() as u64);
+        }
+        self.state.seeds_run += count;
+    }
+}
+
+/// Counts each check's verdict of one outcome, and `panic` / `time_limit`.
+fn count_verdicts<T>(stats: &mut state::RunStats, o: &Outcome<T>) {
+    use shopsim_sim::check::Verdict;
+    for report in &o.reports {
+        stats.count(&report.check, report.verdict);
+    }
+    let kind = o.failure.as_ref().map(|f| f.kind);
+    let panicked = kind == Some(FailureKind::Panic);
+    let timed_out = o.failure.as_ref().is_some_and(|f| f.check == "time_limit");
+    stats.count(
+        "panic",
+        if panicked {
+            Verdict::Invalid
+        } else {
+            Verdict::Valid
+        },
+    );
+    stats.count(
+        "time_limit",
+        if timed_out {
+            Verdict::Invalid
+        } else if panicked {
+            Verdict::Unknown
+        } else {
+            Verdict::Valid
+        },
+    );
+}
+
+/// Reads the state of the campaign to resume, or says why it cannot be resumed.
+pub(super) fn resume_state(campaign: &Campaign, path: &std::path::Path) -> Result<State, String> {
+    if !path.exists() {
+        return Err(format!("--resume: no campaign state in {}", path.display()));
+    }
+    let text = artifact::read_bounded(path, state::STATE_BYTES_MAX)
+        .map_err(|e| format!("--resume: {}: {e}", path.display()))?;
+    let state =
+        State::from_json(&text).map_err(|e| format!("--resume: {}: {e}", path.display()))?;
+    if state.identity != campaign.identity {
+        return Err(format!(
+            "--resume: {} holds a different campaign ({}); this one is {}",
+            path.display(),
+            state.identity,
+            campaign.identity
+        ));
+    }
+    let names: Vec<String> = campaign.runs.iter().map(Selected::name).collect();
+    let saved: Vec<&String> = state.runs.iter().map(|r| &r.name).collect();
+    if saved != names.iter().collect::<Vec<_>>() {
+        return Err(format!(
+            "--resume: {} holds a campaign over other runs ({saved:?}); this one runs {names:?}",
+            path.display()
+        ));
+    }
+    Ok(state)
+}
