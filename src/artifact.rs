@@ -107,38 +107,156 @@ fn temporary(path: &Path) -> std::io::Result<PathBuf> {
     Ok(path.with_file_name(tmp))
 }
 
-/// The longest artifact read (a multi-tenant-mixed history is a few MiB).
-pub const ARTIFACT_BYTES_MAX: u64 = 256 << 20;
-
-/// Reads an artifact; errors name the file and what is wrong with it.
-pub fn read(path: &Path) -> Result<Artifact, String> {
-    let text =
-        read_bounded(path, ARTIFACT_BYTES_MAX).map_err(|e| format!("{}: {e}", path.display()))?;
-    let artifact: Artifact = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a shopsim artifact: {e}", path.display()))?;
-    if !FORMATS_READ.contains(&artifact.format.as_str()) {
-        return Err(format!(
-            "{}: format `{}` is not `{FORMAT}`",
-            path.display(),
-            artifact.format
-        ));
-    }
-    Ok(artifact)
+/// Reads an artifact (at most [`crate::input::ARTIFACT_BYTES_MAX`] bytes, a regular file) for
+/// a replay; errors name the file, the field and what is wrong with it.
+pub fn read(path: &Path) -> Result<Header, String> {
+    let text = crate::input::read_text(path, crate::input::ARTIFACT_BYTES_MAX)?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Reads a UTF-8 text file of at most `bytes_max` bytes: a larger file is refused without
-/// being read, so a hostile or corrupt file cannot exhaust memory.
-pub fn read_bounded(path: &Path, bytes_max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(bytes_max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > bytes_max {
-        return Err(format!("larger than {bytes_max} bytes"));
+/// An artifact as a replay reads it: every field but the history and the reports, which are
+/// counted while parsing and not kept. They are most of the file and, parsed, about 14 times
+/// its size in memory (a 16 MiB artifact took 232 MiB); the replay computes its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    format: String,
+    scenario: String,
+    profile: String,
+    #[serde(with = "crate::json_u64::decimal")]
+    seed: u64,
+    bugs: Vec<String>,
+    config: SimConfig,
+    scenario_toml: String,
+    commit: String,
+    #[serde(default)]
+    version: String,
+    #[serde(with = "crate::json_u64::hex")]
+    trace_hash: u64,
+    failure: Failure,
+    #[serde(rename = "reports")]
+    _reports: serde::de::IgnoredAny,
+    history: HistoryCount,
+}
+
+impl Header {
+    /// The artifact with an empty history and no reports.
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            format: self.format.clone(),
+            scenario: self.scenario.clone(),
+            profile: self.profile.clone(),
+            seed: self.seed,
+            bugs: self.bugs.clone(),
+            config: self.config.clone(),
+            scenario_toml: self.scenario_toml.clone(),
+            commit: self.commit.clone(),
+            version: self.version.clone(),
+            trace_hash: self.trace_hash,
+            failure: self.failure.clone(),
+            reports: Vec::new(),
+            history: History::default(),
+        }
     }
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+
+    /// How many operations the artifact's history holds.
+    pub fn history_ops(&self) -> usize {
+        self.history.ops.0
+    }
+}
+
+/// `{"ops": [...]}`, counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryCount {
+    ops: Counted,
+}
+
+/// A JSON list, counted without keeping its elements.
+#[derive(Debug, Clone)]
+struct Counted(usize);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Counted;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Counted, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+/// Parses an artifact's text; errors name the JSON path of the bad field.
+pub fn parse(text: &str) -> Result<Header, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let header: Header = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| format!("not a shopsim artifact: {}", crate::input::json_error(&e)))?;
+    de.end().map_err(|e| {
+        format!(
+            "line {}, column {}: trailing characters after the JSON value",
+            e.line(),
+            e.column()
+        )
+    })?;
+    if !FORMATS_READ.contains(&header.format.as_str()) {
+        return Err(format!(
+            "format: expected one of {}, got `{}`",
+            FORMATS_READ.map(|f| format!("`{f}`")).join(", "),
+            shopsim_sim::input::cut(&header.format, 40)
+        ));
+    }
+    Ok(header)
+}
+
+/// An artifact whose scenario, profile, bugs and configuration passed the scenario
+/// validation ([`shopsim_scenarios::check_replay`]), ready to run.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The artifact as written, without its history and reports.
+    pub artifact: Artifact,
+    /// How many operations its history holds.
+    pub history_ops: usize,
+    /// Its scenario (embedded, or the built-in one it names).
+    pub scenario: shopsim_scenarios::Scenario,
+    /// Its database profile.
+    pub profile: shopsim_sim::db::Profile,
+}
+
+/// Reads and checks an artifact: anything `replay` or `shrink` would hand the runner.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let header = read(path)?;
+    check(header).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Checks a parsed artifact (see [`load`]).
+pub fn check(header: Header) -> Result<Loaded, String> {
+    let (scenario, profile) = shopsim_scenarios::check_replay(
+        &header.scenario,
+        &header.scenario_toml,
+        &header.profile,
+        &header.bugs,
+        &header.config,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Loaded {
+        artifact: header.artifact(),
+        history_ops: header.history_ops(),
+        scenario,
+        profile,
+    })
 }
 
 /// The folder name of `scenario`@`profile`: characters other than letters, digits and
@@ -184,6 +302,67 @@ mod tests {
         assert_eq!(folder_name("a/../b", "pg_rc"), "a_.._b@pg_rc");
         assert_eq!(folder_name("..", "x"), "_..@x");
         assert_eq!(relative_path("../../etc", "p", 1), "_.._.._etc@p/1.json");
+    }
+
+    /// What an artifact is written as reads back as a [`Header`] holding every field but the
+    /// history and the reports, so the two types cannot drift apart (`Header` refuses
+    /// unknown fields); a version 1 artifact (integers for the seed and the hash) reads too.
+    #[test]
+    fn a_written_artifact_reads_back_as_its_header() {
+        let scenario = shopsim_scenarios::find("payment-race").unwrap();
+        let outcome = shopsim_sim::runner::run(
+            &scenario
+                .system(shopsim_sim::db::Profile::PgRc, &[])
+                .unwrap(),
+            3,
+            &scenario.sim_config(),
+        );
+        let artifact = Artifact {
+            format: FORMAT.to_string(),
+            scenario: scenario.name.clone(),
+            profile: "pg_rc".to_string(),
+            seed: u64::MAX,
+            bugs: vec!["payment_check_then_act".to_string()],
+            config: scenario.sim_config(),
+            scenario_toml: scenario.to_toml(),
+            commit: BUILD_COMMIT.to_string(),
+            version: VERSION.to_string(),
+            trace_hash: 0xfedc_ba98_7654_3210,
+            failure: Failure {
+                kind: shopsim_sim::runner::FailureKind::Violation,
+                check: "payment_exactly_once".to_string(),
+                witness: "w".to_string(),
+            },
+            reports: outcome.reports.clone(),
+            history: outcome.history.clone(),
+        };
+        let text = serde_json::to_string_pretty(&artifact).unwrap();
+        let header = parse(&text).unwrap();
+        assert_eq!(header.history_ops(), outcome.history.ops.len());
+        let read = header.artifact();
+        let expected = Artifact {
+            reports: Vec::new(),
+            history: History::default(),
+            ..artifact.clone()
+        };
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
+        let mut v1 = serde_json::to_value(&artifact).unwrap();
+        v1["format"] = "shopsim-artifact-1".into();
+        v1["seed"] = u64::MAX.into();
+        v1["trace_hash"] = 0xfedc_ba98_7654_3210u64.into();
+        let header = parse(&v1.to_string()).unwrap();
+        assert_eq!(
+            (header.artifact().seed, header.artifact().trace_hash),
+            (u64::MAX, 0xfedc_ba98_7654_3210)
+        );
+        v1["format"] = "shopsim-artifact-3".into();
+        assert!(parse(&v1.to_string()).unwrap_err().starts_with("format: "));
+        v1["format"] = FORMAT.into();
+        v1["extra"] = 1.into();
+        assert!(parse(&v1.to_string()).is_err());
     }
 
     #[test]

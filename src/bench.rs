@@ -13,7 +13,7 @@ pub struct Args {
     /// A scenario file outside the registry (repeatable).
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<std::path::PathBuf>,
-    /// Seeds per scenario.
+    /// Seeds per scenario (at least 1; up to 2^64 - 1, run lazily).
     #[arg(long, default_value = "40")]
     seeds: u64,
     /// Print JSON instead of a table.
@@ -184,41 +184,49 @@ fn peak_rss_one_seed_kib(
     peak
 }
 
-pub fn run(args: Args) -> u8 {
+/// Checks every flag and file without running anything: the scenarios benched (each once,
+/// under its first profile).
+pub fn check_args(args: &Args) -> Result<Vec<crate::run::Selected>, String> {
     if args.seeds == 0 {
-        eprintln!("error: --seeds: must be at least 1, got `0`");
-        return EXIT_BAD_INPUT;
+        return Err("--seeds: must be at least 1, got `0`".to_string());
     }
-    let selected = match crate::run::resolve(
+    let selected = crate::run::resolve(
         &args.scenarios,
         args.scenarios.is_empty() && args.files.is_empty(),
         &args.files,
         None,
-    ) {
-        Ok(r) => r,
+    )?;
+    let mut benched: Vec<crate::run::Selected> = Vec::new();
+    for s in selected {
+        s.system(&[]).map_err(|e| e.to_string())?;
+        if !benched.iter().any(|b| b.scenario == s.scenario) {
+            benched.push(s);
+        }
+    }
+    Ok(benched)
+}
+
+pub fn run(args: Args) -> u8 {
+    let benched = match check_args(&args) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    // Each scenario once, under its first profile.
-    let mut benched: Vec<crate::run::Selected> = Vec::new();
-    for s in selected {
-        if !benched.iter().any(|b| b.scenario == s.scenario) {
-            benched.push(s);
-        }
-    }
-    let seeds: Vec<u64> = (0..args.seeds).collect();
+    // A range, run lazily: any count is accepted without building a list.
+    let seeds = shopsim_sim::seed::SeedPlan {
+        start: 0,
+        count: args.seeds,
+    };
     let mut rows = Vec::new();
-    let bar = crate::progress::Bar::new((benched.len() as u64 + 2) * args.seeds, "bench", "seeds");
+    let bar = crate::progress::Bar::new(
+        (benched.len() as u64 + 2).saturating_mul(args.seeds),
+        "bench",
+        "seeds",
+    );
     for selected in &benched {
-        let system = match selected.system(&[]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        };
+        let system = selected.system(&[]).expect("checked above");
         let config = selected.scenario.sim_config();
         // Outcomes are consumed as they come, as `run` does: keeping them would measure
         // the growth of this process's heap, not the simulation.
@@ -236,13 +244,13 @@ pub fn run(args: Args) -> u8 {
             },
         );
         let wall = started.elapsed().as_secs_f64();
-        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds[0]);
+        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds.start);
         rows.push(serde_json::json!({
             "scenario": system.name,
-            "seeds": seeds.len(),
-            "seeds_per_s": seeds.len() as f64 / wall,
+            "seeds": seeds.count,
+            "seeds_per_s": seeds.count as f64 / wall,
             "virtual_per_wall": virtual_s / wall,
-            "wall_ms_per_seed": wall * 1000.0 / seeds.len() as f64,
+            "wall_ms_per_seed": wall * 1000.0 / seeds.count as f64,
             "peak_rss_mib_one_seed": peak_kib.map(|k| k as f64 / 1024.0),
         }));
     }
@@ -266,7 +274,7 @@ pub fn run(args: Args) -> u8 {
                 true
             },
         );
-        seeds.len() as f64 / started.elapsed().as_secs_f64()
+        seeds.count as f64 / started.elapsed().as_secs_f64()
     };
     let one = speed(1);
     let many = speed(jobs);

@@ -17,31 +17,29 @@ pub struct Args {
     profiles: Vec<String>,
 }
 
-pub fn run(args: Args) -> u8 {
+/// Checks the profiles and the script file without running anything.
+pub fn check_args(args: &Args) -> Result<(ScriptFile, Vec<Profile>), String> {
     let mut profiles = Vec::new();
     for name in &args.profiles {
-        match name.parse::<Profile>() {
-            Ok(p) => profiles.push(p),
-            Err(e) => {
-                eprintln!("error: --profile: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        }
+        profiles.push(
+            name.parse::<Profile>()
+                .map_err(|e| format!("--profile: {e}"))?,
+        );
     }
     if profiles.is_empty() {
         profiles = Profile::ALL.to_vec();
     }
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(text) => text,
+    let text = crate::input::read_text(&args.file, crate::input::CONFORMANCE_BYTES_MAX)
+        .map_err(|e| format!("FILE {e}"))?;
+    let file = ScriptFile::parse(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    Ok((file, profiles))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (file, profiles) = match check_args(&args) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("error: FILE {}: {e}", args.file.display());
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let file = match ScriptFile::parse(&text) {
-        Ok(file) => file,
-        Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
+            eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };

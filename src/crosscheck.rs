@@ -6,13 +6,20 @@ use std::path::{Path, PathBuf};
 
 use shopsim_crosscheck::campaign::{self, Finding, Summary};
 use shopsim_crosscheck::files;
-use shopsim_crosscheck::server::EngineKind;
+use shopsim_crosscheck::server::{EngineKind, RealServer};
 use shopsim_crosscheck::{Engines, RunError};
+use shopsim_scenarios::Scenario;
 use shopsim_sim::db::conformance::ScriptFile;
 use shopsim_sim::db::server::transcript::record_transcripts;
 use shopsim_sim::db::Profile;
 
 use crate::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATION};
+
+/// The most seeds `--random` or `--seeds` accepts: each one is a run on a real server (a few
+/// milliseconds at best), so this is years of work, and no seed range can pass 2^64 - 1.
+pub const SEEDS_MAX: u64 = 1_000_000_000;
+/// The largest `--shrink-budget`: candidate runs for one divergence.
+pub const SHRINK_BUDGET_MAX: usize = 1_000_000;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,10 +32,10 @@ pub struct Args {
     /// built-in scenario).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Random transaction groups: how many seeds.
+    /// Random transaction groups: how many seeds (1..=1000000000).
     #[arg(long, value_name = "K")]
     random: Option<u64>,
-    /// Transcripts: seeds per scenario and profile (default 8).
+    /// Transcripts: seeds per scenario and profile (default 8; 1..=1000000000).
     #[arg(long, value_name = "K")]
     seeds: Option<u64>,
     /// The first seed (default 0).
@@ -41,7 +48,8 @@ pub struct Args {
     /// Where shrunk divergences are written as conformance scripts.
     #[arg(long, value_name = "DIR", default_value = "target/shopsim/crosscheck")]
     findings: PathBuf,
-    /// How many candidate runs shrinking one divergence may try (0: do not shrink).
+    /// How many candidate runs shrinking one divergence may try (0: do not shrink; at most
+    /// 1000000).
     #[arg(long, value_name = "N", default_value_t = 200)]
     shrink_budget: usize,
 }
@@ -53,35 +61,151 @@ fn parse_profiles(names: &[String]) -> Result<Vec<Profile>, String> {
         .collect()
 }
 
+/// What a crosscheck compares.
+pub enum Source {
+    /// A conformance file, read and parsed.
+    File(ScriptFile),
+    /// Transcripts of these scenarios' runs.
+    Scenarios(Vec<Scenario>),
+    /// This many random transaction groups.
+    Random(u64),
+}
+
+/// A crosscheck whose every input was checked.
+pub struct Plan {
+    source: Source,
+    profiles: Vec<Profile>,
+    /// The engines it starts.
+    kinds: Vec<EngineKind>,
+}
+
+/// `--seeds` / `--random`: 1..=[`SEEDS_MAX`], and the last seed from `--seed-start` a 64-bit
+/// seed.
+fn check_count(flag: &str, count: u64, seed_start: u64) -> Result<u64, String> {
+    if !(1..=SEEDS_MAX).contains(&count) {
+        return Err(format!(
+            "{flag}: expected a whole number in 1..={SEEDS_MAX}, got `{count}`"
+        ));
+    }
+    if seed_start.checked_add(count - 1).is_none() {
+        return Err(format!(
+            "{flag}: {count} seeds from --seed-start {seed_start} pass the last seed, 2^64 - 1"
+        ));
+    }
+    Ok(count)
+}
+
+/// Checks every flag and file, and that the engines it needs are installed, without starting
+/// a server or writing anything; errors name the flag and the value. A missing engine is bad
+/// input too (exit 2), with what was tried.
+pub fn check_args(args: &Args) -> Result<Plan, String> {
+    let profiles = parse_profiles(&args.profiles)?;
+    let sources = usize::from(args.file.is_some())
+        + usize::from(!args.scenarios.is_empty())
+        + usize::from(args.random.is_some());
+    if sources != 1 {
+        return Err(format!(
+            "--scenario, --random or FILE: give exactly one source, got {sources}"
+        ));
+    }
+    if args.measure.is_some() && args.file.is_none() {
+        return Err("--measure: needs FILE".to_string());
+    }
+    if args.shrink_budget > SHRINK_BUDGET_MAX {
+        return Err(format!(
+            "--shrink-budget: expected a whole number in 0..={SHRINK_BUDGET_MAX}, got `{}`",
+            args.shrink_budget
+        ));
+    }
+    if let Some(seeds) = args.seeds {
+        check_count("--seeds", seeds, args.seed_start)?;
+    }
+    let (source, profiles) = if let Some(path) = &args.file {
+        let text = crate::input::read_text(path, crate::input::CONFORMANCE_BYTES_MAX)
+            .map_err(|e| format!("FILE {e}"))?;
+        let file = ScriptFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let profiles = if profiles.is_empty() {
+            let mut measured: Vec<Profile> = file
+                .scripts
+                .iter()
+                .flat_map(|s| s.outcomes.keys().copied())
+                .collect();
+            measured.sort();
+            measured.dedup();
+            if measured.is_empty() {
+                Profile::ALL.to_vec()
+            } else {
+                measured
+            }
+        } else {
+            profiles
+        };
+        (Source::File(file), profiles)
+    } else if let Some(count) = args.random {
+        let count = check_count("--random", count, args.seed_start)?;
+        let profiles = if profiles.is_empty() {
+            Profile::ALL.to_vec()
+        } else {
+            profiles
+        };
+        (Source::Random(count), profiles)
+    } else {
+        let scenarios = if args.scenarios.iter().any(|s| s == "all") {
+            shopsim_scenarios::builtin()
+        } else {
+            let mut out = Vec::new();
+            for name in &args.scenarios {
+                out.push(shopsim_scenarios::find(name).map_err(|e| format!("--scenario: {e}"))?);
+            }
+            out
+        };
+        let mut used = profiles.clone();
+        if profiles.is_empty() {
+            used = scenarios.iter().flat_map(|s| s.profile_list()).collect();
+        }
+        for scenario in &scenarios {
+            for profile in &used {
+                scenario
+                    .system(*profile, &[])
+                    .map_err(|e| format!("--scenario {}: {e}", scenario.name))?;
+            }
+        }
+        (Source::Scenarios(scenarios), profiles)
+    };
+    let kinds = match &source {
+        Source::Random(_) if profiles.is_empty() => {
+            vec![EngineKind::Postgres, EngineKind::MariaDb]
+        }
+        Source::Scenarios(scenarios) if profiles.is_empty() => kinds_of(
+            &scenarios
+                .iter()
+                .flat_map(|s| s.profile_list())
+                .collect::<Vec<_>>(),
+        ),
+        _ => kinds_of(&profiles),
+    };
+    for kind in &kinds {
+        RealServer::check_binaries(*kind).map_err(|e| format!("real engine: {e}"))?;
+    }
+    Ok(Plan {
+        source,
+        profiles,
+        kinds,
+    })
+}
+
 pub fn run(args: Args) -> u8 {
-    let profiles = match parse_profiles(&args.profiles) {
+    let plan = match check_args(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let sources = usize::from(args.file.is_some())
-        + usize::from(!args.scenarios.is_empty())
-        + usize::from(args.random.is_some());
-    if sources != 1 {
-        eprintln!("error: give exactly one source: FILE, --scenario NAME or --random K");
-        return EXIT_BAD_INPUT;
-    }
-    if args.measure.is_some() && args.file.is_none() {
-        eprintln!("error: --measure: needs FILE");
-        return EXIT_BAD_INPUT;
-    }
-    if args.seeds == Some(0) || args.random == Some(0) {
-        eprintln!("error: --seeds / --random: must be at least 1, got 0");
-        return EXIT_BAD_INPUT;
-    }
-    let result = if let Some(file) = &args.file {
-        run_file(&args, file, &profiles)
-    } else if !args.scenarios.is_empty() {
-        run_scenarios(&args, &profiles)
-    } else {
-        run_random(&args, &profiles)
+    let result = match &plan.source {
+        Source::File(file) => run_file(&args, file, &plan),
+        Source::Scenarios(scenarios) => run_scenarios(&args, scenarios, &plan),
+        Source::Random(count) => run_random(&args, *count, &plan),
     };
     match result {
         Ok(code) => code,
@@ -114,30 +238,11 @@ fn run_error(e: RunError) -> String {
     }
 }
 
-fn run_file(args: &Args, path: &Path, profiles: &[Profile]) -> Result<u8, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("FILE {}: {e}", path.display()))?;
-    let file = ScriptFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let profiles = if profiles.is_empty() {
-        let mut measured: Vec<Profile> = file
-            .scripts
-            .iter()
-            .flat_map(|s| s.outcomes.keys().copied())
-            .collect();
-        measured.sort();
-        measured.dedup();
-        if measured.is_empty() {
-            Profile::ALL.to_vec()
-        } else {
-            measured
-        }
-    } else {
-        profiles.to_vec()
-    };
-    let mut engines = start(&kinds_of(&profiles))?;
+fn run_file(args: &Args, file: &ScriptFile, plan: &Plan) -> Result<u8, String> {
+    let profiles = &plan.profiles;
+    let mut engines = start(&plan.kinds)?;
     if let Some(out) = &args.measure {
-        let (measured, header) =
-            files::measure(&mut engines, &file, &profiles).map_err(run_error)?;
+        let (measured, header) = files::measure(&mut engines, file, profiles).map_err(run_error)?;
         std::fs::write(out, measured.to_toml(&header))
             .map_err(|e| format!("--measure {}: {e}", out.display()))?;
         println!(
@@ -149,7 +254,7 @@ fn run_file(args: &Args, path: &Path, profiles: &[Profile]) -> Result<u8, String
         return Ok(EXIT_OK);
     }
     let started = std::time::Instant::now();
-    let checks = files::check_file(&mut engines, &file, &profiles).map_err(run_error)?;
+    let checks = files::check_file(&mut engines, file, profiles).map_err(run_error)?;
     let mut diverged = 0;
     let mut statements = 0;
     for check in &checks {
@@ -262,25 +367,16 @@ fn print_finding(i: usize, f: &Finding) {
     }
 }
 
-fn run_random(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
-    let count = args.random.expect("checked");
-    let kinds = if profiles.is_empty() {
-        vec![EngineKind::Postgres, EngineKind::MariaDb]
-    } else {
-        kinds_of(profiles)
-    };
-    let mut engines = start(&kinds)?;
-    let end = args.seed_start.checked_add(count).ok_or_else(|| {
-        format!(
-            "--seed-start {} + --random {count} overflows",
-            args.seed_start
-        )
-    })?;
+fn run_random(args: &Args, count: u64, plan: &Plan) -> Result<u8, String> {
+    let kinds = &plan.kinds;
+    let mut engines = start(kinds)?;
+    // Checked: the last seed, seed_start + count - 1, is a 64-bit seed.
+    let last_seed = args.seed_start + (count - 1);
     let mut last = std::time::Instant::now();
     let summary = campaign::random_groups(
         &mut engines,
-        args.seed_start..end,
-        &kinds,
+        args.seed_start..=last_seed,
+        kinds,
         args.shrink_budget,
         |s| {
             if last.elapsed().as_secs() >= 10 {
@@ -299,18 +395,10 @@ fn run_random(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
     report(&summary, &args.findings, "random groups")
 }
 
-fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
-    let scenarios = if args.scenarios.iter().any(|s| s == "all") {
-        shopsim_scenarios::builtin()
-    } else {
-        let mut out = Vec::new();
-        for name in &args.scenarios {
-            out.push(shopsim_scenarios::find(name).map_err(|e| format!("--scenario: {e}"))?);
-        }
-        out
-    };
+fn run_scenarios(args: &Args, scenarios: &[Scenario], plan: &Plan) -> Result<u8, String> {
+    let profiles = &plan.profiles;
     let mut runs = Vec::new();
-    for scenario in &scenarios {
+    for scenario in scenarios {
         let list = if profiles.is_empty() {
             scenario.profile_list()
         } else {
@@ -320,8 +408,7 @@ fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
             runs.push((scenario.clone(), profile));
         }
     }
-    let kinds = kinds_of(&runs.iter().map(|(_, p)| *p).collect::<Vec<_>>());
-    let mut engines = start(&kinds)?;
+    let mut engines = start(&plan.kinds)?;
     let seeds = args.seeds.unwrap_or(8);
     let mut last = std::time::Instant::now();
     let mut exit = EXIT_OK;
@@ -331,8 +418,9 @@ fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
             .map_err(|e| format!("--scenario {}: {e}", scenario.name))?;
         let config = scenario.sim_config();
         let name = format!("{}@{}", scenario.name, profile);
-        let end = args.seed_start.saturating_add(seeds);
-        let inputs = (args.seed_start..end).map(|seed| {
+        // Checked: the last seed, seed_start + seeds - 1, is a 64-bit seed.
+        let last_seed = args.seed_start + (seeds - 1);
+        let inputs = (args.seed_start..=last_seed).map(|seed| {
             let (_, transcripts) =
                 record_transcripts(|| shopsim_sim::runner::run(&system, seed, &config));
             let primary = transcripts

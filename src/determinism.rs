@@ -16,7 +16,7 @@ pub struct Args {
     /// A scenario file outside the registry (repeatable).
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<PathBuf>,
-    /// Seeds per scenario and profile.
+    /// Seeds per scenario and profile (up to 2^64 - 1, run lazily).
     #[arg(long, default_value = "8")]
     seeds: String,
     /// First seed.
@@ -33,21 +33,26 @@ pub struct Args {
     steering: bool,
 }
 
-pub fn run(args: Args) -> u8 {
-    let runs = match crate::run::resolve(
+/// Checks every flag and file without running anything.
+pub fn check_args(
+    args: &Args,
+) -> Result<(Vec<crate::run::Selected>, shopsim_sim::seed::SeedPlan), String> {
+    let runs = crate::run::resolve(
         &args.scenarios,
         args.scenarios.is_empty() && args.files.is_empty(),
         &args.files,
         args.profile.as_deref(),
-    ) {
+    )?;
+    let seeds = crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8)?;
+    for selected in &runs {
+        selected.system(&[]).map_err(|e| e.to_string())?;
+    }
+    Ok((runs, seeds))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (runs, seeds) = match check_args(&args) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let seeds = match crate::run::seeds(None, Some(&args.seeds), &args.seed_start, 8) {
-        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
@@ -55,26 +60,20 @@ pub fn run(args: Args) -> u8 {
     };
     let exe = std::env::current_exe().ok();
     let bar = crate::progress::Bar::new(
-        (runs.len() * seeds.len()) as u64,
+        (runs.len() as u64).saturating_mul(seeds.count),
         "check-determinism",
         "seeds",
     );
-    let mut checked = 0;
+    let mut checked: u64 = 0;
     let draw = if args.steering {
         Draw::Steering
     } else {
         Draw::Scenario
     };
     for selected in &runs {
-        let system = match selected.system(&[]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        };
+        let system = selected.system(&[]).expect("checked above");
         let base = selected.scenario.sim_config();
-        for &seed in &seeds {
+        for seed in seeds.seeds() {
             let config = draw.config(&base, seed);
             let replay = SeedRun {
                 source: &selected.source,

@@ -2,11 +2,13 @@
 //! no simulation logic.
 //!
 //! Exit codes (as in DESIGN.md): 0 all valid, 1 a property violated (or a conformance
-//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism.
+//! mismatch), 2 bad input, 3 liveness, 4 panic in the model, 5 nondeterminism, 130 `fuzz`
+//! interrupted (SIGINT, SIGTERM or SIGHUP) after saving its state and reports. Bad input is always 2 and never reaches the
+//! model, so 3 and 4 always mean the system under test misbehaved.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The allocator: a simulation allocates and frees millions of small objects per second
 /// (rows, messages, history records), where mimalloc is markedly faster than the system one.
@@ -20,6 +22,8 @@ mod crosscheck;
 mod determinism;
 mod diagram;
 mod fuzz;
+mod fuzz_inputs;
+mod input;
 mod json_u64;
 mod progress;
 mod replay;
@@ -36,6 +40,34 @@ pub const EXIT_VIOLATION: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: a run did not reproduce (nondeterminism).
 pub const EXIT_NONDETERMINISM: u8 = 5;
+/// Exit code: `fuzz` was interrupted (SIGINT, or SIGTERM as a stopped pod gets) and saved
+/// its state and reports (128 + SIGINT, as shells report it). Never 0: a campaign cut short
+/// did not finish, so a Kubernetes Job restarts it with `--resume`.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Every exit code with its meaning, for `--help`.
+pub const EXIT_CODES: [(u8, &str); 8] = [
+    (EXIT_OK, "every check valid"),
+    (
+        EXIT_VIOLATION,
+        "a property violated (or a conformance mismatch)",
+    ),
+    (
+        EXIT_BAD_INPUT,
+        "bad input: a flag, file or scenario (the message names the flag or field and the value)",
+    ),
+    (3, "liveness: a run never settled"),
+    (4, "a panic in the model"),
+    (
+        EXIT_NONDETERMINISM,
+        "nondeterminism: a run did not reproduce its trace hash",
+    ),
+    (101, "a panic of shopsim itself (a bug: please report it)"),
+    (
+        EXIT_INTERRUPTED,
+        "fuzz interrupted (SIGINT or SIGTERM); its state and reports are saved, continue with --resume",
+    ),
+];
 
 /// `--version`: the version and the commit the binary was built from (`build.rs`).
 const LONG_VERSION: &str = concat!(
@@ -104,7 +136,7 @@ enum Command {
         each group keeps its first and smallest failure. --duration and --seeds are the\n\
         campaign's totals across --resume. Exit: 0 nothing failed, 1/3/4 the worst failure\n\
         of the campaign, 5 a failure did not reproduce, 2 bad input or --out held by\n\
-        another campaign.")]
+        another campaign, 130 interrupted (Ctrl-C or SIGTERM) after saving the state.")]
     Fuzz(fuzz::Args),
     /// Search for a smaller run that still fails the same check; writes it as a new artifact.
     #[command(
@@ -126,10 +158,146 @@ enum Command {
         shopsim bench --file my-scenario.toml --seeds 20"
     )]
     Bench(bench::Args),
+    /// Print a complete scenario template (every field, its unit, default and bounds), or
+    /// check a scenario file.
+    #[command(after_help = "Examples:\n  \
+        shopsim scenario --template > my.toml\n  \
+        shopsim scenario --check my.toml")]
+    Scenario(ScenarioArgs),
+    /// Generated hostile inputs of every kind (command lines, scenarios, artifacts, state
+    /// files, conformance scripts), judged by the commands' own checks: counts by outcome.
+    #[command(after_help = "Examples:\n  \
+        shopsim fuzz-inputs --count 10000\n  \
+        shopsim fuzz-inputs --count 1000000 --seed 1\n  \
+        shopsim fuzz-inputs --start 4242 --count 1 --show")]
+    FuzzInputs(fuzz_inputs::Args),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ScenarioArgs {
+    /// Print the template.
+    #[arg(long)]
+    template: bool,
+    /// Check this scenario file (exit 0 if valid, 2 naming the field and value if not).
+    #[arg(long, value_name = "FILE")]
+    check: Option<std::path::PathBuf>,
+}
+
+/// What `--help` of `command` adds from the registries: exit codes, and the profiles,
+/// planted bugs and scenarios it accepts.
+fn registry_help(command: &str) -> String {
+    let mut out = String::from("Exit codes:\n");
+    for (code, meaning) in EXIT_CODES {
+        out.push_str(&format!("  {code:<4} {meaning}\n"));
+    }
+    let profiles = matches!(
+        command,
+        "run" | "fuzz" | "replay" | "check-determinism" | "conformance" | "crosscheck"
+    );
+    let bugs = matches!(command, "run" | "fuzz" | "replay");
+    let scenarios = matches!(
+        command,
+        "run" | "fuzz" | "replay" | "check-determinism" | "bench" | "crosscheck"
+    );
+    if profiles {
+        let names: Vec<&str> = shopsim_sim::db::Profile::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        out.push_str(&format!("\nProfiles (--profile): {}\n", names.join(", ")));
+    }
+    if bugs {
+        out.push_str("\nPlanted bugs (--bug):\n");
+        for (name, what) in shopsim_model::bugs::NAMES {
+            out.push_str(&format!("  {name:<36} {what}\n"));
+        }
+    }
+    if scenarios {
+        let names: Vec<String> = shopsim_scenarios::builtin()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        out.push_str(&format!("\nScenarios: {}\n", names.join(", ")));
+    }
+    out
+}
+
+/// The command line with every subcommand's help extended by [`registry_help`].
+fn cli_command() -> clap::Command {
+    let mut command = Cli::command();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(&name, |sub| {
+            let examples = sub
+                .get_after_help()
+                .map(|h| format!("{h}\n\n"))
+                .unwrap_or_default();
+            let help = format!("{examples}{}", registry_help(&name));
+            sub.after_help(help)
+        });
+    }
+    let top = registry_help("");
+    command.after_help(top)
+}
+
+/// Parses `args` as the command line; `Err` carries clap's message and the exit code.
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = cli_command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// Checks every input of `command` (flags, files, scenarios) exactly as the command does
+/// before it starts work, without running or writing anything: the in-process oracle of
+/// `shopsim fuzz-inputs`.
+fn check_input(command: Command) -> Result<(), String> {
+    match command {
+        Command::Conformance(args) => conformance::check_args(&args).map(|_| ()),
+        Command::Crosscheck(args) => crosscheck::check_args(&args).map(|_| ()),
+        Command::Run(args) => run::check_args(&args).map(|_| ()),
+        Command::Replay(args) => replay::plan(args).map(|_| ()),
+        Command::Fuzz(args) => fuzz::check_args(&args).map(|_| ()),
+        Command::Shrink(args) => shrink::check_args(&args).map(|_| ()),
+        Command::CheckDeterminism(args) => determinism::check_args(&args).map(|_| ()),
+        Command::Bench(args) => bench::check_args(&args).map(|_| ()),
+        Command::List => Ok(()),
+        Command::Scenario(args) => match args.check {
+            Some(path) => run::resolve(&[], false, &[path], None).map(|_| ()),
+            None => Ok(()),
+        },
+        Command::FuzzInputs(args) => fuzz_inputs::check_args(&args),
+    }
+}
+
+fn scenario(args: ScenarioArgs) -> u8 {
+    if args.template {
+        print!("{}", shopsim_scenarios::Scenario::template());
+        return EXIT_OK;
+    }
+    let Some(path) = args.check else {
+        return EXIT_BAD_INPUT;
+    };
+    match run::resolve(&[], false, std::slice::from_ref(&path), None) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -150,6 +318,8 @@ fn main() -> ExitCode {
         Command::Shrink(args) => shrink::run(args),
         Command::CheckDeterminism(args) => determinism::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Scenario(args) => scenario(args),
+        Command::FuzzInputs(args) => fuzz_inputs::run(args),
         Command::List => {
             for s in shopsim_scenarios::builtin() {
                 println!("{:<22} {}", s.name, s.why);

@@ -33,112 +33,133 @@ pub struct Args {
     /// Write a Mermaid sequence diagram of the operations in the witness to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
-    /// Steer the schedule with the steering plan drawn from the seed, as `run --steering`
-    /// does (not with an artifact: it holds its configuration).
-    #[arg(long)]
-    steering: bool,
-    /// Draw the fault plan from the seed, as `fuzz` does in swarm mode (not with an
-    /// artifact, which stores its configuration).
+    /// Draw the fault plan and steering from the seed, as `fuzz` does in swarm mode (not
+    /// with an artifact, which stores its configuration).
     #[arg(long)]
     swarm: bool,
     /// With --swarm: keep the scenario's own steering, as `fuzz --no-steering` does.
     #[arg(long)]
     no_steering: bool,
+    /// Steer the schedule with the steering plan drawn from the seed, as `run --steering`
+    /// does (not with an artifact: it holds its configuration).
+    #[arg(long)]
+    steering: bool,
 }
 
-pub fn run(mut args: Args) -> u8 {
+/// A replay whose every input was checked: what `run` hands the runner.
+pub struct Plan {
+    selected: crate::run::Selected,
+    system: shopsim_model::shop::Shop,
+    seed: u64,
+    config: shopsim_sim::runner::SimConfig,
+    expect_hash: Option<u64>,
+    artifact_path: Option<String>,
+    draw: Draw,
+}
+
+/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, draw)
+/// without running anything; errors name the flag or field and the value.
+pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
+    let draw = Draw::from_flags(args.swarm, args.steering, args.no_steering)?;
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
-    let draw = match Draw::from_flags(args.swarm, args.steering, args.no_steering) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let mut artifact_config = None;
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
-    let mut embedded = None;
-    if let Some(path) = args.scenario.clone().filter(|s| s.ends_with(".json")) {
-        let artifact = match crate::artifact::read(std::path::Path::new(&path)) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: ARTIFACT {e}");
-                return EXIT_BAD_INPUT;
-            }
-        };
-        args.scenario = Some(artifact.scenario.clone());
-        args.seed = Some(artifact.seed.to_string());
-        args.profile = Some(artifact.profile.clone());
-        args.bugs = artifact.bugs.clone();
+    let mut loaded = None;
+    if let Some(path) = &artifact_path {
+        let artifact = crate::artifact::load(std::path::Path::new(path))
+            .map_err(|e| format!("ARTIFACT {e}"))?;
         for (given, flag) in [
             (args.swarm, "--swarm"),
             (args.steering, "--steering"),
             (args.no_steering, "--no-steering"),
         ] {
             if given {
-                eprintln!("error: {flag}: not with an artifact (it stores its configuration)");
-                return EXIT_BAD_INPUT;
+                return Err(format!(
+                    "{flag}: not with an artifact (it stores its configuration)"
+                ));
             }
         }
-        args.expect_hash = Some(format!("{:016x}", artifact.trace_hash));
-        artifact_config = Some(artifact.config.clone());
-        if !artifact.scenario_toml.is_empty() {
-            match shopsim_scenarios::Scenario::from_toml(&artifact.scenario_toml) {
-                Ok(s) => embedded = Some(s),
-                Err(e) => {
-                    eprintln!("error: ARTIFACT {path}: scenario_toml: {e}");
-                    return EXIT_BAD_INPUT;
-                }
-            }
+        args.seed = Some(artifact.artifact.seed.to_string());
+        args.bugs = artifact.artifact.bugs.clone();
+        // A hash given on the command line is what the run must reproduce; else the
+        // artifact's own.
+        if args.expect_hash.is_none() {
+            args.expect_hash = Some(format!("{:016x}", artifact.artifact.trace_hash));
         }
+        loaded = Some(artifact);
     }
-    let names: Vec<String> = args.scenario.iter().cloned().collect();
-    let files: Vec<PathBuf> = args.file.iter().cloned().collect();
-    let runs = match &embedded {
-        Some(scenario) => {
-            let profile = match args.profile.as_deref().unwrap_or("pg_rc").parse() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: ARTIFACT profile: {e}");
-                    return EXIT_BAD_INPUT;
-                }
-            };
-            vec![crate::run::Selected {
-                scenario: scenario.clone(),
-                profile,
-                source: crate::reproduce::Source::Builtin(scenario.name.clone()),
-            }]
+    let expect_hash = args
+        .expect_hash
+        .as_deref()
+        .map(crate::input::parse_hash)
+        .transpose()?;
+    let (selected, config) = match loaded {
+        Some(l) => (
+            crate::run::Selected {
+                source: crate::reproduce::Source::Builtin(l.scenario.name.clone()),
+                scenario: l.scenario,
+                profile: l.profile,
+            },
+            Some(l.artifact.config),
+        ),
+        None => {
+            let names: Vec<String> = args.scenario.iter().cloned().collect();
+            let files: Vec<PathBuf> = args.file.iter().cloned().collect();
+            let runs = crate::run::resolve(&names, false, &files, args.profile.as_deref())?;
+            let selected = runs.into_iter().next().ok_or("SCENARIO: required")?;
+            (selected, None)
         }
-        None => match crate::run::resolve(&names, false, &files, args.profile.as_deref()) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_BAD_INPUT;
-            }
+    };
+    let seed_text = args
+        .seed
+        .as_deref()
+        .ok_or("--seed: required (or give an artifact)")?;
+    let seed = shopsim_sim::seed::parse_seed("--seed", seed_text).map_err(|e| e.to_string())?;
+    let system = selected
+        .system(&args.bugs)
+        .map_err(|e| format!("--bug: {e}"))?;
+    let config = match config {
+        Some(c) => c,
+        None => {
+            let config = draw.config(&selected.scenario.sim_config(), seed);
+            // A drawn configuration passes the same validation as any configuration.
+            selected.scenario.check_sim_config(&config).map_err(|e| {
+                format!("{}: {e}", draw.flags().first().copied().unwrap_or("--seed"))
+            })?;
+            config
+        }
+    };
+    Ok((
+        Plan {
+            selected,
+            system,
+            seed,
+            config,
+            expect_hash,
+            artifact_path,
+            draw,
         },
-    };
-    let Some(seed_text) = args.seed.as_deref() else {
-        eprintln!("error: --seed: required (or give an artifact)");
-        return EXIT_BAD_INPUT;
-    };
-    let seed = match shopsim_sim::seed::parse_seed("--seed", seed_text) {
-        Ok(s) => s,
+        args,
+    ))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (plan, args) = match plan(args) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let selected = &runs[0];
-    let system = match selected.system(&args.bugs) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: --bug: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+    let Plan {
+        selected,
+        system,
+        seed,
+        config,
+        expect_hash,
+        artifact_path,
+        draw,
+    } = plan;
     shopsim_sim::trace::init_from_env();
-    let config =
-        artifact_config.unwrap_or_else(|| draw.config(&selected.scenario.sim_config(), seed));
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     let outcome = shopsim_sim::runner::run(&system, seed, &config);
     if args.trace {
@@ -176,13 +197,11 @@ pub fn run(mut args: Args) -> u8 {
         "virtual time: {:.3} s",
         outcome.virtual_elapsed.as_secs_f64()
     );
-    if let Some(expected) = &args.expect_hash {
-        let expected = u64::from_str_radix(expected.trim_start_matches("0x"), 16).ok();
-        if expected != Some(outcome.trace_hash) {
+    if let Some(expected) = expect_hash {
+        if expected != outcome.trace_hash {
             eprintln!(
-                "NONDETERMINISM: trace hash {:016x} differs from the expected {}",
+                "NONDETERMINISM: trace hash {:016x} differs from the expected {expected:016x}",
                 outcome.trace_hash,
-                args.expect_hash.as_deref().unwrap_or_default()
             );
             return EXIT_NONDETERMINISM;
         }

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use shopsim_scenarios::Scenario;
-use shopsim_sim::check::{percentile, LatencySla};
+use shopsim_sim::check::LatencySla;
 use shopsim_sim::coverage::{CoverageReport, Window};
 use shopsim_sim::db::Profile;
-use shopsim_sim::seed::{parse_seed, SeedPlan};
+use shopsim_sim::seed::SeedPlan;
 
 use crate::reproduce::{Draw, SeedRun, Source};
 use crate::signature::Signature;
@@ -26,7 +26,7 @@ pub struct Args {
     /// Run exactly this seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<String>,
-    /// How many seeds per scenario and profile (default: 8).
+    /// How many seeds per scenario and profile (default: 8; up to 2^64 - 1, run lazily).
     #[arg(long)]
     seeds: Option<String>,
     /// First seed (with --seeds).
@@ -38,7 +38,7 @@ pub struct Args {
     /// Turn on a planted bug (repeatable), to see the checks at work.
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
-    /// Worker threads (default: all cores).
+    /// Worker threads, 1..=256 (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
     /// Steer each seed's schedule with a steering plan drawn from the seed (as swarm mode
@@ -128,15 +128,16 @@ pub fn resolve(
     }
     let profile = profile.or(named_profile.as_deref());
     for path in files {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("--file {}: {e}", path.display()))?;
+        let text = crate::input::read_text(path, crate::input::SCENARIO_BYTES_MAX)
+            .map_err(|e| format!("--file {e}"))?;
         let s =
             Scenario::from_toml(&text).map_err(|e| format!("--file {}: {e}", path.display()))?;
         scenarios.push((s, Source::File(path.clone())));
     }
     if scenarios.is_empty() {
         return Err(
-            "no scenario: name one (see `shopsim list`), or pass --all or --file".to_string(),
+            "SCENARIO: required: name one (see `shopsim list`), or pass --all or --file"
+                .to_string(),
         );
     }
     let only = match profile {
@@ -169,24 +170,68 @@ pub fn resolve(
     Ok(runs)
 }
 
-/// The seeds from `--seed` / `--seeds` / `--seed-start`.
+/// The seeds from `--seed` / `--seeds` / `--seed-start`: a range, run lazily, so any count up
+/// to 2^64 - 1 is accepted and costs no memory (the last seed must not pass 2^64 - 1).
 pub fn seeds(
     seed: Option<&str>,
     count: Option<&str>,
     start: &str,
     default_count: u64,
-) -> Result<Vec<u64>, String> {
+) -> Result<SeedPlan, String> {
     let plan = SeedPlan::from_vars(seed, count, Some(start), default_count).map_err(|e| {
         let flag = match e.field.as_str() {
             "SHOPSIM_SEED" => "--seed",
             "SHOPSIM_SEEDS" => "--seeds",
             _ => "--seed-start",
         };
-        format!("{flag}: {}, got `{}`", e.expected, e.value)
+        let value = shopsim_sim::input::cut(&e.value, 40);
+        format!("{flag}: {}, got `{value}`", e.expected)
     })?;
-    let _ = parse_seed;
-    Ok(plan.seeds().collect())
+    Ok(plan)
 }
+
+/// Latencies counted by the value a table shows (0.1 ms), so that a percentile over any
+/// number of seeds needs memory for distinct shown values only, and shows exactly what the
+/// percentile of every latency would: rounding is monotone, so it keeps the order.
+#[derive(Debug, Default)]
+pub struct LatencyCounts {
+    tenths_ms: std::collections::BTreeMap<u64, u64>,
+    total: u64,
+}
+
+impl LatencyCounts {
+    /// Counts latencies in µs.
+    pub fn extend(&mut self, latencies_us: impl IntoIterator<Item = u64>) {
+        for us in latencies_us {
+            let shown: f64 = format!("{:.1}", us as f64 / 1000.0)
+                .parse()
+                .expect("a formatted number parses");
+            *self
+                .tenths_ms
+                .entry((shown * 10.0).round() as u64)
+                .or_default() += 1;
+            self.total += 1;
+        }
+    }
+
+    /// The `p`-th percentile (nearest rank, as [`shopsim_sim::check::percentile`]), ms.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let sorted_rank = ((p / 100.0) * self.total as f64).ceil() as u64;
+        let rank = sorted_rank.clamp(1, self.total.max(1));
+        let mut seen = 0;
+        for (&tenths, &n) in &self.tenths_ms {
+            seen += n;
+            if seen >= rank {
+                return Some(tenths as f64 / 10.0);
+            }
+        }
+        None
+    }
+}
+
+/// The most failures `run` prints in full (the first ones in seed order); the table counts
+/// all of them.
+pub const FAILURES_SHOWN_MAX: usize = 100;
 
 /// The latency class of these operation kinds.
 fn latency_class(kinds: &[&str]) -> LatencySla {
@@ -210,48 +255,47 @@ struct RunGroup {
     smallest: (u64, u64),
 }
 
-pub fn run(args: Args) -> u8 {
-    let runs = match resolve(
+/// What `run` runs: the scenarios under their profiles, the seeds and the threads.
+type Plan = (Vec<Selected>, SeedPlan, usize);
+
+/// Checks every flag and file without running anything; errors name the flag and the value.
+pub fn check_args(args: &Args) -> Result<Plan, String> {
+    let runs = resolve(
         &args.scenarios,
         args.all,
         &args.files,
         args.profile.as_deref(),
-    ) {
+    )?;
+    let seeds = seeds(
+        args.seed.as_deref(),
+        args.seeds.as_deref(),
+        &args.seed_start,
+        8,
+    )?;
+    let jobs = crate::input::parse_jobs(args.jobs)?;
+    // Check every bug name before any work starts.
+    for selected in &runs {
+        selected
+            .system(&args.bugs)
+            .map_err(|e| format!("--bug: {e}"))?;
+    }
+    Ok((runs, seeds, jobs))
+}
+
+pub fn run(args: Args) -> u8 {
+    let (runs, seeds, jobs) = match check_args(&args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let seeds = match seeds(
-        args.seed.as_deref(),
-        args.seeds.as_deref(),
-        &args.seed_start,
-        8,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let jobs = match args.jobs {
-        Some(0) => {
-            eprintln!("error: --jobs: must be at least 1, got `0`");
-            return EXIT_BAD_INPUT;
-        }
-        Some(j) => j,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    // Check every bug name before any work starts.
-    for selected in &runs {
-        if let Err(e) = selected.system(&args.bugs) {
-            eprintln!("error: --bug: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    }
     shopsim_sim::trace::init_from_env();
-    let bar = crate::progress::Bar::new((runs.len() * seeds.len()) as u64, "run", "seeds");
+    let bar = crate::progress::Bar::new(
+        (runs.len() as u64).saturating_mul(seeds.count),
+        "run",
+        "seeds",
+    );
     if !args.json {
         bar.println(&format!(
             "{:<34} {:>6} {:>9} {:>14} {:>12} {:>11} {:>13}",
@@ -264,8 +308,8 @@ pub fn run(args: Args) -> u8 {
             "virtual time"
         ));
     }
-    let order: std::collections::BTreeMap<u64, usize> =
-        seeds.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    // A seed's place in the plan: the plan is a range that does not wrap around.
+    let position = |seed: u64| seed - seeds.start;
     let mut exit = EXIT_OK;
     let mut failures = Vec::new();
     let draw = if args.steering {
@@ -283,7 +327,7 @@ pub fn run(args: Args) -> u8 {
         let mut seen = 0usize;
         let mut failed = 0usize;
         let mut virtual_s = 0.0f64;
-        let (mut checkout, mut reads) = (Vec::new(), Vec::new());
+        let (mut checkout, mut reads) = (LatencyCounts::default(), LatencyCounts::default());
         let (mut hits, mut cache_reads) = (0u64, 0u64);
         let mut coverage = shopsim_sim::coverage::CoverageReport::default();
         let checkout_sla = latency_class(&shopsim_model::shop::CHECKOUT_KINDS);
@@ -292,7 +336,8 @@ pub fn run(args: Args) -> u8 {
         let mut verdicts = crate::fuzz::state::RunStats::default();
         let mut groups: Vec<RunGroup> = Vec::new();
         let name = selected.name();
-        let mut run_failures = Vec::new();
+        // The first failures in seed order, at most FAILURES_SHOWN_MAX of them.
+        let mut run_failures: std::collections::BTreeMap<u64, String> = Default::default();
         shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
@@ -318,7 +363,16 @@ pub fn run(args: Args) -> u8 {
                 if let Some(f) = &o.failure {
                     failed += 1;
                     exit = exit.max(o.exit_code());
-                    run_failures.push((o.seed, failure_text(&o, selected, &args.bugs, draw)));
+                    let at = position(o.seed);
+                    let shown_max = FAILURES_SHOWN_MAX.saturating_sub(failures.len());
+                    let earlier = run_failures.len() < shown_max
+                        || run_failures.last_key_value().is_some_and(|(&k, _)| at < k);
+                    if earlier {
+                        run_failures.insert(at, failure_text(&o, selected, &args.bugs, draw));
+                        if run_failures.len() > shown_max {
+                            run_failures.pop_last();
+                        }
+                    }
                     let ops = o.history.ops.len() as u64;
                     let signature = Signature::of(&name, &f.check, &f.witness);
                     match groups.iter_mut().find(|g| g.signature == signature) {
@@ -342,14 +396,9 @@ pub fn run(args: Args) -> u8 {
             },
         );
         // In seed order, whatever order the threads finished in.
-        let position = |seed: u64| order.get(&seed).copied();
-        run_failures.sort_by_key(|(seed, _)| position(*seed));
-        failures.extend(run_failures.into_iter().map(|(_, text)| text));
+        failures.extend(run_failures.into_values());
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-        let p95 = |mut l: Vec<u64>| {
-            l.sort_unstable();
-            percentile(&l, 95.0).map(|us| us as f64 / 1000.0)
-        };
+        let p95 = |l: LatencyCounts| l.percentile_ms(95.0);
         let hit_rate = (cache_reads > 0).then(|| hits as f64 / cache_reads as f64);
         let (p95_checkout, p95_reads) = (p95(checkout), p95(reads));
         if args.json {
@@ -449,6 +498,11 @@ pub fn run(args: Args) -> u8 {
     for f in &failures {
         println!("\n{f}");
     }
+    if failures.len() == FAILURES_SHOWN_MAX {
+        println!(
+            "\n(only the first {FAILURES_SHOWN_MAX} failures are shown; the table counts all)"
+        );
+    }
     exit
 }
 
@@ -470,4 +524,38 @@ pub fn failure_text<S>(
     }
     .replay_command();
     format!("{line}\nnote: reproduce with: {replay}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counted percentile shows what the percentile of every latency shows.
+    #[test]
+    fn latency_counts_show_the_exact_percentile() {
+        let latencies: Vec<u64> = (0..5_000u64).map(|i| (i * 7_919) % 123_457).collect();
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        let mut counts = LatencyCounts::default();
+        counts.extend(latencies);
+        for p in [50.0, 95.0, 99.0, 100.0] {
+            let exact = shopsim_sim::check::percentile(&sorted, p).unwrap() as f64 / 1000.0;
+            assert_eq!(
+                format!("{exact:.1}"),
+                format!("{:.1}", counts.percentile_ms(p).unwrap())
+            );
+        }
+        assert_eq!(LatencyCounts::default().percentile_ms(95.0), None);
+    }
+
+    /// Before: `--seeds 18446744073709551615` built the list of every seed (a capacity
+    /// overflow panic); now it is a range.
+    #[test]
+    fn the_largest_seed_count_is_a_range() {
+        let plan = seeds(None, Some("18446744073709551615"), "0", 8).unwrap();
+        assert_eq!(plan.count, u64::MAX);
+        assert!(seeds(None, Some("2"), "18446744073709551615", 8)
+            .unwrap_err()
+            .starts_with("--seeds: "));
+    }
 }

@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 
 use shopsim_scenarios::Scenario;
-use shopsim_sim::db::Profile;
 use shopsim_sim::runner::SimConfig;
 
 use crate::artifact::{self, Artifact};
@@ -24,8 +23,8 @@ use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM, EXIT_VIOLATION};
 pub struct Args {
     /// An artifact written by `shopsim fuzz` (or by an earlier shrink).
     artifact: PathBuf,
-    /// Seeds tried per candidate besides the current one.
-    #[arg(long, default_value = "16")]
+    /// Seeds tried per candidate besides the current one (at most 1000000).
+    #[arg(long, default_value = "16", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     seeds: u64,
     /// Where the shrunk artifact goes (default: next to the original).
     #[arg(long)]
@@ -71,7 +70,8 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
         let (mut s2, mut c2) = (s.clone(), c.clone());
         f(&mut s2, &mut c2);
         let known = out.iter().any(|(_, a, b)| (a, b) == (&s2, &c2));
-        if (&s2, &c2) != (s, c) && !known && s2.validate().is_ok() && c2.validate().is_ok() {
+        // A step is a scenario like any other: it passes the same validation as a file.
+        if (&s2, &c2) != (s, c) && !known && s2.check_sim_config(&c2).is_ok() {
             out.push((what, s2, c2));
         }
     };
@@ -170,7 +170,7 @@ fn candidates(s: &Scenario, c: &SimConfig) -> Vec<(String, Scenario, SimConfig)>
     if s.shop.replica {
         push("no read replica".into(), &|s, _| s.shop.replica = false);
     }
-    let floor = c.faults.quiet_period_ms + 500;
+    let floor = c.faults.quiet_period_ms.saturating_add(500);
     if c.duration_ms / 2 >= floor {
         push(
             format!(
@@ -215,49 +215,30 @@ fn shrunk_path(dir: &Path, source: &Path, check: &str, attempt: u32) -> PathBuf 
     dir.join(format!("{base}-shrunk-{check}{suffix}.json"))
 }
 
+/// Checks the artifact (its scenario, profile, bugs and configuration pass the scenario
+/// validation) and the flags without running anything.
+pub fn check_args(args: &Args) -> Result<artifact::Loaded, String> {
+    let loaded = artifact::load(&args.artifact).map_err(|e| format!("ARTIFACT {e}"))?;
+    loaded
+        .scenario
+        .system(loaded.profile, &loaded.artifact.bugs)
+        .map_err(|e| format!("ARTIFACT {}: bugs: {e}", args.artifact.display()))?;
+    Ok(loaded)
+}
+
 pub fn run(args: Args) -> u8 {
-    let original = match artifact::read(&args.artifact) {
-        Ok(a) => a,
+    let loaded = match check_args(&args) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("error: ARTIFACT {e}");
+            eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let scenario = if original.scenario_toml.is_empty() {
-        match shopsim_scenarios::find(&original.scenario) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: ARTIFACT scenario: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        }
-    } else {
-        match Scenario::from_toml(&original.scenario_toml) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: ARTIFACT scenario_toml: {e}");
-                return EXIT_BAD_INPUT;
-            }
-        }
-    };
-    let Ok(profile) = original.profile.parse::<Profile>() else {
-        eprintln!(
-            "error: ARTIFACT profile: `{}` is not a profile",
-            original.profile
-        );
-        return EXIT_BAD_INPUT;
-    };
-    if let Err(e) = original.config.validate() {
-        eprintln!("error: ARTIFACT config: {e}");
-        return EXIT_BAD_INPUT;
-    }
-    let system = match scenario.system(profile, &original.bugs) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: ARTIFACT bugs: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
+    let history_ops = loaded.history_ops;
+    let (original, scenario, profile) = (loaded.artifact, loaded.scenario, loaded.profile);
+    let system = scenario
+        .system(profile, &original.bugs)
+        .expect("checked above");
     let check = original.failure.check.clone();
     let bar = crate::progress::Bar::spinner("shrink");
     // The artifact's own run first: shrinking a run that does not reproduce would shrink
@@ -323,7 +304,7 @@ pub fn run(args: Args) -> u8 {
     );
     println!(
         "history {} -> {} operations",
-        original.history.ops.len(),
+        history_ops,
         best.history.ops.len()
     );
     let failure = best.failure.clone().expect("failed");

@@ -186,10 +186,11 @@ pub fn shrink_divergence(
     Some((best, d))
 }
 
-/// Runs random groups `seeds` of each engine in `kinds` under every profile of the engine.
+/// Runs random groups `seeds` of each engine in `kinds` under every profile of the engine
+/// (any seeds, taken one at a time: a range may end at 2^64 - 1).
 pub fn random_groups(
     engines: &mut Engines,
-    seeds: std::ops::Range<u64>,
+    seeds: impl IntoIterator<Item = u64>,
     kinds: &[EngineKind],
     shrink_budget: usize,
     mut progress: impl FnMut(&Summary),

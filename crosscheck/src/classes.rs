@@ -211,24 +211,6 @@ fn simulated_waits_more(d: &Divergence) -> bool {
         || (blocked(&d.simulated) && blocked(&d.real))
 }
 
-fn pk_update(d: &Divergence, _: &Script) -> bool {
-    let s = d.statement.to_ascii_lowercase();
-    s.starts_with("update")
-        && s.contains(" set id = ")
-        && (d.simulated.ends_with("ERR 0A000")
-            || d.simulated.ends_with("ERR 1235")
-            || d.simulated.contains("ERR 0A000@")
-            || d.simulated.contains("ERR 1235@"))
-}
-
-fn innodb_past_limit(d: &Divergence, script: &Script) -> bool {
-    is_innodb(d)
-        && simulated_waits_more(d)
-        && (others_before(d, script)
-            .chain(std::iter::once(d.statement.as_str()))
-            .any(|s| locking_read(d, s) && s.contains(" limit ")))
-}
-
 fn innodb_before_range(d: &Divergence, script: &Script) -> bool {
     is_innodb(d)
         && simulated_waits_more(d)
@@ -249,30 +231,10 @@ fn innodb_duplicate_wait(d: &Divergence, _: &Script) -> bool {
         && (d.real.contains("ERR 1062") || d.real.contains("aff=0"))
 }
 
-fn pg_waits_more(d: &Divergence, _: &Script) -> bool {
-    d.profile.is_postgres()
-        && d.profile != shopsim_sim::db::Profile::PgSer
-        && ((blocked(&d.simulated) && !blocked(&d.real))
-            || (d.simulated.contains("ERR 40P01") && !d.real.contains("ERR 40P01")))
-}
-
 fn ssi(d: &Divergence, _: &Script) -> bool {
     d.profile == shopsim_sim::db::Profile::PgSer
         && (d.simulated.contains("ERR 40001") || d.real.contains("ERR 40001"))
         && !(d.real.contains("ERR 23505") || d.simulated.contains("ERR 23505"))
-}
-
-fn ser_unique(d: &Divergence, _: &Script) -> bool {
-    d.profile == shopsim_sim::db::Profile::PgSer
-        && ((d.simulated.contains("ERR 40001") && d.real.contains("ERR 23505"))
-            || (d.simulated.contains("ERR 23505") && d.real.contains("ERR 40001")))
-}
-
-fn maria_dialect(d: &Divergence, _: &Script) -> bool {
-    let s = d.statement.to_ascii_lowercase();
-    is_innodb(d)
-        && d.real.contains("ERR 1064")
-        && (s.contains(" returning ") || s.contains(" on conflict "))
 }
 
 fn snapshot_isolation_error(d: &Divergence, _: &Script) -> bool {
@@ -302,11 +264,6 @@ fn innodb_real_waits(d: &Divergence, _: &Script) -> bool {
                 && !d.simulated.contains("ERR")))
 }
 
-fn innodb_secondary_key(d: &Divergence, _: &Script) -> bool {
-    let s = d.statement.to_ascii_lowercase();
-    is_innodb(d) && s.contains(" where k = ") && simulated_waits_more(d)
-}
-
 fn pg_recheck(d: &Divergence, _: &Script) -> bool {
     d.profile.is_postgres()
         && d.profile != shopsim_sim::db::Profile::PgSer
@@ -317,21 +274,6 @@ fn pg_recheck(d: &Divergence, _: &Script) -> bool {
 /// The known open divergence classes, as the crosscheck found them; the lead empties this
 /// list as the engine is fixed, and a divergence outside it fails the crosscheck tests.
 pub const KNOWN_OPEN: &[KnownDivergence] = &[
-    KnownDivergence {
-        name: "update_of_primary_key_rejected",
-        what: "UPDATE ... SET <primary key> = ... fails in the simulation (0A000 / 1235); both \
-               engines update the key (aff=1), or match nothing (aff=0).",
-        matches: pk_update,
-    },
-    KnownDivergence {
-        name: "innodb_locking_read_locks_past_limit",
-        what: "An InnoDB locking read with ORDER BY ... LIMIT n (or any such read in \
-               serializable) locks the records and gaps it scans past the n-th row; MariaDB \
-               stops at the limit. Other sessions then wait in the simulation where MariaDB \
-               goes on, inserts into the gap after the n-th row wait, and FOR UPDATE SKIP \
-               LOCKED skips rows MariaDB returns.",
-        matches: innodb_past_limit,
-    },
     KnownDivergence {
         name: "innodb_range_read_locks_record_before_range",
         what: "An InnoDB locking read over a range (BETWEEN a AND b, >= a) locks the last \
@@ -351,32 +293,13 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
         matches: innodb_duplicate_wait,
     },
     KnownDivergence {
-        name: "pg_row_lock_queued_the_innodb_way",
-        what: "PostgreSQL read committed / repeatable read: the simulation makes a row-lock \
-               request wait (or become a deadlock victim) where PostgreSQL grants it: a request \
-               compatible with the current holders, or an upgrade of a transaction's own lock, \
-               does not queue behind waiters on PostgreSQL.",
-        matches: pg_waits_more,
-    },
-    KnownDivergence {
-        name: "pg_ser_unique_violation_reported_as_40001",
-        what: "PostgreSQL serializable: a unique violation is reported as 40001 by the \
-               simulation where PostgreSQL reports 23505 (or the reverse).",
-        matches: ser_unique,
-    },
-    KnownDivergence {
         name: "ssi_dangerous_structure",
-        what: "PostgreSQL serializable (SSI): the simulation aborts with 40001 where \
-               PostgreSQL commits (two reads of different versions of one key, a locking read \
-               that SSI need not count), or commits where PostgreSQL aborts (a dangerous \
-               structure whose pivot already committed).",
+        what: "PostgreSQL serializable (SSI): the simulation and PostgreSQL disagree on a \
+               serialization failure: the simulation aborts with 40001rw where PostgreSQL \
+               answers (a FOR UPDATE ... SKIP LOCKED or UPDATE whose reads PostgreSQL locks \
+               at another granularity), or reports 40001rw where PostgreSQL reports the \
+               concurrent-update 40001 after a wait (INSERT ... ON CONFLICT DO NOTHING).",
         matches: ssi,
-    },
-    KnownDivergence {
-        name: "maria_dialect_accepts_returning_and_on_conflict",
-        what: "The MariaDB dialect accepts UPDATE ... RETURNING and INSERT ... ON CONFLICT; \
-               MariaDB 10.11 rejects both with 1064.",
-        matches: maria_dialect,
     },
     KnownDivergence {
         name: "innodb_snapshot_isolation_error_code",
@@ -400,14 +323,6 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
                simulation answers at once: a record or gap lock the simulation does not take \
                or check.",
         matches: innodb_real_waits,
-    },
-    KnownDivergence {
-        name: "innodb_secondary_key_locks_differ",
-        what: "InnoDB: a statement that finds rows through a secondary index (WHERE k = ...) \
-               waits in the simulation where MariaDB does not: the simulation locks secondary \
-               index records or gaps (or the clustered records of rows that do not match) that \
-               MariaDB leaves alone.",
-        matches: innodb_secondary_key,
     },
     KnownDivergence {
         name: "pg_wait_then_recheck_differs",

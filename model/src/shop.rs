@@ -39,17 +39,17 @@ pub struct Addrs {
 }
 
 impl Addrs {
-    fn new(app_nodes: u32, replica: bool) -> Addrs {
+    /// The databases listen on `db_port` (`[shop.db] port`), the other services on theirs.
+    fn new(app_nodes: u32, replica: bool, db_port: u16) -> Addrs {
         let ip = |s: String| -> IpAddr { s.parse().expect("valid ip") };
         Addrs {
-            db: SocketAddr::new(ip("10.0.0.10".into()), db_server::PORT_DEFAULT),
+            db: SocketAddr::new(ip("10.0.0.10".into()), db_port),
             cache: SocketAddr::new(ip("10.0.0.11".into()), cache::PORT),
             provider: SocketAddr::new(ip("10.0.0.12".into()), provider::PORT),
             apps: (0..app_nodes)
                 .map(|i| SocketAddr::new(ip(format!("10.0.1.{}", i + 1)), app::PORT))
                 .collect(),
-            replica: replica
-                .then(|| SocketAddr::new(ip("10.0.0.13".into()), db_server::PORT_DEFAULT)),
+            replica: replica.then(|| SocketAddr::new(ip("10.0.0.13".into()), db_port)),
         }
     }
 }
@@ -210,7 +210,7 @@ fn db_engine_config() -> DbConfig {
 
 async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     let handle = world.handle();
-    let addrs = Addrs::new(config.app_nodes, config.replica);
+    let addrs = Addrs::new(config.app_nodes, config.replica, config.db.port);
     let db_state = DbNodeState::new(config.profile(), db_engine_config());
     let initial_stock = seed_database(&config, &db_state);
     let db_config = db_server::DbServerConfig {

@@ -70,7 +70,8 @@ impl FaultFamily {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultPlan {
-    /// The families that are on.
+    /// The families that are on (a family listed twice is an error, not silently merged).
+    #[serde(deserialize_with = "distinct_families")]
     pub families: BTreeSet<FaultFamily>,
     /// Shortest time between two fault events, ms.
     pub interval_ms_min: u64,
@@ -86,6 +87,24 @@ pub struct FaultPlan {
     pub buggify_probability: f64,
     /// Faults stop this long before the end of the run, ms.
     pub quiet_period_ms: u64,
+}
+
+/// Reads a list of fault families, refusing one listed twice: `["crash", "crash"]` is a typo
+/// for something, and a set would hide it.
+fn distinct_families<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeSet<FaultFamily>, D::Error> {
+    let list = Vec::<FaultFamily>::deserialize(deserializer)?;
+    let mut set = BTreeSet::new();
+    for family in list {
+        if !set.insert(family) {
+            return Err(serde::de::Error::custom(format!(
+                "fault family `{}` is listed twice",
+                family.name()
+            )));
+        }
+    }
+    Ok(set)
 }
 
 impl Default for FaultPlan {

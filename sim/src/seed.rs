@@ -27,10 +27,11 @@ impl SeedPlan {
         }
     }
 
-    /// The seeds, in order.
+    /// The seeds, in order, produced lazily: a plan of 2^64 - 1 seeds costs no memory.
     pub fn seeds(&self) -> impl Iterator<Item = u64> {
         let start = self.start;
-        (0..self.count).map(move |i| start.wrapping_add(i))
+        assert!(self.count == 0 || start.checked_add(self.count - 1).is_some());
+        (0..self.count).map(move |i| start + i)
     }
 
     /// The plan the environment asks for, `default_count` seeds from 0 if it asks for none.
@@ -69,7 +70,54 @@ impl SeedPlan {
             None => 0,
             Some(text) => parse_seed("SHOPSIM_SEED_START", text)?,
         };
+        // Seeds do not wrap around: the last one must be a 64-bit seed too.
+        if start.checked_add(count - 1).is_none() {
+            return Err(InputError::new(
+                "SHOPSIM_SEEDS",
+                count,
+                format!(
+                    "expected at most {} seeds from seed {start} (the last seed is 2^64 - 1)",
+                    u64::MAX - start + 1
+                ),
+            ));
+        }
         Ok(SeedPlan { start, count })
+    }
+}
+
+/// Seeds a campaign hands out by index, lazily: a plan of any size, or a list.
+pub trait SeedSource: Sync {
+    /// How many seeds.
+    fn seed_count(&self) -> u64;
+    /// The `i`-th seed, `i < seed_count()`.
+    fn seed_at(&self, i: u64) -> u64;
+}
+
+impl SeedSource for SeedPlan {
+    fn seed_count(&self) -> u64 {
+        self.count
+    }
+    fn seed_at(&self, i: u64) -> u64 {
+        assert!(i < self.count);
+        self.start + i
+    }
+}
+
+impl SeedSource for [u64] {
+    fn seed_count(&self) -> u64 {
+        self.len() as u64
+    }
+    fn seed_at(&self, i: u64) -> u64 {
+        self[i as usize]
+    }
+}
+
+impl SeedSource for Vec<u64> {
+    fn seed_count(&self) -> u64 {
+        self.len() as u64
+    }
+    fn seed_at(&self, i: u64) -> u64 {
+        self[i as usize]
     }
 }
 
@@ -101,6 +149,14 @@ mod tests {
             err.to_string(),
             "SHOPSIM_SEEDS: must be at least 1, got `0`"
         );
+        // The whole 64-bit range is a plan like any other (nothing is built up front), but it
+        // does not wrap around.
+        let all = SeedPlan::from_vars(None, Some("18446744073709551615"), None, 32).unwrap();
+        assert_eq!(all.seed_at(all.count - 1), u64::MAX - 1);
+        assert_eq!(all.seeds().nth(3), Some(3));
+        let err =
+            SeedPlan::from_vars(None, Some("2"), Some("18446744073709551615"), 32).unwrap_err();
+        assert_eq!(err.field, "SHOPSIM_SEEDS");
         let err = SeedPlan::from_vars(Some("12ab"), None, None, 32).unwrap_err();
         assert_eq!(err.field, "SHOPSIM_SEED");
         assert_eq!(err.value, "12ab");

@@ -20,8 +20,15 @@ pub const STEERING_ON_PROBABILITY: f64 = 0.75;
 /// family (keeping `base`'s quiet period) and a drawn steering plan, on in
 /// [`STEERING_ON_PROBABILITY`] of seeds (all of them with `steering_always`).
 pub fn config(seed: u64, base: &SimConfig, steering_always: bool) -> SimConfig {
+    // A scenario without faults may have a quiet period as long as its run; swarm faults
+    // need room after it, or the drawn configuration would be invalid.
+    let quiet = base.faults.quiet_period_ms;
     let allowed = FaultPlan {
-        quiet_period_ms: base.faults.quiet_period_ms,
+        quiet_period_ms: if quiet < base.duration_ms {
+            quiet
+        } else {
+            base.duration_ms / 2
+        },
         ..FaultPlan::all()
     };
     let mut steering = draw_steering(seed);

@@ -7,8 +7,9 @@ use std::time::Duration;
 use shopsim_sim::runner::System;
 
 use super::groups;
-use super::state::State;
-use super::{parse_duration, parse_duration_flag, parse_shard, Args};
+use super::state::{self, State};
+use super::Args;
+use crate::input::{parse_duration, parse_duration_flag, parse_jobs, parse_shard};
 use crate::reproduce::{Draw, Source};
 use crate::run::Selected;
 use crate::{EXIT_NONDETERMINISM, EXIT_OK};
@@ -47,13 +48,25 @@ pub struct Campaign {
 }
 
 impl Campaign {
+    /// The campaign the arguments define, every flag and scenario checked; nothing is
+    /// written (see [`Campaign::prepare_out`]).
     pub(super) fn from_args(args: &Args) -> Result<Campaign, String> {
         if args.duration.is_none() && args.seeds.is_none() {
-            return Err("give --duration or --seeds".to_string());
+            return Err("--duration or --seeds: give one of them".to_string());
         }
         let duration = args.duration.as_deref().map(parse_duration).transpose()?;
-        if args.seeds == Some(0) {
-            return Err("--seeds: must be at least 1, got `0`".to_string());
+        if let Some(seeds) = args.seeds {
+            if !(1..=state::SEEDS_RUN_MAX).contains(&seeds) {
+                let why = if seeds == 0 {
+                    "must be at least 1".to_string()
+                } else {
+                    format!(
+                        "must be at most {} (the most seeds one campaign runs)",
+                        state::SEEDS_RUN_MAX
+                    )
+                };
+                return Err(format!("--seeds: {why}, got `{seeds}`"));
+            }
         }
         let shard = args
             .shard
@@ -61,11 +74,7 @@ impl Campaign {
             .map(parse_shard)
             .transpose()?
             .unwrap_or((1, 1));
-        let jobs = match args.jobs {
-            Some(0) => return Err("--jobs: must be at least 1, got `0`".to_string()),
-            Some(j) => j,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let jobs = parse_jobs(args.jobs)?;
         let a = args.max_artifacts_per_group;
         if !(groups::ARTIFACTS_PER_GROUP_MIN..=groups::ARTIFACTS_PER_GROUP_MAX).contains(&a) {
             return Err(format!(
@@ -112,14 +121,6 @@ impl Campaign {
             names.extend(["panic".to_string(), "time_limit".to_string()]);
             checks.push(names);
         }
-        std::fs::create_dir_all(&args.out)
-            .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
-        let probe = args
-            .out
-            .join(format!(".write-probe-{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .map_err(|e| format!("--out {}: not writable: {e}", args.out.display()))?;
-        let _ = std::fs::remove_file(probe);
         let files: Vec<String> = runs
             .iter()
             .filter_map(|s| match &s.source {
@@ -161,6 +162,17 @@ impl Campaign {
             checks,
             identity,
         })
+    }
+
+    /// Creates `--out` and checks that it can be written.
+    pub(super) fn prepare_out(&self) -> Result<(), String> {
+        let out = &self.out;
+        std::fs::create_dir_all(out).map_err(|e| format!("--out {}: {e}", out.display()))?;
+        let probe = out.join(format!(".write-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| format!("--out {}: not writable: {e}", out.display()))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
     }
 
     /// The run named `scenario@profile`.

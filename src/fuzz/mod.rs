@@ -9,9 +9,11 @@
 //! batch, so Ctrl-C or a kill loses at most one batch and `--resume` continues; `--duration`
 //! and `--seeds` are the campaign's totals across sessions. One campaign at a time holds
 //! `--out` (`lock`). `report.json` and `junit.xml` (`report`) are written at the end.
-//! `--shard K/N` makes N machines cover disjoint seeds. `campaign` is what the arguments
-//! define, `session` the batches and the filing of each failure; this file parses the flags
-//! and runs a session with its status thread.
+//! `--shard K/N` makes N machines cover disjoint seeds. Ctrl-C or SIGTERM ends the campaign
+//! after the running batch with exit 130, its state and reports saved. `campaign` is what the
+//! arguments define (every flag checked, without writing anything: `check_args`), `session`
+//! the batches and the filing of each failure; this file runs a session with its status
+//! thread.
 
 pub mod campaign;
 pub mod groups;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::artifact;
 use crate::progress::{hms, on_terminal, Bar, Ticker};
 use crate::run::Selected;
-use crate::EXIT_BAD_INPUT;
+use crate::{EXIT_BAD_INPUT, EXIT_INTERRUPTED};
 use campaign::Campaign;
 use session::{resume_state, Live, Session};
 use state::State;
@@ -47,10 +49,10 @@ pub struct Args {
     /// The campaign's total number of seeds, across --resume.
     #[arg(long)]
     seeds: Option<u64>,
-    /// Worker threads (default: all cores).
+    /// Worker threads, 1..=256 (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
-    /// This machine's share of the seeds: `K/N` (1 <= K <= N).
+    /// This machine's share of the seeds: `K/N` (1 <= K <= N <= 10000).
     #[arg(long)]
     shard: Option<String>,
     /// Where artifacts, the state file and the reports go.
@@ -86,65 +88,36 @@ pub struct Args {
     status_interval: String,
 }
 
-/// Parses `90s`, `10m`, `8h`, `1d` for the flag `flag`.
-pub fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{flag}: expected a number and a unit (s, m, h, d), got `{text}`"))?;
-    let unit_s = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{flag}: unknown unit in `{text}` (use s, m, h or d)"
-            ))
-        }
-    };
-    let seconds = n
-        .checked_mul(unit_s)
-        .filter(|s| *s <= state::ELAPSED_MS_MAX / 1000)
-        .ok_or_else(|| format!("{flag}: at most 100 years, got `{text}`"))?;
-    if seconds == 0 {
-        return Err(format!("{flag}: must be longer than 0, got `{text}`"));
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
-/// Parses `--duration`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    parse_duration_flag("--duration", text)
-}
-
-/// Parses `K/N`.
-pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
-    let err = || format!("--shard: expected K/N with 1 <= K <= N, got `{text}`");
-    let (k, n) = text.split_once('/').ok_or_else(err)?;
-    let (k, n): (u64, u64) = (k.parse().map_err(|_| err())?, n.parse().map_err(|_| err())?);
-    if k == 0 || n == 0 || k > n {
-        return Err(err());
-    }
-    Ok((k, n))
-}
-
-/// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards.
-fn seed_of(i: u64, shard: (u64, u64)) -> u64 {
-    let index = i.wrapping_mul(shard.1).wrapping_add(shard.0 - 1);
+/// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards. `None` if the
+/// index does not fit in 64 bits (past [`state::SEEDS_RUN_MAX`] seeds on 10000 shards).
+fn seed_of(i: u64, shard: (u64, u64)) -> Option<u64> {
+    let index = i.checked_mul(shard.1)?.checked_add(shard.0 - 1)?;
     // SplitMix64, so consecutive indexes give unrelated seeds.
     let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    Some(z ^ (z >> 31))
+}
+
+/// Checks every flag (and, with `--resume`, the state file in `--out`) exactly as `fuzz`
+/// does before it starts, without writing anything; errors name the flag and the value.
+pub fn check_args(args: &Args) -> Result<Campaign, String> {
+    let campaign = Campaign::from_args(args)?;
+    if args.resume {
+        resume_state(&campaign, &campaign.out.join("state.json"))?;
+    }
+    Ok(campaign)
+}
+
+/// Reads and checks the text of a campaign state file, as `--resume` does.
+pub fn parse_state(text: &str) -> Result<(), String> {
+    State::from_json(text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> u8 {
-    let campaign = match Campaign::from_args(&args) {
+    let campaign = match Campaign::from_args(&args).and_then(|c| c.prepare_out().map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -262,14 +235,26 @@ pub fn run(args: Args) -> u8 {
         if stop.load(Ordering::SeqCst) || campaign.duration.is_some_and(|d| elapsed_total() >= d) {
             break;
         }
-        let left = campaign.seeds_target.map_or(batch, |t| {
-            t.saturating_sub(session.state.seeds_run).min(batch)
-        });
+        // Never past SEEDS_RUN_MAX, so a saved state always reads back.
+        let room = state::SEEDS_RUN_MAX.saturating_sub(session.state.seeds_run);
+        let left = campaign
+            .seeds_target
+            .map_or(batch, |t| t.saturating_sub(session.state.seeds_run))
+            .min(batch)
+            .min(room);
         if left == 0 {
+            if room == 0 {
+                session.bar.eprintln(&format!(
+                    "note: the campaign has run {} seeds, the most one campaign runs",
+                    state::SEEDS_RUN_MAX
+                ));
+            }
             break;
         }
         ran_any = true;
-        session.batch(left);
+        if !session.batch(left) {
+            break;
+        }
         session.state.elapsed_ms = elapsed_total().as_millis() as u64;
         let _ = session.save();
         session.print_repeats(false);
@@ -353,6 +338,9 @@ pub fn run(args: Args) -> u8 {
     let _ = session.save();
     if stopped {
         println!("stopped; continue with --resume");
+        // Interrupted is its own outcome, whatever was found before the signal: the
+        // campaign did not finish (a Kubernetes Job restarts a pod that exits non-zero).
+        return EXIT_INTERRUPTED;
     }
     exit
 }
@@ -360,6 +348,8 @@ pub fn run(args: Args) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::input::{parse_duration, parse_shard};
 
     #[test]
     fn durations_and_shards() {
@@ -371,8 +361,50 @@ mod tests {
             .contains("at most 100 years"));
         assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
         assert!(parse_shard("3/2").unwrap_err().contains("`3/2`"));
-        let a: Vec<u64> = (0..100).map(|i| seed_of(i, (1, 2))).collect();
-        let b: Vec<u64> = (0..100).map(|i| seed_of(i, (2, 2))).collect();
+        let a: Vec<u64> = (0..100).map(|i| seed_of(i, (1, 2)).unwrap()).collect();
+        let b: Vec<u64> = (0..100).map(|i| seed_of(i, (2, 2)).unwrap()).collect();
         assert!(a.iter().all(|s| !b.contains(s)));
+    }
+
+    /// Before: `--shard 1/4611686018427387904` overflowed the seed index; now the index is
+    /// checked, and every index of a readable state fits on the most shards.
+    #[test]
+    fn seed_indexes_are_checked() {
+        assert_eq!(seed_of(u64::MAX / 2, (1, 4)), None);
+        let (k, n) = parse_shard("10000/10000").unwrap();
+        assert!(seed_of(state::SEEDS_RUN_MAX + 1_000_000, (k, n)).is_some());
+        assert!(parse_shard("1/4611686018427387904").is_err());
+    }
+
+    /// Before: a forged `seeds_run` near 2^64 overflowed the campaign's arithmetic on
+    /// `--resume`; now it is refused by name, as is a count of the wrong type.
+    #[test]
+    fn forged_state_counters_are_refused() {
+        let mut state = State::new("x".to_string(), &["s@pg_rc".to_string()]);
+        state.sessions = 1;
+        let text = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(&state).unwrap();
+            edit(&mut v);
+            v.to_string()
+        };
+        assert!(parse_state(&text(&|_| {})).is_ok());
+        for forged in [
+            text(&|v| v["seeds_run"] = u64::MAX.into()),
+            text(&|v| v["seeds_run"] = (-1).into()),
+        ] {
+            assert!(
+                parse_state(&forged).unwrap_err().starts_with("seeds_run: "),
+                "{forged}"
+            );
+        }
+        // A run's own count near 2^64 is refused by its path, before the totals are added.
+        let forged = text(&|v| v["runs"][0]["seeds"] = u64::MAX.into());
+        assert!(
+            parse_state(&forged)
+                .unwrap_err()
+                .starts_with("runs[0].seeds: "),
+            "{forged}: {}",
+            parse_state(&forged).unwrap_err()
+        );
     }
 }

@@ -253,16 +253,31 @@ impl Session<'_> {
         self.last_repeat_line = Instant::now();
     }
 
-    /// Runs one batch of `count` campaign indexes, from `state.seeds_run`.
-    pub(super) fn batch(&mut self, count: u64) {
+    /// Runs one batch of `count` campaign indexes, from `state.seeds_run`; false (and nothing
+    /// run) if an index of the batch has no seed on this shard.
+    pub(super) fn batch(&mut self, count: u64) -> bool {
         let campaign = self.campaign;
         let first = self.state.seeds_run;
         let runs = campaign.runs.len() as u64;
+        let Some(end) = first.checked_add(count) else {
+            self.bar
+                .eprintln("error: the campaign's seed indexes are used up");
+            return false;
+        };
+        // Each index picks its (scenario, profile) round robin and a fresh seed.
+        let Some(work) = (first..end)
+            .map(|i| seed_of(i, campaign.shard).map(|seed| (i % runs, seed)))
+            .collect::<Option<Vec<(u64, u64)>>>()
+        else {
+            self.bar
+                .eprintln("error: this shard's seed indexes are used up");
+            return false;
+        };
         for (r, selected) in campaign.runs.iter().enumerate() {
-            // Each index picks its (scenario, profile) round robin and a fresh seed.
-            let seeds: Vec<u64> = (first..first + count)
-                .filter(|i| i % runs == r as u64)
-                .map(|i| seed_of(i, campaign.shard))
+            let seeds: Vec<u64> = work
+                .iter()
+                .filter(|(run, _)| *run == r as u64)
+                .map(|(_, seed)| *seed)
                 .collect();
             if seeds.is_empty() {
                 continue;
@@ -302,7 +317,8 @@ impl Session<'_> {
             let wall = &mut self.state.runs[r].wall_ms;
             *wall = wall.saturating_add(started.elapsed().as_millis() as u64);
         }
-        self.state.seeds_run += count;
+        self.state.seeds_run = end;
+        true
     }
 }
 
@@ -337,11 +353,12 @@ fn count_verdicts<T>(stats: &mut state::RunStats, o: &Outcome<T>) {
 
 /// Reads the state of the campaign to resume, or says why it cannot be resumed.
 pub(super) fn resume_state(campaign: &Campaign, path: &std::path::Path) -> Result<State, String> {
-    if !path.exists() {
+    if std::fs::symlink_metadata(path).is_err() {
         return Err(format!("--resume: no campaign state in {}", path.display()));
     }
-    let text = artifact::read_bounded(path, state::STATE_BYTES_MAX)
-        .map_err(|e| format!("--resume: {}: {e}", path.display()))?;
+    // A regular file of bounded size only (not a FIFO or a link to /dev/zero).
+    let text = crate::input::read_text(path, crate::input::STATE_BYTES_MAX)
+        .map_err(|e| format!("--resume: {e}"))?;
     let state =
         State::from_json(&text).map_err(|e| format!("--resume: {}: {e}", path.display()))?;
     if state.identity != campaign.identity {

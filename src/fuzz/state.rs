@@ -2,27 +2,29 @@
 //!
 //! It holds counts and failure groups, never a list of seeds, so its size depends on the
 //! number of groups (bounded by `--max-groups`), not on the campaign's length. It is
-//! versioned ([`STATE_FORMAT`]) and read defensively: at most [`STATE_BYTES_MAX`] bytes, every
-//! field checked for its type and range, unknown fields refused, the relations between the
+//! versioned ([`STATE_FORMAT`]) and read defensively: a regular file of at most
+//! [`crate::input::STATE_BYTES_MAX`] bytes, typed while it is parsed (never a tree of JSON
+//! values), every field checked for its type and range, unknown fields refused, the relations between the
 //! counts checked with checked arithmetic, and each artifact path required to be the one the
 //! campaign itself would write (a state file can never make a campaign remove another file).
 //! Every problem is an [`InputError`] naming the field, e.g.
 //! `groups[2].count: must be at least 1, got `0``.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 use shopsim_sim::input::InputError;
 
-use super::groups::{self, Exemplar, Group};
+use super::groups::Group;
 
 /// The format written and read. Version 1 (no `format` field) listed every failing seed.
 pub const STATE_FORMAT: &str = "shopsim-fuzz-state-2";
-/// The largest state file read.
-pub const STATE_BYTES_MAX: u64 = 64 << 20;
 /// Counters read must be at most this, so a campaign adding to them never overflows.
 pub const COUNT_MAX: u64 = 1 << 62;
+/// The most seeds one campaign runs (`--seeds`, and `seeds_run` read): 10^15 seeds is
+/// millennia of fuzzing, and with at most [`crate::input::SHARDS_MAX`] shards every seed
+/// index below it fits in 64 bits.
+pub const SEEDS_RUN_MAX: u64 = 1_000_000_000_000_000;
 /// The longest elapsed time read: 100 years, in ms.
-pub const ELAPSED_MS_MAX: u64 = 100 * 366 * 86_400_000;
+pub const ELAPSED_MS_MAX: u64 = crate::input::FUZZ_DURATION_S_MAX * 1000;
 /// The most runs (scenario@profile) and checks per run read.
 pub const RUNS_MAX: usize = 10_000;
 /// The longest name, check or identity read, in characters.
@@ -143,253 +145,346 @@ impl State {
 
     /// Reads and validates a state file's text.
     pub fn from_json(text: &str) -> Result<State, InputError> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| InputError::new("state", e, "must be a JSON object"))?;
-        let state = read_state(&value)?;
+        // The format first: an older or foreign file gets one clear message, not a field
+        // error. Nothing but the format is kept while looking for it.
+        let probe: wire::Probe = wire::parse(text)?;
+        if probe.format.as_ref().map(|f| f.0.as_str()) != Some(STATE_FORMAT) {
+            return Err(InputError::new(
+                "format",
+                probe.format.map_or("nothing".to_string(), |f| {
+                    crate::signature::truncate_chars(&f.0, 80)
+                }),
+                format!("must be `{STATE_FORMAT}` (a campaign state of this shopsim version)"),
+            ));
+        }
+        let state = wire::parse::<wire::State>(text)?.into_state();
         validate(&state)?;
         Ok(state)
     }
 }
 
-/// An object being read, with the path of its fields for error messages.
-struct Obj<'a> {
-    path: String,
-    map: &'a Map<String, Value>,
-}
+/// The state file as it is read: typed as it is parsed, so a hostile file never becomes a
+/// tree of JSON values (a 16 MiB file of `[0,0,...]` would be 8 million of them, 256 MiB):
+/// every string and list is refused as soon as it passes its limit, every count as soon as
+/// it passes its range, and unknown fields at once. Errors carry the field's path.
+mod wire {
+    use std::fmt;
+    use std::marker::PhantomData;
 
-/// How a value is shown in an error: its JSON, cut short.
-fn shown(v: &Value) -> String {
-    crate::signature::truncate_chars(&v.to_string(), 80)
-}
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use shopsim_sim::input::InputError;
 
-impl<'a> Obj<'a> {
-    /// `value` as an object with exactly the fields `keys`.
-    fn new(value: &'a Value, path: &str, keys: &[&str]) -> Result<Obj<'a>, InputError> {
-        let field = if path.is_empty() { "state" } else { path };
-        let map = value
-            .as_object()
-            .ok_or_else(|| InputError::new(field, shown(value), "must be a JSON object"))?;
-        let obj = Obj {
-            path: path.to_string(),
-            map,
-        };
-        if let Some(unknown) = map.keys().find(|k| !keys.contains(&k.as_str())) {
-            return Err(InputError::new(
-                obj.name(unknown),
-                shown(&map[unknown]),
-                format!(
-                    "is not a field of this format (fields: {})",
-                    keys.join(", ")
-                ),
-            ));
-        }
-        Ok(obj)
-    }
-
-    fn name(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    fn get(&self, key: &str) -> Result<&'a Value, InputError> {
-        self.map
-            .get(key)
-            .ok_or_else(|| InputError::new(self.name(key), "nothing", "is required"))
-    }
-
-    fn u64(&self, key: &str, max: u64) -> Result<u64, InputError> {
-        let v = self.get(key)?;
-        let n = v.as_u64().ok_or_else(|| {
-            InputError::new(self.name(key), shown(v), "must be an unsigned integer")
-        })?;
-        if n > max {
-            return Err(InputError::new(
-                self.name(key),
-                n,
-                format!("must be at most {max}"),
-            ));
-        }
-        Ok(n)
-    }
-
-    fn seed(&self, key: &str) -> Result<u64, InputError> {
-        let v = self.get(key)?;
-        v.as_str()
-            .and_then(|t| crate::json_u64::parse(t, 10))
-            .ok_or_else(|| {
-                InputError::new(
-                    self.name(key),
-                    shown(v),
-                    "must be an unsigned 64-bit integer as a decimal string",
-                )
-            })
-    }
-
-    fn string(&self, key: &str, chars_max: usize) -> Result<String, InputError> {
-        let v = self.get(key)?;
-        let s = v
-            .as_str()
-            .ok_or_else(|| InputError::new(self.name(key), shown(v), "must be a string"))?;
-        if s.chars().count() > chars_max {
-            return Err(InputError::new(
-                self.name(key),
-                crate::signature::truncate_chars(s, 40),
-                format!("must be at most {chars_max} characters"),
-            ));
-        }
-        Ok(s.to_string())
-    }
-
-    fn array(&self, key: &str, len_max: usize) -> Result<Vec<(String, &'a Value)>, InputError> {
-        let v = self.get(key)?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| InputError::new(self.name(key), shown(v), "must be an array"))?;
-        if items.len() > len_max {
-            return Err(InputError::new(
-                self.name(key),
-                format!("{} items", items.len()),
-                format!("must have at most {len_max} items"),
-            ));
-        }
-        Ok(items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| (format!("{}[{i}]", self.name(key)), item))
-            .collect())
-    }
-}
-
-fn read_state(value: &Value) -> Result<State, InputError> {
-    // The format first: an older or foreign file gets one clear message, not a field error.
-    let format = value.get("format").and_then(Value::as_str);
-    if format != Some(STATE_FORMAT) {
-        return Err(InputError::new(
-            "format",
-            value.get("format").map_or("nothing".to_string(), shown),
-            format!("must be `{STATE_FORMAT}` (a campaign state of this shopsim version)"),
-        ));
-    }
-    let o = Obj::new(
-        value,
-        "",
-        &[
-            "format",
-            "identity",
-            "sessions",
-            "seeds_run",
-            "elapsed_ms",
-            "nondeterministic",
-            "io",
-            "runs",
-            "groups",
-        ],
-    )?;
-    let io = Obj::new(
-        o.get("io")?,
-        "io",
-        &["files_written", "bytes_written", "artifacts_removed"],
-    )?;
-    let mut runs = Vec::new();
-    for (path, item) in o.array("runs", RUNS_MAX)? {
-        runs.push(read_run(&path, item)?);
-    }
-    let mut groups = Vec::new();
-    for (path, item) in o.array("groups", groups::GROUPS_MAX + RUNS_MAX)? {
-        groups.push(read_group(&path, item)?);
-    }
-    Ok(State {
-        format: STATE_FORMAT.to_string(),
-        identity: o.string("identity", TEXT_CHARS_MAX)?,
-        sessions: o.u64("sessions", COUNT_MAX)?,
-        seeds_run: o.u64("seeds_run", COUNT_MAX)?,
-        elapsed_ms: o.u64("elapsed_ms", ELAPSED_MS_MAX)?,
-        nondeterministic: o.u64("nondeterministic", COUNT_MAX)?,
-        io: Io {
-            files_written: io.u64("files_written", COUNT_MAX)?,
-            bytes_written: io.u64("bytes_written", COUNT_MAX)?,
-            artifacts_removed: io.u64("artifacts_removed", COUNT_MAX)?,
-        },
-        runs,
-        groups,
-    })
-}
-
-fn read_run(path: &str, value: &Value) -> Result<RunStats, InputError> {
-    let o = Obj::new(
-        value,
-        path,
-        &["name", "seeds", "failing_seeds", "wall_ms", "checks"],
-    )?;
-    let mut checks = Vec::new();
-    for (path, item) in o.array("checks", RUNS_MAX)? {
-        let c = Obj::new(item, &path, &["check", "valid", "unknown", "invalid"])?;
-        checks.push(CheckCounts {
-            check: c.string("check", TEXT_CHARS_MAX)?,
-            valid: c.u64("valid", COUNT_MAX)?,
-            unknown: c.u64("unknown", COUNT_MAX)?,
-            invalid: c.u64("invalid", COUNT_MAX)?,
-        });
-    }
-    Ok(RunStats {
-        name: o.string("name", TEXT_CHARS_MAX)?,
-        seeds: o.u64("seeds", COUNT_MAX)?,
-        failing_seeds: o.u64("failing_seeds", COUNT_MAX)?,
-        wall_ms: o.u64("wall_ms", ELAPSED_MS_MAX)?,
-        checks,
-    })
-}
-
-fn read_exemplar(path: &str, value: &Value) -> Result<Exemplar, InputError> {
-    let o = Obj::new(value, path, &["seed", "ops", "virtual_us", "artifact"])?;
-    let artifact = match o.get("artifact")? {
-        Value::Null => None,
-        _ => Some(o.string("artifact", TEXT_CHARS_MAX)?),
+    use super::super::groups::{self, Exemplar, Group};
+    use super::{
+        CheckCounts, Io, RunStats, COUNT_MAX, ELAPSED_MS_MAX, RUNS_MAX, SEEDS_RUN_MAX,
+        STATE_FORMAT, TEXT_CHARS_MAX,
     };
-    Ok(Exemplar {
-        seed: o.seed("seed")?,
-        ops: o.u64("ops", COUNT_MAX)?,
-        virtual_us: o.u64("virtual_us", COUNT_MAX)?,
-        artifact,
-    })
-}
 
-fn read_group(path: &str, value: &Value) -> Result<Group, InputError> {
-    let o = Obj::new(
-        value,
-        path,
-        &[
-            "id", "system", "check", "kind", "shape", "count", "witness", "first", "smallest",
-            "others",
-        ],
-    )?;
-    let kind_text = o.string("kind", 20)?;
-    let kind = groups::kind_of(&kind_text).ok_or_else(|| {
-        InputError::new(
-            o.name("kind"),
-            &kind_text,
-            "must be `violation`, `liveness` or `panic`",
-        )
-    })?;
-    let mut others = Vec::new();
-    for (p, item) in o.array("others", groups::ARTIFACTS_PER_GROUP_MAX)? {
-        others.push(read_exemplar(&p, item)?);
+    /// Parses `text` as `T`; errors name the field's path (`groups[2].count`), or the line
+    /// and column of a syntax error.
+    pub fn parse<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, InputError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(error)?;
+        de.end().map_err(|e| {
+            InputError::new(
+                format!("line {}, column {}", e.line(), e.column()),
+                "",
+                "trailing characters after the JSON value",
+            )
+        })?;
+        Ok(value)
     }
-    Ok(Group {
-        id: o.u64("id", COUNT_MAX)?,
-        system: o.string("system", TEXT_CHARS_MAX)?,
-        check: o.string("check", TEXT_CHARS_MAX)?,
-        kind,
-        shape: o.string("shape", crate::signature::SHAPE_CHARS_MAX + 1)?,
-        count: o.u64("count", COUNT_MAX)?,
-        witness: o.string("witness", groups::WITNESS_CHARS_MAX + 1)?,
-        first: read_exemplar(&o.name("first"), o.get("first")?)?,
-        smallest: read_exemplar(&o.name("smallest"), o.get("smallest")?)?,
-        others,
-    })
+
+    fn error(e: serde_path_to_error::Error<serde_json::Error>) -> InputError {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let message = inner.to_string();
+        // serde_json appends the position; the path says where.
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        if inner.is_syntax() || inner.is_eof() {
+            return InputError::new(
+                format!("line {}, column {}", inner.line(), inner.column()),
+                "",
+                message,
+            );
+        }
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        match (missing, path.as_str()) {
+            (Some(field), ".") => InputError::new(field, "", "is required"),
+            (Some(field), _) => InputError::new(format!("{path}.{field}"), "", "is required"),
+            (None, ".") => InputError::new("state", "", message),
+            (None, _) => InputError::new(path, "", message),
+        }
+    }
+
+    /// A string of at most `N` characters.
+    pub struct Text<const N: usize>(pub String);
+
+    impl<'de, const N: usize> Deserialize<'de> for Text<N> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let s = String::deserialize(d)?;
+            if s.chars().count() > N {
+                return Err(de::Error::custom(format!(
+                    "must be at most {N} characters, got `{}`",
+                    crate::signature::truncate_chars(&s, 40)
+                )));
+            }
+            Ok(Text(s))
+        }
+    }
+
+    /// A whole number in `0..=MAX`.
+    pub struct Count<const MAX: u64>(pub u64);
+
+    impl<'de, const MAX: u64> Deserialize<'de> for Count<MAX> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            // Every wrong value is named the same way, whatever JSON type it has.
+            struct Visit<const MAX: u64>;
+            impl<const MAX: u64> Visitor<'_> for Visit<MAX> {
+                type Value = Count<MAX>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    write!(f, "an unsigned integer at most {MAX}")
+                }
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count<MAX>, E> {
+                    if n > MAX {
+                        return Err(E::custom(format!("must be at most {MAX}, got `{n}`")));
+                    }
+                    Ok(Count(n))
+                }
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count<MAX>, E> {
+                    match u64::try_from(n) {
+                        Ok(n) => self.visit_u64(n),
+                        Err(_) => Err(E::custom(format!("must be an unsigned integer, got `{n}`"))),
+                    }
+                }
+                fn visit_f64<E: de::Error>(self, n: f64) -> Result<Count<MAX>, E> {
+                    Err(E::custom(format!("must be an unsigned integer, got `{n}`")))
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Count<MAX>, E> {
+                    Err(E::custom(format!(
+                        "must be an unsigned integer, got the string {text:?}"
+                    )))
+                }
+            }
+            d.deserialize_u64(Visit::<MAX>)
+        }
+    }
+
+    /// A list of at most `N` items, refused at item `N + 1` without reading further.
+    pub struct List<T, const N: usize>(pub Vec<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for List<T, N> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Items<T, const N: usize>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Items<T, N> {
+                type Value = List<T, N>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    write!(f, "an array of at most {N} items")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(item) = seq.next_element()? {
+                        if items.len() == N {
+                            return Err(de::Error::custom(format!("must have at most {N} items")));
+                        }
+                        items.push(item);
+                    }
+                    Ok(List(items))
+                }
+            }
+            d.deserialize_seq(Items(PhantomData))
+        }
+    }
+
+    /// A seed: an unsigned 64-bit integer as a decimal string (never a JSON number, which
+    /// many readers round).
+    pub struct Seed(pub u64);
+
+    impl<'de> Deserialize<'de> for Seed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let text = Text::<20>::deserialize(d)?;
+            crate::json_u64::parse(&text.0, 10)
+                .map(Seed)
+                .ok_or_else(|| {
+                    de::Error::custom(format!(
+                        "must be an unsigned 64-bit integer as a decimal string, got `{}`",
+                        text.0
+                    ))
+                })
+        }
+    }
+
+    /// A value that must be given, possibly as `null`.
+    pub struct Nullable<T>(pub Option<T>);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nullable<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Option::<T>::deserialize(d).map(Nullable)
+        }
+    }
+
+    /// Only the format, everything else skipped without being kept.
+    #[derive(Deserialize)]
+    pub struct Probe {
+        pub format: Option<Text<64>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct State {
+        #[serde(rename = "format")]
+        _format: Text<64>,
+        identity: Text<TEXT_CHARS_MAX>,
+        sessions: Count<COUNT_MAX>,
+        seeds_run: Count<SEEDS_RUN_MAX>,
+        elapsed_ms: Count<ELAPSED_MS_MAX>,
+        nondeterministic: Count<COUNT_MAX>,
+        io: IoWire,
+        runs: List<Run, RUNS_MAX>,
+        groups: List<GroupWire, { groups::GROUPS_MAX + RUNS_MAX }>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "Io")]
+    struct IoWire {
+        files_written: Count<COUNT_MAX>,
+        bytes_written: Count<COUNT_MAX>,
+        artifacts_removed: Count<COUNT_MAX>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Run {
+        name: Text<TEXT_CHARS_MAX>,
+        seeds: Count<COUNT_MAX>,
+        failing_seeds: Count<COUNT_MAX>,
+        wall_ms: Count<ELAPSED_MS_MAX>,
+        checks: List<Check, RUNS_MAX>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Check {
+        check: Text<TEXT_CHARS_MAX>,
+        valid: Count<COUNT_MAX>,
+        unknown: Count<COUNT_MAX>,
+        invalid: Count<COUNT_MAX>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "Exemplar")]
+    struct ExemplarWire {
+        seed: Seed,
+        ops: Count<COUNT_MAX>,
+        virtual_us: Count<COUNT_MAX>,
+        artifact: Nullable<Text<TEXT_CHARS_MAX>>,
+    }
+
+    /// `violation`, `liveness` or `panic`.
+    struct Kind(shopsim_sim::runner::FailureKind);
+
+    impl<'de> Deserialize<'de> for Kind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let name = Text::<20>::deserialize(d)?;
+            groups::kind_of(&name.0).map(Kind).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "must be `violation`, `liveness` or `panic`, got `{}`",
+                    name.0
+                ))
+            })
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "Group")]
+    struct GroupWire {
+        id: Count<COUNT_MAX>,
+        system: Text<TEXT_CHARS_MAX>,
+        check: Text<TEXT_CHARS_MAX>,
+        kind: Kind,
+        shape: Text<{ crate::signature::SHAPE_CHARS_MAX + 1 }>,
+        count: Count<COUNT_MAX>,
+        witness: Text<{ groups::WITNESS_CHARS_MAX + 1 }>,
+        first: ExemplarWire,
+        smallest: ExemplarWire,
+        others: List<ExemplarWire, { groups::ARTIFACTS_PER_GROUP_MAX }>,
+    }
+
+    impl ExemplarWire {
+        fn into_exemplar(self) -> Exemplar {
+            Exemplar {
+                seed: self.seed.0,
+                ops: self.ops.0,
+                virtual_us: self.virtual_us.0,
+                artifact: self.artifact.0.map(|a| a.0),
+            }
+        }
+    }
+
+    impl State {
+        pub fn into_state(self) -> super::State {
+            super::State {
+                format: STATE_FORMAT.to_string(),
+                identity: self.identity.0,
+                sessions: self.sessions.0,
+                seeds_run: self.seeds_run.0,
+                elapsed_ms: self.elapsed_ms.0,
+                nondeterministic: self.nondeterministic.0,
+                io: Io {
+                    files_written: self.io.files_written.0,
+                    bytes_written: self.io.bytes_written.0,
+                    artifacts_removed: self.io.artifacts_removed.0,
+                },
+                runs: self
+                    .runs
+                    .0
+                    .into_iter()
+                    .map(|r| RunStats {
+                        name: r.name.0,
+                        seeds: r.seeds.0,
+                        failing_seeds: r.failing_seeds.0,
+                        wall_ms: r.wall_ms.0,
+                        checks: r
+                            .checks
+                            .0
+                            .into_iter()
+                            .map(|c| CheckCounts {
+                                check: c.check.0,
+                                valid: c.valid.0,
+                                unknown: c.unknown.0,
+                                invalid: c.invalid.0,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                groups: self
+                    .groups
+                    .0
+                    .into_iter()
+                    .map(|g| Group {
+                        id: g.id.0,
+                        system: g.system.0,
+                        check: g.check.0,
+                        kind: g.kind.0,
+                        shape: g.shape.0,
+                        count: g.count.0,
+                        witness: g.witness.0,
+                        first: g.first.into_exemplar(),
+                        smallest: g.smallest.into_exemplar(),
+                        others: g
+                            .others
+                            .0
+                            .into_iter()
+                            .map(ExemplarWire::into_exemplar)
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        }
+    }
 }
 
 /// Checks the relations between the fields, with checked arithmetic.
@@ -548,7 +643,9 @@ fn validate_group(state: &State, i: usize, g: &Group) -> Result<(), InputError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzz::groups::Exemplar;
     use crate::signature::Signature;
+    use serde_json::Value;
     use shopsim_sim::runner::FailureKind;
 
     pub(crate) fn sample() -> State {

@@ -6,6 +6,7 @@ mod conformance;
 mod counter;
 mod crosscheck;
 mod diagram;
+mod inputs;
 mod roundtrip;
 mod scenarios;
 mod steering;

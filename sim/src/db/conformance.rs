@@ -105,10 +105,19 @@ impl std::error::Error for ConformanceError {}
 impl ScriptFile {
     /// Parses and validates a script file.
     pub fn parse(text: &str) -> Result<ScriptFile, ConformanceError> {
-        let file: FileToml = toml::from_str(text).map_err(|e| ConformanceError {
+        // serde's path names the field of a type error (`script[3].steps[0]`), not only a line.
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConformanceError {
             field: "file".to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        let file: FileToml =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| ConformanceError {
+                field: match e.path().to_string() {
+                    p if p == "." => "file".to_string(),
+                    p => p,
+                },
+                message: e.inner().to_string().trim().replace('\n', " "),
+            })?;
         let mut scripts = Vec::new();
         for (i, s) in file.script.into_iter().enumerate() {
             let at = |field: &str| format!("script[{i}] ({}){field}", s.name);
@@ -728,8 +737,9 @@ mod tests {
         assert_eq!(err.field, "script[0] (x).outcome.pg_xx");
         let err = ScriptFile::parse("[[script]]\nname = \"x\"\nsteps = [[\"T1\", \"BEGIN\"]]\n[script.outcome.pg_rc]\nsteps = []\nfinal = \"\"\n").unwrap_err();
         assert!(err.to_string().contains("0 outcomes for 1 steps"), "{err}");
+        // The path of the unknown field, not only "file".
         let err = ScriptFile::parse("[[script]]\nname = \"x\"\nstep = []\n").unwrap_err();
-        assert_eq!(err.field, "file");
+        assert_eq!(err.field, "script[0].step");
         assert!(err.message.contains("step"), "{err}");
     }
 }

@@ -42,6 +42,9 @@ pub enum Stmt {
     Begin,
     Commit,
     Rollback,
+    /// MariaDB's `START TRANSACTION WITH CONSISTENT SNAPSHOT`: a transaction whose read view
+    /// is taken at once (in repeatable read).
+    BeginWithSnapshot,
     Savepoint(String),
     RollbackTo(String),
     Release(String),
@@ -65,6 +68,17 @@ impl Stmt {
             self,
             Stmt::Select(_) | Stmt::Insert(_) | Stmt::Update(_) | Stmt::Delete(_)
         )
+    }
+
+    /// The table a DML statement reads or writes (`None` for a SELECT without FROM).
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            Stmt::Select(s) => s.table.as_deref(),
+            Stmt::Insert(i) => Some(&i.table),
+            Stmt::Update(u) => Some(&u.table),
+            Stmt::Delete(d) => Some(&d.table),
+            _ => None,
+        }
     }
 }
 
@@ -282,7 +296,20 @@ pub fn parse(engine: Engine, text: &str) -> Result<Plan, DbError> {
         .tokenize()
         .map_err(|e| errors::syntax(engine, &e.to_string()))?;
     let tokens = match engine {
-        Engine::InnoDb => rewrite_lock_in_share_mode(tokens),
+        Engine::InnoDb => {
+            let words = words(&tokens);
+            if words.windows(2).any(|w| w == ["FOR", "SHARE"]) {
+                // MariaDB 10.11 knows only LOCK IN SHARE MODE (measured).
+                return Err(errors::syntax(engine, "near 'SHARE'"));
+            }
+            if words == ["START", "TRANSACTION", "WITH", "CONSISTENT", "SNAPSHOT"] {
+                return Ok(Plan {
+                    stmt: Stmt::BeginWithSnapshot,
+                    param_count: 0,
+                });
+            }
+            rewrite_lock_in_share_mode(tokens)
+        }
         Engine::Postgres => tokens,
     };
     let statements = Parser::new(&*dialect)
@@ -308,6 +335,23 @@ pub fn parse(engine: Engine, text: &str) -> Result<Plan, DbError> {
         stmt,
         param_count: converter.param_count,
     })
+}
+
+/// The unquoted words and symbols of a token stream, upper-cased, without whitespace and a
+/// final `;` (to recognise keyword sequences that `sqlparser` does not know).
+fn words(tokens: &[Token]) -> Vec<String> {
+    let mut out: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    if out.last().is_some_and(|w| w == ";") {
+        out.pop();
+    }
+    out
 }
 
 /// Rewrites MariaDB's `LOCK IN SHARE MODE` to `FOR SHARE`, which every dialect parses into the
@@ -385,6 +429,7 @@ impl Converter {
             S::CreateTable(create) => self.create_table(create),
             S::CreateIndex(create) => self.create_index(create),
             S::StartTransaction { modes, .. } => {
+                // (`WITH CONSISTENT SNAPSHOT` is recognised before parsing, see `parse`.)
                 if modes.is_empty() {
                     Ok(Stmt::Begin)
                 } else {
@@ -564,6 +609,12 @@ impl Converter {
                 (limit, offset)
             }
             Some(sql::LimitClause::OffsetCommaLimit { offset, limit }) => {
+                if self.engine == Engine::Postgres {
+                    return Err(errors::syntax(
+                        self.engine,
+                        "LIMIT #,# syntax is not supported",
+                    ));
+                }
                 let offset = self.expr(offset)?;
                 let limit = self.expr(limit)?;
                 (Some(limit), Some(offset))
@@ -572,8 +623,15 @@ impl Converter {
         let lock = match query.locks.as_slice() {
             [] => None,
             [clause] => {
-                if clause.of.is_some() {
-                    return Err(self.unsupported("FOR UPDATE OF"));
+                if let Some(of) = &clause.of {
+                    // PostgreSQL locks the rows of the tables named; with one table in FROM
+                    // that is the plain lock clause. MariaDB has no OF (measured: 1064).
+                    if self.engine == Engine::InnoDb {
+                        return Err(errors::syntax(self.engine, "near 'of'"));
+                    }
+                    if Some(self.object_name(of)?) != table {
+                        return Err(self.unsupported(format!("FOR UPDATE OF {of}")));
+                    }
                 }
                 Some(RowLockClause {
                     exclusive: matches!(clause.lock_type, sql::LockType::Update),
@@ -586,9 +644,23 @@ impl Converter {
             }
             _ => return Err(self.unsupported("several lock clauses")),
         };
-        if lock.is_some() && table.is_none() {
-            return Err(self.unsupported("a lock clause without FROM"));
+        let aggregate = items.iter().any(|i| {
+            matches!(
+                i,
+                SelectItem::Expr {
+                    expr: Expr::Agg(..),
+                    ..
+                }
+            )
+        });
+        if lock.is_some() && aggregate && self.engine == Engine::Postgres {
+            return Err(DbError::new(
+                "0A000",
+                "FOR UPDATE is not allowed with aggregate functions",
+            ));
         }
+        // A lock clause without FROM locks nothing; both engines accept it (measured).
+        let lock = lock.filter(|_| table.is_some());
         Ok(Select {
             table,
             items,
@@ -690,8 +762,15 @@ impl Converter {
             }
             E::Identifier(ident) => Expr::Column(ident_name(ident)),
             E::Cast {
-                expr, data_type, ..
+                expr,
+                data_type,
+                kind,
+                ..
             } => {
+                if self.engine == Engine::InnoDb && *kind == sql::CastKind::DoubleColon {
+                    // `::` is PostgreSQL's; MariaDB has only CAST(... AS ...) (measured).
+                    return Err(errors::syntax(self.engine, "near '::'"));
+                }
                 let inner = self.expr(expr)?;
                 let ty = match data_type {
                     sql::DataType::Int(_)
@@ -874,6 +953,10 @@ impl Converter {
         for column in &insert.columns {
             columns.push(self.object_name(column)?);
         }
+        if insert.on.is_some() && self.engine == Engine::InnoDb {
+            // MariaDB has ON DUPLICATE KEY UPDATE, not ON CONFLICT (measured: 1064).
+            return Err(errors::syntax(self.engine, "near 'on conflict'"));
+        }
         let ignore_duplicates = match &insert.on {
             None => insert.ignore,
             Some(sql::OnInsert::OnConflict(sql::OnConflict {
@@ -945,6 +1028,10 @@ impl Converter {
             .as_ref()
             .map(|e| self.expr(e))
             .transpose()?;
+        if update.returning.is_some() && self.engine == Engine::InnoDb {
+            // MariaDB 10.11 has INSERT ... RETURNING and DELETE ... RETURNING, not UPDATE.
+            return Err(errors::syntax(self.engine, "near 'returning'"));
+        }
         let returning = self.returning(&update.returning)?;
         Ok(Stmt::Update(Update {
             table,

@@ -1,52 +1,126 @@
 //! Serializable snapshot isolation for `pg_ser`, after PostgreSQL's `predicate.c` (Cahill's
-//! algorithm as in Ports & Grittner, VLDB 2012).
+//! algorithm as in Ports & Grittner, VLDB 2012), with PostgreSQL's own rules for when a
+//! dangerous structure is found and who fails.
 //!
-//! Serializable transactions record what they read (SIREAD locks: single keys, or whole
-//! relations for scans). A rw-antidependency `reader -> writer` arises when a transaction
-//! writes what a concurrent one read, or reads past a version a concurrent one wrote. A
-//! transaction with both an incoming and an outgoing edge is a pivot; the structure is
-//! dangerous when the pivot's out-neighbour committed first. Then one transaction fails with
-//! `40001` "could not serialize access due to read/write dependencies among transactions":
-//! the pivot at once if it is the one acting, else it is doomed and fails at its next
-//! statement or commit.
+//! Serializable transactions take SIREAD locks on what they read, at PostgreSQL's granularity:
+//! a whole relation for a sequential scan; for an index scan, the index leaf pages it visited
+//! and every tuple (row version) it found visible, promoted to the tuple's heap page once the
+//! transaction holds more than two tuples of that page (`max_pred_locks_per_page`). A write
+//! checks the locks it covers (`CheckForSerializableConflictIn`): a new index entry the index
+//! page it lands on, an update or delete the tuple it replaces and that tuple's heap page,
+//! every write the relation. A reader that meets a version it cannot see, written by a
+//! concurrent transaction, has a conflict out to that writer
+//! (`CheckForSerializableConflictOut`). Each such rw-antidependency `reader -> writer` is
+//! checked as `OnConflict_CheckForSerializationFailure` does:
+//! 1. the writer committed with a conflict out to a transaction that committed before it
+//!    (a committed pivot): the reader fails;
+//! 2. the writer is a pivot with a conflict out to a committed T2, and T2 committed first
+//!    (before the reader's commit and the writer's, and for a read-only reader before its
+//!    snapshot);
+//! 3. the writer committed and the reader is a pivot with a conflict in from a T0 that is
+//!    active or committed after the writer.
 //!
-//! Not modelled: read-only transaction optimisations, SIREAD lock promotion to coarser
-//! granularity (reads of keys stay keys), and summarising of old committed transactions
-//! (committed transactions stay until no active one overlaps them).
+//! The writer fails at once if it is the one acting; else a committed writer means the
+//! acting reader fails; else the writer is doomed and fails at its next statement or commit.
+//! At commit (`PreCommit_CheckForSerializationFailure`) a transaction dooms each active
+//! in-neighbour that has an active in-neighbour of its own (or the committer itself). A
+//! transaction that commits without writing is read-only from then on, which exempts it from
+//! some of the rules, as in PostgreSQL. A failure is `40001` "could not serialize access due
+//! to read/write dependencies among transactions".
+//!
+//! Not modelled: `READ ONLY` / `DEFERRABLE` transactions (outside the SQL subset),
+//! promotion of index page locks to the relation, summarising of old committed transactions
+//! (committed transactions stay until no active one overlaps them), and two-phase commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::storage::{CommitSeq, Key, TxId};
 
-/// Something a serializable transaction read: a key of a table's primary key (`index` `None`)
-/// or of a secondary index.
+/// What a SIREAD lock covers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReadKey {
+pub enum SiTarget {
+    /// A whole table (a sequential scan read it).
+    Relation(String),
+    /// One heap page of a table: the rows stored on it (promoted from tuple locks).
+    HeapPage {
+        /// The table.
+        table: String,
+        /// The page number.
+        page: u64,
+    },
+    /// One row version: the row `key` as committed at `version`.
+    Tuple {
+        /// The table.
+        table: String,
+        /// The primary key.
+        key: Key,
+        /// The commit that wrote the version.
+        version: CommitSeq,
+    },
+}
+
+/// A leaf page of an index, as the key range it covered when it was read: entries `e` with
+/// `lo <= e < hi` (`None`: unbounded). Index entries of a secondary index are its values
+/// followed by the primary key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexPage {
     /// The table.
     pub table: String,
     /// `None` for the primary key, else the secondary index number.
     pub index: Option<usize>,
-    /// The key values.
-    pub key: Key,
+    /// The first entry of the page.
+    pub lo: Option<Key>,
+    /// The first entry of the next page.
+    pub hi: Option<Key>,
 }
+
+impl IndexPage {
+    fn covers(&self, entry: &Key) -> bool {
+        self.lo.as_ref().is_none_or(|lo| entry >= lo)
+            && self.hi.as_ref().is_none_or(|hi| entry < hi)
+    }
+}
+
+/// What a write touches, for the conflict-in check.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSet {
+    /// The table.
+    pub table: String,
+    /// The row version replaced by an update or delete, and its heap page.
+    pub replaced: Option<(Key, CommitSeq, u64)>,
+    /// New index entries (`None`: the primary key), each on the index page it lands on.
+    pub entries: Vec<(Option<usize>, Key)>,
+}
+
+/// How many tuple locks of one heap page a transaction holds before they become a page lock
+/// (PostgreSQL's `max_pred_locks_per_page`, default 2).
+pub const MAX_TUPLE_LOCKS_PER_PAGE: usize = 2;
 
 #[derive(Debug, Clone)]
 struct SsiTx {
     snapshot: CommitSeq,
     commit: Option<CommitSeq>,
+    /// Committed without writing: read-only from then on.
+    read_only: bool,
+    /// Committed with a conflict out to a transaction that committed before it: the
+    /// earliest such commit (`SXACT_FLAG_CONFLICT_OUT`).
+    conflict_out: Option<CommitSeq>,
     ins: BTreeSet<TxId>,
     outs: BTreeSet<TxId>,
     doomed: bool,
-    reads: Vec<ReadKey>,
-    relations: BTreeSet<String>,
+    wrote: bool,
+    locks: BTreeSet<SiTarget>,
+    pages: BTreeSet<IndexPage>,
+    /// Tuple locks per heap page, to promote at the threshold.
+    tuples_per_page: BTreeMap<(String, u64), Vec<SiTarget>>,
 }
 
 /// The SSI state of one database.
 #[derive(Debug, Default, Clone)]
 pub struct Ssi {
     txs: BTreeMap<TxId, SsiTx>,
-    key_readers: BTreeMap<ReadKey, BTreeSet<TxId>>,
-    relation_readers: BTreeMap<String, BTreeSet<TxId>>,
+    readers: BTreeMap<SiTarget, BTreeSet<TxId>>,
+    page_readers: BTreeMap<(String, Option<usize>), BTreeMap<IndexPage, BTreeSet<TxId>>>,
 }
 
 impl Ssi {
@@ -57,11 +131,15 @@ impl Ssi {
             SsiTx {
                 snapshot,
                 commit: None,
+                read_only: false,
+                conflict_out: None,
                 ins: BTreeSet::new(),
                 outs: BTreeSet::new(),
                 doomed: false,
-                reads: Vec::new(),
-                relations: BTreeSet::new(),
+                wrote: false,
+                locks: BTreeSet::new(),
+                pages: BTreeSet::new(),
+                tuples_per_page: BTreeMap::new(),
             },
         );
         assert!(previous.is_none());
@@ -72,7 +150,7 @@ impl Ssi {
         self.txs.contains_key(&tx)
     }
 
-    /// Whether `tx` was doomed by another transaction's commit.
+    /// Whether `tx` was doomed by another transaction.
     pub fn is_doomed(&self, tx: TxId) -> bool {
         self.txs.get(&tx).is_some_and(|t| t.doomed)
     }
@@ -84,54 +162,141 @@ impl Ssi {
         a.commit.is_none_or(|c| c > b.snapshot) && b.commit.is_none_or(|c| c > a.snapshot)
     }
 
-    /// `tx` read `key`.
-    pub fn read_key(&mut self, tx: TxId, key: ReadKey) {
-        let state = self.txs.get_mut(&tx).expect("tracked");
-        if self.key_readers.entry(key.clone()).or_default().insert(tx) {
-            state.reads.push(key);
+    /// `tx` read through these targets; tuple locks of a heap page beyond
+    /// [`MAX_TUPLE_LOCKS_PER_PAGE`] become a lock of that page (`page_of` says where a row is).
+    pub fn read(&mut self, tx: TxId, targets: Vec<SiTarget>, page_of: impl Fn(&Key) -> u64) {
+        for target in targets {
+            let state = self.txs.get_mut(&tx).expect("tracked");
+            if let SiTarget::Tuple { table, key, .. } = &target {
+                let page = page_of(key);
+                let covering = SiTarget::HeapPage {
+                    table: table.clone(),
+                    page,
+                };
+                if state.locks.contains(&covering) || state.locks.contains(&target) {
+                    continue;
+                }
+                let on_page = state
+                    .tuples_per_page
+                    .entry((table.clone(), page))
+                    .or_default();
+                on_page.push(target.clone());
+                if on_page.len() > MAX_TUPLE_LOCKS_PER_PAGE {
+                    let tuples = std::mem::take(on_page);
+                    for t in tuples {
+                        self.unlock(tx, &t);
+                    }
+                    self.lock(tx, covering);
+                    continue;
+                }
+            }
+            self.lock(tx, target);
         }
     }
 
-    /// `tx` scanned all of `table`.
-    pub fn read_relation(&mut self, tx: TxId, table: &str) {
+    /// `tx` read the index leaf pages `pages`.
+    pub fn read_pages(&mut self, tx: TxId, pages: Vec<IndexPage>) {
         let state = self.txs.get_mut(&tx).expect("tracked");
-        if state.relations.insert(table.to_string()) {
-            self.relation_readers
-                .entry(table.to_string())
-                .or_default()
-                .insert(tx);
+        for page in pages {
+            if state.pages.insert(page.clone()) {
+                self.page_readers
+                    .entry((page.table.clone(), page.index))
+                    .or_default()
+                    .entry(page)
+                    .or_default()
+                    .insert(tx);
+            }
         }
     }
 
-    /// `writer` wrote a row of `table` with these keys: every concurrent reader of them gets
-    /// an edge to it. Returns the transactions that must fail (see [`Ssi::add_edge`]).
-    pub fn wrote(&mut self, writer: TxId, table: &str, keys: &[ReadKey]) -> Vec<TxId> {
+    fn lock(&mut self, tx: TxId, target: SiTarget) {
+        let state = self.txs.get_mut(&tx).expect("tracked");
+        if state.locks.insert(target.clone()) {
+            self.readers.entry(target).or_default().insert(tx);
+        }
+    }
+
+    fn unlock(&mut self, tx: TxId, target: &SiTarget) {
+        if let Some(state) = self.txs.get_mut(&tx) {
+            state.locks.remove(target);
+        }
+        if let Some(set) = self.readers.get_mut(target) {
+            set.remove(&tx);
+            if set.is_empty() {
+                self.readers.remove(target);
+            }
+        }
+    }
+
+    /// `writer` writes `write`: every concurrent reader whose SIREAD lock covers it gets a
+    /// conflict out to the writer. Returns the transactions that must fail now or be doomed
+    /// (see [`Ssi::conflict`]), the acting writer among them if it fails.
+    pub fn conflict_in(&mut self, writer: TxId, write: &WriteSet) -> Vec<TxId> {
+        self.txs.get_mut(&writer).expect("tracked").wrote = true;
+        self.conflict_in_check(writer, write)
+    }
+
+    /// The conflict-in check alone, without counting as a write: PostgreSQL runs it on the
+    /// index page of a unique violation before it reports one (`_bt_check_unique`).
+    pub fn conflict_in_check(&mut self, writer: TxId, write: &WriteSet) -> Vec<TxId> {
+        let table = &write.table;
         let mut readers = BTreeSet::new();
-        if let Some(set) = self.relation_readers.get(table) {
-            readers.extend(set.iter().copied());
+        let mut add = |set: Option<&BTreeSet<TxId>>| readers.extend(set.into_iter().flatten());
+        add(self.readers.get(&SiTarget::Relation(table.clone())));
+        if let Some((key, version, page)) = &write.replaced {
+            add(self.readers.get(&SiTarget::Tuple {
+                table: table.clone(),
+                key: key.clone(),
+                version: *version,
+            }));
+            add(self.readers.get(&SiTarget::HeapPage {
+                table: table.clone(),
+                page: *page,
+            }));
         }
-        for key in keys {
-            if let Some(set) = self.key_readers.get(key) {
-                readers.extend(set.iter().copied());
+        for (index, entry) in &write.entries {
+            if let Some(pages) = self.page_readers.get(&(table.clone(), *index)) {
+                for (page, set) in pages {
+                    if page.covers(entry) {
+                        readers.extend(set.iter().copied());
+                    }
+                }
             }
         }
         let mut fail = Vec::new();
         for reader in readers {
-            if reader != writer {
-                fail.extend(self.add_edge(reader, writer));
+            if reader == writer {
+                continue;
             }
+            let r = &self.txs[&reader];
+            if r.doomed || r.outs.contains(&writer) || !self.concurrent(reader, writer) {
+                continue;
+            }
+            fail.extend(self.conflict(reader, writer, writer));
         }
         fail.sort_unstable();
         fail.dedup();
         fail
     }
 
-    /// A rw-antidependency `reader -> writer`, if both are tracked and concurrent. Returns the
-    /// active pivots of dangerous structures that this edge completes.
-    pub fn add_edge(&mut self, reader: TxId, writer: TxId) -> Vec<TxId> {
-        if reader == writer || !self.concurrent(reader, writer) {
+    /// `reader` met a version written by `writer` that it cannot see. Returns the
+    /// transactions that must fail (see [`Ssi::conflict`]).
+    pub fn conflict_out(&mut self, reader: TxId, writer: TxId) -> Vec<TxId> {
+        if reader == writer || !self.tracks(writer) || !self.concurrent(reader, writer) {
             return Vec::new();
         }
+        if self.txs[&writer].doomed || self.txs[&reader].outs.contains(&writer) {
+            return Vec::new();
+        }
+        self.conflict(reader, writer, reader)
+    }
+
+    /// Records `reader -> writer` after PostgreSQL's three checks (module documentation), with
+    /// `acting` the transaction whose statement found it. Returns who fails: the acting
+    /// transaction (to fail now) or another one (to doom).
+    fn conflict(&mut self, reader: TxId, writer: TxId, acting: TxId) -> Vec<TxId> {
+        assert!(acting == reader || acting == writer);
+        let failure = self.dangerous(reader, writer);
         self.txs
             .get_mut(&reader)
             .expect("tracked")
@@ -142,53 +307,94 @@ impl Ssi {
             .expect("tracked")
             .ins
             .insert(reader);
-        [writer, reader]
-            .into_iter()
-            .filter(|&p| self.dangerous(p))
-            .collect()
+        if !failure {
+            return Vec::new();
+        }
+        let w = &self.txs[&writer];
+        if acting == writer {
+            vec![writer]
+        } else if w.commit.is_some() {
+            // A committed writer cannot be aborted any more: the acting reader fails.
+            vec![reader]
+        } else {
+            vec![writer]
+        }
     }
 
-    /// Whether active `pivot` has an in-edge from some T_in and an out-edge to a committed
-    /// T_out that committed before T_in (or T_in is still active, or is T_out itself).
-    fn dangerous(&self, pivot: TxId) -> bool {
-        let p = &self.txs[&pivot];
-        if p.commit.is_some() {
-            return false;
+    fn dangerous(&self, reader: TxId, writer: TxId) -> bool {
+        let r = &self.txs[&reader];
+        let w = &self.txs[&writer];
+        // 1. A committed pivot: the writer committed with a conflict out to an earlier commit.
+        if w.commit.is_some() && w.conflict_out.is_some() {
+            return true;
         }
-        p.outs.iter().any(|o| {
-            let Some(o_commit) = self.txs.get(o).and_then(|t| t.commit) else {
+        // 2. The writer is a pivot whose out-neighbour T2 committed first.
+        let writer_pivot = w.outs.iter().filter_map(|t2| self.txs.get(t2)).any(|t2| {
+            let Some(c2) = t2.commit else {
                 return false;
             };
-            p.ins.iter().any(|i| {
-                i == o
-                    || self
-                        .txs
-                        .get(i)
-                        .is_some_and(|t| t.commit.is_none_or(|c| o_commit <= c))
-            })
+            r.commit.is_none_or(|c| c2 <= c)
+                && w.commit.is_none_or(|c| c2 <= c)
+                && (!r.read_only || c2 <= r.snapshot)
+        });
+        if writer_pivot {
+            return true;
+        }
+        // 3. The reader is a pivot whose out-neighbour (this writer) committed first.
+        let Some(wc) = w.commit else {
+            return false;
+        };
+        if r.read_only {
+            return false;
+        }
+        r.ins.iter().filter_map(|t0| self.txs.get(t0)).any(|t0| {
+            !t0.doomed && t0.commit.is_none_or(|c| c >= wc) && (!t0.read_only || t0.snapshot >= wc)
         })
     }
 
-    /// Checks `tx` before it commits: false if it must fail instead.
-    pub fn can_commit(&self, tx: TxId) -> bool {
-        !self.is_doomed(tx) && !self.dangerous(tx)
+    /// Checks `tx` before it commits: false if it must fail. Dooms every active in-neighbour
+    /// that is a pivot with an active in-neighbour of its own, or with `tx` itself.
+    pub fn pre_commit(&mut self, tx: TxId) -> bool {
+        if self.is_doomed(tx) {
+            return false;
+        }
+        let near: Vec<TxId> = self.txs[&tx].ins.iter().copied().collect();
+        for n in near {
+            let Some(nt) = self.txs.get(&n) else {
+                continue;
+            };
+            if nt.commit.is_some() || nt.doomed {
+                continue;
+            }
+            let pivot = nt.ins.iter().any(|&far| {
+                far == tx
+                    || self
+                        .txs
+                        .get(&far)
+                        .is_some_and(|f| f.commit.is_none() && !f.doomed)
+            });
+            if pivot {
+                self.txs.get_mut(&n).expect("tracked").doomed = true;
+            }
+        }
+        true
     }
 
-    /// Records the commit of `tx` at `seq`; dooms active transactions that this commit makes
-    /// pivots of dangerous structures (T_out committed first). Returns them.
-    pub fn commit(&mut self, tx: TxId, seq: CommitSeq) -> Vec<TxId> {
+    /// Records the commit of `tx` at `seq`, after [`Ssi::pre_commit`].
+    pub fn commit(&mut self, tx: TxId, seq: CommitSeq) {
+        let earliest_out = self.txs[&tx]
+            .outs
+            .iter()
+            .filter_map(|o| self.txs.get(o).and_then(|t| t.commit))
+            .min();
         let state = self.txs.get_mut(&tx).expect("tracked");
         assert!(state.commit.is_none());
         state.commit = Some(seq);
-        let ins: Vec<TxId> = state.ins.iter().copied().collect();
-        let mut doomed = Vec::new();
-        for i in ins {
-            if self.dangerous(i) {
-                self.txs.get_mut(&i).expect("tracked").doomed = true;
-                doomed.push(i);
-            }
+        state.read_only = !state.wrote;
+        if !state.read_only {
+            state.conflict_out = earliest_out;
         }
-        doomed
+        assert!(state.conflict_out.is_none_or(|c| c < seq));
     }
 
     /// Marks `tx` doomed: it fails at its next statement or commit.
@@ -198,12 +404,33 @@ impl Ssi {
         }
     }
 
-    /// Forgets an aborted transaction and its edges.
+    /// Forgets an aborted transaction, its locks and its conflicts.
     pub fn abort(&mut self, tx: TxId) {
         let Some(state) = self.txs.remove(&tx) else {
             return;
         };
-        self.forget_reads(tx, &state);
+        for target in &state.locks {
+            if let Some(set) = self.readers.get_mut(target) {
+                set.remove(&tx);
+                if set.is_empty() {
+                    self.readers.remove(target);
+                }
+            }
+        }
+        for page in &state.pages {
+            let by_index = (page.table.clone(), page.index);
+            if let Some(pages) = self.page_readers.get_mut(&by_index) {
+                if let Some(set) = pages.get_mut(page) {
+                    set.remove(&tx);
+                    if set.is_empty() {
+                        pages.remove(page);
+                    }
+                }
+                if pages.is_empty() {
+                    self.page_readers.remove(&by_index);
+                }
+            }
+        }
         for other in state.ins.iter().chain(state.outs.iter()) {
             if let Some(o) = self.txs.get_mut(other) {
                 o.ins.remove(&tx);
@@ -212,26 +439,8 @@ impl Ssi {
         }
     }
 
-    fn forget_reads(&mut self, tx: TxId, state: &SsiTx) {
-        for key in &state.reads {
-            if let Some(set) = self.key_readers.get_mut(key) {
-                set.remove(&tx);
-                if set.is_empty() {
-                    self.key_readers.remove(key);
-                }
-            }
-        }
-        for table in &state.relations {
-            if let Some(set) = self.relation_readers.get_mut(table) {
-                set.remove(&tx);
-                if set.is_empty() {
-                    self.relation_readers.remove(table);
-                }
-            }
-        }
-    }
-
-    /// Forgets committed transactions that no active one overlaps: no new edge can reach them.
+    /// Forgets committed transactions that no active one overlaps: no new conflict can reach
+    /// them.
     pub fn cleanup(&mut self) {
         let horizon = self
             .txs
@@ -259,30 +468,81 @@ impl Ssi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::value::Value;
+
+    fn tuple(k: i64) -> SiTarget {
+        SiTarget::Tuple {
+            table: "t".into(),
+            key: vec![Value::Int(k)],
+            version: 1,
+        }
+    }
+
+    fn update(k: i64) -> WriteSet {
+        WriteSet {
+            table: "t".into(),
+            replaced: Some((vec![Value::Int(k)], 1, 0)),
+            entries: Vec::new(),
+        }
+    }
 
     #[test]
     fn write_skew_dooms_the_second_committer() {
         let mut ssi = Ssi::default();
-        ssi.begin(1, 0);
-        ssi.begin(2, 0);
-        assert!(ssi.add_edge(1, 2).is_empty());
-        assert!(ssi.add_edge(2, 1).is_empty());
-        assert!(ssi.can_commit(1));
-        assert_eq!(ssi.commit(1, 1), vec![2]);
-        assert!(!ssi.can_commit(2));
+        ssi.begin(1, 1);
+        ssi.begin(2, 1);
+        ssi.read(1, vec![tuple(1)], |_| 0);
+        ssi.read(2, vec![tuple(2)], |_| 0);
+        assert!(ssi.conflict_in(1, &update(2)).is_empty());
+        assert!(ssi.conflict_in(2, &update(1)).is_empty());
+        assert!(ssi.pre_commit(1));
+        ssi.commit(1, 2);
+        assert!(!ssi.pre_commit(2), "2 was doomed as the pivot");
+    }
+
+    #[test]
+    fn a_committed_pivot_fails_the_reader() {
+        // 2 read what 3 wrote (2 -> 3), 3 committed first, then 2 committed: 2 is a committed
+        // pivot, and 1 reading past 2's write fails.
+        let mut ssi = Ssi::default();
+        for tx in [1, 2, 3] {
+            ssi.begin(tx, 1);
+        }
+        ssi.read(2, vec![tuple(1)], |_| 0);
+        assert!(ssi.conflict_in(3, &update(1)).is_empty());
+        assert!(ssi.pre_commit(3));
+        ssi.commit(3, 2);
+        assert!(ssi.conflict_in(2, &update(2)).is_empty());
+        assert!(ssi.pre_commit(2));
+        ssi.commit(2, 3);
+        assert_eq!(ssi.conflict_out(1, 2), vec![1]);
     }
 
     #[test]
     fn a_single_edge_is_harmless() {
         let mut ssi = Ssi::default();
-        ssi.begin(1, 0);
-        ssi.begin(2, 0);
-        assert!(ssi.add_edge(1, 2).is_empty());
-        assert!(ssi.can_commit(2));
-        assert!(ssi.commit(2, 1).is_empty());
-        assert!(ssi.can_commit(1));
-        ssi.commit(1, 2);
+        ssi.begin(1, 1);
+        ssi.begin(2, 1);
+        assert!(ssi.conflict_out(1, 2).is_empty());
+        assert!(ssi.pre_commit(2));
+        ssi.commit(2, 2);
+        assert!(ssi.pre_commit(1));
+        ssi.commit(1, 3);
         ssi.cleanup();
         assert!(!ssi.tracks(1) && !ssi.tracks(2));
+    }
+
+    #[test]
+    fn a_third_tuple_on_a_page_becomes_a_page_lock() {
+        let mut ssi = Ssi::default();
+        ssi.begin(1, 1);
+        ssi.begin(2, 1);
+        ssi.read(1, vec![tuple(1), tuple(2)], |_| 0);
+        // Row 3 is on the same page but unread: no conflict yet.
+        let mut other = update(3);
+        other.replaced = Some((vec![Value::Int(3)], 1, 0));
+        ssi.read(1, vec![tuple(4)], |_| 0);
+        assert!(ssi.conflict_in(2, &other).is_empty());
+        assert!(ssi.txs[&1].outs.contains(&2), "the page lock covers row 3");
     }
 }

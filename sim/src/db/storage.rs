@@ -38,6 +38,9 @@ pub struct Version {
     pub tx: TxId,
     /// The row, or `None` for a deletion.
     pub data: Option<Row>,
+    /// For a deletion by an UPDATE of the primary key: the key the row moved to (PostgreSQL
+    /// follows an updated row to its new version, wherever its key now is).
+    pub moved_to: Option<Key>,
 }
 
 /// The uncommitted version of a row, written by the transaction holding its write lock.
@@ -47,6 +50,8 @@ pub struct Pending {
     pub tx: TxId,
     /// The row, or `None` for a deletion.
     pub data: Option<Row>,
+    /// See [`Version::moved_to`].
+    pub moved_to: Option<Key>,
 }
 
 /// All versions of one row.
@@ -84,6 +89,11 @@ impl RowVersions {
     }
 }
 
+/// Entries per PostgreSQL B-tree leaf page: an 8 kB page of small keys (an index tuple of 16
+/// bytes and its line pointer) at the 90% fill of pages split by ascending inserts. Tables of
+/// a few hundred rows keep each index in one leaf page, as the real ones do.
+pub const INDEX_ENTRIES_PER_PAGE: usize = 367;
+
 /// A unique or secondary index over some columns of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexDef {
@@ -112,6 +122,11 @@ pub struct Table {
     pub index_entries: Vec<BTreeSet<(Key, Key)>>,
     /// The next value an auto-increment column hands out.
     pub next_auto_increment: i64,
+    /// PostgreSQL's heap page of each row, in the order rows were first inserted (an update
+    /// stays on its page, as a HOT update does): what SSI's page locks cover.
+    pub heap_pages: BTreeMap<Key, u64>,
+    /// Rows placed so far.
+    pub heap_rows: u64,
 }
 
 impl Table {
@@ -133,6 +148,8 @@ impl Table {
             rows: BTreeMap::new(),
             index_entries,
             next_auto_increment: 1,
+            heap_pages: BTreeMap::new(),
+            heap_rows: 0,
         }
     }
 
@@ -176,6 +193,75 @@ impl Table {
             .take_while(|(v, _)| v == values)
             .map(|(_, k)| k.clone())
             .collect()
+    }
+
+    /// Rows per PostgreSQL heap page for this table: an 8 kB page less its header, over a tuple
+    /// header of 24 bytes, a line pointer of 4 and about 8 bytes per column.
+    pub fn rows_per_heap_page(&self) -> u64 {
+        let row_bytes = 28 + 8 * self.columns.len() as u64;
+        (8192 - 24) / row_bytes
+    }
+
+    /// Places row `key` on a heap page the first time it is written.
+    pub fn place_row(&mut self, key: &Key) {
+        if !self.heap_pages.contains_key(key) {
+            let page = self.heap_rows / self.rows_per_heap_page();
+            self.heap_pages.insert(key.clone(), page);
+            self.heap_rows += 1;
+        }
+    }
+
+    /// The heap page of row `key` (0 for a row never placed, like a replica's).
+    pub fn heap_page(&self, key: &Key) -> u64 {
+        self.heap_pages.get(key).copied().unwrap_or(0)
+    }
+
+    /// The leaf page of index `index` (`None`: the primary key) that holds `entry` (index
+    /// values followed by the primary key), as the range `[lo, hi)` of entries it covers: the
+    /// index's entries in order, [`INDEX_ENTRIES_PER_PAGE`] to a page.
+    pub fn index_page(&self, index: Option<usize>, entry: &Key) -> (Option<Key>, Option<Key>) {
+        let per_page = INDEX_ENTRIES_PER_PAGE;
+        let entries: Vec<Key> = match index {
+            None => self.rows.keys().cloned().collect(),
+            Some(i) => self.index_entries[i]
+                .iter()
+                .map(|(v, k)| v.iter().chain(k).cloned().collect())
+                .collect(),
+        };
+        let last_page = entries.len().max(1).div_ceil(per_page) - 1;
+        // An entry between two pages belongs to the left one, whose high key is above it.
+        let at_or_below = entries.partition_point(|e| e <= entry);
+        let page = (at_or_below.saturating_sub(1) / per_page).min(last_page);
+        let lo = (page > 0).then(|| entries[page * per_page].clone());
+        let hi = (page < last_page).then(|| entries[(page + 1) * per_page].clone());
+        (lo, hi)
+    }
+
+    /// The leaf pages of index `index` that a scan from `lo` to `hi` visits (see
+    /// [`Table::index_page`]).
+    pub fn index_pages_between(
+        &self,
+        index: Option<usize>,
+        lo: &Bound<Key>,
+        hi: &Bound<Key>,
+    ) -> Vec<(Option<Key>, Option<Key>)> {
+        let first = match lo {
+            Bound::Included(k) | Bound::Excluded(k) => self.index_page(index, k),
+            Bound::Unbounded => self.index_page(index, &Vec::new()),
+        };
+        let mut pages = vec![first];
+        while let Some(next) = pages.last().and_then(|(_, hi)| hi.clone()) {
+            let beyond = match hi {
+                Bound::Included(h) => next > *h,
+                Bound::Excluded(h) => next >= *h,
+                Bound::Unbounded => false,
+            };
+            if beyond {
+                break;
+            }
+            pages.push(self.index_page(index, &next));
+        }
+        pages
     }
 
     /// The first primary key after `key`, or `None` for the end of the table (InnoDB's

@@ -1,0 +1,447 @@
+//! Access paths: which index positions a statement visits, in index order, and the gaps
+//! between them that InnoDB's next-key locks cover. The executor picks a path from the WHERE
+//! clause ([`choose_access`]); `read` walks it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::expr::BExpr;
+use crate::db::lock::LockTarget;
+use crate::db::sql::{BinOp, ColumnType};
+use crate::db::storage::{Key, Table};
+use crate::db::value::Value;
+
+/// How rows are found: which index positions are visited.
+#[derive(Debug, Clone)]
+pub(super) enum Access {
+    /// Primary key lookups.
+    Keys(Vec<Key>),
+    /// A range of the primary key (a single-column key compared with `<`, `<=`, `>`, `>=`):
+    /// the index positions between the bounds, as InnoDB's range scan and PostgreSQL's
+    /// (bitmap) index scan visit them.
+    Range { lo: Bound<Key>, hi: Bound<Key> },
+    /// Equality on all columns of a secondary index.
+    Index { index: usize, values: Vec<Key> },
+    /// The whole table in primary key order.
+    Scan,
+}
+
+/// The direction an access path is walked in: primary key order, or backwards for an
+/// `ORDER BY` of the primary key `DESC` that the index can deliver without a sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    Asc,
+    Desc,
+}
+
+/// One visited index position.
+#[derive(Debug, Clone)]
+pub(super) enum Position {
+    /// A row; `gap` is the gap before its index record that InnoDB's next-key lock covers
+    /// (`None` where InnoDB locks only the record: a unique lookup that found the row, or the
+    /// first row of a `>=` range that equals its bound). `end_of_range` marks the first row
+    /// past the range, which InnoDB's range scan reads and locks before it stops.
+    Row {
+        key: Key,
+        gap: Option<LockTarget>,
+        end_of_range: bool,
+    },
+    /// A gap with no row (a lookup that found nothing, or the end of a range).
+    Gap(LockTarget),
+}
+
+/// Picks the access path: primary key lookups, a secondary index with equality on all its
+/// columns (unique first), or a scan.
+pub(super) fn choose_access(table: &Table, filter: Option<&BExpr>) -> Access {
+    let mut equal: BTreeMap<usize, Vec<Value>> = BTreeMap::new();
+    let mut conjuncts = Vec::new();
+    if let Some(f) = filter {
+        collect_conjuncts(f, &mut conjuncts);
+    }
+    let mut lo: Bound<Key> = Bound::Unbounded;
+    let mut hi: Bound<Key> = Bound::Unbounded;
+    let single_pk = (table.primary_key.len() == 1).then(|| table.primary_key[0]);
+    for c in conjuncts {
+        if let Some(values) = or_of_equalities(c) {
+            let (column, values) = values;
+            // Index keys compare as the column's type: a quoted number finds the row.
+            let Some(mut values) = values
+                .into_iter()
+                .map(|v| key_value(table, column, v))
+                .collect::<Option<Vec<Value>>>()
+            else {
+                continue;
+            };
+            values.sort();
+            values.dedup();
+            equal.entry(column).or_insert(values);
+            continue;
+        }
+        if let BExpr::Bin(l, op, r) = c {
+            // `col op value`, or `value op col` with the comparison turned around.
+            let (column, op, value) = match (l.as_ref(), r.as_ref()) {
+                (BExpr::Col(i), BExpr::Val(v)) => (*i, *op, v),
+                (BExpr::Val(v), BExpr::Col(i)) => (*i, flip(*op), v),
+                _ => continue,
+            };
+            if value.is_null() || Some(column) != single_pk {
+                continue;
+            }
+            let Some(value) = key_value(table, column, value.clone()) else {
+                continue;
+            };
+            let key = vec![value];
+            match op {
+                BinOp::Gt => lo = tighter_lo(lo, Bound::Excluded(key)),
+                BinOp::GtEq => lo = tighter_lo(lo, Bound::Included(key)),
+                BinOp::Lt => hi = tighter_hi(hi, Bound::Excluded(key)),
+                BinOp::LtEq => hi = tighter_hi(hi, Bound::Included(key)),
+                _ => {}
+            }
+        }
+    }
+    let product = |columns: &[usize]| -> Option<Vec<Key>> {
+        let mut keys: Vec<Key> = vec![Vec::new()];
+        for c in columns {
+            let values = equal.get(c)?;
+            let mut next = Vec::new();
+            for k in &keys {
+                for v in values {
+                    let mut k = k.clone();
+                    k.push(v.clone());
+                    next.push(k);
+                }
+            }
+            keys = next;
+            if keys.len() > 1024 {
+                return None;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Some(keys)
+    };
+    if let Some(keys) = product(&table.primary_key) {
+        return Access::Keys(keys);
+    }
+    for unique in [true, false] {
+        for (i, index) in table.indexes.iter().enumerate() {
+            if index.unique != unique {
+                continue;
+            }
+            if let Some(values) = product(&index.columns) {
+                return Access::Index { index: i, values };
+            }
+        }
+    }
+    if lo != Bound::Unbounded || hi != Bound::Unbounded {
+        return Access::Range { lo, hi };
+    }
+    Access::Scan
+}
+
+/// `v` as a key of column `c`: an integer column takes a string that spells an integer;
+/// `None` if it cannot be a key of the column (the WHERE then decides row by row).
+fn key_value(table: &Table, c: usize, v: Value) -> Option<Value> {
+    match (&v, table.columns[c].ty) {
+        (Value::Text(t), ColumnType::Int) => t.trim().parse::<i64>().ok().map(Value::Int),
+        (Value::Int(_), ColumnType::Int) | (Value::Text(_), ColumnType::Text) => Some(v),
+        (Value::Bool(_), ColumnType::Bool) => Some(v),
+        _ => None,
+    }
+}
+
+/// `col = v`, `col IN (...)`, or an OR of those on one column: the column and its values.
+fn or_of_equalities(e: &BExpr) -> Option<(usize, Vec<Value>)> {
+    match e {
+        BExpr::Bin(l, BinOp::Eq, r) => match (l.as_ref(), r.as_ref()) {
+            (BExpr::Col(i), BExpr::Val(v)) | (BExpr::Val(v), BExpr::Col(i)) if !v.is_null() => {
+                Some((*i, vec![v.clone()]))
+            }
+            _ => None,
+        },
+        BExpr::In(inner, list, false) => {
+            let BExpr::Col(i) = inner.as_ref() else {
+                return None;
+            };
+            let values = list
+                .iter()
+                .map(|e| match e {
+                    BExpr::Val(v) if !v.is_null() => Some(v.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<Value>>>()?;
+            Some((*i, values))
+        }
+        BExpr::Bin(l, BinOp::Or, r) => {
+            let (a, mut left) = or_of_equalities(l)?;
+            let (b, right) = or_of_equalities(r)?;
+            if a != b {
+                return None;
+            }
+            left.extend(right);
+            Some((a, left))
+        }
+        _ => None,
+    }
+}
+
+fn flip(op: BinOp) -> BinOp {
+    match op {
+        BinOp::Lt => BinOp::Gt,
+        BinOp::LtEq => BinOp::GtEq,
+        BinOp::Gt => BinOp::Lt,
+        BinOp::GtEq => BinOp::LtEq,
+        other => other,
+    }
+}
+
+fn tighter_lo(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
+    match (&a, &b) {
+        (Bound::Unbounded, _) => b,
+        (_, Bound::Unbounded) => a,
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
+            match x.cmp(y) {
+                std::cmp::Ordering::Less => b,
+                std::cmp::Ordering::Greater => a,
+                // Equal values: the exclusive bound is the tighter one.
+                std::cmp::Ordering::Equal => {
+                    if matches!(a, Bound::Excluded(_)) {
+                        a
+                    } else {
+                        b
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tighter_hi(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
+    match (&a, &b) {
+        (Bound::Unbounded, _) => b,
+        (_, Bound::Unbounded) => a,
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
+            match x.cmp(y) {
+                std::cmp::Ordering::Less => a,
+                std::cmp::Ordering::Greater => b,
+                std::cmp::Ordering::Equal => {
+                    if matches!(a, Bound::Excluded(_)) {
+                        a
+                    } else {
+                        b
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn collect_conjuncts<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {
+    if let BExpr::Bin(l, BinOp::And, r) = e {
+        collect_conjuncts(l, out);
+        collect_conjuncts(r, out);
+    } else {
+        out.push(e);
+    }
+}
+
+/// Whether `key` lies below the upper bound `hi`.
+fn below(hi: &Bound<Key>, key: &Key) -> bool {
+    match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => key <= h,
+        Bound::Excluded(h) => key < h,
+    }
+}
+
+/// The keys of the rows an access path visits, in its order: [`positions`] without the gaps,
+/// for reads that lock no gaps (snapshot reads, PostgreSQL's locking reads).
+pub(super) fn row_keys(table: &Table, access: &Access, direction: Direction) -> Vec<Key> {
+    let mut keys: Vec<Key> = match access {
+        Access::Keys(keys) => keys
+            .iter()
+            .filter(|key| table.rows.contains_key(*key))
+            .cloned()
+            .collect(),
+        Access::Range { lo, hi } => table
+            .rows
+            .range((lo.clone(), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| below(hi, k))
+            .cloned()
+            .collect(),
+        Access::Scan => table.rows.keys().cloned().collect(),
+        Access::Index { index, values } => values
+            .iter()
+            .flat_map(|v| table.index_lookup(*index, v))
+            .filter(|key| table.rows.contains_key(key))
+            .collect(),
+    };
+    if direction == Direction::Desc {
+        keys.reverse();
+    }
+    keys
+}
+
+/// The index positions an access path visits, in its direction, with the gaps InnoDB locks
+/// (measured on MariaDB 10.11, `sim/conformance/engine-regressions.toml`): every record of a
+/// range or scan with its next-key lock; the first record past a range too, which the scan
+/// reads before it knows to stop (the end of the index, if none, as its supremum gap); the
+/// first record of a `>=` range that equals the bound without its gap. Walked backwards, a
+/// scan first locks the gap above the range (InnoDB's guard against phantoms in `ORDER BY
+/// ... DESC`), then the records downwards with their next-key locks, and then the first
+/// record below the range.
+pub(super) fn positions(table: &Table, access: &Access, direction: Direction) -> Vec<Position> {
+    let pk_gap = |before: Option<Key>| LockTarget::Gap {
+        table: table.name.clone(),
+        index: None,
+        before,
+    };
+    let row = |key: &Key, gap: Option<LockTarget>, end_of_range: bool| Position::Row {
+        key: key.clone(),
+        gap,
+        end_of_range,
+    };
+    let mut out = Vec::new();
+    match access {
+        Access::Keys(keys) => {
+            for key in keys {
+                if table.rows.contains_key(key) {
+                    out.push(row(key, None, false));
+                } else {
+                    out.push(Position::Gap(pk_gap(table.primary_successor(key))));
+                }
+            }
+            if direction == Direction::Desc {
+                out.reverse();
+            }
+        }
+        Access::Range { .. } | Access::Scan => {
+            let (lo, hi) = match access {
+                Access::Range { lo, hi } => (lo.clone(), hi.clone()),
+                _ => (Bound::Unbounded, Bound::Unbounded),
+            };
+            match direction {
+                Direction::Asc => {
+                    let mut first = true;
+                    let mut past = false;
+                    for (key, _) in table.rows.range((lo.clone(), Bound::Unbounded)) {
+                        if !below(&hi, key) {
+                            out.push(row(key, Some(pk_gap(Some(key.clone()))), true));
+                            past = true;
+                            break;
+                        }
+                        let exact = first && matches!(&lo, Bound::Included(l) if l == key);
+                        let gap = (!exact).then(|| pk_gap(Some(key.clone())));
+                        out.push(row(key, gap, false));
+                        first = false;
+                    }
+                    if !past {
+                        out.push(Position::Gap(pk_gap(None)));
+                    }
+                }
+                Direction::Desc => {
+                    // The gap above the range: before the first record past its upper end.
+                    let above = match &hi {
+                        Bound::Unbounded => None,
+                        Bound::Included(h) => table
+                            .rows
+                            .range((Bound::Excluded(h.clone()), Bound::Unbounded))
+                            .next()
+                            .map(|(k, _)| k.clone()),
+                        Bound::Excluded(h) => table
+                            .rows
+                            .range((Bound::Included(h.clone()), Bound::Unbounded))
+                            .next()
+                            .map(|(k, _)| k.clone()),
+                    };
+                    out.push(Position::Gap(pk_gap(above)));
+                    for (key, _) in table.rows.range((Bound::Unbounded, hi.clone())).rev() {
+                        let in_range = match &lo {
+                            Bound::Unbounded => true,
+                            Bound::Included(l) => key >= l,
+                            Bound::Excluded(l) => key > l,
+                        };
+                        out.push(row(key, Some(pk_gap(Some(key.clone()))), !in_range));
+                        if !in_range {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Access::Index { index, values } => {
+            let unique = table.indexes[*index].unique;
+            let gap = |before: Option<Key>| LockTarget::Gap {
+                table: table.name.clone(),
+                index: Some(*index),
+                before,
+            };
+            for v in values {
+                // Index entries outlive rolled-back inserts; only rows that exist are visited.
+                let keys: Vec<Key> = table
+                    .index_lookup(*index, v)
+                    .into_iter()
+                    .filter(|k| table.rows.contains_key(k))
+                    .collect();
+                for key in &keys {
+                    out.push(row(
+                        key,
+                        (!unique).then(|| gap(Some(concat_key(v, key)))),
+                        false,
+                    ));
+                }
+                if !unique || keys.is_empty() {
+                    let last = keys.last().cloned().unwrap_or_default();
+                    let next = table
+                        .index_successor(*index, v, &last)
+                        .map(|(nv, nk)| concat_key(&nv, &nk));
+                    out.push(Position::Gap(gap(next)));
+                }
+            }
+            if direction == Direction::Desc {
+                out.reverse();
+            }
+        }
+    }
+    out
+}
+
+/// The direction in which `access` delivers rows in the `order` asked for, or `None` if they
+/// must be sorted: no `ORDER BY` (index order), or the primary key columns all ascending or
+/// all descending on a primary key path (or a single value of a secondary index, whose
+/// entries for one value are in primary key order).
+pub(super) fn index_order(
+    table: &Table,
+    access: &Access,
+    order: &[(BExpr, bool)],
+) -> Option<Direction> {
+    if order.is_empty() {
+        return Some(Direction::Asc);
+    }
+    let pk_path = match access {
+        Access::Keys(_) | Access::Range { .. } | Access::Scan => true,
+        Access::Index { values, .. } => values.len() == 1,
+    };
+    if !pk_path || order.len() != table.primary_key.len() {
+        return None;
+    }
+    let by_key = order
+        .iter()
+        .zip(&table.primary_key)
+        .all(|((e, _), &c)| matches!(e, BExpr::Col(i) if *i == c));
+    let desc = order[0].1;
+    if !by_key || order.iter().any(|(_, d)| *d != desc) {
+        return None;
+    }
+    Some(if desc {
+        Direction::Desc
+    } else {
+        Direction::Asc
+    })
+}
+
+pub(super) fn concat_key(values: &Key, key: &Key) -> Key {
+    values.iter().chain(key.iter()).cloned().collect()
+}

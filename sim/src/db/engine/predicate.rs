@@ -1,0 +1,157 @@
+//! PostgreSQL's predicate locks for serializable transactions: what a read locks and which
+//! concurrent writers it meets, and what a write conflicts with, at the granularity
+//! PostgreSQL uses (`ssi` holds the locks and judges the conflicts). A sequential scan locks
+//! the relation; an index scan (primary key lookups and ranges, secondary index lookups)
+//! locks the index leaf pages it visits and the tuples it finds visible.
+
+use super::access::Access;
+use super::{Database, Step};
+use crate::db::ssi::{IndexPage, SiTarget, WriteSet};
+use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
+
+/// What a serializable read learnt from one row's versions: the committed version it sees
+/// (to lock; `None` for none, or its own write) and the concurrent writers of versions it
+/// cannot see (conflicts out).
+pub(super) struct Examined {
+    pub(super) version: Option<CommitSeq>,
+    pub(super) writers: Vec<TxId>,
+}
+
+/// Examines the versions of a row as PostgreSQL's scan does for SSI (`heap_hot_search_buffer`
+/// and `HeapCheckForSerializableConflictOut`): an index scan walks the row's update chain from
+/// the oldest version and stops at the one it sees, so it meets only the writer of the version
+/// after it (or every writer, if it sees none); a sequential scan meets every version on the
+/// page, so every writer of a version newer than its snapshot.
+pub(super) fn examine(rv: &RowVersions, tx: TxId, snapshot: CommitSeq, seqscan: bool) -> Examined {
+    let own = rv.pending.as_ref().is_some_and(|p| p.tx == tx);
+    let visible = rv.visible_at(snapshot);
+    let mut writers: Vec<TxId> = rv
+        .committed
+        .iter()
+        .filter(|v| v.seq > snapshot)
+        .map(|v| v.tx)
+        .collect();
+    if let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) {
+        writers.push(p.tx);
+    }
+    let sees = visible.is_some_and(|v| v.data.is_some());
+    if sees && !seqscan {
+        // Only the writer of the version right after the one seen.
+        writers.truncate(1);
+    }
+    Examined {
+        version: visible.filter(|v| v.data.is_some() && !own).map(|v| v.seq),
+        writers,
+    }
+}
+
+impl Database {
+    /// Takes the SIREAD locks of a serializable read of `table_name` through `access` that saw
+    /// the committed versions `seen`, and records its conflicts out to `writers`.
+    pub(super) fn ssi_after_read(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        access: &Access,
+        seen: Vec<(Key, CommitSeq)>,
+        writers: Vec<TxId>,
+    ) -> Step<()> {
+        let table = self.table(table_name)?;
+        let page = |index: Option<usize>, bounds: (Option<Key>, Option<Key>)| IndexPage {
+            table: table_name.to_string(),
+            index,
+            lo: bounds.0,
+            hi: bounds.1,
+        };
+        let (pages, targets) = match access {
+            Access::Scan => (Vec::new(), vec![SiTarget::Relation(table_name.to_string())]),
+            Access::Keys(keys) => (
+                keys.iter()
+                    .map(|k| page(None, table.index_page(None, k)))
+                    .collect(),
+                Vec::new(),
+            ),
+            Access::Range { lo, hi } => (
+                table
+                    .index_pages_between(None, lo, hi)
+                    .into_iter()
+                    .map(|b| page(None, b))
+                    .collect(),
+                Vec::new(),
+            ),
+            Access::Index { index, values } => (
+                values
+                    .iter()
+                    .map(|v| page(Some(*index), table.index_page(Some(*index), v)))
+                    .collect(),
+                Vec::new(),
+            ),
+        };
+        let mut targets = targets;
+        if !matches!(access, Access::Scan) {
+            targets.extend(seen.into_iter().map(|(key, version)| SiTarget::Tuple {
+                table: table_name.to_string(),
+                key,
+                version,
+            }));
+        }
+        let heap_pages = table.heap_pages.clone();
+        self.ssi.read_pages(tx, pages);
+        self.ssi
+            .read(tx, targets, |k| heap_pages.get(k).copied().unwrap_or(0));
+        let mut fail = Vec::new();
+        for writer in writers {
+            fail.extend(self.ssi.conflict_out(tx, writer));
+        }
+        self.ssi_fail(tx, fail)
+    }
+
+    /// What a write of row `key` from `old` to `new` touches, for SSI's conflict-in check:
+    /// the committed version it replaces (with its heap page) and the index entries it adds
+    /// (an insert adds one to every index; an update that changes an indexed column is not a
+    /// HOT update and adds one to every index too).
+    pub(super) fn ssi_write_set(
+        &self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> WriteSet {
+        let table = &self.tables[table_name];
+        let rv = table.rows.get(key);
+        let replaced = old.and_then(|_| {
+            let rv = rv?;
+            if rv.pending.as_ref().is_some_and(|p| p.tx == tx) {
+                // Its own version: nobody else can hold a lock on it.
+                return None;
+            }
+            let version = rv.latest_committed()?.seq;
+            Some((key.clone(), version, table.heap_page(key)))
+        });
+        let indexed_change = match (old, new) {
+            (Some(o), Some(n)) => {
+                table.key_of(o) != table.key_of(n)
+                    || (0..table.indexes.len())
+                        .any(|i| table.index_key_of(i, o) != table.index_key_of(i, n))
+            }
+            _ => false,
+        };
+        let mut entries = Vec::new();
+        if let Some(n) = new {
+            if old.is_none() || indexed_change {
+                entries.push((None, key.clone()));
+                for i in 0..table.indexes.len() {
+                    let mut entry = table.index_key_of(i, n);
+                    entry.extend(key.iter().cloned());
+                    entries.push((Some(i), entry));
+                }
+            }
+        }
+        WriteSet {
+            table: table_name.to_string(),
+            replaced,
+            entries,
+        }
+    }
+}

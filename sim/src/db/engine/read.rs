@@ -1,0 +1,386 @@
+//! Reads along an access path: the rows a statement sees and the rows it locks. Snapshot
+//! reads see the version of their snapshot; PostgreSQL's locking reads find rows in the
+//! snapshot and lock them (re-checking changed rows); InnoDB's locking reads lock every record
+//! they scan on its newest version, with gaps under repeatable read. Serializable reads are
+//! recorded for SSI here.
+
+use std::collections::BTreeSet;
+
+use super::access::{positions, row_keys, Access, Direction, Position};
+use super::expr::{eval, matches, BExpr};
+use super::predicate::examine;
+use super::result::compare_sort_keys;
+use super::{Database, SessionId, Step};
+use crate::db::lock::{Grant, LockMode, LockTarget};
+use crate::db::profile::{errors, Engine, Isolation};
+use crate::db::sql::LockWaitPolicy;
+use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
+use crate::db::value::Value;
+
+/// What a locking read walks: the table, the access path and its direction, the WHERE, and
+/// how many matching rows it needs before it may stop.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScanSpec<'a> {
+    pub(super) table: &'a str,
+    pub(super) access: &'a Access,
+    pub(super) direction: Direction,
+    pub(super) filter: Option<&'a BExpr>,
+    /// `LIMIT` plus `OFFSET` when rows come in the order asked for; `None` reads them all.
+    pub(super) wanted: Option<usize>,
+}
+
+impl Database {
+    /// A non-locking read: the version each row has in `snapshot` (own writes included), or the
+    /// newest version of any transaction when there is no snapshot (InnoDB read uncommitted).
+    pub(super) fn snapshot_read(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        access: &Access,
+        filter: Option<&BExpr>,
+        snapshot: Option<CommitSeq>,
+    ) -> Step<Vec<Row>> {
+        let engine = self.engine;
+        let serializable = self.ssi.tracks(tx);
+        let table = self.table(table_name)?;
+        let keys = row_keys(table, access, Direction::Asc);
+        let seqscan = matches!(access, Access::Scan);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let mut writers = BTreeSet::new();
+        let mut touched = 0u64;
+        for key in &keys {
+            let Some(rv) = table.rows.get(key) else {
+                continue;
+            };
+            touched += 1;
+            let data = match snapshot {
+                Some(snapshot) => {
+                    if serializable {
+                        let examined = examine(rv, tx, snapshot, seqscan);
+                        seen.extend(examined.version.map(|v| (key.clone(), v)));
+                        writers.extend(examined.writers);
+                    }
+                    if engine == Engine::Postgres {
+                        if let Some(old) = deleted_under_own_insert(rv, tx, snapshot) {
+                            // PostgreSQL keeps the deleted tuple, still visible in the
+                            // snapshot, beside the one this transaction inserted in its
+                            // place: a scan returns both (measured).
+                            if matches(engine, filter, old)? {
+                                out.push(old.clone());
+                            }
+                        }
+                    }
+                    visible(rv, tx, snapshot)
+                }
+                None => match &rv.pending {
+                    Some(p) => p.data.as_ref(),
+                    None => rv.latest_committed().and_then(|v| v.data.as_ref()),
+                },
+            };
+            let Some(row) = data else {
+                continue;
+            };
+            if matches(engine, filter, row)? {
+                out.push(row.clone());
+            }
+        }
+        self.stats.rows_touched += touched;
+        if serializable {
+            let writers = writers.into_iter().collect();
+            self.ssi_after_read(tx, table_name, access, seen, writers)?;
+        }
+        Ok(out)
+    }
+
+    /// Dooms the other pivots; fails this statement if `tx` itself is one.
+    pub(super) fn ssi_fail(&mut self, tx: TxId, pivots: Vec<TxId>) -> Step<()> {
+        let mut fail = false;
+        for pivot in pivots {
+            if pivot == tx {
+                fail = true;
+            } else {
+                self.ssi.doom(pivot);
+            }
+        }
+        if fail {
+            return Err(errors::rw_dependency().into());
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL's locking read (`FOR UPDATE`/`FOR SHARE`, and the row search of UPDATE and
+    /// DELETE): rows that match in the statement snapshot, sorted, locked one by one; a row
+    /// changed since the snapshot is re-checked on its newest version in read committed
+    /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable. For an
+    /// UPDATE or DELETE (`writes`), a serializable transaction runs SSI's conflict-in check of
+    /// each row as soon as it holds the row, before it goes on to the next one: PostgreSQL
+    /// writes row by row (`heap_update`/`heap_delete` call `CheckForSerializableConflictIn`),
+    /// so a row that fails later, or waits, comes after the conflicts of the rows before it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pg_locking_read(
+        &mut self,
+        session: SessionId,
+        spec: ScanSpec,
+        mode: LockMode,
+        policy: LockWaitPolicy,
+        snapshot: CommitSeq,
+        order: &[(BExpr, bool)],
+        writes: bool,
+    ) -> Step<Vec<(Key, Row)>> {
+        let ScanSpec {
+            table: table_name,
+            access,
+            direction,
+            filter,
+            wanted,
+        } = spec;
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let isolation = self.tx_mut(session).isolation;
+        let serializable = self.ssi.tracks(tx);
+        let table = self.table(table_name)?;
+        let mut candidates: Vec<(Key, Row)> = Vec::new();
+        let seqscan = matches!(access, Access::Scan);
+        let mut seen = Vec::new();
+        let mut writers = BTreeSet::new();
+        let mut touched = 0u64;
+        for key in row_keys(table, access, direction) {
+            let Some(rv) = table.rows.get(&key) else {
+                continue;
+            };
+            touched += 1;
+            if serializable {
+                let examined = examine(rv, tx, snapshot, seqscan);
+                seen.extend(examined.version.map(|v| (key.clone(), v)));
+                writers.extend(examined.writers);
+            }
+            if let Some(row) = visible(rv, tx, snapshot) {
+                if matches(engine, filter, row)? {
+                    candidates.push((key, row.clone()));
+                }
+            }
+        }
+        self.stats.rows_touched += touched;
+        if serializable {
+            let writers = writers.into_iter().collect();
+            self.ssi_after_read(tx, table_name, access, seen, writers)?;
+        }
+        if !order.is_empty() {
+            let mut keyed: Vec<(Vec<Value>, (Key, Row))> = Vec::new();
+            for (key, row) in candidates {
+                let sort_key = order
+                    .iter()
+                    .map(|(e, _)| eval(engine, e, &row))
+                    .collect::<Result<Vec<_>, _>>()?;
+                keyed.push((sort_key, (key, row)));
+            }
+            keyed.sort_by(|a, b| compare_sort_keys(engine, &a.0, &b.0, order));
+            candidates = keyed.into_iter().map(|(_, kr)| kr).collect();
+        }
+        let mut out = Vec::new();
+        for (key, row) in candidates {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            let target = LockTarget::Record {
+                table: table_name.to_string(),
+                key: key.clone(),
+            };
+            if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                continue;
+            }
+            let table = self.table(table_name)?;
+            let rv = &table.rows[&key];
+            let (mut latest, mut moved_to) = match &rv.pending {
+                Some(p) => {
+                    assert_eq!(p.tx, tx, "a locked row has no other writer");
+                    (p.data.clone(), None)
+                }
+                None => {
+                    let latest = rv.latest_committed().expect("a visible row has versions");
+                    if latest.seq <= snapshot {
+                        if writes && serializable {
+                            let write = self.ssi_write_set(tx, table_name, &key, Some(&row), None);
+                            let fail = self.ssi.conflict_in(tx, &write);
+                            self.ssi_fail(tx, fail)?;
+                        }
+                        out.push((key, row));
+                        continue;
+                    }
+                    // Changed by a transaction that committed after the snapshot.
+                    if isolation >= Isolation::RepeatableRead {
+                        let deleted = latest.data.is_none() && latest.moved_to.is_none();
+                        return Err(errors::concurrent_update(deleted).into());
+                    }
+                    (latest.data.clone(), latest.moved_to.clone())
+                }
+            };
+            // Read committed follows a row whose primary key was updated to its new version
+            // (the update chain), locks that one and re-checks it.
+            let mut key = key;
+            let mut skipped = false;
+            let mut hops = 0usize;
+            while let Some(next) = moved_to.take() {
+                hops += 1;
+                assert!(hops <= self.stats.commits as usize + 1, "a move chain ends");
+                let target = LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: next.clone(),
+                };
+                if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                    skipped = true;
+                    break;
+                }
+                let rv = &self.table(table_name)?.rows[&next];
+                (latest, moved_to) = match &rv.pending {
+                    Some(p) => (p.data.clone(), None),
+                    None => {
+                        let v = rv.latest_committed().expect("a moved row has versions");
+                        (v.data.clone(), v.moved_to.clone())
+                    }
+                };
+                key = next;
+            }
+            let Some(latest) = latest.filter(|_| !skipped) else {
+                continue;
+            };
+            if matches(engine, filter, &latest)? {
+                out.push((key, latest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// InnoDB's locking read: every row scanned is locked on its newest committed version
+    /// (own writes included) before the WHERE is evaluated; repeatable read and serializable
+    /// also lock the gaps before them and after the range. Read committed releases the locks of
+    /// rows that do not match, and an UPDATE there first reads the newest committed version of
+    /// a locked row to skip it without waiting when it does not match (semi-consistent read).
+    pub(super) fn innodb_locking_read(
+        &mut self,
+        session: SessionId,
+        spec: ScanSpec,
+        mode: LockMode,
+        policy: LockWaitPolicy,
+        semi_consistent: bool,
+    ) -> Step<Vec<(Key, Row)>> {
+        let ScanSpec {
+            table: table_name,
+            access,
+            direction,
+            filter,
+            wanted,
+        } = spec;
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let (isolation, read_view) = {
+            let t = self.tx_mut(session);
+            (t.isolation, t.snapshot)
+        };
+        let gaps = isolation >= Isolation::RepeatableRead;
+        let snapshot_isolation =
+            self.profile.innodb_snapshot_isolation() && isolation == Isolation::RepeatableRead;
+        let table = self.table(table_name)?;
+        let positions = positions(table, access, direction);
+        let mut out = Vec::new();
+        let mut touched = 0u64;
+        for position in positions {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                break;
+            }
+            let (key, gap, end_of_range) = match position {
+                Position::Gap(gap) => {
+                    if gaps {
+                        let granted = self.locks.request(tx, &gap, LockMode::Gap);
+                        assert_eq!(granted, Grant::Granted);
+                    }
+                    continue;
+                }
+                Position::Row {
+                    key,
+                    gap,
+                    end_of_range,
+                } => (key, gap, end_of_range),
+            };
+            touched += 1;
+            let target = LockTarget::Record {
+                table: table_name.to_string(),
+                key: key.clone(),
+            };
+            let held_before = self.locks.holds(tx, &target, mode);
+            if semi_consistent && self.locks.would_wait(tx, &target, mode) {
+                let table = self.table(table_name)?;
+                let committed = table.rows[&key]
+                    .latest_committed()
+                    .and_then(|v| v.data.as_ref());
+                match committed {
+                    Some(row) if matches(engine, filter, row)? => {}
+                    _ => continue,
+                }
+            }
+            if let Some(gap) = gap.filter(|_| gaps) {
+                let granted = self.locks.request(tx, &gap, LockMode::Gap);
+                assert_eq!(granted, Grant::Granted);
+            }
+            if !self.lock_row(tx, table_name, &target, mode, policy)? {
+                continue;
+            }
+            let table = self.table(table_name)?;
+            let rv = &table.rows[&key];
+            let row = match &rv.pending {
+                Some(p) => {
+                    // The lock is held, so an uncommitted version can only be our own.
+                    assert_eq!(p.tx, tx);
+                    p.data.as_ref()
+                }
+                None => {
+                    let latest = rv.latest_committed();
+                    if snapshot_isolation {
+                        if let (Some(view), Some(latest)) = (read_view, latest) {
+                            if latest.seq > view {
+                                return Err(errors::record_changed(table_name).into());
+                            }
+                        }
+                    }
+                    latest.and_then(|v| v.data.as_ref())
+                }
+            };
+            let matched = match row {
+                Some(row) => matches(engine, filter, row)?,
+                None => false,
+            };
+            if matched {
+                out.push((key, row.expect("matched row").clone()));
+            } else if !(gaps || held_before || (end_of_range && direction == Direction::Desc)) {
+                // Read committed gives back the lock of a row that does not match, except for
+                // the row that ends a backward range scan, which MariaDB keeps (measured).
+                let woken = self.locks.release(tx, &target);
+                self.woken.extend(woken);
+            }
+        }
+        self.stats.rows_touched += touched;
+        Ok(out)
+    }
+}
+
+/// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then
+/// inserted again: the old tuple is still visible in the snapshot beside `tx`'s own.
+fn deleted_under_own_insert(rv: &RowVersions, tx: TxId, snapshot: CommitSeq) -> Option<&Row> {
+    let own = rv.pending.as_ref().filter(|p| p.tx == tx)?;
+    own.data.as_ref()?;
+    let latest = rv.latest_committed()?;
+    if latest.data.is_some() || latest.seq <= snapshot {
+        return None;
+    }
+    rv.visible_at(snapshot).and_then(|v| v.data.as_ref())
+}
+
+/// The version of `rv` that `tx` sees at `snapshot`: its own uncommitted write, else the
+/// newest version committed at or before the snapshot.
+pub(super) fn visible(rv: &RowVersions, tx: TxId, snapshot: CommitSeq) -> Option<&Row> {
+    if let Some(p) = rv.pending.as_ref().filter(|p| p.tx == tx) {
+        return p.data.as_ref();
+    }
+    rv.visible_at(snapshot).and_then(|v| v.data.as_ref())
+}

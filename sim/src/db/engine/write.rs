@@ -1,0 +1,358 @@
+//! Writes: unique checks that fail on a live duplicate and wait for an uncommitted one, new
+//! row versions with their undo entries and SSI write tracking, and InnoDB's insert
+//! intentions that wait for gap locks.
+
+use super::access::concat_key;
+use super::transaction::Undo;
+use super::{Database, Fail, Step};
+use crate::db::lock::{Grant, LockMode, LockTarget};
+use crate::db::profile::{errors, Engine, Isolation};
+use crate::db::sql::LockWaitPolicy;
+use crate::db::ssi::WriteSet;
+use crate::db::storage::{Key, Pending, Row, TxId};
+use crate::db::value::{DbError, Value};
+
+/// What a unique check met.
+enum Conflict {
+    /// A version of another open transaction, on this row.
+    Uncommitted(Key),
+    /// A committed row with the key, in the primary key (`index` `None`) or a unique index.
+    Committed {
+        row: Key,
+        index: Option<usize>,
+        live: bool,
+    },
+}
+
+impl Database {
+    /// Unique checks for a new version `new` of row `key` (`old`: the key and row it
+    /// replaces, for an UPDATE): a live duplicate fails, an uncommitted one by another
+    /// transaction is waited for (then checked again).
+    pub(super) fn check_unique(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        old: Option<(&Key, &Row)>,
+    ) -> Step<()> {
+        let engine = self.engine;
+        let found = self.unique_conflict(tx, table_name, key, new, old)?;
+        match found {
+            None => Ok(()),
+            Some(Conflict::Uncommitted(other)) => {
+                // Wait for the other writer by queueing for a shared lock on its row; InnoDB
+                // keeps that lock, which is what makes concurrent inserts of one key
+                // deadlock-prone; PostgreSQL only waits for the other transaction to end.
+                let target = LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: other,
+                };
+                match engine {
+                    Engine::Postgres => {
+                        match self
+                            .locks
+                            .request_holder_wait(tx, &target, LockMode::Shared)
+                        {
+                            Grant::Wait(_) => Err(Fail::Wait {
+                                table: table_name.to_string(),
+                                release_on_wake: Some(target),
+                            }),
+                            Grant::Granted => unreachable!("the other writer holds the row"),
+                        }
+                    }
+                    Engine::InnoDb => match self.locks.request(tx, &target, LockMode::Shared) {
+                        Grant::Wait(_) => Err(Fail::wait(table_name)),
+                        Grant::Granted => unreachable!("the other writer holds the row"),
+                    },
+                }
+            }
+            Some(Conflict::Committed { row, index, live }) => {
+                if self.changed_since_read_view(tx, table_name, &row) {
+                    // innodb_snapshot_isolation: the check locks the record it meets, and a
+                    // record changed after the read view, deleted or not, is 1020 (measured).
+                    return Err(errors::record_changed(table_name).into());
+                }
+                if !live {
+                    return Ok(());
+                }
+                let table = self.table(table_name)?;
+                let (name, values) = match index {
+                    None => (table.primary_key_name(), key.clone()),
+                    Some(i) => (table.indexes[i].name.clone(), table.index_key_of(i, new)),
+                };
+                if self.ssi.tracks(tx) {
+                    // PostgreSQL checks the index page for a conflict in before it reports a
+                    // unique violation, so that SSI can explain it (`_bt_check_unique`): a
+                    // transaction that read the key fails with 40001 instead (measured).
+                    let mut entry = values.clone();
+                    if index.is_some() {
+                        entry.extend(key.iter().cloned());
+                    }
+                    let write = WriteSet {
+                        table: table_name.to_string(),
+                        replaced: None,
+                        entries: vec![(index, entry)],
+                    };
+                    let fail = self.ssi.conflict_in_check(tx, &write);
+                    self.ssi_fail(tx, fail)?;
+                }
+                Err(errors::duplicate_key(engine, table_name, &name, &key_text(&values)).into())
+            }
+        }
+    }
+
+    /// The first record a unique check of `new` meets: an uncommitted version of another
+    /// transaction, or a committed row with the same key (`live` unless it is deleted).
+    fn unique_conflict(
+        &self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        old: Option<(&Key, &Row)>,
+    ) -> Result<Option<Conflict>, DbError> {
+        let table = self.table(table_name)?;
+        let (old_key, old_row) = match old {
+            Some((k, r)) => (Some(k), Some(r)),
+            None => (None, None),
+        };
+        let mut deleted = None;
+        // The primary key of a new row, or a new primary key.
+        if old_key != Some(key) {
+            if let Some(rv) = table.rows.get(key) {
+                match &rv.pending {
+                    Some(p) if p.tx != tx => return Ok(Some(Conflict::Uncommitted(key.clone()))),
+                    Some(p) => {
+                        if p.data.is_some() {
+                            return Ok(Some(Conflict::Committed {
+                                row: key.clone(),
+                                index: None,
+                                live: true,
+                            }));
+                        }
+                    }
+                    None => {
+                        if rv.latest_committed().is_some_and(|v| v.data.is_some()) {
+                            return Ok(Some(Conflict::Committed {
+                                row: key.clone(),
+                                index: None,
+                                live: true,
+                            }));
+                        }
+                        // A deleted row: no duplicate, but its record is still met.
+                        deleted = Some(Conflict::Committed {
+                            row: key.clone(),
+                            index: None,
+                            live: false,
+                        });
+                    }
+                }
+            }
+        }
+        for (i, index) in table.indexes.iter().enumerate() {
+            if !index.unique {
+                continue;
+            }
+            let values = table.index_key_of(i, new);
+            if values.iter().any(Value::is_null) {
+                continue;
+            }
+            if old_row.is_some_and(|o| table.index_key_of(i, o) == values) {
+                continue;
+            }
+            for other in table.index_lookup(i, &values) {
+                if other == *key || Some(&other) == old_key {
+                    continue;
+                }
+                // Index entries outlive rolled-back inserts.
+                let Some(rv) = table.rows.get(&other) else {
+                    continue;
+                };
+                let has =
+                    |row: Option<&Row>| row.is_some_and(|r| table.index_key_of(i, r) == values);
+                let committed = rv.latest_committed().and_then(|v| v.data.as_ref());
+                let duplicate = Conflict::Committed {
+                    row: other.clone(),
+                    index: Some(i),
+                    live: true,
+                };
+                match &rv.pending {
+                    Some(p) if p.tx != tx => {
+                        if has(p.data.as_ref()) || has(committed) {
+                            return Ok(Some(Conflict::Uncommitted(other)));
+                        }
+                    }
+                    Some(p) => {
+                        if has(p.data.as_ref()) {
+                            return Ok(Some(duplicate));
+                        }
+                    }
+                    None => {
+                        if has(committed) {
+                            return Ok(Some(duplicate));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// `innodb_snapshot_isolation`: whether the newest committed version of row `key` is newer
+    /// than the read view of `tx` (never without the switch, in another isolation level, or
+    /// before the transaction's first consistent read).
+    pub(super) fn changed_since_read_view(&self, tx: TxId, table_name: &str, key: &Key) -> bool {
+        let Some(t) = self
+            .tx_session
+            .get(&tx)
+            .and_then(|s| self.sessions[s].tx.as_ref())
+        else {
+            return false;
+        };
+        let Some(view) = t.snapshot else {
+            return false;
+        };
+        if !(self.profile.innodb_snapshot_isolation() && t.isolation == Isolation::RepeatableRead) {
+            return false;
+        }
+        self.tables
+            .get(table_name)
+            .and_then(|table| table.rows.get(key))
+            .and_then(|rv| rv.latest_committed())
+            .is_some_and(|latest| latest.seq > view)
+    }
+
+    /// Writes a new version of row `key` (`None` deletes it) as `tx`, which holds its lock.
+    pub(super) fn write_row(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        old: Option<&Row>,
+        new: Option<Row>,
+    ) -> Step<()> {
+        let target = LockTarget::Record {
+            table: table_name.to_string(),
+            key: key.clone(),
+        };
+        assert!(
+            self.locks.holds(tx, &target, LockMode::Exclusive),
+            "writes hold the row lock"
+        );
+        let write = self
+            .ssi
+            .tracks(tx)
+            .then(|| self.ssi_write_set(tx, table_name, key, old, new.as_ref()));
+        let table = self.tables.get_mut(table_name).expect("table");
+        if let Some(row) = &new {
+            table.index_row(key, row);
+            table.place_row(key);
+        }
+        let rv = table.rows.entry(key.clone()).or_default();
+        let previous = rv.pending.clone();
+        assert!(previous.as_ref().is_none_or(|p| p.tx == tx));
+        rv.pending = Some(Pending {
+            tx,
+            data: new,
+            moved_to: None,
+        });
+        let session = self.tx_session[&tx];
+        self.sessions
+            .get_mut(&session)
+            .and_then(|s| s.tx.as_mut())
+            .expect("transaction")
+            .undo
+            .push(Undo {
+                table: table_name.to_string(),
+                key: key.clone(),
+                previous,
+            });
+        self.stats.rows_touched += 1;
+        if let Some(write) = write {
+            let fail = self.ssi.conflict_in(tx, &write);
+            self.ssi_fail(tx, fail)?;
+        }
+        Ok(())
+    }
+
+    /// Moves row `key` (`old`) to `new_key` with the values `new`, for an UPDATE of the primary
+    /// key: the old key is deleted (marked as moved, so that PostgreSQL's re-check after a
+    /// lock wait follows the row), the new one inserted under its own lock (and InnoDB's
+    /// insert intention for the gap it lands in).
+    pub(super) fn move_row(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        old: &Row,
+        new_key: &Key,
+        new: Row,
+    ) -> Step<()> {
+        assert_ne!(key, new_key, "a move changes the key");
+        if self.engine == Engine::InnoDb {
+            self.insert_intention(tx, table_name, new_key, &new)?;
+        }
+        let target = LockTarget::Record {
+            table: table_name.to_string(),
+            key: new_key.clone(),
+        };
+        if !self.lock_row(
+            tx,
+            table_name,
+            &target,
+            LockMode::Exclusive,
+            LockWaitPolicy::Wait,
+        )? {
+            unreachable!("waiting policy never skips");
+        }
+        self.write_row(tx, table_name, key, Some(old), None)?;
+        let table = self.tables.get_mut(table_name).expect("table");
+        let pending = table.rows.get_mut(key).and_then(|rv| rv.pending.as_mut());
+        pending.expect("the deletion just written").moved_to = Some(new_key.clone());
+        self.write_row(tx, table_name, new_key, None, Some(new))
+    }
+
+    /// InnoDB: an insert waits while another transaction holds a gap lock on a gap the new
+    /// row falls into, in the primary key or any secondary index.
+    pub(super) fn insert_intention(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        row: &Row,
+    ) -> Step<()> {
+        let table = self.table(table_name)?;
+        let mut gaps = Vec::new();
+        if !table.rows.contains_key(key) {
+            gaps.push(LockTarget::Gap {
+                table: table_name.to_string(),
+                index: None,
+                before: table.primary_successor(key),
+            });
+        }
+        for i in 0..table.indexes.len() {
+            let values = table.index_key_of(i, row);
+            gaps.push(LockTarget::Gap {
+                table: table_name.to_string(),
+                index: Some(i),
+                before: table
+                    .index_successor(i, &values, key)
+                    .map(|(v, k)| concat_key(&v, &k)),
+            });
+        }
+        for gap in gaps {
+            if let Grant::Wait(_) = self.locks.request(tx, &gap, LockMode::InsertIntention) {
+                return Err(Fail::wait(table_name));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn key_text(key: &Key) -> String {
+    key.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}

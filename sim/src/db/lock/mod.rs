@@ -1,0 +1,489 @@
+//! The lock manager: row locks, InnoDB gap locks and insert intentions, wait queues, and the
+//! waits-for graph that deadlock detection walks.
+//!
+//! Conflicts follow InnoDB (and, for row locks, PostgreSQL's tuple locks): shared and exclusive
+//! row locks conflict unless both are shared; gap locks never conflict with each other or with
+//! row locks, only with an insert intention into the same gap.
+//!
+//! Who waits behind whom is the engine's own rule ([`QueueRule`]):
+//! - InnoDB queues every record lock request first-come first-served: a new request also waits
+//!   behind conflicting requests already queued by other transactions. That keeps waiters from
+//!   starving, and it is why a shared-to-exclusive upgrade behind a queued writer deadlocks
+//!   (`pmp-write@mysql-ser` in the conformance data).
+//! - PostgreSQL keeps row locks in the tuple (xmax, or a MultiXact of lockers) and uses the
+//!   heavyweight tuple lock only to order transactions that must sleep (`heap_lock_tuple`). A
+//!   request compatible with the current holders is granted at once, even with conflicting
+//!   waiters queued; a transaction that already holds a weaker lock on the row (an upgrade)
+//!   skips the tuple lock and waits for the conflicting holders only; everyone else queues on
+//!   the tuple lock behind earlier conflicting sleepers, first-come first-served.
+//!
+//! Every grant is logged per transaction, so a rollback to a savepoint can give back exactly
+//! the locks taken after it ([`LockManager::rollback_to`]).
+//!
+//! Key invariant: a transaction waits for at most one lock at a time, and a granted entry of a
+//! transaction is never also queued as waiting for the same target.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::storage::{Key, TxId};
+
+/// What a lock protects.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockTarget {
+    /// A row, by table and primary key.
+    Record {
+        /// The table.
+        table: String,
+        /// The primary key.
+        key: Key,
+    },
+    /// The gap before an index record (`None` = InnoDB's supremum, the end of the index).
+    Gap {
+        /// The table.
+        table: String,
+        /// `None` for the primary key, else the secondary index number.
+        index: Option<usize>,
+        /// The index record the gap ends at: primary key, or index values followed by the
+        /// primary key.
+        before: Option<Key>,
+    },
+}
+
+impl LockTarget {
+    fn table(&self) -> &str {
+        match self {
+            LockTarget::Record { table, .. } | LockTarget::Gap { table, .. } => table,
+        }
+    }
+}
+
+/// Lock modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockMode {
+    /// A shared row lock (`FOR SHARE`, InnoDB serializable reads, unique checks).
+    Shared,
+    /// An exclusive row lock (writes, `FOR UPDATE`).
+    Exclusive,
+    /// A gap lock (InnoDB repeatable read and serializable).
+    Gap,
+    /// An insert into a gap: waits for others' gap locks, never held.
+    InsertIntention,
+}
+
+fn conflicts(requested: LockMode, other: LockMode) -> bool {
+    use LockMode::*;
+    matches!(
+        (requested, other),
+        (Shared, Exclusive) | (Exclusive, Shared) | (Exclusive, Exclusive) | (InsertIntention, Gap)
+    )
+}
+
+fn covers(held: LockMode, requested: LockMode) -> bool {
+    held == requested || (held == LockMode::Exclusive && requested == LockMode::Shared)
+}
+
+/// Which engine's rule decides who waits behind whom (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueRule {
+    /// InnoDB: first-come first-served among all conflicting requests.
+    #[default]
+    InnoDb,
+    /// PostgreSQL: compatible-with-holders requests and upgrades do not queue.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    tx: TxId,
+    mode: LockMode,
+    /// PostgreSQL: the waiter sleeps on the holders only, not on the tuple lock (an upgrade
+    /// of its own lock, or a unique check waiting for the inserting transaction).
+    holders_only: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Queue {
+    granted: Vec<(TxId, LockMode)>,
+    waiting: Vec<Waiter>,
+}
+
+/// Whether a request was granted or has to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Granted (or already held).
+    Granted,
+    /// Queued behind these transactions.
+    Wait(Vec<TxId>),
+}
+
+/// All locks of one database.
+#[derive(Debug, Default, Clone)]
+pub struct LockManager {
+    rule: QueueRule,
+    queues: BTreeMap<LockTarget, Queue>,
+    held: BTreeMap<TxId, BTreeSet<LockTarget>>,
+    waiting_for: BTreeMap<TxId, LockTarget>,
+    /// Per transaction, every grant in order: the target and the mode held before it.
+    log: BTreeMap<TxId, Vec<(LockTarget, Option<LockMode>)>>,
+    /// InnoDB: the one transaction each waiter is recorded as waiting for (`wait_trx`).
+    edge: BTreeMap<TxId, TxId>,
+    /// InnoDB: blockers that a waiter was re-pointed to while they wait themselves; the
+    /// deadlock check runs from them ([`LockManager::take_repointed`]).
+    repointed: Vec<TxId>,
+    /// PostgreSQL: for each waiter, the holders it sleeps on once it is at the head of the
+    /// row's queue (`None` while it waits for the tuple lock behind other sleepers).
+    sleeping_on: BTreeMap<TxId, Option<Vec<TxId>>>,
+    /// PostgreSQL: waiters that began a new sleep (see [`LockManager::take_restarted`]).
+    restarted: Vec<TxId>,
+}
+
+impl LockManager {
+    /// An empty lock manager queueing by `rule`.
+    pub fn new(rule: QueueRule) -> LockManager {
+        LockManager {
+            rule,
+            ..LockManager::default()
+        }
+    }
+
+    /// Whether `tx` holds a lock on `target` that covers `mode`.
+    pub fn holds(&self, tx: TxId, target: &LockTarget, mode: LockMode) -> bool {
+        self.queues
+            .get(target)
+            .is_some_and(|q| q.granted.iter().any(|&(t, m)| t == tx && covers(m, mode)))
+    }
+
+    /// Whether a request of `mode` by `tx` would have to wait, without queueing it.
+    pub fn would_wait(&self, tx: TxId, target: &LockTarget, mode: LockMode) -> bool {
+        if self.holds(tx, target, mode) {
+            return false;
+        }
+        let holders_only = self.rule == QueueRule::Postgres && self.held_mode(tx, target).is_some();
+        !self
+            .blockers_of(tx, target, mode, None, holders_only)
+            .is_empty()
+    }
+
+    /// The transaction `tx` is waiting for a lock on, if any.
+    pub fn waiting_target(&self, tx: TxId) -> Option<&LockTarget> {
+        self.waiting_for.get(&tx)
+    }
+
+    /// Requests `mode` on `target` for `tx`: granted at once, or queued.
+    pub fn request(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) -> Grant {
+        self.request_as(tx, target, mode, false)
+    }
+
+    /// Requests `mode` on `target` to wait until the current holders are gone, as
+    /// PostgreSQL's unique check waits for the inserting transaction (`XactLockTableWait`)
+    /// rather than queueing on the tuple lock. On InnoDB this is [`LockManager::request`].
+    pub fn request_holder_wait(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) -> Grant {
+        self.request_as(tx, target, mode, true)
+    }
+
+    fn request_as(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        mode: LockMode,
+        holder_wait: bool,
+    ) -> Grant {
+        assert!(
+            !self.waiting_for.contains_key(&tx),
+            "a transaction waits for one lock at a time"
+        );
+        if self.holds(tx, target, mode) {
+            return Grant::Granted;
+        }
+        let holders_only = self.rule == QueueRule::Postgres
+            && (holder_wait || self.held_mode(tx, target).is_some());
+        let blockers = self.blockers_of(tx, target, mode, None, holders_only);
+        if blockers.is_empty() {
+            self.grant(tx, target, mode);
+            return Grant::Granted;
+        }
+        assert!(mode != LockMode::Gap, "gap locks never wait");
+        self.queues
+            .entry(target.clone())
+            .or_default()
+            .waiting
+            .push(Waiter {
+                tx,
+                mode,
+                holders_only,
+            });
+        self.waiting_for.insert(tx, target.clone());
+        match self.rule {
+            QueueRule::InnoDb => {
+                let first = self.first_blocker(tx).expect("a waiter has a blocker");
+                self.edge.insert(tx, first);
+            }
+            QueueRule::Postgres => {
+                let phase = self.pg_phase(tx);
+                self.sleeping_on.insert(tx, phase);
+            }
+        }
+        Grant::Wait(blockers)
+    }
+
+    /// The mode `tx` holds on `target`, if any.
+    fn held_mode(&self, tx: TxId, target: &LockTarget) -> Option<LockMode> {
+        self.queues
+            .get(target)?
+            .granted
+            .iter()
+            .find(|&&(t, _)| t == tx)
+            .map(|&(_, m)| m)
+    }
+
+    fn grant(&mut self, tx: TxId, target: &LockTarget, mode: LockMode) {
+        if mode == LockMode::InsertIntention {
+            // An insert intention is only a wait; the insert then holds the new row.
+            return;
+        }
+        let queue = self.queues.entry(target.clone()).or_default();
+        // An upgrade replaces the weaker entry, so a transaction has one entry per target.
+        let previous = match queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+            Some(entry) => {
+                let previous = entry.1;
+                if covers(mode, entry.1) {
+                    entry.1 = mode;
+                }
+                Some(previous)
+            }
+            None => {
+                queue.granted.push((tx, mode));
+                None
+            }
+        };
+        self.held.entry(tx).or_default().insert(target.clone());
+        self.log
+            .entry(tx)
+            .or_default()
+            .push((target.clone(), previous));
+    }
+
+    /// How many grants `tx` has received so far: a savepoint's place in its lock log.
+    pub fn mark(&self, tx: TxId) -> usize {
+        self.log.get(&tx).map_or(0, Vec::len)
+    }
+
+    /// Gives back every lock `tx` was granted after `mark` (an upgrade goes back to the weaker
+    /// mode held before it), as a rollback to a savepoint or an aborted PostgreSQL
+    /// subtransaction does. Returns the transactions whose requests are now granted.
+    pub fn rollback_to(&mut self, tx: TxId, mark: usize) -> Vec<TxId> {
+        let Some(log) = self.log.get_mut(&tx) else {
+            return Vec::new();
+        };
+        assert!(mark <= log.len(), "a savepoint's mark is in the log");
+        let undone: Vec<(LockTarget, Option<LockMode>)> = log.drain(mark..).rev().collect();
+        let mut touched = BTreeSet::new();
+        for (target, previous) in undone {
+            let Some(queue) = self.queues.get_mut(&target) else {
+                continue;
+            };
+            match previous {
+                Some(mode) => {
+                    if let Some(entry) = queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+                        entry.1 = mode;
+                    }
+                }
+                None => {
+                    queue.granted.retain(|&(t, _)| t != tx);
+                    if let Some(set) = self.held.get_mut(&tx) {
+                        set.remove(&target);
+                    }
+                }
+            }
+            touched.insert(target);
+        }
+        let mut woken = Vec::new();
+        for target in &touched {
+            woken.extend(self.regrant(target));
+        }
+        woken
+    }
+
+    /// The transactions a request of `mode` on `target` by `tx` waits for, by the queue rule:
+    /// conflicting holders, and conflicting requests queued before position `queued_at` (all,
+    /// if `None`: a new request).
+    fn blockers_of(
+        &self,
+        tx: TxId,
+        target: &LockTarget,
+        mode: LockMode,
+        queued_at: Option<usize>,
+        holders_only: bool,
+    ) -> Vec<TxId> {
+        let Some(queue) = self.queues.get(target) else {
+            return Vec::new();
+        };
+        if mode == LockMode::Gap {
+            // InnoDB grants gap locks at once: they only ever stop inserts.
+            return Vec::new();
+        }
+        let mut holders = BTreeSet::new();
+        for &(t, m) in &queue.granted {
+            if t != tx && conflicts(mode, m) {
+                holders.insert(t);
+            }
+        }
+        let ahead = &queue.waiting[..queued_at.unwrap_or(queue.waiting.len())];
+        let queued_conflict =
+            |w: &&Waiter| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode));
+        match self.rule {
+            QueueRule::InnoDb => {
+                // Only row locks queue fairly; an insert intention waits for gap holders only.
+                if mode != LockMode::InsertIntention {
+                    holders.extend(ahead.iter().filter(queued_conflict).map(|w| w.tx));
+                }
+                holders.into_iter().collect()
+            }
+            QueueRule::Postgres => {
+                assert!(
+                    matches!(mode, LockMode::Shared | LockMode::Exclusive),
+                    "PostgreSQL has row locks only"
+                );
+                if holders_only || (queued_at.is_none() && holders.is_empty()) {
+                    // No sleep needed, or sleeping on the holders' transactions directly.
+                    return holders.into_iter().collect();
+                }
+                // Sleepers queue on the tuple lock behind earlier conflicting sleepers.
+                let sleepers: BTreeSet<TxId> = ahead
+                    .iter()
+                    .filter(|w| !w.holders_only)
+                    .filter(queued_conflict)
+                    .map(|w| w.tx)
+                    .collect();
+                if sleepers.is_empty() {
+                    holders.into_iter().collect()
+                } else {
+                    sleepers.into_iter().collect()
+                }
+            }
+        }
+    }
+
+    /// Withdraws the queued request of `tx`; returns transactions whose requests are now
+    /// granted, in queue order.
+    pub fn cancel_wait(&mut self, tx: TxId) -> Vec<TxId> {
+        let Some(target) = self.waiting_for.remove(&tx) else {
+            return Vec::new();
+        };
+        self.edge.remove(&tx);
+        self.sleeping_on.remove(&tx);
+        let queue = self.queues.get_mut(&target).expect("queue of a waiter");
+        queue.waiting.retain(|w| w.tx != tx);
+        self.regrant(&target)
+    }
+
+    /// Releases one lock (InnoDB read committed releases rows that did not match).
+    pub fn release(&mut self, tx: TxId, target: &LockTarget) -> Vec<TxId> {
+        let Some(queue) = self.queues.get_mut(target) else {
+            return Vec::new();
+        };
+        queue.granted.retain(|&(t, _)| t != tx);
+        if let Some(set) = self.held.get_mut(&tx) {
+            set.remove(target);
+        }
+        self.regrant(target)
+    }
+
+    /// Releases every lock of `tx` and withdraws its request; returns the transactions whose
+    /// requests are now granted, in the order they were granted.
+    pub fn release_all(&mut self, tx: TxId) -> Vec<TxId> {
+        let mut woken = self.cancel_wait(tx);
+        self.log.remove(&tx);
+        let targets = self.held.remove(&tx).unwrap_or_default();
+        for target in &targets {
+            if let Some(queue) = self.queues.get_mut(target) {
+                queue.granted.retain(|&(t, _)| t != tx);
+            }
+        }
+        for target in &targets {
+            woken.extend(self.regrant(target));
+        }
+        assert!(!self.held.contains_key(&tx));
+        assert!(!self.waiting_for.contains_key(&tx));
+        woken
+    }
+
+    /// Grants queued requests of `target` that no longer conflict, in queue order.
+    fn regrant(&mut self, target: &LockTarget) -> Vec<TxId> {
+        let mut woken = Vec::new();
+        loop {
+            let Some(queue) = self.queues.get(target) else {
+                return woken;
+            };
+            let grantable = (0..queue.waiting.len()).find(|&i| {
+                let w = queue.waiting[i];
+                self.blockers_of(w.tx, target, w.mode, Some(i), w.holders_only)
+                    .is_empty()
+            });
+            let Some(i) = grantable else {
+                break;
+            };
+            let waiter = self
+                .queues
+                .get_mut(target)
+                .expect("queue")
+                .waiting
+                .remove(i);
+            self.waiting_for.remove(&waiter.tx);
+            self.edge.remove(&waiter.tx);
+            self.sleeping_on.remove(&waiter.tx);
+            self.grant(waiter.tx, target, waiter.mode);
+            woken.push(waiter.tx);
+        }
+        let waiters: Vec<TxId> = self
+            .queues
+            .get(target)
+            .map(|q| q.waiting.iter().map(|w| w.tx).collect())
+            .unwrap_or_default();
+        if self.rule == QueueRule::Postgres {
+            for &tx in &waiters {
+                let phase = self.pg_phase(tx);
+                let previous = self.sleeping_on.insert(tx, phase.clone());
+                if phase.is_some() && previous != Some(phase) {
+                    self.restarted.push(tx);
+                }
+            }
+        }
+        if self.rule == QueueRule::InnoDb {
+            // Waiters whose first conflicting lock went away now wait for the next one.
+            for tx in waiters {
+                let first = self
+                    .first_blocker(tx)
+                    .expect("a waiter still has a blocker");
+                if self.edge.insert(tx, first) != Some(first)
+                    && self.waiting_for.contains_key(&first)
+                {
+                    self.repointed.push(first);
+                }
+            }
+        }
+        if let Some(queue) = self.queues.get(target) {
+            if queue.granted.is_empty() && queue.waiting.is_empty() {
+                self.queues.remove(target);
+            }
+        }
+        woken
+    }
+
+    /// Drops every lock (the server crashed).
+    pub fn clear(&mut self) {
+        self.queues.clear();
+        self.held.clear();
+        self.waiting_for.clear();
+        self.log.clear();
+        self.edge.clear();
+        self.repointed.clear();
+        self.sleeping_on.clear();
+        self.restarted.clear();
+    }
+}
+
+mod deadlock;
+
+#[cfg(test)]
+mod tests;

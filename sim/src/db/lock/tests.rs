@@ -1,0 +1,150 @@
+//! Lock manager tests: each engine's queueing, upgrades, savepoint marks, deadlock edges.
+use super::*;
+use crate::db::value::Value;
+
+fn row(k: i64) -> LockTarget {
+    LockTarget::Record {
+        table: "t".into(),
+        key: vec![Value::Int(k)],
+    }
+}
+
+#[test]
+fn upgrade_behind_a_queued_writer_deadlocks() {
+    let mut locks = LockManager::default();
+    assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+    assert_eq!(
+        locks.request(2, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![1])
+    );
+    // 1 upgrades: it waits behind 2's queued request, and 2 waits for 1.
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![2])
+    );
+    assert_eq!(locks.find_cycle(1), Some(vec![1, 2]));
+    assert_eq!(locks.cancel_wait(2), vec![1]);
+    assert!(locks.holds(1, &row(1), LockMode::Exclusive));
+}
+
+#[test]
+fn postgres_grants_a_request_compatible_with_the_holders_past_queued_waiters() {
+    let mut locks = LockManager::new(QueueRule::Postgres);
+    assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+    assert_eq!(
+        locks.request(2, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![1])
+    );
+    // Compatible with the holder: no sleep, no queue (InnoDB would queue it behind 2).
+    assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
+    assert!(locks.release_all(1).is_empty(), "2 still waits for 3");
+    assert_eq!(locks.waits_for(2), vec![3]);
+    assert_eq!(locks.release_all(3), vec![2]);
+}
+
+#[test]
+fn postgres_upgrade_waits_for_the_holders_only() {
+    let mut locks = LockManager::new(QueueRule::Postgres);
+    assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+    assert_eq!(locks.request(3, &row(1), LockMode::Shared), Grant::Granted);
+    assert_eq!(
+        locks.request(2, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![1, 3])
+    );
+    // 1 upgrades: it waits for the other sharer, not behind 2, so there is no cycle.
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![3])
+    );
+    assert_eq!(locks.find_cycle(1), None);
+    assert_eq!(locks.release_all(3), vec![1]);
+    assert!(locks.holds(1, &row(1), LockMode::Exclusive));
+    assert_eq!(locks.waits_for(2), vec![1]);
+}
+
+#[test]
+fn postgres_sleepers_queue_first_come_first_served() {
+    let mut locks = LockManager::new(QueueRule::Postgres);
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert_eq!(
+        locks.request(2, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![1])
+    );
+    // 3 sleeps on the tuple lock that 2 holds.
+    assert_eq!(
+        locks.request(3, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![2])
+    );
+    assert_eq!(locks.release_all(1), vec![2]);
+    assert_eq!(locks.waits_for(3), vec![2]);
+}
+
+#[test]
+fn rollback_to_a_mark_gives_back_later_grants_only() {
+    let mut locks = LockManager::new(QueueRule::Postgres);
+    assert_eq!(locks.request(1, &row(1), LockMode::Shared), Grant::Granted);
+    let mark = locks.mark(1);
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert_eq!(
+        locks.request(1, &row(2), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert!(matches!(
+        locks.request(2, &row(2), LockMode::Shared),
+        Grant::Wait(_)
+    ));
+    assert_eq!(locks.rollback_to(1, mark), vec![2]);
+    assert!(locks.holds(1, &row(1), LockMode::Shared));
+    assert!(!locks.holds(1, &row(1), LockMode::Exclusive));
+    assert!(!locks.holds(1, &row(2), LockMode::Shared));
+    assert_eq!(locks.mark(1), mark);
+}
+
+#[test]
+fn gap_locks_only_block_inserts() {
+    let mut locks = LockManager::default();
+    let gap = LockTarget::Gap {
+        table: "t".into(),
+        index: None,
+        before: None,
+    };
+    assert_eq!(locks.request(1, &gap, LockMode::Gap), Grant::Granted);
+    assert_eq!(locks.request(2, &gap, LockMode::Gap), Grant::Granted);
+    assert_eq!(
+        locks.request(3, &gap, LockMode::InsertIntention),
+        Grant::Wait(vec![1, 2])
+    );
+    assert!(locks.release_all(1).is_empty());
+    assert_eq!(locks.release_all(2), vec![3]);
+    assert!(locks.waiting_target(3).is_none());
+}
+
+#[test]
+fn shared_locks_are_granted_together_in_queue_order() {
+    let mut locks = LockManager::default();
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert!(matches!(
+        locks.request(2, &row(1), LockMode::Shared),
+        Grant::Wait(_)
+    ));
+    assert!(matches!(
+        locks.request(3, &row(1), LockMode::Shared),
+        Grant::Wait(_)
+    ));
+    assert!(matches!(
+        locks.request(4, &row(1), LockMode::Exclusive),
+        Grant::Wait(_)
+    ));
+    assert_eq!(locks.release_all(1), vec![2, 3]);
+    assert!(locks.release_all(2).is_empty());
+    assert_eq!(locks.release_all(3), vec![4]);
+}
