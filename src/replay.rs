@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use shopsim_sim::check::Verdict;
 use shopsim_sim::history::OpOutcome;
 
+use crate::reproduce::Draw;
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM};
 
 #[derive(Debug, clap::Args)]
@@ -32,10 +33,17 @@ pub struct Args {
     /// Write a Mermaid sequence diagram of the operations in the witness to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
-    /// Draw the fault plan from the seed, as `fuzz` does in swarm mode (not with an
-    /// artifact, which stores its configuration).
+    /// Draw the fault plan and steering from the seed, as `fuzz` does in swarm mode (not
+    /// with an artifact, which stores its configuration).
     #[arg(long)]
     swarm: bool,
+    /// With --swarm: keep the scenario's own steering, as `fuzz --no-steering` does.
+    #[arg(long)]
+    no_steering: bool,
+    /// Steer the schedule with the steering plan drawn from the seed, as `run --steering`
+    /// does (not with an artifact: it holds its configuration).
+    #[arg(long)]
+    steering: bool,
 }
 
 /// A replay whose every input was checked: what `run` hands the runner.
@@ -46,19 +54,29 @@ pub struct Plan {
     config: shopsim_sim::runner::SimConfig,
     expect_hash: Option<u64>,
     artifact_path: Option<String>,
+    draw: Draw,
 }
 
-/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, swarm)
+/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, draw)
 /// without running anything; errors name the flag or field and the value.
 pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
+    let draw = Draw::from_flags(args.swarm, args.steering, args.no_steering)?;
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
     let mut loaded = None;
     if let Some(path) = &artifact_path {
         let artifact = crate::artifact::load(std::path::Path::new(path))
             .map_err(|e| format!("ARTIFACT {e}"))?;
-        if args.swarm {
-            return Err("--swarm: not with an artifact (it stores its configuration)".to_string());
+        for (given, flag) in [
+            (args.swarm, "--swarm"),
+            (args.steering, "--steering"),
+            (args.no_steering, "--no-steering"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag}: not with an artifact (it stores its configuration)"
+                ));
+            }
         }
         args.seed = Some(artifact.artifact.seed.to_string());
         args.bugs = artifact.artifact.bugs.clone();
@@ -102,13 +120,11 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
     let config = match config {
         Some(c) => c,
         None => {
-            let config =
-                crate::fuzz::seed_config(&selected.scenario.sim_config(), seed, args.swarm);
-            // A swarm draw passes the same validation as any configuration.
-            selected
-                .scenario
-                .check_sim_config(&config)
-                .map_err(|e| format!("--swarm: {e}"))?;
+            let config = draw.config(&selected.scenario.sim_config(), seed);
+            // A drawn configuration passes the same validation as any configuration.
+            selected.scenario.check_sim_config(&config).map_err(|e| {
+                format!("{}: {e}", draw.flags().first().copied().unwrap_or("--seed"))
+            })?;
             config
         }
     };
@@ -120,6 +136,7 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
             config,
             expect_hash,
             artifact_path,
+            draw,
         },
         args,
     ))
@@ -140,6 +157,7 @@ pub fn run(args: Args) -> u8 {
         config,
         expect_hash,
         artifact_path,
+        draw,
     } = plan;
     shopsim_sim::trace::init_from_env();
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
@@ -209,7 +227,7 @@ pub fn run(args: Args) -> u8 {
                     profile: selected.profile.name(),
                     seed,
                     bugs: &args.bugs,
-                    swarm: args.swarm,
+                    draw,
                 }
                 .replay_command();
                 println!(

@@ -19,6 +19,7 @@ use shopsim_sim::sometimes;
 use crate::app::{insert_id, int_at, q, text_at, App, AppResult};
 use crate::http::HttpResponse;
 use crate::provider::{ProviderRequest, ProviderResponse};
+use crate::windows;
 
 /// `POST /api/v1/orders/{id}/payments`.
 pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResponse> {
@@ -122,7 +123,7 @@ pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
                     };
                     let inserted = q(engine, c, insert_key, &[Value::Text(key), Value::Int(now)]).await?;
                     if inserted.rows_affected == 0 {
-                        sometimes!("confirm: duplicate delivery stopped by the idempotency key", true);
+                        sometimes!(windows::CONFIRM_DUPLICATE_STOPPED, true).await;
                         return Ok(HttpResponse::new(200, json!({"status": "succeeded", "already": true})));
                     }
                 }

@@ -123,6 +123,10 @@ impl System for Shop {
         Box::pin(async move { run_shop(config, world).await })
     }
 
+    fn windows(&self) -> &'static [shopsim_sim::coverage::Window] {
+        crate::windows::ALL
+    }
+
     fn checkers(&self, sim: &SimConfig) -> Vec<Box<dyn Checker<ShopState>>> {
         let mut checks = audit::all();
         checks.push(Box::new(LatencySla {
@@ -328,27 +332,26 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     for i in 0..config.lockable_orders {
         let fo_id = i64::from(i) + 1;
         let tenant = 1 + i64::from(i) % i64::from(config.tenants);
-        for m in 0..=config.mutations_per_order {
+        // Admins 0..lockers lock the order; the others mutate it (admin-{i}-0 is the first
+        // locker and admins lockers.. mutate, numbered from 1 in their totals).
+        let lockers = config.lockers_per_order;
+        for m in 0..lockers.saturating_add(config.mutations_per_order) {
             let process = format!("admin-{i}-{m}");
             let (node, client) = client_node(&world, &addrs, &config, process, client_ip(n));
             n += 1;
             let window = config.arrival_window_ms;
             tasks.push(node.spawn(async move {
-                let start = madsim::rand::thread_rng().gen_range(0..=window.min(50));
+                let start = madsim::rand::thread_rng().gen_range(0..=window);
                 madsim::time::sleep(Duration::from_millis(start)).await;
                 let path = format!("/api/v1/financial-orders/{fo_id}");
-                if m == 0 {
+                if m < lockers {
                     client
                         .request("POST", &format!("{path}/lock"), tenant, json!({}))
                         .await;
                 } else {
+                    let mutation = i64::from(m - lockers + 1);
                     client
-                        .request(
-                            "PATCH",
-                            &path,
-                            tenant,
-                            json!({"total": 10_000 + i64::from(m)}),
-                        )
+                        .request("PATCH", &path, tenant, json!({"total": 10_000 + mutation}))
                         .await;
                 }
             }));
@@ -563,9 +566,21 @@ async fn checkout_flow(
     let convert = format!("/api/v1/cart/{cart_id}/convert");
     let double = madsim::rand::thread_rng().gen_bool(config.double_convert_probability);
     let order = if double {
+        // An impatient shopper clicks again a moment later (drawn only if there is a gap, so
+        // a double click at once draws what it always drew).
+        let gap_ms = match config.double_convert_gap_ms_max {
+            0 => 0,
+            max => madsim::rand::thread_rng().gen_range(0..=max),
+        };
+        let second = async {
+            if gap_ms > 0 {
+                madsim::time::sleep(Duration::from_millis(gap_ms)).await;
+            }
+            client.request("POST", &convert, tenant, json!({})).await
+        };
         let (a, b) = madsim::export::futures::future::join(
             client.request("POST", &convert, tenant, json!({})),
-            client.request("POST", &convert, tenant, json!({})),
+            second,
         )
         .await;
         a.or(b)

@@ -272,7 +272,13 @@ pub const FIELDS: &[Field] = &[
     count("shop.quantity_max", 1, 1_000, "Largest quantity per item."),
     probability(
         "shop.double_convert_probability",
-        "Probability that a shopper sends convert twice at once (a double click).",
+        "Probability that a shopper sends convert twice (a double click).",
+    ),
+    ms(
+        "shop.double_convert_gap_ms_max",
+        0,
+        60_000,
+        "The second click of a double click comes up to this long after the first (0: at once).",
     ),
     count(
         "shop.payers",
@@ -321,6 +327,12 @@ pub const FIELDS: &[Field] = &[
         0,
         100,
         "Mutation attempts per lockable order, racing its lock.",
+    ),
+    count(
+        "shop.lockers_per_order",
+        1,
+        100,
+        "Lock attempts per lockable order (admins racing each other to lock it).",
     ),
     ms(
         "shop.arrival_window_ms",
@@ -553,7 +565,8 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             ),
         ));
     }
-    let admins = u64::from(shop.lockable_orders) * (u64::from(shop.mutations_per_order) + 1);
+    let admins = u64::from(shop.lockable_orders)
+        * (u64::from(shop.mutations_per_order) + u64::from(shop.lockers_per_order));
     let clients = u64::from(shop.shoppers)
         + u64::from(shop.payers)
         + u64::from(shop.catalog_readers)
@@ -563,7 +576,7 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             "shop.shoppers",
             shop.shoppers,
             format!(
-                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + 1) ≤ {CLIENTS_MAX} (the total is {clients})"
+                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + lockers_per_order) ≤ {CLIENTS_MAX} (the total is {clients})"
             ),
         ));
     }
@@ -692,8 +705,8 @@ pub fn worst_case_run_ms(s: &Scenario) -> u64 {
     let shop = &s.shop;
     let timeout = shop.request_timeout_ms;
     let items = u64::from(shop.items_per_cart);
-    // create cart, items, convert (a double click runs both at once)
-    let shopper = (items + 2) * timeout;
+    // create cart, items, convert (a double click's second convert up to the gap later)
+    let shopper = (items + 2) * timeout + shop.double_convert_gap_ms_max;
     // + payment, the return after the webhook delay
     let payer = (items + 4) * timeout + shop.webhook_delay_ms_max + 200;
     let reader = u64::from(shop.reads_per_reader) * (timeout + 20);

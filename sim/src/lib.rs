@@ -5,7 +5,8 @@
 //!   returns an [`runner::Outcome`] (history, final state, check reports, trace hash).
 //! - [`seed`] and [`swarm`] parse seeds and draw a per-seed fault mix.
 //! - [`fault`] injects network, node and buggify faults; [`net`] is request/response RPC with
-//!   deadlines over madsim's network.
+//!   deadlines over madsim's network; [`steering`] delays seeded delay points (database
+//!   statements, RPC, race windows) to open narrow race windows.
 //! - [`db`] is the simulated SQL database (PostgreSQL and InnoDB profiles).
 //! - [`history`] records operations; [`check`] judges them; [`coverage`] records which race
 //!   windows a run reached; [`trace`] stamps log events with virtual time and hashes the run.
@@ -25,5 +26,6 @@ pub mod net;
 pub mod replay;
 pub mod runner;
 pub mod seed;
+pub mod steering;
 pub mod swarm;
 pub mod trace;

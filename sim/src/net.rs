@@ -7,6 +7,10 @@
 //! does not arrive by its deadline ends as [`RpcOutcome::Unknown`]: the server may or may not
 //! have acted on it. It is never reported as a failure, because a checker that took it for one
 //! would be wrong whenever it succeeded.
+//!
+//! A request carries its schedule-steering lane ([`crate::steering`]) like a tracing header,
+//! and the caller passes a steering delay point before it sends and after the reply arrives
+//! (outside the deadline, so steering never makes a call time out).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -18,6 +22,7 @@ use madsim::net::Endpoint;
 use madsim::rand::Rng;
 
 use crate::fault::buggify;
+use crate::steering::{self, Point};
 
 /// The datagram tag requests are sent with; replies use the caller's random tag.
 const TAG_REQUEST: u64 = 1;
@@ -66,11 +71,11 @@ where
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
         };
-        let Ok(request) = payload.downcast::<(u64, Req)>() else {
+        let Ok(request) = payload.downcast::<(u64, u64, Req)>() else {
             tracing::warn!(%from, "rpc: request of an unexpected type dropped");
             continue;
         };
-        let (reply_tag, request) = *request;
+        let (reply_tag, lane, request) = *request;
         let key = (from, reply_tag);
         {
             let mut cache = replies.lock().expect("reply cache");
@@ -95,7 +100,7 @@ where
                 }
             }
         }
-        let reply = handler(request);
+        let reply = steering::scoped(lane, handler(request));
         let endpoint = endpoint.clone();
         let replies = replies.clone();
         madsim::task::spawn_local(async move {
@@ -121,6 +126,8 @@ where
     Resp: Send + Sync + 'static,
 {
     assert!(deadline > Duration::ZERO);
+    let lane = steering::call_lane();
+    steering::call_point(lane.id(), Point::RpcSend).await;
     let started = madsim::time::Instant::now();
     let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await else {
         return RpcOutcome::Unknown;
@@ -133,7 +140,7 @@ where
             return RpcOutcome::Unknown;
         }
         // The same tag every time: the server serves a request once.
-        let payload = Box::new((reply_tag, request.clone()));
+        let payload = Box::new((reply_tag, lane.id(), request.clone()));
         if endpoint
             .send_to_raw(addr, TAG_REQUEST, payload)
             .await
@@ -145,10 +152,12 @@ where
         let wait = retransmit_after.min(remaining);
         match madsim::time::timeout(wait, endpoint.recv_from_raw(reply_tag)).await {
             Ok(Ok((payload, _))) => {
-                return match payload.downcast::<Resp>() {
+                let outcome = match payload.downcast::<Resp>() {
                     Ok(response) => RpcOutcome::Reply(*response),
                     Err(_) => RpcOutcome::Unknown,
-                }
+                };
+                steering::call_point(lane.id(), Point::RpcReceive).await;
+                return outcome;
             }
             Ok(Err(_)) => return RpcOutcome::Unknown,
             Err(_) => retransmit_after *= 2,

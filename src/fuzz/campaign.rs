@@ -10,7 +10,7 @@ use super::groups;
 use super::state::{self, State};
 use super::Args;
 use crate::input::{parse_duration, parse_duration_flag, parse_jobs, parse_shard};
-use crate::reproduce::Source;
+use crate::reproduce::{Draw, Source};
 use crate::run::Selected;
 use crate::{EXIT_NONDETERMINISM, EXIT_OK};
 
@@ -30,8 +30,9 @@ pub struct Campaign {
     pub runs: Vec<Selected>,
     /// Planted bugs.
     pub bugs: Vec<String>,
-    /// Swarm mode.
-    pub swarm: bool,
+    /// How each seed's configuration is drawn: swarm faults and steering, swarm faults only
+    /// (`--no-steering`), or the scenario's own (`--no-swarm`).
+    pub draw: Draw,
     /// `--duration`: the campaign's total wall time.
     pub duration: Option<Duration>,
     /// `--seeds`: the campaign's total seeds.
@@ -131,16 +132,26 @@ impl Campaign {
                 Source::Builtin(_) => None,
             })
             .collect();
-        let swarm = !args.no_swarm;
+        let draw = match (args.no_swarm, args.no_steering) {
+            (true, _) => Draw::Scenario,
+            (false, true) => Draw::SwarmFaults,
+            (false, false) => Draw::Swarm,
+        };
         let identity = format!(
-            "scenarios={:?} files={files:?} profile={:?} bugs={:?} shard={}/{} swarm={swarm}",
-            args.scenarios, args.profile, args.bugs, shard.0, shard.1
+            "scenarios={:?} files={files:?} profile={:?} bugs={:?} shard={}/{} swarm={} steering={}",
+            args.scenarios,
+            args.profile,
+            args.bugs,
+            shard.0,
+            shard.1,
+            !args.no_swarm,
+            !args.no_steering
         );
         Ok(Campaign {
             out: args.out.clone(),
             runs,
             bugs: args.bugs.clone(),
-            swarm,
+            draw,
             duration,
             seeds_target: args.seeds,
             shard,

@@ -28,9 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shopsim_sim::fault::FaultPlan;
-use shopsim_sim::runner::SimConfig;
-
 use crate::artifact;
 use crate::progress::{hms, on_terminal, Bar, Ticker};
 use crate::run::Selected;
@@ -70,9 +67,13 @@ pub struct Args {
     /// Turn on a planted bug (repeatable).
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
-    /// Keep each scenario's own fault plan instead of swarm draws.
+    /// Keep each scenario's own fault plan and steering instead of swarm draws.
     #[arg(long)]
     no_swarm: bool,
+    /// Swarm-draw faults only: keep each scenario's own steering (off unless its file turns it
+    /// on) instead of drawing it per seed.
+    #[arg(long)]
+    no_steering: bool,
     /// Artifacts kept per failure group: its first and its smallest failure, then the next
     /// ones up to this many (at least 2).
     #[arg(long, default_value_t = groups::ARTIFACTS_PER_GROUP_DEFAULT)]
@@ -113,30 +114,6 @@ pub fn parse_state(text: &str) -> Result<(), String> {
     State::from_json(text)
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-/// The configuration of `seed`: the scenario's own, or in swarm mode a fault plan drawn from
-/// the seed over every family (keeping the scenario's quiet period). `replay --swarm` uses
-/// it too, so a swarm seed replays from its number alone.
-pub fn seed_config(base: &SimConfig, seed: u64, swarm: bool) -> SimConfig {
-    if !swarm {
-        return base.clone();
-    }
-    // A scenario without faults may have a quiet period as long as its run; swarm faults
-    // need room after it, or the drawn configuration would be invalid.
-    let quiet = base.faults.quiet_period_ms;
-    let allowed = FaultPlan {
-        quiet_period_ms: if quiet < base.duration_ms {
-            quiet
-        } else {
-            base.duration_ms / 2
-        },
-        ..FaultPlan::all()
-    };
-    SimConfig {
-        faults: shopsim_sim::swarm::draw(seed, &allowed),
-        ..base.clone()
-    }
 }
 
 pub fn run(args: Args) -> u8 {
@@ -244,6 +221,7 @@ pub fn run(args: Args) -> u8 {
         bar: bar.clone(),
         repeats: BTreeMap::new(),
         last_repeat_line: Instant::now(),
+        coverage: shopsim_sim::coverage::CoverageReport::default(),
     };
     // Saved before any work, so a campaign killed at any moment can be resumed.
     if !session.save() {
@@ -338,9 +316,16 @@ pub fn run(args: Args) -> u8 {
             campaign.out.join("report.json").display()
         );
     }
+    // Race windows (`sometimes!`) declared by the campaign's systems that no seed of this
+    // session reached: the campaign does not test those races.
+    let never_reached = crate::run::windows_never_hit(&campaign.runs, &session.coverage);
+    for window in &never_reached {
+        println!("  never reached: sometimes!(\"{window}\")");
+    }
     let exit = campaign.exit_code(state);
     let stopped = stop.load(Ordering::SeqCst);
-    let report = report::report_json(&campaign, state, exit, stopped);
+    let mut report = report::report_json(&campaign, state, exit, stopped);
+    report["windows_never_reached"] = serde_json::json!(never_reached);
     let junit = report::junit_xml(&campaign, state);
     match artifact::write_atomic(&campaign.out.join("report.json"), &report) {
         Ok(bytes) => session.count_write(bytes),

@@ -25,7 +25,7 @@ fn exemplar_json(campaign: &Campaign, group: &Group, e: &Exemplar) -> Value {
             profile: s.profile.name(),
             seed: e.seed,
             bugs: &campaign.bugs,
-            swarm: campaign.swarm,
+            draw: campaign.draw,
         }
         .replay_command()
     });

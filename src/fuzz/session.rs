@@ -11,8 +11,8 @@ use shopsim_sim::runner::{FailureKind, Outcome, SimConfig, System};
 
 use super::campaign::Campaign;
 use super::groups::{self, Exemplar, Group, Keep, RunSize};
+use super::seed_of;
 use super::state::{self, State};
-use super::{seed_config, seed_of};
 use crate::artifact::{self, Artifact};
 use crate::progress::Bar;
 use crate::reproduce::{replay_artifact_command, SeedRun};
@@ -37,6 +37,8 @@ pub(super) struct Session<'a> {
     /// Repeated failures per group id since the last count line.
     pub(super) repeats: BTreeMap<u64, u64>,
     pub(super) last_repeat_line: Instant,
+    /// The race windows this session's seeds reached (not kept across `--resume`).
+    pub(super) coverage: shopsim_sim::coverage::CoverageReport,
 }
 
 impl Session<'_> {
@@ -214,7 +216,7 @@ impl Session<'_> {
             profile: selected.profile.name(),
             seed: o.seed,
             bugs: &campaign.bugs,
-            swarm: campaign.swarm,
+            draw: campaign.draw,
         };
         text.push_str(&format!("\nnote: or by seed: {}", by_seed.replay_command()));
         self.bar.println(&text);
@@ -282,19 +284,21 @@ impl Session<'_> {
             }
             let system = selected.system(&campaign.bugs).expect("checked");
             let base = selected.scenario.sim_config();
-            let swarm = campaign.swarm;
+            let draw = campaign.draw;
             let started = Instant::now();
             let mut failing = Vec::new();
             let stats = &mut self.state.runs[r];
             let live = &self.live;
+            let coverage = &mut self.coverage;
             shopsim_sim::fuzz::for_each_seed(
                 || system.clone(),
                 &seeds,
-                |seed| seed_config(&base, seed, swarm),
+                |seed| draw.config(&base, seed),
                 campaign.jobs,
                 |o| {
                     live.seeds.fetch_add(1, Ordering::Relaxed);
                     count_verdicts(stats, &o);
+                    coverage.merge(&o.coverage);
                     if !o.passed() {
                         failing.push(o);
                     }
@@ -306,7 +310,7 @@ impl Session<'_> {
             // failure is its earliest campaign index.
             failing.sort_by_key(|o| seeds.iter().position(|s| *s == o.seed));
             for o in &failing {
-                let config = seed_config(&base, o.seed, swarm);
+                let config = draw.config(&base, o.seed);
                 self.file_failure(r, &system, &config, o);
             }
             // Running the seeds and confirming and writing the failures.

@@ -404,3 +404,46 @@ fn shrink_makes_a_failing_run_smaller_and_it_replays() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no_oversell"), "{out}");
 }
+
+#[test]
+fn steered_runs_replay_from_their_command_and_in_a_fresh_process() {
+    let (code, out, err) = shopsim(&[
+        "run",
+        "lc-last-unit",
+        "--seeds",
+        "10",
+        "--profile",
+        "pg_rc",
+        "--bug",
+        "oversell_check_then_act",
+        "--steering",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL lc-last-unit@pg_rc seed="))
+        .expect("a FAIL line");
+    let replay = out
+        .lines()
+        .find_map(|l| l.strip_prefix("note: reproduce with: cargo run --release -- "))
+        .expect("a replay command");
+    assert!(replay.ends_with(" --steering"), "{replay}");
+    let args: Vec<&str> = replay.split_whitespace().collect();
+    let (code, out, _) = shopsim(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(fail), "{out}");
+    // The replay prints its configuration: steered.
+    assert!(out.contains("enabled: true"), "{out}");
+    let (code, out, err) = shopsim(&[
+        "check-determinism",
+        "lc-webhook-twice",
+        "--seeds",
+        "3",
+        "--steering",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("6 seeds deterministic (twice in process, once in a fresh process)"),
+        "{out}"
+    );
+}

@@ -216,6 +216,12 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
     ]);
     assert!(lanes.iter().any(|l| l == "payment provider"), "{lanes:?}");
     // Faults drawn by swarm mode become notes, which must be valid text too.
-    let (diagram, _) = diagram_of(&["checkout-concurrency", "--seed", "2", "--swarm"]);
+    let (diagram, _) = diagram_of(&[
+        "checkout-concurrency",
+        "--seed",
+        "2",
+        "--swarm",
+        "--no-steering",
+    ]);
     assert!(diagram.contains("Note over app,db: fault at "), "{diagram}");
 }

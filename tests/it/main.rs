@@ -9,3 +9,4 @@ mod diagram;
 mod inputs;
 mod roundtrip;
 mod scenarios;
+mod steering;

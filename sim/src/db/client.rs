@@ -75,6 +75,7 @@ use tokio::sync::oneshot;
 
 use super::server::{statement_kind, Hello, Reply, Request, StatementKind};
 use super::{DbError, QueryResult, Value};
+use crate::steering::{self, Point, Site};
 
 /// Client settings of one pool. Times are virtual.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +350,9 @@ pub struct DbConn {
     transport: Option<Transport>,
     /// As the server last reported it.
     in_transaction: bool,
+    /// The open transaction has read or written rows: a steering delay here holds its
+    /// snapshot, reads and locks open (see [`crate::steering`]).
+    transaction_saw_rows: bool,
 }
 
 impl DbConn {
@@ -357,6 +361,18 @@ impl DbConn {
             pool,
             transport,
             in_transaction: false,
+            transaction_saw_rows: false,
+        }
+    }
+
+    /// Where a steering delay point at `at` of statement `sql` sits.
+    fn steering_site(&self, at: Point, sql: &str) -> Site {
+        if !(self.in_transaction && self.transaction_saw_rows) {
+            return Site::Outside;
+        }
+        match (at, statement_kind(sql)) {
+            (Point::DbSend, StatementKind::Read) => Site::Inside,
+            _ => Site::Deciding,
         }
     }
 
@@ -392,12 +408,14 @@ impl DbConn {
     }
 
     /// Runs one statement. On a broken connection the connection is discarded (the server
-    /// rolls back the open transaction) and the next statement opens a new one.
+    /// rolls back the open transaction) and the next statement opens a new one. Steering
+    /// delay points sit before the statement is sent and after its result arrives.
     pub async fn execute(
         &mut self,
         sql: &str,
         params: &[Value],
     ) -> Result<QueryResult, ClientError> {
+        steering::point(Point::DbSend, self.steering_site(Point::DbSend, sql)).await;
         let in_transaction = self.in_transaction;
         let result = self.execute_once(sql, params).await;
         let retry = self
@@ -415,6 +433,9 @@ impl DbConn {
         if let Some(listener) = &self.pool.listener {
             listener(sql, &result);
         }
+        let saw_rows = matches!(&result, Ok(r) if !r.rows.is_empty() || r.rows_affected > 0);
+        self.transaction_saw_rows = self.in_transaction && (self.transaction_saw_rows || saw_rows);
+        steering::point(Point::DbResult, self.steering_site(Point::DbResult, sql)).await;
         result
     }
 
