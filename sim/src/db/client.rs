@@ -96,6 +96,9 @@ pub struct DbClientConfig {
     /// second outcome. Faithful to Laravel, and a source of double writes when the first run
     /// had committed. Off by default so that lost replies stay visible as ambiguous errors.
     pub retry_lost_connection_outside_transaction: bool,
+    /// The client's name, sent with every statement like PostgreSQL's `application_name`
+    /// (`app-2`, `worker`): a transcript names the sessions by it. The engine never reads it.
+    pub application_name: Option<String>,
 }
 
 impl DbClientConfig {
@@ -109,6 +112,7 @@ impl DbClientConfig {
             connect_timeout_ms: 30_000,
             statement_timeout_ms: 120_000,
             retry_lost_connection_outside_transaction: false,
+            application_name: None,
         }
     }
 }
@@ -206,6 +210,8 @@ struct Transport {
 
 struct PoolShared {
     config: DbClientConfig,
+    /// `config.application_name`, shared by every statement instead of copied.
+    application: Option<Arc<str>>,
     state: Mutex<PoolState>,
 }
 
@@ -231,6 +237,8 @@ pub struct DbPool {
     shared: Arc<PoolShared>,
     /// Told of every statement run on connections taken through this handle.
     listener: Option<QueryListener>,
+    /// Sent with every statement run on connections taken through this handle.
+    tag: Option<u64>,
 }
 
 impl DbPool {
@@ -239,9 +247,11 @@ impl DbPool {
         assert!(config.pool_size > 0);
         assert!(config.statement_timeout_ms > 0);
         let slots_free = config.pool_size;
+        let application = config.application_name.as_deref().map(Arc::from);
         DbPool {
             shared: Arc::new(PoolShared {
                 config,
+                application,
                 state: Mutex::new(PoolState {
                     idle: Vec::new(),
                     slots_free,
@@ -249,6 +259,7 @@ impl DbPool {
                 }),
             }),
             listener: None,
+            tag: None,
         }
     }
 
@@ -259,6 +270,19 @@ impl DbPool {
         DbPool {
             shared: self.shared.clone(),
             listener: Some(listener),
+            tag: self.tag,
+        }
+    }
+
+    /// A handle on the same pool whose connections send `tag` with every statement they run
+    /// (for example the client operation the statements serve), so a transcript can tell
+    /// which operation ran which statement. Like `application_name`, the engine never reads
+    /// it: a tag changes no outcome, no cost and no trace hash.
+    pub fn with_tag(&self, tag: u64) -> DbPool {
+        DbPool {
+            shared: self.shared.clone(),
+            listener: self.listener.clone(),
+            tag: Some(tag),
         }
     }
 
@@ -445,6 +469,8 @@ impl DbConn {
         let request = Request {
             sql: sql.to_string(),
             params: params.to_vec(),
+            tag: self.pool.tag,
+            application: self.pool.shared.application.clone(),
         };
         if transport.tx.send(Box::new(request)).await.is_err() {
             // Never delivered: nothing ran, but an open transaction is gone.
