@@ -8,3 +8,4 @@ mod crosscheck;
 mod diagram;
 mod roundtrip;
 mod scenarios;
+mod trace;
