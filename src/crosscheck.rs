@@ -44,6 +44,23 @@ pub struct Args {
     /// How many candidate runs shrinking one divergence may try (0: do not shrink).
     #[arg(long, value_name = "N", default_value_t = 200)]
     shrink_budget: usize,
+    /// Inputs stepped at once, each on its own connections and schema (default: one per
+    /// core). Results are taken in input order, so the report does not depend on it, except
+    /// where a real engine's outcome depends on its own timing (a loaded server).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Transcripts: each seed's faults drawn in swarm mode over every fault family, as
+    /// `shopsim fuzz` does (default: the scenario's own fault plan).
+    #[arg(long)]
+    swarm: bool,
+}
+
+fn workers(args: &Args) -> usize {
+    args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 fn parse_profiles(names: &[String]) -> Result<Vec<Profile>, String> {
@@ -74,6 +91,16 @@ pub fn run(args: Args) -> u8 {
     }
     if args.seeds == Some(0) || args.random == Some(0) {
         eprintln!("error: --seeds / --random: must be at least 1, got 0");
+        return EXIT_BAD_INPUT;
+    }
+    if let Some(w) = args.workers {
+        if !(1..=64).contains(&w) {
+            eprintln!("error: --workers: must be 1 to 64, got {w}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if args.swarm && args.scenarios.is_empty() {
+        eprintln!("error: --swarm: needs --scenario");
         return EXIT_BAD_INPUT;
     }
     let result = if let Some(file) = &args.file {
@@ -208,6 +235,13 @@ fn report(summary: &Summary, findings_dir: &Path, what: &str) -> Result<u8, Stri
         summary.wall.as_secs_f64(),
         summary.ms_per_1000_statements()
     );
+    if summary.statements_uncompared > 0 || summary.ids_remapped > 0 {
+        println!(
+            "generated ids remapped: {}; steps after a first difference (stepped, not \
+             compared): {}",
+            summary.ids_remapped, summary.statements_uncompared
+        );
+    }
     for failure in &summary.harness_failures {
         println!("not compared (the stepping protocol could not finish): {failure}");
     }
@@ -282,6 +316,7 @@ fn run_random(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
         args.seed_start..end,
         &kinds,
         args.shrink_budget,
+        workers(args),
         |s| {
             if last.elapsed().as_secs() >= 10 {
                 last = std::time::Instant::now();
@@ -329,10 +364,14 @@ fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
         let system = scenario
             .system(profile, &[])
             .map_err(|e| format!("--scenario {}: {e}", scenario.name))?;
-        let config = scenario.sim_config();
+        let base = scenario.sim_config();
         let name = format!("{}@{}", scenario.name, profile);
-        let end = args.seed_start.saturating_add(seeds);
-        let inputs = (args.seed_start..end).map(|seed| {
+        let first = args.seed_start;
+        let count = seeds.min(u64::MAX - first) as usize;
+        let swarm = args.swarm;
+        let input = |i: usize| {
+            let seed = first + i as u64;
+            let config = crate::fuzz::seed_config(&base, seed, swarm);
             let (_, transcripts) =
                 record_transcripts(|| shopsim_sim::runner::run(&system, seed, &config));
             let primary = transcripts
@@ -340,18 +379,25 @@ fn run_scenarios(args: &Args, profiles: &[Profile]) -> Result<u8, String> {
                 .find(|t| !t.read_only)
                 .expect("every scenario has a primary database");
             (format!("{name} seed {seed}"), primary)
-        });
-        let summary = campaign::transcripts(&mut engines, inputs, args.shrink_budget, |s| {
-            if last.elapsed().as_secs() >= 10 {
-                last = std::time::Instant::now();
-                eprintln!(
-                    "... {name}: {} transcripts, {} identical, {:.0} s",
-                    s.runs,
-                    s.identical_runs,
-                    s.wall.as_secs_f64()
-                );
-            }
-        })
+        };
+        let summary = campaign::transcripts(
+            &mut engines,
+            count,
+            input,
+            args.shrink_budget,
+            workers(args),
+            |s| {
+                if last.elapsed().as_secs() >= 10 {
+                    last = std::time::Instant::now();
+                    eprintln!(
+                        "... {name}: {} transcripts, {} identical, {:.0} s",
+                        s.runs,
+                        s.identical_runs,
+                        s.wall.as_secs_f64()
+                    );
+                }
+            },
+        )
         .map_err(run_error)?;
         let dir = args.findings.join(&name);
         let code = report(&summary, &dir, &format!("transcripts {name}"))?;
