@@ -74,11 +74,11 @@ fn crosscheck_bad_input_exits_2_naming_the_value() {
     for (args, names) in [
         (
             &["crosscheck", "--random", "1", "--workers", "0"][..],
-            "--workers: must be 1 to 64, got 0",
+            "--workers: expected a whole number in 1..=64, got `0`",
         ),
         (
             &["crosscheck", "--random", "1", "--workers", "65"][..],
-            "got 65",
+            "got `65`",
         ),
         (
             &["crosscheck", "--random", "1", "--swarm"][..],
