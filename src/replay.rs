@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use shopsim_sim::check::Verdict;
+use shopsim_sim::db::server::transcript::record_transcripts;
 use shopsim_sim::history::OpOutcome;
 
 use crate::reproduce::Draw;
@@ -27,10 +28,13 @@ pub struct Args {
     /// The trace hash the run must reproduce (exit 5 if it does not).
     #[arg(long)]
     expect_hash: Option<String>,
-    /// Print the whole history.
+    /// Print the whole history, then every database statement in the order the server ran
+    /// it (virtual time, session, the operation that issued it, outcome, lock waits), then
+    /// the statements of the operations the witness names.
     #[arg(long)]
     trace: bool,
-    /// Write a Mermaid sequence diagram of the operations in the witness to this file.
+    /// Write a Mermaid sequence diagram of the operations in the witness, with their
+    /// database statements, to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
     /// Draw the fault plan and steering from the seed, as `fuzz` does in swarm mode (not
@@ -161,7 +165,15 @@ pub fn run(args: Args) -> u8 {
     } = plan;
     shopsim_sim::trace::init_from_env();
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
-    let outcome = shopsim_sim::runner::run(&system, seed, &config);
+    // The database transcripts only observe (same trace hash), so they are recorded only
+    // when something shows them.
+    let run = || shopsim_sim::runner::run(&system, seed, &config);
+    let (outcome, transcripts) = if args.trace || args.diagram.is_some() {
+        record_transcripts(run)
+    } else {
+        (run(), Vec::new())
+    };
+    let db_nodes = crate::statements::nodes(&transcripts);
     if args.trace {
         for op in &outcome.history.ops {
             let complete = op
@@ -183,6 +195,16 @@ pub fn run(args: Args) -> u8 {
                 op.details
             );
         }
+        let named = outcome
+            .failure
+            .as_ref()
+            .map(|f| crate::diagram::named_ops(&f.witness))
+            .unwrap_or_default();
+        print!(
+            "{}",
+            crate::statements::trace(&db_nodes, &outcome.history, &named)
+        );
+        println!();
     }
     for report in &outcome.reports {
         let verdict = match report.verdict {
@@ -207,7 +229,7 @@ pub fn run(args: Args) -> u8 {
         }
     }
     if let Some(path) = &args.diagram {
-        let diagram = crate::diagram::diagram(&outcome);
+        let diagram = crate::diagram::diagram(&outcome, &db_nodes);
         if let Err(e) = std::fs::write(path, diagram) {
             eprintln!("error: --diagram {}: {e}", path.display());
             return EXIT_BAD_INPUT;

@@ -117,6 +117,8 @@ async fn deliver(config: Arc<ProviderConfig>, tenant: i64, payment_id: i64) {
             path: "/api/v1/webhooks/payments".to_string(),
             tenant,
             body: json!({"event": "payment.succeeded", "payment_id": payment_id}),
+            // A webhook is no operation of the history.
+            request_id: None,
         };
         match net::call::<HttpRequest, HttpResponse>(app, request, Duration::from_secs(5)).await {
             RpcOutcome::Reply(r) if r.is_success() => return,

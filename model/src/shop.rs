@@ -54,6 +54,11 @@ impl Addrs {
     }
 }
 
+/// The name of the app node at `index` of [`Addrs::apps`]: `app-1`, `app-2`, ...
+pub fn app_name(index: usize) -> String {
+    format!("app-{}", index + 1)
+}
+
 /// The committed tables after a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShopState {
@@ -276,13 +281,17 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     world.register(&provider_node, "provider", NodeRole::CLIENT);
     for (i, addr) in addrs.apps.iter().enumerate() {
         let (c, a) = (config.clone(), addrs.clone());
+        let name = app_name(i);
         let node = handle
             .create_node()
-            .name(format!("app-{}", i + 1))
+            .name(name.clone())
             .ip(addr.ip())
-            .init(move || app::serve(c.clone(), a.clone()))
+            .init({
+                let name = name.clone();
+                move || app::serve(c.clone(), a.clone(), name.clone())
+            })
             .build();
-        world.register(&node, &format!("app-{}", i + 1), NodeRole::SERVER);
+        world.register(&node, &name, NodeRole::SERVER);
     }
     let (c, a, r) = (config.clone(), addrs.clone(), world.recorder());
     let worker = handle
@@ -453,6 +462,8 @@ impl Client {
         body: serde_json::Value,
     ) -> Option<HttpResponse> {
         let kind = route(method, path);
+        // The history stays as it was (it is hashed): which app node served the request is
+        // told by the transcript, whose statements carry the node's name and the request id.
         let op = self.recorder.invoke(
             &self.process,
             &kind,
@@ -464,6 +475,7 @@ impl Client {
             path: path.to_string(),
             tenant,
             body,
+            request_id: Some(op as u64),
         };
         match net::call::<HttpRequest, HttpResponse>(app, request, self.timeout).await {
             RpcOutcome::Reply(response) => {

@@ -68,6 +68,29 @@ fn conformance_bad_input_exits_2_naming_the_value() {
     assert_eq!(code, 2);
 }
 
+/// `crosscheck`'s lane count and swarm mode are checked before any server starts.
+#[test]
+fn crosscheck_bad_input_exits_2_naming_the_value() {
+    for (args, names) in [
+        (
+            &["crosscheck", "--random", "1", "--workers", "0"][..],
+            "--workers: must be 1 to 64, got 0",
+        ),
+        (
+            &["crosscheck", "--random", "1", "--workers", "65"][..],
+            "got 65",
+        ),
+        (
+            &["crosscheck", "--random", "1", "--swarm"][..],
+            "--swarm: needs --scenario",
+        ),
+    ] {
+        let (code, _, err) = shopsim(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}
+
 /// A fresh, empty temporary folder for this test process.
 pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("shopsim-{name}-{}", std::process::id()));
@@ -215,14 +238,18 @@ fn fuzz_writes_artifacts_that_replay_with_the_same_hash_and_a_diagram() {
         .unwrap()
         .path();
     let diagram = out_dir.join("d.mmd");
+    // With the statement recorder on (`--trace`, `--diagram`) the replay still gives the
+    // artifact's hash: exit 1, not 5.
     let (code, out, err) = shopsim(&[
         "replay",
         artifact.to_str().unwrap(),
         "--diagram",
         diagram.to_str().unwrap(),
+        "--trace",
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("payment_exactly_once"), "{out}");
+    assert!(out.contains("\ndatabase primary (pg_rc): "), "{out}");
     assert!(std::fs::read_to_string(&diagram)
         .unwrap()
         .starts_with("sequenceDiagram"));

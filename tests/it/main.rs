@@ -10,3 +10,4 @@ mod inputs;
 mod roundtrip;
 mod scenarios;
 mod steering;
+mod trace;

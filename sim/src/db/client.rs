@@ -97,6 +97,9 @@ pub struct DbClientConfig {
     /// second outcome. Faithful to Laravel, and a source of double writes when the first run
     /// had committed. Off by default so that lost replies stay visible as ambiguous errors.
     pub retry_lost_connection_outside_transaction: bool,
+    /// The client's name, sent with every statement like PostgreSQL's `application_name`
+    /// (`app-2`, `worker`): a transcript names the sessions by it. The engine never reads it.
+    pub application_name: Option<String>,
 }
 
 impl DbClientConfig {
@@ -110,6 +113,7 @@ impl DbClientConfig {
             connect_timeout_ms: 30_000,
             statement_timeout_ms: 120_000,
             retry_lost_connection_outside_transaction: false,
+            application_name: None,
         }
     }
 }
@@ -207,6 +211,8 @@ struct Transport {
 
 struct PoolShared {
     config: DbClientConfig,
+    /// `config.application_name`, shared by every statement instead of copied.
+    application: Option<Arc<str>>,
     state: Mutex<PoolState>,
 }
 
@@ -232,6 +238,8 @@ pub struct DbPool {
     shared: Arc<PoolShared>,
     /// Told of every statement run on connections taken through this handle.
     listener: Option<QueryListener>,
+    /// Sent with every statement run on connections taken through this handle.
+    tag: Option<u64>,
 }
 
 impl DbPool {
@@ -240,9 +248,11 @@ impl DbPool {
         assert!(config.pool_size > 0);
         assert!(config.statement_timeout_ms > 0);
         let slots_free = config.pool_size;
+        let application = config.application_name.as_deref().map(Arc::from);
         DbPool {
             shared: Arc::new(PoolShared {
                 config,
+                application,
                 state: Mutex::new(PoolState {
                     idle: Vec::new(),
                     slots_free,
@@ -250,6 +260,7 @@ impl DbPool {
                 }),
             }),
             listener: None,
+            tag: None,
         }
     }
 
@@ -260,6 +271,19 @@ impl DbPool {
         DbPool {
             shared: self.shared.clone(),
             listener: Some(listener),
+            tag: self.tag,
+        }
+    }
+
+    /// A handle on the same pool whose connections send `tag` with every statement they run
+    /// (for example the client operation the statements serve), so a transcript can tell
+    /// which operation ran which statement. Like `application_name`, the engine never reads
+    /// it: a tag changes no outcome, no cost and no trace hash.
+    pub fn with_tag(&self, tag: u64) -> DbPool {
+        DbPool {
+            shared: self.shared.clone(),
+            listener: self.listener.clone(),
+            tag: Some(tag),
         }
     }
 
@@ -466,6 +490,8 @@ impl DbConn {
         let request = Request {
             sql: sql.to_string(),
             params: params.to_vec(),
+            tag: self.pool.tag,
+            application: self.pool.shared.application.clone(),
         };
         if transport.tx.send(Box::new(request)).await.is_err() {
             // Never delivered: nothing ran, but an open transaction is gone.
