@@ -46,7 +46,12 @@ pub fn windows_reached<S: System>(system: &S, coverage: &CoverageReport) -> Vec<
         .windows()
         .iter()
         .map(|w| w.name())
-        .filter(|name| coverage.sometimes.get(*name).is_some_and(|(hits, _)| *hits > 0))
+        .filter(|name| {
+            coverage
+                .sometimes
+                .get(*name)
+                .is_some_and(|(hits, _)| *hits > 0)
+        })
         .map(str::to_string)
         .collect()
 }
@@ -249,7 +254,8 @@ impl Corpus {
             1.0 / rarest as f64
         };
         let total: f64 = candidates.iter().map(|e| weight(e)).sum();
-        let mut at = (mix(index ^ 0x434f_5250_5553_0002) >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut at =
+            (mix(index ^ 0x434f_5250_5553_0002) >> 11) as f64 / (1u64 << 53) as f64 * total;
         for e in &candidates {
             at -= weight(e);
             if at < 0.0 {
@@ -320,7 +326,10 @@ pub fn mutate(config: &SimConfig, index: u64, base: &SimConfig) -> SimConfig {
     if rng.gen_bool(0.2) {
         c.faults = shopsim_sim::swarm::config(rng.gen(), base, false).faults;
     }
-    assert_eq!(c.duration_ms, config.duration_ms, "a mutation keeps the run's length");
+    assert_eq!(
+        c.duration_ms, config.duration_ms,
+        "a mutation keeps the run's length"
+    );
     c
 }
 
@@ -401,7 +410,9 @@ mod tests {
             .count();
         assert!(changed > 48, "most mutations change the draws: {changed}");
         for i in 0..256 {
-            mutate(&drawn, i, &base).validate().expect("a valid mutation");
+            mutate(&drawn, i, &base)
+                .validate()
+                .expect("a valid mutation");
         }
     }
 
@@ -450,7 +461,10 @@ mod tests {
         assert!((2_200..2_800).contains(&picked.len()), "{}", picked.len());
         let rare = picked.iter().filter(|e| e.windows[0] == "rare").count();
         assert!(rare * 10 > picked.len() * 9, "{rare} of {}", picked.len());
-        assert!(corpus.pick(3, 1, 1.0, &windows, "r").is_none(), "another run");
+        assert!(
+            corpus.pick(3, 1, 1.0, &windows, "r").is_none(),
+            "another run"
+        );
         assert!((0..1000).all(|i| corpus.pick(i, 0, 0.0, &windows, "r").is_none()));
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             ops,
             virtual_us: 1_000,
             artifact: Some(format!("s@p/{seed}.json")),
+            mutated: false,
         }
     }
 

@@ -169,7 +169,10 @@ pub fn run(args: Args) -> u8 {
     } else {
         if corpus_dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&corpus_dir) {
-                eprintln!("error: --out: removing the old corpus {}: {e}", corpus_dir.display());
+                eprintln!(
+                    "error: --out: removing the old corpus {}: {e}",
+                    corpus_dir.display()
+                );
                 return EXIT_BAD_INPUT;
             }
         }

@@ -307,8 +307,8 @@ impl Session<'_> {
                 &name,
             )
             .is_some();
-        let elapsed_ms = (self.elapsed_before_ms)
-            .saturating_add(self.started.elapsed().as_millis() as u64);
+        let elapsed_ms =
+            (self.elapsed_before_ms).saturating_add(self.started.elapsed().as_millis() as u64);
         for (window, hits) in &reach.windows {
             let Some(stats) = self.state.windows.iter_mut().find(|s| &s.window == window) else {
                 continue;
@@ -453,17 +453,20 @@ impl Session<'_> {
                 },
             );
             stats.seeds += seeds.len() as u64;
-            self.state.corpus_seeds = self
-                .state
-                .corpus_seeds
-                .saturating_add(mutated.len() as u64);
+            self.state.corpus_seeds = self.state.corpus_seeds.saturating_add(mutated.len() as u64);
             // In seed order, whatever order the threads finished in: a group's first
             // failure is its earliest campaign index, and the corpus admits in that order.
             let position = |seed: u64| seeds.iter().position(|s| *s == seed);
             failing.sort_by_key(|o| position(o.seed));
             reached.sort_by_key(|r| position(r.seed));
             for o in &failing {
-                self.file_failure(r, &system, &config_of(o.seed), o, mutated.contains_key(&o.seed));
+                self.file_failure(
+                    r,
+                    &system,
+                    &config_of(o.seed),
+                    o,
+                    mutated.contains_key(&o.seed),
+                );
             }
             for reach in &reached {
                 let is_mutated = mutated.contains_key(&reach.seed);

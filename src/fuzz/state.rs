@@ -784,6 +784,7 @@ mod tests {
             ops: 900,
             virtual_us: 18_000_000,
             artifact: Some(format!("s@pg_rc/{}.json", u64::MAX)),
+            mutated: false,
         };
         let mut g = Group::new(
             1,
@@ -798,8 +799,29 @@ mod tests {
             ops: 100,
             virtual_us: 9,
             artifact: Some("s@pg_rc/3.json".to_string()),
+            mutated: true,
         };
         state.groups.push(g);
+        state.seeds_run = 40;
+        state.corpus_seeds = 10;
+        state.windows.push(super::super::corpus::WindowStats {
+            window: "convert: two converts overlap".to_string(),
+            hits: 12,
+            seeds: 3,
+            first: Some(super::super::corpus::FirstHit {
+                seed: u64::MAX,
+                run: "s@pg_rc".to_string(),
+                elapsed_ms: 1_500,
+                mutated: false,
+            }),
+            runs: vec![super::super::corpus::RunHits {
+                run: "s@pg_rc".to_string(),
+                seeds: 3,
+            }],
+        });
+        state
+            .windows
+            .push(super::super::corpus::WindowStats::new("never"));
         state
     }
 
@@ -844,6 +866,27 @@ mod tests {
             ),
             (Box::new(|v| v["sessions"] = 0.into()), "sessions"),
             (Box::new(|v| v["extra"] = 0.into()), "extra"),
+            (Box::new(|v| v["corpus_seeds"] = 41.into()), "corpus_seeds"),
+            (
+                Box::new(|v| v["windows"][0]["seeds"] = 41.into()),
+                "windows[0].seeds",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["first"] = Value::Null),
+                "windows[0].first",
+            ),
+            (
+                Box::new(|v| v["windows"][1]["window"] = v["windows"][0]["window"].clone()),
+                "windows[1].window",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["runs"][0]["seeds"] = 2.into()),
+                "windows[0].runs",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["first"]["seed"] = 7.into()),
+                "windows[0].first.seed",
+            ),
             (
                 Box::new(|v| {
                     v["io"].as_object_mut().unwrap().remove("bytes_written");
