@@ -154,11 +154,12 @@ impl Fixtures {
             commit: "unknown".to_string(),
             version: crate::artifact::VERSION.to_string(),
             trace_hash: 0,
-            failure: shopsim_sim::runner::Failure {
+            failure: Some(shopsim_sim::runner::Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
                 check: "no_oversell".to_string(),
                 witness: "a witness".to_string(),
-            },
+            }),
+            windows: Vec::new(),
             reports: Vec::new(),
             history: Default::default(),
         };
@@ -606,6 +607,7 @@ fn state_example() -> serde_json::Value {
             "pg_rc",
             seed,
         )),
+        mutated: false,
     };
     let mut group = Group::new(
         1,

@@ -44,6 +44,8 @@ pub struct Campaign {
     pub(super) status_interval: Duration,
     /// Per run, the names of its checks (with `panic` and `time_limit`).
     pub(super) checks: Vec<Vec<String>>,
+    /// `--corpus-share`.
+    pub corpus_share: f64,
     pub(super) identity: String,
 }
 
@@ -75,6 +77,13 @@ impl Campaign {
             .transpose()?
             .unwrap_or((1, 1));
         let jobs = parse_jobs(args.jobs)?;
+        let corpus_share = args.corpus_share;
+        if !(0.0..=super::corpus::SHARE_MAX).contains(&corpus_share) {
+            return Err(format!(
+                "--corpus-share: expected a share from 0 to {}, got `{corpus_share}`",
+                super::corpus::SHARE_MAX
+            ));
+        }
         let a = args.max_artifacts_per_group;
         if !(groups::ARTIFACTS_PER_GROUP_MIN..=groups::ARTIFACTS_PER_GROUP_MAX).contains(&a) {
             return Err(format!(
@@ -161,6 +170,7 @@ impl Campaign {
             status_interval,
             checks,
             identity,
+            corpus_share,
         })
     }
 

@@ -3,6 +3,7 @@
 mod campaign;
 mod cli;
 mod conformance;
+mod corpus;
 mod counter;
 mod crosscheck;
 mod diagram;
