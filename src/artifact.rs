@@ -1,6 +1,8 @@
-//! Failure artifacts: everything needed to reproduce and understand a failing seed, written
+//! Artifacts: everything needed to reproduce and understand a failing seed, written
 //! atomically (a temporary file renamed into place) so that a kill at any moment leaves either
-//! a complete artifact or none.
+//! a complete artifact or none. A fuzz corpus entry ([`CORPUS_FORMAT`]) is an artifact of a
+//! run that did not fail but reached rare race windows: the same fields, no failure, and it
+//! replays the same way (`shopsim replay ENTRY.json`).
 //!
 //! Every value an artifact stores reads back bit for bit (the replay guarantee): floats
 //! through serde_json's exact `float_roundtrip` parsing, the scenario through TOML, and the
@@ -17,14 +19,16 @@ use shopsim_sim::runner::{Failure, SimConfig};
 
 /// The format written. Version 2 stores the seed and the trace hash as strings.
 pub const FORMAT: &str = "shopsim-artifact-2";
+/// The format of a fuzz corpus entry: an artifact without a failure.
+pub const CORPUS_FORMAT: &str = "shopsim-corpus-1";
 /// The formats read: version 1 stored them as JSON integers.
-pub const FORMATS_READ: [&str; 2] = ["shopsim-artifact-1", FORMAT];
+pub const FORMATS_READ: [&str; 3] = ["shopsim-artifact-1", FORMAT, CORPUS_FORMAT];
 
-/// A failing seed.
+/// A failing seed, or a corpus entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
-    /// Always [`FORMAT`] when written.
+    /// [`FORMAT`] (a failure) or [`CORPUS_FORMAT`] (a corpus entry) when written.
     pub format: String,
     /// The scenario's name.
     pub scenario: String,
@@ -48,13 +52,22 @@ pub struct Artifact {
     /// The trace hash a replay must reproduce.
     #[serde(with = "crate::json_u64::hex")]
     pub trace_hash: u64,
-    /// The failure.
-    pub failure: Failure,
+    /// The failure (always, in [`FORMAT`]; never in [`CORPUS_FORMAT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The race windows (`sometimes!`) the run reached, in declaration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
     /// Every check's report.
     pub reports: Vec<Report>,
     /// The history.
     pub history: History,
 }
+
+/// The longest race window name read, in characters.
+pub const WINDOW_CHARS_MAX: usize = 200;
+/// The most race windows one artifact lists.
+pub const WINDOWS_MAX: usize = 1_000;
 
 /// The commit this binary was built from (see `build.rs`); never read at run time.
 pub const BUILD_COMMIT: &str = env!("SHOPSIM_BUILD_COMMIT");
@@ -133,7 +146,10 @@ pub struct Header {
     version: String,
     #[serde(with = "crate::json_u64::hex")]
     trace_hash: u64,
-    failure: Failure,
+    #[serde(default)]
+    failure: Option<Failure>,
+    #[serde(default)]
+    windows: Vec<String>,
     #[serde(rename = "reports")]
     _reports: serde::de::IgnoredAny,
     history: HistoryCount,
@@ -154,6 +170,7 @@ impl Header {
             version: self.version.clone(),
             trace_hash: self.trace_hash,
             failure: self.failure.clone(),
+            windows: self.windows.clone(),
             reports: Vec::new(),
             history: History::default(),
         }
@@ -216,6 +233,30 @@ pub fn parse(text: &str) -> Result<Header, String> {
             "format: expected one of {}, got `{}`",
             FORMATS_READ.map(|f| format!("`{f}`")).join(", "),
             shopsim_sim::input::cut(&header.format, 40)
+        ));
+    }
+    // A failure artifact names its failure; a corpus entry has none to name.
+    match (header.format == CORPUS_FORMAT, header.failure.is_some()) {
+        (false, false) => return Err("failure: is required".to_string()),
+        (true, true) => {
+            return Err(format!(
+                "failure: a corpus entry (`{CORPUS_FORMAT}`) holds no failure"
+            ))
+        }
+        _ => {}
+    }
+    if header.windows.len() > WINDOWS_MAX {
+        return Err(format!(
+            "windows: must have at most {WINDOWS_MAX} items, got {}",
+            header.windows.len()
+        ));
+    }
+    if let Some((i, w)) = (header.windows.iter().enumerate())
+        .find(|(_, w)| w.is_empty() || w.chars().count() > WINDOW_CHARS_MAX)
+    {
+        return Err(format!(
+            "windows[{i}]: must be 1 to {WINDOW_CHARS_MAX} characters, got `{}`",
+            shopsim_sim::input::cut(w, 40)
         ));
     }
     Ok(header)
@@ -284,6 +325,11 @@ pub fn folder_of(system: &str) -> String {
     }
 }
 
+/// Where the corpus entry of `seed` of `scenario`@`profile` goes, relative to `--out`.
+pub fn corpus_path(scenario: &str, profile: &str, seed: u64) -> String {
+    format!("corpus/{}/{seed}.json", folder_name(scenario, profile))
+}
+
 /// Where the artifact of `seed` of `scenario`@`profile` goes, relative to `--out`.
 pub fn relative_path(scenario: &str, profile: &str, seed: u64) -> String {
     format!("{}/{seed}.json", folder_name(scenario, profile))
@@ -328,12 +374,13 @@ mod tests {
             commit: BUILD_COMMIT.to_string(),
             version: VERSION.to_string(),
             trace_hash: 0xfedc_ba98_7654_3210,
-            failure: Failure {
+            failure: Some(Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
                 check: "payment_exactly_once".to_string(),
                 witness: "w".to_string(),
                 also: Vec::new(),
-            },
+            }),
+            windows: Vec::new(),
             reports: outcome.reports.clone(),
             history: outcome.history.clone(),
         };

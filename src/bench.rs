@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::reproduce::Draw;
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
@@ -18,63 +19,146 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also measure, per planted bug and profile, the median number of seeds to its first
-    /// detection (from each of 40 starting seeds).
+    /// Also measure, per planted bug and profile, in its low-contention variant and in its
+    /// built-in scenario, the seeds and wall time to its first detection (median and worst
+    /// over 40 starting seeds), with steering off and on side by side.
     #[arg(long)]
     detection: bool,
 }
 
-/// Median and worst number of seeds to the first seed at or after each start that fails
-/// `check`, over starts 0..40, searching seeds 0..80.
+/// How fast a planted bug is found from one configuration: seeds (and wall time) from each
+/// of [`DETECTION_STARTS`] starting seeds to the first seed at or after it that fails the
+/// bug's check, searching seeds `0..DETECTION_SEEDS`.
+#[derive(Debug, Clone, Copy)]
+struct Detection {
+    /// Median seeds to the first detection, counting the failing seed (NaN: never found).
+    median: f64,
+    /// The most seeds any start needed (0: never found).
+    worst: u64,
+    /// Median wall time from a start to its first detection, ms (NaN: never found).
+    wall_ms_median: f64,
+    /// Seeds of `0..DETECTION_SEEDS` run (the search stops once every start has a detection).
+    seeds_run: u64,
+    /// How many of the seeds run failed the check.
+    failing: usize,
+}
+
+/// Starting seeds of the detection measurement.
+const DETECTION_STARTS: u64 = 40;
+/// Seeds the detection measurement searches.
+const DETECTION_SEEDS: u64 = 80;
+
+/// The median of sorted values (NaN for none).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Measures [`Detection`] of `bug` by `check` in `scenario`@`profile`, with each seed's
+/// steering plan drawn from it (`steering`) or without steering. Runs one seed at a time on
+/// this thread, so that each seed's wall time is its own.
 fn detection(
-    scenario: &str,
+    scenario: &shopsim_scenarios::Scenario,
     bug: &str,
     check: &str,
     profile: shopsim_sim::db::Profile,
-) -> (f64, u64, usize) {
-    let scenario = shopsim_scenarios::find(scenario).expect("built in");
+    steering: bool,
+) -> Detection {
     let system = scenario
         .system(profile, &[bug.to_string()])
         .expect("valid bug");
-    let config = scenario.sim_config();
-    let seeds = shopsim_sim::seed::SeedPlan {
-        start: 0,
-        count: 80,
-    };
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut failing: Vec<u64> = Vec::new();
-    shopsim_sim::fuzz::for_each_seed(
-        || system.clone(),
-        &seeds,
-        |_| config.clone(),
-        jobs,
-        |o| {
-            let fails = o
-                .reports
-                .iter()
-                .any(|r| r.check == check && r.verdict == shopsim_sim::check::Verdict::Invalid);
-            if fails {
-                failing.push(o.seed);
-            }
-            true
-        },
-    );
-    failing.sort_unstable();
-    let mut distances: Vec<u64> = (0..40u64)
-        .filter_map(|start| failing.iter().find(|&&f| f >= start).map(|f| f - start + 1))
-        .collect();
-    distances.sort_unstable();
-    let median = if distances.is_empty() {
-        f64::NAN
-    } else if distances.len() % 2 == 1 {
-        distances[distances.len() / 2] as f64
-    } else {
-        (distances[distances.len() / 2 - 1] + distances[distances.len() / 2]) as f64 / 2.0
-    };
-    (
-        median,
-        distances.last().copied().unwrap_or(0),
-        failing.len(),
+    let base = scenario.sim_config();
+    // (seed, failed, wall ms), in seed order.
+    let mut runs: Vec<(u64, bool, f64)> = Vec::new();
+    for seed in 0..DETECTION_SEEDS {
+        let draw = if steering {
+            Draw::Steering
+        } else {
+            Draw::Scenario
+        };
+        let config = draw.config(&base, seed);
+        let started = Instant::now();
+        let outcome = shopsim_sim::runner::run(&system, seed, &config);
+        let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let failed = outcome
+            .reports
+            .iter()
+            .any(|r| r.check == check && r.verdict == shopsim_sim::check::Verdict::Invalid);
+        runs.push((seed, failed, wall_ms));
+        // Every start has its detection once a seed at or after the last start failed.
+        if failed && seed + 1 >= DETECTION_STARTS {
+            break;
+        }
+    }
+    let mut seeds_to = Vec::new();
+    let mut walls = Vec::new();
+    for start in 0..DETECTION_STARTS {
+        let Some(first) = runs.iter().position(|&(s, f, _)| s >= start && f) else {
+            continue;
+        };
+        let from = runs.iter().position(|&(s, _, _)| s == start).expect("run");
+        seeds_to.push((runs[first].0 - start + 1) as f64);
+        walls.push(runs[from..=first].iter().map(|r| r.2).sum::<f64>());
+    }
+    seeds_to.sort_by(f64::total_cmp);
+    walls.sort_by(f64::total_cmp);
+    Detection {
+        median: median(&seeds_to),
+        worst: seeds_to.last().map_or(0, |w| *w as u64),
+        wall_ms_median: median(&walls),
+        seeds_run: runs.len() as u64,
+        failing: runs.iter().filter(|r| r.1).count(),
+    }
+}
+
+/// The detection rows: every planted bug in its low-contention variant and in its crowded
+/// built-in scenario, under each profile, with steering off and on side by side.
+fn detections() -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    let variants = shopsim_scenarios::LOW_CONTENTION_BUGS
+        .iter()
+        .map(|row| ("low contention", *row));
+    let crowded = shopsim_scenarios::PLANTED_BUGS
+        .iter()
+        .map(|row| ("built-in", *row));
+    for (kind, (name, bug, check)) in variants.chain(crowded) {
+        let scenario = shopsim_scenarios::find(name).expect("built in");
+        for profile in scenario.profile_list() {
+            let off = detection(&scenario, bug, check, profile, false);
+            let on = detection(&scenario, bug, check, profile, true);
+            let side = |d: Detection| {
+                serde_json::json!({
+                    "median_seeds_to_detection": d.median,
+                    "worst_seeds_to_detection": d.worst,
+                    "median_wall_ms_to_detection": d.wall_ms_median,
+                    "seeds_run": d.seeds_run,
+                    "failing": d.failing,
+                })
+            };
+            rows.push(serde_json::json!({
+                "bug": bug, "scenario": format!("{name}@{profile}"), "kind": kind,
+                "check": check, "steering_off": side(off), "steering_on": side(on),
+            }));
+        }
+    }
+    rows
+}
+
+/// One side of a detection row: `median 2 (worst 7) 5.1 ms`, or `not found`.
+fn detection_text(side: &serde_json::Value) -> String {
+    let median = side["median_seeds_to_detection"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    if median.is_nan() {
+        return format!("not found in {} seeds", side["seeds_run"]);
+    }
+    format!(
+        "{median:>4} (worst {:>2}) {:>8.1} ms",
+        side["worst_seeds_to_detection"],
+        side["median_wall_ms_to_detection"].as_f64().unwrap_or(0.0)
     )
 }
 
@@ -195,21 +279,11 @@ pub fn run(args: Args) -> u8 {
     let one = speed(1);
     let many = speed(jobs);
     bar.finish();
-    let mut detections = Vec::new();
-    if args.detection {
-        for (scenario, bug, check) in shopsim_scenarios::PLANTED_BUGS {
-            for profile in shopsim_scenarios::find(scenario)
-                .expect("built in")
-                .profile_list()
-            {
-                let (median, worst, failing) = detection(scenario, bug, check, profile);
-                detections.push(serde_json::json!({
-                    "bug": bug, "scenario": format!("{scenario}@{profile}"), "check": check,
-                    "median_seeds_to_detection": median, "worst": worst, "failing_of_80": failing,
-                }));
-            }
-        }
-    }
+    let detections = if args.detection {
+        detections()
+    } else {
+        Vec::new()
+    };
     let report = serde_json::json!({
         "detection": detections,
         "scenarios": rows,
@@ -242,15 +316,22 @@ pub fn run(args: Args) -> u8 {
         system.name,
         many / one
     );
+    if !detections.is_empty() {
+        println!(
+            "\nseeds to the first detection (median over {DETECTION_STARTS} starting seeds, worst) and its median wall time"
+        );
+        println!(
+            "{:<34} {:<32} {:<28} {:<28}",
+            "bug", "scenario", "steering off", "steering on"
+        );
+    }
     for d in &detections {
         println!(
-            "{:<34} {:<30} median seeds to detection {} (worst {}, {} of 80 seeds fail {})",
+            "{:<34} {:<32} {:<28} {:<28}",
             d["bug"].as_str().unwrap_or(""),
             d["scenario"].as_str().unwrap_or(""),
-            d["median_seeds_to_detection"],
-            d["worst"],
-            d["failing_of_80"],
-            d["check"].as_str().unwrap_or("")
+            detection_text(&d["steering_off"]),
+            detection_text(&d["steering_on"]),
         );
     }
     if let Some(kib) = peak_rss_kib() {

@@ -52,6 +52,23 @@ pub struct Args {
     /// 1000000).
     #[arg(long, value_name = "N", default_value_t = 200)]
     shrink_budget: usize,
+    /// Inputs stepped at once, each on its own connections and schema (default: one per
+    /// core). Results are taken in input order, so the report does not depend on it, except
+    /// where a real engine's outcome depends on its own timing (a loaded server).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Transcripts: each seed's faults and steering drawn in swarm mode, as `shopsim fuzz`
+    /// does (default: the scenario's own configuration).
+    #[arg(long)]
+    swarm: bool,
+}
+
+fn workers(args: &Args) -> usize {
+    args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 fn parse_profiles(names: &[String]) -> Result<Vec<Profile>, String> {
@@ -119,6 +136,16 @@ pub fn check_args(args: &Args) -> Result<Plan, String> {
     }
     if let Some(seeds) = args.seeds {
         check_count("--seeds", seeds, args.seed_start)?;
+    }
+    if let Some(w) = args.workers {
+        if !(1..=64).contains(&w) {
+            return Err(format!(
+                "--workers: expected a whole number in 1..=64, got `{w}`"
+            ));
+        }
+    }
+    if args.swarm && args.scenarios.is_empty() {
+        return Err("--swarm: needs --scenario".to_string());
     }
     let (source, profiles) = if let Some(path) = &args.file {
         let text = crate::input::read_text(path, crate::input::CONFORMANCE_BYTES_MAX)
@@ -313,6 +340,13 @@ fn report(summary: &Summary, findings_dir: &Path, what: &str) -> Result<u8, Stri
         summary.wall.as_secs_f64(),
         summary.ms_per_1000_statements()
     );
+    if summary.statements_uncompared > 0 || summary.ids_remapped > 0 {
+        println!(
+            "generated ids remapped: {}; steps after a first difference (stepped, not \
+             compared): {}",
+            summary.ids_remapped, summary.statements_uncompared
+        );
+    }
     for failure in &summary.harness_failures {
         println!("not compared (the stepping protocol could not finish): {failure}");
     }
@@ -371,13 +405,14 @@ fn run_random(args: &Args, count: u64, plan: &Plan) -> Result<u8, String> {
     let kinds = &plan.kinds;
     let mut engines = start(kinds)?;
     // Checked: the last seed, seed_start + count - 1, is a 64-bit seed.
-    let last_seed = args.seed_start + (count - 1);
     let mut last = std::time::Instant::now();
     let summary = campaign::random_groups(
         &mut engines,
-        args.seed_start..=last_seed,
+        args.seed_start,
+        count,
         kinds,
         args.shrink_budget,
+        workers(args),
         |s| {
             if last.elapsed().as_secs() >= 10 {
                 last = std::time::Instant::now();
@@ -416,11 +451,20 @@ fn run_scenarios(args: &Args, scenarios: &[Scenario], plan: &Plan) -> Result<u8,
         let system = scenario
             .system(profile, &[])
             .map_err(|e| format!("--scenario {}: {e}", scenario.name))?;
-        let config = scenario.sim_config();
+        let base = scenario.sim_config();
         let name = format!("{}@{}", scenario.name, profile);
         // Checked: the last seed, seed_start + seeds - 1, is a 64-bit seed.
-        let last_seed = args.seed_start + (seeds - 1);
-        let inputs = (args.seed_start..=last_seed).map(|seed| {
+        let first = args.seed_start;
+        let count =
+            usize::try_from(seeds).map_err(|_| format!("--seeds: too many, got `{seeds}`"))?;
+        let draw = if args.swarm {
+            crate::reproduce::Draw::Swarm
+        } else {
+            crate::reproduce::Draw::Scenario
+        };
+        let input = |i: usize| {
+            let seed = first + i as u64;
+            let config = draw.config(&base, seed);
             let (_, transcripts) =
                 record_transcripts(|| shopsim_sim::runner::run(&system, seed, &config));
             let primary = transcripts
@@ -428,18 +472,25 @@ fn run_scenarios(args: &Args, scenarios: &[Scenario], plan: &Plan) -> Result<u8,
                 .find(|t| !t.read_only)
                 .expect("every scenario has a primary database");
             (format!("{name} seed {seed}"), primary)
-        });
-        let summary = campaign::transcripts(&mut engines, inputs, args.shrink_budget, |s| {
-            if last.elapsed().as_secs() >= 10 {
-                last = std::time::Instant::now();
-                eprintln!(
-                    "... {name}: {} transcripts, {} identical, {:.0} s",
-                    s.runs,
-                    s.identical_runs,
-                    s.wall.as_secs_f64()
-                );
-            }
-        })
+        };
+        let summary = campaign::transcripts(
+            &mut engines,
+            count,
+            input,
+            args.shrink_budget,
+            workers(args),
+            |s| {
+                if last.elapsed().as_secs() >= 10 {
+                    last = std::time::Instant::now();
+                    eprintln!(
+                        "... {name}: {} transcripts, {} identical, {:.0} s",
+                        s.runs,
+                        s.identical_runs,
+                        s.wall.as_secs_f64()
+                    );
+                }
+            },
+        )
         .map_err(run_error)?;
         let dir = args.findings.join(&name);
         let code = report(&summary, &dir, &format!("transcripts {name}"))?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use shopsim_sim::replay::check_determinism;
 
-use crate::reproduce::SeedRun;
+use crate::reproduce::{Draw, SeedRun};
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM, EXIT_OK};
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +28,9 @@ pub struct Args {
     /// Skip the fresh-process run.
     #[arg(long)]
     in_process_only: bool,
+    /// Steer each seed with the steering plan drawn from it (as `run --steering`).
+    #[arg(long)]
+    steering: bool,
 }
 
 /// Checks every flag and file without running anything.
@@ -62,16 +65,22 @@ pub fn run(args: Args) -> u8 {
         "seeds",
     );
     let mut checked: u64 = 0;
+    let draw = if args.steering {
+        Draw::Steering
+    } else {
+        Draw::Scenario
+    };
     for selected in &runs {
         let system = selected.system(&[]).expect("checked above");
-        let config = selected.scenario.sim_config();
+        let base = selected.scenario.sim_config();
         for seed in seeds.seeds() {
+            let config = draw.config(&base, seed);
             let replay = SeedRun {
                 source: &selected.source,
                 profile: selected.profile.name(),
                 seed,
                 bugs: &[],
-                swarm: false,
+                draw,
             };
             let hash = match check_determinism(&system, seed, &config) {
                 Ok(hash) => hash,

@@ -154,12 +154,13 @@ impl Fixtures {
             commit: "unknown".to_string(),
             version: crate::artifact::VERSION.to_string(),
             trace_hash: 0,
-            failure: shopsim_sim::runner::Failure {
+            failure: Some(shopsim_sim::runner::Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
                 check: "no_oversell".to_string(),
                 witness: "a witness".to_string(),
                 also: Vec::new(),
-            },
+            }),
+            windows: Vec::new(),
             reports: Vec::new(),
             history: Default::default(),
         };
@@ -607,6 +608,7 @@ fn state_example() -> serde_json::Value {
             "pg_rc",
             seed,
         )),
+        mutated: false,
     };
     let mut group = Group::new(
         1,

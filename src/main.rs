@@ -32,6 +32,7 @@ mod reproduce;
 mod run;
 mod shrink;
 mod signature;
+mod statements;
 
 /// Exit code: every check valid.
 pub const EXIT_OK: u8 = 0;

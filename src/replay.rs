@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use shopsim_sim::check::Verdict;
+use shopsim_sim::db::server::transcript::record_transcripts;
 use shopsim_sim::history::OpOutcome;
 
+use crate::reproduce::Draw;
 use crate::{EXIT_BAD_INPUT, EXIT_NONDETERMINISM};
 
 #[derive(Debug, clap::Args)]
@@ -26,16 +28,26 @@ pub struct Args {
     /// The trace hash the run must reproduce (exit 5 if it does not).
     #[arg(long)]
     expect_hash: Option<String>,
-    /// Print the whole history.
+    /// Print the whole history, then every database statement in the order the server ran
+    /// it (virtual time, session, the operation that issued it, outcome, lock waits), then
+    /// the statements of the operations the witness names.
     #[arg(long)]
     trace: bool,
-    /// Write a Mermaid sequence diagram of the operations in the witness to this file.
+    /// Write a Mermaid sequence diagram of the operations in the witness, with their
+    /// database statements, to this file.
     #[arg(long, value_name = "FILE")]
     diagram: Option<PathBuf>,
-    /// Draw the fault plan from the seed, as `fuzz` does in swarm mode (not with an
-    /// artifact, which stores its configuration).
+    /// Draw the fault plan and steering from the seed, as `fuzz` does in swarm mode (not
+    /// with an artifact, which stores its configuration).
     #[arg(long)]
     swarm: bool,
+    /// With --swarm: keep the scenario's own steering, as `fuzz --no-steering` does.
+    #[arg(long)]
+    no_steering: bool,
+    /// Steer the schedule with the steering plan drawn from the seed, as `run --steering`
+    /// does (not with an artifact: it holds its configuration).
+    #[arg(long)]
+    steering: bool,
 }
 
 /// A replay whose every input was checked: what `run` hands the runner.
@@ -46,19 +58,29 @@ pub struct Plan {
     config: shopsim_sim::runner::SimConfig,
     expect_hash: Option<u64>,
     artifact_path: Option<String>,
+    draw: Draw,
 }
 
-/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, swarm)
+/// Checks every input of a replay (artifact, scenario, seed, profile, bugs, hash, draw)
 /// without running anything; errors name the flag or field and the value.
 pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
+    let draw = Draw::from_flags(args.swarm, args.steering, args.no_steering)?;
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
     let mut loaded = None;
     if let Some(path) = &artifact_path {
         let artifact = crate::artifact::load(std::path::Path::new(path))
             .map_err(|e| format!("ARTIFACT {e}"))?;
-        if args.swarm {
-            return Err("--swarm: not with an artifact (it stores its configuration)".to_string());
+        for (given, flag) in [
+            (args.swarm, "--swarm"),
+            (args.steering, "--steering"),
+            (args.no_steering, "--no-steering"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag}: not with an artifact (it stores its configuration)"
+                ));
+            }
         }
         args.seed = Some(artifact.artifact.seed.to_string());
         args.bugs = artifact.artifact.bugs.clone();
@@ -102,13 +124,11 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
     let config = match config {
         Some(c) => c,
         None => {
-            let config =
-                crate::fuzz::seed_config(&selected.scenario.sim_config(), seed, args.swarm);
-            // A swarm draw passes the same validation as any configuration.
-            selected
-                .scenario
-                .check_sim_config(&config)
-                .map_err(|e| format!("--swarm: {e}"))?;
+            let config = draw.config(&selected.scenario.sim_config(), seed);
+            // A drawn configuration passes the same validation as any configuration.
+            selected.scenario.check_sim_config(&config).map_err(|e| {
+                format!("{}: {e}", draw.flags().first().copied().unwrap_or("--seed"))
+            })?;
             config
         }
     };
@@ -120,6 +140,7 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
             config,
             expect_hash,
             artifact_path,
+            draw,
         },
         args,
     ))
@@ -140,10 +161,19 @@ pub fn run(args: Args) -> u8 {
         config,
         expect_hash,
         artifact_path,
+        draw,
     } = plan;
     shopsim_sim::trace::init_from_env();
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
-    let outcome = shopsim_sim::runner::run(&system, seed, &config);
+    // The database transcripts only observe (same trace hash), so they are recorded only
+    // when something shows them.
+    let run = || shopsim_sim::runner::run(&system, seed, &config);
+    let (outcome, transcripts) = if args.trace || args.diagram.is_some() {
+        record_transcripts(run)
+    } else {
+        (run(), Vec::new())
+    };
+    let db_nodes = crate::statements::nodes(&transcripts);
     if args.trace {
         for op in &outcome.history.ops {
             let complete = op
@@ -165,6 +195,16 @@ pub fn run(args: Args) -> u8 {
                 op.details
             );
         }
+        let named = outcome
+            .failure
+            .as_ref()
+            .map(|f| crate::diagram::named_ops(&f.witness))
+            .unwrap_or_default();
+        print!(
+            "{}",
+            crate::statements::trace(&db_nodes, &outcome.history, &named)
+        );
+        println!();
     }
     for report in &outcome.reports {
         let verdict = match report.verdict {
@@ -189,7 +229,7 @@ pub fn run(args: Args) -> u8 {
         }
     }
     if let Some(path) = &args.diagram {
-        let diagram = crate::diagram::diagram(&outcome);
+        let diagram = crate::diagram::diagram(&outcome, &db_nodes);
         if let Err(e) = std::fs::write(path, diagram) {
             eprintln!("error: --diagram {}: {e}", path.display());
             return EXIT_BAD_INPUT;
@@ -209,7 +249,7 @@ pub fn run(args: Args) -> u8 {
                     profile: selected.profile.name(),
                     seed,
                     bugs: &args.bugs,
-                    swarm: args.swarm,
+                    draw,
                 }
                 .replay_command();
                 println!(

@@ -1,9 +1,74 @@
 //! The commands a failure report prints. Each one can be pasted into a shell as it is: it
 //! names the scenario the way it was given (a built-in name, or `--file PATH` for a scenario
-//! file), the seed, profile and planted bugs, `--swarm` when the seed's fault plan was drawn
-//! by swarm mode, and every word is shell-quoted when it needs to be.
+//! file), the seed, profile and planted bugs, how the seed's configuration was drawn from it
+//! ([`Draw`]: `--steering`, `--swarm`, `--swarm --no-steering`), and every word is
+//! shell-quoted when it needs to be.
 
 use std::path::{Path, PathBuf};
+
+use shopsim_sim::runner::SimConfig;
+
+/// How a seed's configuration comes from the seed besides the scenario's own: one rule for
+/// `run`, `fuzz`, `replay`, `check-determinism` and `bench`, so a seed replays from its
+/// number and these flags alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// The scenario's configuration as it is.
+    Scenario,
+    /// The scenario's faults and a steering plan drawn from the seed, on (`--steering`).
+    Steering,
+    /// Fuzz's swarm mode: a fault plan drawn from the seed over every family, and a steering
+    /// plan drawn from the seed, on for most seeds (`--swarm`).
+    Swarm,
+    /// Swarm-drawn faults with the scenario's own steering (`--swarm --no-steering`).
+    SwarmFaults,
+}
+
+impl Draw {
+    /// The draw that `--swarm`, `--steering` and `--no-steering` select, or why they do not
+    /// go together.
+    pub fn from_flags(swarm: bool, steering: bool, no_steering: bool) -> Result<Draw, String> {
+        match (swarm, steering, no_steering) {
+            (false, false, false) => Ok(Draw::Scenario),
+            (false, true, false) => Ok(Draw::Steering),
+            (true, false, false) => Ok(Draw::Swarm),
+            (true, false, true) => Ok(Draw::SwarmFaults),
+            (_, true, true) => Err("--steering and --no-steering contradict each other".into()),
+            (true, true, _) => Err(
+                "--steering with --swarm: swarm mode draws its own steering from the seed".into(),
+            ),
+            (false, false, true) => {
+                Err("--no-steering needs --swarm (without it steering is off)".into())
+            }
+        }
+    }
+
+    /// The flags of `shopsim replay` that select this draw.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Draw::Scenario => &[],
+            Draw::Steering => &["--steering"],
+            Draw::Swarm => &["--swarm"],
+            Draw::SwarmFaults => &["--swarm", "--no-steering"],
+        }
+    }
+
+    /// The configuration of `seed` under this draw, from the scenario's `base`.
+    pub fn config(self, base: &SimConfig, seed: u64) -> SimConfig {
+        match self {
+            Draw::Scenario => base.clone(),
+            Draw::Steering => SimConfig {
+                steering: shopsim_sim::swarm::draw_steering(seed),
+                ..base.clone()
+            },
+            Draw::Swarm => shopsim_sim::swarm::config(seed, base, false),
+            Draw::SwarmFaults => SimConfig {
+                steering: base.steering.clone(),
+                ..shopsim_sim::swarm::config(seed, base, false)
+            },
+        }
+    }
+}
 
 /// How every printed command starts (README: the commands run from a checkout).
 pub const COMMAND_PREFIX: &str = "cargo run --release --";
@@ -38,8 +103,8 @@ pub struct SeedRun<'a> {
     pub seed: u64,
     /// Planted bugs that were on.
     pub bugs: &'a [String],
-    /// Whether the fault plan was drawn from the seed (fuzz's swarm mode).
-    pub swarm: bool,
+    /// How the configuration was drawn from the seed.
+    pub draw: Draw,
 }
 
 impl SeedRun<'_> {
@@ -52,9 +117,7 @@ impl SeedRun<'_> {
         for bug in self.bugs {
             args.extend(["--bug".to_string(), bug.clone()]);
         }
-        if self.swarm {
-            args.push("--swarm".to_string());
-        }
+        args.extend(self.draw.flags().iter().map(|f| f.to_string()));
         args
     }
 
@@ -106,7 +169,7 @@ mod tests {
             profile: "pg_rc",
             seed: 18_446_744_073_709_551_615,
             bugs: &bugs,
-            swarm: true,
+            draw: Draw::Swarm,
         };
         assert_eq!(
             run.replay_command(),
@@ -116,14 +179,29 @@ mod tests {
         let file = Source::File(PathBuf::from("my dir/it's.toml"));
         let run = SeedRun {
             source: &file,
-            swarm: false,
+            draw: Draw::Steering,
             ..run
         };
         assert_eq!(
             run.replay_command(),
             "cargo run --release -- replay --file 'my dir/it'\\''s.toml' --seed \
-             18446744073709551615 --profile pg_rc --bug oversell_check_then_act"
+             18446744073709551615 --profile pg_rc --bug oversell_check_then_act --steering"
         );
+        assert!(Draw::from_flags(true, true, false).is_err());
+        assert!(Draw::from_flags(false, false, true).is_err());
+        for draw in [
+            Draw::Scenario,
+            Draw::Steering,
+            Draw::Swarm,
+            Draw::SwarmFaults,
+        ] {
+            let f = draw.flags();
+            let has = |flag: &str| f.contains(&flag);
+            assert_eq!(
+                Draw::from_flags(has("--swarm"), has("--steering"), has("--no-steering")),
+                Ok(draw)
+            );
+        }
         assert_eq!(shell_word(""), "''");
         assert_eq!(shell_word("a$b"), "'a$b'");
     }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use serde_json::json;
 use shopsim_scenarios::Scenario;
 use shopsim_sim::check::LatencySla;
+use shopsim_sim::coverage::{CoverageReport, Window};
 use shopsim_sim::db::Profile;
 use shopsim_sim::seed::SeedPlan;
 
-use crate::reproduce::{SeedRun, Source};
+use crate::reproduce::{Draw, SeedRun, Source};
 use crate::signature::Signature;
 use crate::{EXIT_BAD_INPUT, EXIT_OK};
 
@@ -43,6 +44,10 @@ pub struct Args {
     /// Worker threads, 1..=256 (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Steer each seed's schedule with a steering plan drawn from the seed (as swarm mode
+    /// draws it, always on); faults stay the scenario's own.
+    #[arg(long)]
+    steering: bool,
     /// Print a JSON summary instead of the table: per scenario its figures and each seed's
     /// trace hash and failure, and the failures grouped by signature with replay commands.
     #[arg(long)]
@@ -73,6 +78,30 @@ impl Selected {
     ) -> Result<shopsim_model::shop::Shop, shopsim_sim::input::InputError> {
         self.scenario.system(self.profile, bugs)
     }
+}
+
+/// The race windows declared by the systems of `runs`, in declaration order.
+pub fn declared_windows(runs: &[Selected]) -> Vec<Window> {
+    let mut declared: Vec<Window> = Vec::new();
+    for selected in runs {
+        if let Ok(system) = selected.system(&[]) {
+            for w in shopsim_sim::runner::System::windows(&system) {
+                if !declared.contains(w) {
+                    declared.push(*w);
+                }
+            }
+        }
+    }
+    declared
+}
+
+/// The race windows declared by the systems of `runs` that `coverage` never hit.
+pub fn windows_never_hit(runs: &[Selected], coverage: &CoverageReport) -> Vec<String> {
+    coverage
+        .never_hit(&declared_windows(runs))
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Resolves scenario names, files and flags into (scenario, profile) pairs; errors name the
@@ -313,6 +342,12 @@ pub fn run(args: Args) -> u8 {
     let position = |seed: u64| seed - seeds.start;
     let mut exit = EXIT_OK;
     let mut failures = Vec::new();
+    let draw = if args.steering {
+        Draw::Steering
+    } else {
+        Draw::Scenario
+    };
+    let mut coverage_all = CoverageReport::default();
     let mut scenarios_json = Vec::new();
     let mut groups_json = Vec::new();
     for selected in &runs {
@@ -338,7 +373,7 @@ pub fn run(args: Args) -> u8 {
         shopsim_sim::fuzz::for_each_seed(
             || system.clone(),
             &seeds,
-            |_| config.clone(),
+            |seed| draw.config(&config, seed),
             jobs,
             |o| {
                 bar.inc();
@@ -368,7 +403,7 @@ pub fn run(args: Args) -> u8 {
                     let earlier = run_failures.len() < shown_max
                         || run_failures.last_key_value().is_some_and(|(&k, _)| at < k);
                     if earlier {
-                        run_failures.insert(at, failure_text(&o, selected, &args.bugs));
+                        run_failures.insert(at, failure_text(&o, selected, &args.bugs, draw));
                         if run_failures.len() > shown_max {
                             run_failures.pop_last();
                         }
@@ -416,7 +451,7 @@ pub fn run(args: Args) -> u8 {
                     profile: selected.profile.name(),
                     seed,
                     bugs: &args.bugs,
-                    swarm: false,
+                    draw,
                 }
                 .replay_command()
             };
@@ -440,7 +475,7 @@ pub fn run(args: Args) -> u8 {
                 "p95_reads_ms": p95_reads,
                 "cache_hit_rate": hit_rate,
                 "virtual_s": virtual_s,
-                "never_reached": coverage.never_fired(),
+                "never_reached": coverage.never_hit(shopsim_sim::runner::System::windows(&system)),
                 "never_judged": never,
                 "checks": verdicts.checks,
                 "per_seed": per_seed.iter().map(|(seed, hash, failure)| json!({
@@ -466,7 +501,7 @@ pub fn run(args: Args) -> u8 {
         ));
         // Race windows (`sometimes!`) that no seed of this run reached: the scenario does not
         // test them.
-        for window in coverage.never_fired() {
+        for window in coverage.never_hit(shopsim_sim::runner::System::windows(&system)) {
             bar.println(&format!("  never reached: sometimes!(\"{window}\")"));
         }
         if !never.is_empty() {
@@ -475,6 +510,7 @@ pub fn run(args: Args) -> u8 {
                 never.join(", ")
             ));
         }
+        coverage_all.merge(&coverage);
     }
     bar.finish();
     if args.json {
@@ -488,6 +524,24 @@ pub fn run(args: Args) -> u8 {
         });
         println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
         return exit;
+    }
+    // Race windows (`sometimes!`), all declared up front, and how often this run reached each:
+    // the ones never reached are races these scenarios do not test.
+    let declared = declared_windows(&runs);
+    let never = windows_never_hit(&runs, &coverage_all);
+    println!(
+        "race windows reached: {} of {} (times reached, window)",
+        declared.len().saturating_sub(never.len()),
+        declared.len()
+    );
+    for window in &declared {
+        let hits = coverage_all
+            .sometimes
+            .get(window.name())
+            .map_or(0, |(hits, _)| *hits);
+        if hits > 0 {
+            println!("  {hits:>8}  {}", window.name());
+        }
     }
     for f in &failures {
         println!("\n{f}");
@@ -506,6 +560,7 @@ pub fn failure_text<S>(
     outcome: &shopsim_sim::runner::Outcome<S>,
     selected: &Selected,
     bugs: &[String],
+    draw: Draw,
 ) -> String {
     let line = outcome.fail_line().expect("a failed outcome");
     let replay = SeedRun {
@@ -513,7 +568,7 @@ pub fn failure_text<S>(
         profile: selected.profile.name(),
         seed: outcome.seed,
         bugs,
-        swarm: false,
+        draw,
     }
     .replay_command();
     format!("{line}\nnote: reproduce with: {replay}")

@@ -252,7 +252,13 @@ pub fn run(args: Args) -> u8 {
     let system = scenario
         .system(profile, &original.bugs)
         .expect("checked above");
-    let check = original.failure.check.clone();
+    let Some(check) = original.failure.as_ref().map(|f| f.check.clone()) else {
+        eprintln!(
+            "error: ARTIFACT {}: a corpus entry holds no failure; nothing to shrink",
+            args.artifact.display()
+        );
+        return EXIT_BAD_INPUT;
+    };
     let bar = crate::progress::Bar::spinner("shrink");
     // The artifact's own run first: shrinking a run that does not reproduce would shrink
     // something else.
@@ -341,7 +347,8 @@ pub fn run(args: Args) -> u8 {
         commit: artifact::BUILD_COMMIT.to_string(),
         version: artifact::VERSION.to_string(),
         trace_hash: best.trace_hash,
-        failure,
+        failure: Some(failure),
+        windows: crate::fuzz::corpus::windows_reached(&system, &best.coverage),
         reports: best.reports.clone(),
         history: best.history.clone(),
         ..original.clone()

@@ -3,6 +3,8 @@
 //! script whose outcome is the real engine's (ready to join the regression data).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shopsim_sim::db::conformance::{Outcome, Script};
@@ -11,8 +13,10 @@ use shopsim_sim::db::Profile;
 
 use crate::classes;
 use crate::compare::{first_difference, shrink, simulate, Divergence};
+use crate::lane::Lane;
 use crate::random::{self, profiles_of};
 use crate::server::EngineKind;
+use crate::stepper::StepError;
 use crate::transcript;
 use crate::{Engines, RunError};
 
@@ -44,10 +48,16 @@ pub struct Summary {
     pub identical_runs: usize,
     /// Runs whose first difference is an allowed nondeterminism class, by class.
     pub allowed: BTreeMap<&'static str, usize>,
-    /// Steps compared.
+    /// Steps compared (transcripts: up to the first difference).
     pub statements: u64,
-    /// Steps that agreed (for transcripts: before the first difference).
+    /// Steps compared that agreed.
     pub statements_identical: u64,
+    /// Transcript steps after a first difference: stepped, not compared.
+    pub statements_uncompared: u64,
+    /// Steps sent to the real engines (compared or not): what wall time is divided by.
+    pub statements_stepped: u64,
+    /// Generated ids bound to another real value in transcript replays.
+    pub ids_remapped: usize,
     /// Divergence signatures, in order of first appearance.
     pub findings: Vec<Finding>,
     /// Wall time spent.
@@ -68,12 +78,12 @@ impl Summary {
         self.findings.iter().filter(|f| f.known.is_none()).collect()
     }
 
-    /// Wall milliseconds per 1,000 statements crosschecked.
+    /// Wall milliseconds per 1,000 statements stepped on both sides.
     pub fn ms_per_1000_statements(&self) -> f64 {
-        if self.statements == 0 {
+        if self.statements_stepped == 0 {
             return 0.0;
         }
-        self.wall.as_secs_f64() * 1000.0 * 1000.0 / self.statements as f64
+        self.wall.as_secs_f64() * 1000.0 * 1000.0 / self.statements_stepped as f64
     }
 
     fn add(
@@ -186,117 +196,285 @@ pub fn shrink_divergence(
     Some((best, d))
 }
 
-/// Runs random groups `seeds` of each engine in `kinds` under every profile of the engine
-/// (any seeds, taken one at a time: a range may end at 2^64 - 1).
-pub fn random_groups(
+/// Runs `count` inputs on `workers` lanes at once (one thread each, its own connections and
+/// schemas) and hands each result to `consume` on the calling thread, in input order, so a
+/// campaign reports the same whatever the timing. With one worker the inputs run on the
+/// calling thread's own lane. `consume` may use `engines` (to shrink); its error stops the
+/// campaign: no new input starts, and the ones running finish.
+pub fn parallel<R: Send>(
     engines: &mut Engines,
-    seeds: impl IntoIterator<Item = u64>,
-    kinds: &[EngineKind],
-    shrink_budget: usize,
-    mut progress: impl FnMut(&Summary),
-) -> Result<Summary, RunError> {
-    let started = Instant::now();
-    let mut summary = Summary::default();
-    for seed in seeds {
-        for &kind in kinds {
-            let group = random::group(seed, kind);
-            for profile in profiles_of(kind) {
-                let real = match engines.run_script(&group.script, profile) {
-                    Ok(real) => real,
-                    Err(RunError::Step(e)) => {
-                        summary.runs += 1;
-                        summary
-                            .harness_failures
-                            .push(format!("random group {seed} {profile}: {e}"));
-                        continue;
+    workers: usize,
+    count: usize,
+    work: impl Fn(&mut Lane, usize) -> R + Sync,
+    mut consume: impl FnMut(&mut Engines, R) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    if workers <= 1 {
+        for i in 0..count {
+            let r = work(engines.lane(), i);
+            consume(engines, r)?;
+        }
+        return Ok(());
+    }
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let ports = engines.ports();
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, R)>();
+        for w in 0..workers.min(count.max(1)) {
+            let tx = tx.clone();
+            let (next, stop, work, ports) = (&next, &stop, &work, ports.clone());
+            scope.spawn(move || {
+                let mut lane = Lane::new(w + 1, ports);
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
                     }
-                    Err(e) => return Err(e),
-                };
-                let simulated = simulate(&group.script, profile);
-                summary.runs += 1;
-                summary.statements += group.script.steps.len() as u64;
-                match first_difference(&group.script, profile, &simulated, &real) {
-                    None => {
-                        summary.identical_runs += 1;
-                        summary.statements_identical += group.script.steps.len() as u64;
+                    let r = work(&mut lane, i);
+                    if tx.send((i, r)).is_err() {
+                        break;
                     }
-                    Some(d) => {
-                        summary.statements_identical +=
-                            d.step.map_or(group.script.steps.len(), |s| s - 1) as u64;
-                        let script = group.script.clone();
-                        let source = format!("random group {seed} ({})", kind.name());
-                        let sig = signature(&d);
-                        let new = !summary.findings.iter().any(|f| f.signature == sig);
-                        let shrunk = if new && shrink_budget > 0 {
-                            shrink_divergence(engines, &script, profile, &d, shrink_budget)
-                        } else {
-                            None
-                        };
-                        summary.add(source, d, &script, || shrunk);
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut expect = 0;
+        let mut result = Ok(());
+        for (i, r) in rx {
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&expect) {
+                expect += 1;
+                if result.is_ok() {
+                    if let Err(e) = consume(engines, r) {
+                        result = Err(e);
+                        stop.store(true, Ordering::Relaxed);
                     }
                 }
             }
         }
-        summary.wall = started.elapsed();
-        progress(&summary);
-    }
-    summary.wall = started.elapsed();
-    Ok(summary)
+        result
+    })
 }
 
-/// Replays transcripts (label, transcript) and compares them.
-pub fn transcripts(
+/// The real and simulated outcome of one random group under one profile.
+type GroupRun = (
+    u64,
+    EngineKind,
+    Profile,
+    Result<(Outcome, Outcome), StepError>,
+);
+
+/// Runs random groups `first..first + count` of each engine in `kinds` under every profile of
+/// the engine, on `workers` lanes. Runs are numbered, not listed: any count takes no memory
+/// up front (the last seed may be 2^64 - 1).
+pub fn random_groups(
     engines: &mut Engines,
-    inputs: impl IntoIterator<Item = (String, Transcript)>,
+    first: u64,
+    count: u64,
+    kinds: &[EngineKind],
     shrink_budget: usize,
+    workers: usize,
     mut progress: impl FnMut(&Summary),
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let mut summary = Summary::default();
-    for (label, t) in inputs {
-        if t.read_only {
-            continue;
-        }
-        let check = match transcript::check(engines, &t) {
-            Ok(check) => check,
-            Err(RunError::Step(e)) => {
-                summary.runs += 1;
-                summary.harness_failures.push(format!("{label}: {e}"));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+    let combos: Vec<(EngineKind, Profile)> = kinds
+        .iter()
+        .flat_map(|&kind| profiles_of(kind).into_iter().map(move |p| (kind, p)))
+        .collect();
+    assert!(
+        count == 0 || first.checked_add(count - 1).is_some(),
+        "the last seed is a 64-bit seed"
+    );
+    let total = usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(combos.len()))
+        .expect("a run count that fits in memory indexes");
+    let work = |lane: &mut Lane, i: usize| -> GroupRun {
+        let seed = first + (i / combos.len()) as u64;
+        let (kind, profile) = combos[i % combos.len()];
+        let group = random::group(seed, kind);
+        let outcomes = lane
+            .run_script(&group.script, profile)
+            .map(|real| (real, simulate(&group.script, profile)));
+        (seed, kind, profile, outcomes)
+    };
+    let mut runs_log = std::env::var("SHOPSIM_CROSSCHECK_RUNS")
+        .ok()
+        .and_then(|path| std::fs::File::create(path).ok());
+    parallel(engines, workers, total, work, |engines, run| {
+        let (seed, kind, profile, outcomes) = run;
         summary.runs += 1;
-        summary.statements += check.steps as u64;
-        summary.statements_identical += check.identical as u64;
-        match (&check.first, check.allowed) {
-            (None, _) => summary.identical_runs += 1,
-            (Some(_), Some(class)) => *summary.allowed.entry(class.name).or_default() += 1,
-            (Some(d), None) => {
-                let sig = signature(d);
+        let (real, simulated) = match outcomes {
+            Ok(o) => o,
+            Err(e) => match engines.classify(kind, e) {
+                RunError::Step(e) => {
+                    summary
+                        .harness_failures
+                        .push(format!("random group {seed} {profile}: {e}"));
+                    return Ok(());
+                }
+                e => return Err(e),
+            },
+        };
+        let group = random::group(seed, kind);
+        summary.statements += group.script.steps.len() as u64;
+        summary.statements_stepped += group.script.steps.len() as u64;
+        let first = first_difference(&group.script, profile, &simulated, &real);
+        if let Some(log) = &mut runs_log {
+            // One line per run, to compare two campaigns run by run.
+            use std::io::Write;
+            let what = first
+                .as_ref()
+                .map_or("identical".to_string(), |d| d.to_string());
+            let _ = writeln!(log, "{seed} {profile}: {what}");
+            if first.is_some() {
+                for (i, (session, statement)) in group.script.steps.iter().enumerate() {
+                    let _ = writeln!(
+                        log,
+                        "    {:>2} {session}: {statement}  sim {} real {}",
+                        i + 1,
+                        simulated.steps[i],
+                        real.steps[i]
+                    );
+                }
+            }
+        }
+        match first {
+            None => {
+                summary.identical_runs += 1;
+                summary.statements_identical += group.script.steps.len() as u64;
+            }
+            Some(d) => {
+                summary.statements_identical +=
+                    d.step.map_or(group.script.steps.len(), |s| s - 1) as u64;
+                let script = group.script.clone();
+                let source = format!("random group {seed} ({})", kind.name());
+                let sig = signature(&d);
                 let new = !summary.findings.iter().any(|f| f.signature == sig);
-                let step = d.step.unwrap_or(check.steps);
-                let script =
-                    transcript::script_of(&check.replay, &format!("transcript-{label}"), step);
                 let shrunk = if new && shrink_budget > 0 {
-                    // As a script the divergence shows on the conformance runner's clock.
-                    let simulated = simulate(&script, t.profile);
-                    engines
-                        .run_script(&script, t.profile)
-                        .ok()
-                        .and_then(|real| {
-                            let d = first_difference(&script, t.profile, &simulated, &real)?;
-                            shrink_divergence(engines, &script, t.profile, &d, shrink_budget)
-                        })
+                    shrink_divergence(engines, &script, profile, &d, shrink_budget)
                 } else {
                     None
                 };
-                summary.add(label.clone(), d.clone(), &script, || shrunk);
+                summary.add(source, d, &script, || shrunk);
             }
         }
         summary.wall = started.elapsed();
         progress(&summary);
-    }
+        Ok(())
+    })?;
     summary.wall = started.elapsed();
     Ok(summary)
+}
+
+/// Replays `count` transcripts, `input(i)` making the i-th (label, transcript) on the worker
+/// that replays it (the simulated run is the costly half), on `workers` lanes.
+pub fn transcripts(
+    engines: &mut Engines,
+    count: usize,
+    input: impl Fn(usize) -> (String, Transcript) + Sync,
+    shrink_budget: usize,
+    workers: usize,
+    mut progress: impl FnMut(&Summary),
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let work = |lane: &mut Lane, i: usize| {
+        let (label, t) = input(i);
+        let check = transcript::check_on(lane, &t);
+        (label, t.profile, check)
+    };
+    parallel(
+        engines,
+        workers,
+        count,
+        work,
+        |engines, (label, profile, check)| {
+            summary.runs += 1;
+            let check = match check {
+                Ok(check) => check,
+                Err(e) => match engines.classify(EngineKind::of(profile), e) {
+                    RunError::Step(e) => {
+                        summary.harness_failures.push(format!("{label}: {e}"));
+                        return Ok(());
+                    }
+                    e => return Err(e),
+                },
+            };
+            summary.statements += check.compared as u64;
+            summary.statements_stepped += check.steps as u64;
+            summary.statements_identical += check.identical as u64;
+            summary.statements_uncompared += (check.steps - check.compared) as u64;
+            summary.ids_remapped += check.ids_remapped;
+            match (&check.first, check.allowed) {
+                (None, _) => summary.identical_runs += 1,
+                (Some(_), Some(class)) => *summary.allowed.entry(class.name).or_default() += 1,
+                (Some(d), None) => {
+                    let sig = signature(d);
+                    let new = !summary.findings.iter().any(|f| f.signature == sig);
+                    let step = d.step.unwrap_or(check.steps);
+                    let script =
+                        transcript::script_of(&check.replay, &format!("transcript-{label}"), step);
+                    let shrunk = if new && shrink_budget > 0 {
+                        // As a script the divergence shows on the conformance runner's clock.
+                        let simulated = simulate(&script, profile);
+                        engines.run_script(&script, profile).ok().and_then(|real| {
+                            let d = first_difference(&script, profile, &simulated, &real)?;
+                            shrink_divergence(engines, &script, profile, &d, shrink_budget)
+                        })
+                    } else {
+                        None
+                    };
+                    summary.add(label.clone(), d.clone(), &script, || shrunk);
+                }
+            }
+            summary.wall = started.elapsed();
+            progress(&summary);
+            Ok(())
+        },
+    )?;
+    summary.wall = started.elapsed();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Results reach `consume` in input order whatever order the lanes finish them in, each
+    /// input once; an error from `consume` stops the campaign: nothing after it is consumed.
+    #[test]
+    fn parallel_inputs_are_consumed_in_input_order_and_an_error_stops_them() {
+        let mut engines = Engines::start(&[]).expect("no servers to start");
+        // Later inputs finish first: the lanes' order is the reverse of the inputs'.
+        let work = |_: &mut Lane, i: usize| {
+            std::thread::sleep(Duration::from_millis(((20 - i) % 7) as u64));
+            i * i
+        };
+        for workers in [1, 3] {
+            let mut seen = Vec::new();
+            parallel(&mut engines, workers, 20, work, |_, r| {
+                seen.push(r);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                (0..20).map(|i| i * i).collect::<Vec<_>>(),
+                "{workers}"
+            );
+        }
+        let mut seen = Vec::new();
+        let result = parallel(&mut engines, 3, 20, work, |_, r| {
+            if r == 25 {
+                return Err(RunError::Died("stop".into()));
+            }
+            seen.push(r);
+            Ok(())
+        });
+        assert!(matches!(result, Err(RunError::Died(_))));
+        assert_eq!(seen, [0, 1, 4, 9, 16]);
+    }
 }

@@ -20,6 +20,8 @@ pub mod campaign;
 pub mod classes;
 pub mod compare;
 pub mod files;
+pub mod ids;
+pub mod lane;
 pub mod random;
 pub mod server;
 pub mod session;
@@ -29,6 +31,7 @@ pub mod transcript;
 use shopsim_sim::db::conformance::{setup_of, Outcome, Script};
 use shopsim_sim::db::Profile;
 
+use lane::Lane;
 use server::{EngineKind, RealServer, ServerError};
 use session::RealResult;
 use stepper::{Clock, StepError, Stepper};
@@ -62,18 +65,12 @@ impl From<ServerError> for RunError {
     }
 }
 
-/// Private real servers and the runtime their clients run on.
+/// Private real servers, and the lane the calling thread runs on them.
 pub struct Engines {
-    runtime: tokio::runtime::Runtime,
     postgres: Option<RealServer>,
     mariadb: Option<RealServer>,
-    schema_counter: u64,
-    /// Per engine: the schema of the previous run and its setup, reused when the next run
-    /// has the same setup and no generated keys.
-    previous: std::collections::BTreeMap<EngineKind, (String, Vec<String>)>,
-    /// Per engine: connections kept between runs.
-    pools: std::collections::BTreeMap<EngineKind, stepper::Pool>,
-    /// Statements sent to the real engines so far.
+    lane: Lane,
+    /// Statements sent to the real engines so far by the calling thread's lane.
     pub statements: u64,
 }
 
@@ -85,29 +82,22 @@ pub fn engines_required() -> bool {
 impl Engines {
     /// Starts a private server of each engine in `kinds`.
     pub fn start(kinds: &[EngineKind]) -> Result<Engines, ServerError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ServerError {
-                binary: "tokio".to_string(),
-                message: e.to_string(),
-            })?;
-        let mut engines = Engines {
-            runtime,
-            postgres: None,
-            mariadb: None,
-            schema_counter: 0,
-            previous: Default::default(),
-            pools: Default::default(),
-            statements: 0,
-        };
+        let mut postgres = None;
+        let mut mariadb = None;
         for &kind in kinds {
             let server = RealServer::start(kind)?;
             match kind {
-                EngineKind::Postgres => engines.postgres = Some(server),
-                EngineKind::MariaDb => engines.mariadb = Some(server),
+                EngineKind::Postgres => postgres = Some(server),
+                EngineKind::MariaDb => mariadb = Some(server),
             }
         }
+        let mut engines = Engines {
+            postgres,
+            mariadb,
+            lane: Lane::new(0, Default::default()),
+            statements: 0,
+        };
+        engines.lane = engines.new_lane(0);
         Ok(engines)
     }
 
@@ -128,6 +118,59 @@ impl Engines {
         .map(|s| s.version.as_str())
     }
 
+    /// The ports of the started servers.
+    pub fn ports(&self) -> std::collections::BTreeMap<EngineKind, u16> {
+        [&self.postgres, &self.mariadb]
+            .into_iter()
+            .flatten()
+            .map(|s| (s.kind, s.port))
+            .collect()
+    }
+
+    /// A new lane on these servers (for a worker thread); `id` > 0 keeps its schema names
+    /// apart from every other lane's.
+    pub fn new_lane(&self, id: usize) -> Lane {
+        Lane::new(id, self.ports())
+    }
+
+    /// A failed step as the campaign sees it: the server died (the run stops), or the
+    /// protocol could not finish this input (the server is fine; the campaign goes on).
+    pub fn classify(&mut self, kind: EngineKind, e: StepError) -> RunError {
+        match self.server(kind) {
+            None => RunError::Server(ServerError {
+                binary: kind.name().to_string(),
+                message: "not started".to_string(),
+            }),
+            Some(server) => {
+                if server.is_alive() {
+                    RunError::Step(e)
+                } else {
+                    RunError::Died(format!("{} ({e})", server.death_report()))
+                }
+            }
+        }
+    }
+
+    /// The calling thread's lane.
+    pub fn lane(&mut self) -> &mut Lane {
+        &mut self.lane
+    }
+
+    /// An error unless the server of `kind` was started and still runs.
+    pub fn check_alive(&mut self, kind: EngineKind) -> Result<(), RunError> {
+        let server = self.server(kind).ok_or_else(|| {
+            RunError::Server(ServerError {
+                binary: kind.name().to_string(),
+                message: "not started".to_string(),
+            })
+        })?;
+        if server.is_alive() {
+            Ok(())
+        } else {
+            Err(RunError::Died(server.death_report()))
+        }
+    }
+
     /// Plays `steps` after `setup` on the real engine of `profile` with the stepping protocol.
     pub fn run_steps(
         &mut self,
@@ -136,90 +179,29 @@ impl Engines {
         setup: &[String],
         steps: &[(String, String)],
     ) -> Result<(Outcome, Vec<Option<RealResult>>), RunError> {
+        self.run_steps_with(profile, clock, setup, steps.len(), |i, _| {
+            let (session, statement) = steps[i].clone();
+            (session, statement, Vec::new())
+        })
+    }
+
+    /// Like [`Engines::run_steps`], with each step given when it is sent
+    /// ([`Lane::run_steps_with`]).
+    pub fn run_steps_with(
+        &mut self,
+        profile: Profile,
+        clock: Clock,
+        setup: &[String],
+        count: usize,
+        step_of: impl FnMut(usize, &Stepper) -> (String, String, Vec<String>),
+    ) -> Result<(Outcome, Vec<Option<RealResult>>), RunError> {
         let kind = EngineKind::of(profile);
-        let generated = setup.iter().any(|s| {
-            let s = s.to_ascii_lowercase();
-            s.contains("serial") || s.contains("auto_increment")
-        });
-        let (schema, reuse, stale) = match self.previous.get(&kind) {
-            // Not InnoDB: a reused table would need the purge of its deleted rows (locking
-            // reads lock delete-marked records and their gaps), and waiting for purge takes
-            // longer than creating the table again.
-            Some((schema, previous))
-                if previous == setup && !generated && kind == EngineKind::Postgres =>
-            {
-                (schema.clone(), true, None)
-            }
-            previous => {
-                self.schema_counter += 1;
-                let stale = previous.map(|(s, _)| s.clone());
-                (format!("cc{}", self.schema_counter), false, stale)
-            }
-        };
-        self.previous.insert(kind, (schema.clone(), setup.to_vec()));
-        let server = self.server(kind).ok_or_else(|| {
-            RunError::Server(ServerError {
-                binary: kind.name().to_string(),
-                message: "not started".to_string(),
-            })
-        })?;
-        if !server.is_alive() {
-            return Err(RunError::Died(server.death_report()));
-        }
-        let port = server.port;
-        self.statements += steps.len() as u64;
-        let pool = self.pools.remove(&kind);
-        let result = self.runtime.block_on(async {
-            let mut pool = match pool {
-                Some(pool) => pool,
-                None => stepper::Pool::connect(kind, port).await?,
-            };
-            if let Some(stale) = stale {
-                let drop = match kind {
-                    EngineKind::Postgres => format!("drop schema if exists {stale} cascade"),
-                    EngineKind::MariaDb => format!("drop database if exists {stale}"),
-                };
-                let _ = pool.run(&drop).await;
-            }
-            let timing = std::env::var("SHOPSIM_CROSSCHECK_TIMING").is_ok();
-            let t0 = std::time::Instant::now();
-            let mut stepper =
-                Stepper::new(pool, kind, port, profile, clock, &schema, setup, reuse).await?;
-            let t1 = t0.elapsed();
-            let mut slow = Vec::new();
-            for (session, statement) in steps {
-                let t = std::time::Instant::now();
-                stepper.step(session, statement).await?;
-                slow.push(t.elapsed().as_micros());
-            }
-            let t2 = t0.elapsed();
-            let out = stepper.finish().await;
-            if timing {
-                eprintln!(
-                    "timing {profile}: setup {:?} steps {:?} finish {:?} per step us {slow:?}",
-                    t1,
-                    t2 - t1,
-                    t0.elapsed() - t2
-                );
-            }
-            out
-        });
-        match result {
-            Ok((outcome, results, pool)) => {
-                self.pools.insert(kind, pool);
-                Ok((outcome, results))
-            }
-            Err(e) => {
-                // The schema may be half set up: never reuse it.
-                self.previous.remove(&kind);
-                let server = self.server(kind).expect("started");
-                if server.is_alive() {
-                    Err(RunError::Step(e))
-                } else {
-                    Err(RunError::Died(format!("{} ({e})", server.death_report())))
-                }
-            }
-        }
+        self.check_alive(kind)?;
+        let result = self
+            .lane
+            .run_steps_with(profile, clock, setup, count, step_of);
+        self.statements = self.lane.statements;
+        result.map_err(|e| self.classify(kind, e))
     }
 
     /// The real engine's outcome of a conformance script under `profile`.

@@ -330,6 +330,13 @@ fn maria_row(row: mysql_async::Row) -> Vec<String> {
         .collect()
 }
 
+/// The longest a control statement may take: a DDL that waits for a lock held by a backend
+/// nobody ended, or a server that stopped answering, must not hang a campaign.
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The longest a new session may take to connect and apply its settings.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+
 /// The control connection: sets up schemas and asks the server about its backends.
 pub struct Control {
     kind: EngineKind,
@@ -365,12 +372,38 @@ impl Control {
                     .map_err(|e| connect_error(kind, e))?,
             )),
         };
-        Ok(Control { kind, conn })
+        let mut control = Control { kind, conn };
+        // Waits of its own (DDL behind a backend's lock) end with an error well before the
+        // client-side deadline.
+        let settings: &[&str] = match kind {
+            EngineKind::Postgres => &["set lock_timeout = '20s'"],
+            EngineKind::MariaDb => &[
+                "set session lock_wait_timeout = 20",
+                "set session innodb_lock_wait_timeout = 20",
+            ],
+        };
+        for setting in settings {
+            if let RealResult::Err { code, message } = control.run(setting).await {
+                return Err(connect_error(
+                    kind,
+                    format!("`{setting}`: {code} {message}"),
+                ));
+            }
+        }
+        Ok(control)
     }
 
-    /// Runs one statement.
+    /// Runs one statement, for at most [`CONTROL_DEADLINE`] (then a `timeout` error: the
+    /// connection is unusable and its owner drops it).
     pub async fn run(&mut self, sql: &str) -> RealResult {
-        execute(&mut self.conn, self.kind, sql).await
+        match tokio::time::timeout(CONTROL_DEADLINE, execute(&mut self.conn, self.kind, sql)).await
+        {
+            Ok(result) => result,
+            Err(_) => RealResult::Err {
+                code: "timeout".to_string(),
+                message: format!("no answer in {} s", CONTROL_DEADLINE.as_secs()),
+            },
+        }
     }
 
     /// Runs one statement that must succeed; its rows.

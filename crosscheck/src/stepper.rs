@@ -37,7 +37,7 @@ use shopsim_sim::db::{Isolation, Profile};
 use tokio::sync::mpsc;
 
 use crate::server::EngineKind;
-use crate::session::{lost_code, Control, RealResult, RealSession};
+use crate::session::{lost_code, Control, RealResult, RealSession, CONNECT_DEADLINE};
 
 /// The conformance runner's step length (its `BLOCK_AFTER`).
 const STEP: Duration = Duration::from_secs(1);
@@ -107,6 +107,8 @@ struct Session {
     in_flight: Option<InFlight>,
     queued: VecDeque<usize>,
     timers: Timers,
+    /// Its backend is stopped (SIGSTOP) for the current step: see [`Stepper::step_steered`].
+    frozen: bool,
     /// It set a variable no reset takes back (a PostgreSQL custom setting stays defined as
     /// a placeholder after `DISCARD ALL`, a MariaDB user variable keeps its value), so it is
     /// not reused for a later script: the next one would see it.
@@ -170,10 +172,25 @@ pub struct Pool {
 impl Pool {
     /// Connects the control connection to the server at `port`.
     pub async fn connect(kind: EngineKind, port: u16) -> Result<Pool, StepError> {
-        let control = Control::connect(kind, port).await.map_err(|e| StepError {
-            step: 0,
-            message: e.to_string(),
-        })?;
+        let control =
+            match tokio::time::timeout(CONNECT_DEADLINE, Control::connect(kind, port)).await {
+                Ok(Ok(control)) => control,
+                Ok(Err(e)) => {
+                    return Err(StepError {
+                        step: 0,
+                        message: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(StepError {
+                        step: 0,
+                        message: format!(
+                            "the control connection did not connect in {} s",
+                            CONNECT_DEADLINE.as_secs()
+                        ),
+                    })
+                }
+            };
         let (answers_tx, answers) = mpsc::unbounded_channel();
         Ok(Pool {
             control,
@@ -286,9 +303,9 @@ impl Timers {
 
 impl Stepper {
     /// Prepares schema `schema` on the server at `port` and runs `setup` in it. With `reuse`,
-    /// the schema already holds `setup`'s tables from the previous run: their rows are
-    /// deleted and the setup's other statements run again (DDL is slow on InnoDB), which is
-    /// the same starting state for tables without generated keys.
+    /// the schema already holds `setup`'s tables (the same `CREATE` statements) from an
+    /// earlier run: they are truncated and the setup's other statements run again (DDL is
+    /// slow on InnoDB), the same starting state as new tables.
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         mut pool: Pool,
@@ -305,18 +322,25 @@ impl Stepper {
         let is_ddl = |s: &String| s.trim_start().to_ascii_lowercase().starts_with("create ");
         let prepare = match kind {
             _ if reuse => {
+                // The schema holds `setup`'s tables from an earlier run of this lane: emptied
+                // by TRUNCATE, which gives a fresh table (InnoDB recreates it: no
+                // delete-marked records for locking reads to lock; PostgreSQL a new empty
+                // file) with its identity restarted, the state of a table just created.
+                let tables = setup_tables(setup);
                 let mut statements = vec![match kind {
                     EngineKind::Postgres => format!("set search_path = {schema}"),
                     EngineKind::MariaDb => format!("use {schema}"),
                 }];
-                for table in setup_tables(setup).iter().rev() {
-                    statements.push(format!("delete from {table}"));
-                }
-                if kind == EngineKind::MariaDb {
-                    // InnoDB keeps deleted rows as delete-marked records until purge removes
-                    // them, and locking reads lock those and their gaps: wait for the purge
-                    // (0 = until the history is empty), so the table locks like a fresh one.
-                    statements.push("set global innodb_max_purge_lag_wait = 0".to_string());
+                match kind {
+                    EngineKind::Postgres if !tables.is_empty() => {
+                        statements.push(format!("truncate {} restart identity", tables.join(", ")))
+                    }
+                    EngineKind::Postgres => {}
+                    EngineKind::MariaDb => {
+                        for table in &tables {
+                            statements.push(format!("truncate table {table}"));
+                        }
+                    }
                 }
                 statements
             }
@@ -418,18 +442,23 @@ impl Stepper {
                 None => {
                     let key = self.pool.next_key;
                     self.pool.next_key += 1;
-                    RealSession::open(
+                    let open = RealSession::open(
                         self.kind,
                         self.port,
                         key,
                         &init,
                         self.pool.answers_tx.clone(),
-                    )
-                    .await
-                    .map_err(|e| StepError {
-                        step: self.current + 1,
-                        message: e.to_string(),
-                    })?
+                    );
+                    match tokio::time::timeout(CONNECT_DEADLINE, open).await {
+                        Ok(Ok(real)) => real,
+                        Ok(Err(e)) => return Err(self.fail(e.to_string())),
+                        Err(_) => {
+                            return Err(self.fail(format!(
+                                "session {name} did not connect in {} s",
+                                CONNECT_DEADLINE.as_secs()
+                            )))
+                        }
+                    }
                 }
             };
             let timers = Timers {
@@ -447,6 +476,7 @@ impl Stepper {
                     queued: VecDeque::new(),
                     timers,
                     keeps_variables: false,
+                    frozen: false,
                 },
             );
         }
@@ -477,6 +507,62 @@ impl Stepper {
             self.zombies.push(real.backend);
             real.close();
             return None;
+        }
+    }
+
+    /// Plays step `session: statement` like [`Stepper::step`], with the backends of the
+    /// waiting sessions `hold` stopped while the step settles, then let go and settled again.
+    ///
+    /// This steers a grant the real engine leaves to process scheduling: when a holder
+    /// releases a row that several sessions wait for, PostgreSQL wakes them all and the one
+    /// whose process runs first gets the row's new version. A replay that knows which waiters
+    /// the simulated run kept waiting holds exactly those back, so the waiters it granted run
+    /// first; the held ones then wake, find the row taken and wait again, as they did in the
+    /// simulated run. A stopped backend that was only sleeping in a lock wait holds no
+    /// server-internal lock; one that holds the row lock a granted waiter needs makes that
+    /// waiter wait, and the step settles as the engine decides once it is let go.
+    pub async fn step_steered(
+        &mut self,
+        session: &str,
+        statement: &str,
+        hold: &[String],
+    ) -> Result<(), StepError> {
+        let mut held = Vec::new();
+        let upper = statement.trim().to_ascii_uppercase();
+        let sql = !(upper == "CRASH" || upper == "DISCONNECT" || upper.starts_with("SLEEP"));
+        if self.kind == EngineKind::Postgres && sql {
+            for name in hold {
+                if name.as_str() == session {
+                    continue;
+                }
+                if let Some(s) = self.sessions.get_mut(name) {
+                    // Only a backend confirmed asleep in a lock wait: one that runs may hold
+                    // a server-internal lock (an LWLock) others need.
+                    let asleep = s.in_flight.as_ref().is_some_and(|f| f.wait.is_some());
+                    if asleep && !s.frozen && signal(s.real.backend, "STOP") {
+                        s.frozen = true;
+                        held.push(name.clone());
+                    }
+                }
+            }
+        }
+        let result = self.step(session, statement).await;
+        if held.is_empty() {
+            return result;
+        }
+        self.thaw();
+        result?;
+        let now = self.now_v;
+        self.settle(now, now).await
+    }
+
+    /// Lets every stopped backend go on.
+    fn thaw(&mut self) {
+        for s in self.sessions.values_mut() {
+            if s.frozen {
+                signal(s.real.backend, "CONT");
+                s.frozen = false;
+            }
         }
     }
 
@@ -702,8 +788,11 @@ impl Stepper {
                 confirmed = 0;
                 poll = Duration::from_millis(1);
             }
-            let idle =
-                self.zombies.is_empty() && self.sessions.values().all(|s| s.in_flight.is_none());
+            let idle = self.zombies.is_empty()
+                && self
+                    .sessions
+                    .values()
+                    .all(|s| s.in_flight.is_none() || s.frozen);
             if idle {
                 return Ok(());
             }
@@ -726,7 +815,7 @@ impl Stepper {
             let flights: Vec<(String, i64)> = self
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.in_flight.is_some())
+                .filter(|(_, s)| s.in_flight.is_some() && !s.frozen)
                 .map(|(n, s)| (n.clone(), s.real.backend))
                 .collect();
             if flights.is_empty() && self.zombies.is_empty() {
@@ -762,6 +851,32 @@ impl Stepper {
             step: self.current + 1,
             message,
         }
+    }
+
+    /// A failure of `finish`, with the backends it leaves behind.
+    fn fail_left(&self, message: String) -> (StepError, Vec<i64>) {
+        (self.fail(message), self.zombies.clone())
+    }
+
+    /// The real answer of step `i` (0-based), once it has arrived.
+    pub fn result(&self, i: usize) -> Option<&RealResult> {
+        self.outcomes.get(i)?.as_ref().map(|(_, r)| r)
+    }
+
+    /// Gives the run up after a failed step: closes every connection and returns the
+    /// backends that may still run (the caller ends them from a fresh connection).
+    pub fn abandon(mut self) -> Vec<i64> {
+        self.thaw();
+        let mut backends = self.zombies;
+        for (_, session) in self.sessions {
+            backends.push(session.real.backend);
+            session.real.close();
+        }
+        for idle in self.pool.idle {
+            backends.push(idle.backend);
+            idle.close();
+        }
+        backends
     }
 
     /// Whether a timer that ends a wait begun at `wait_v` (virtual) is due by `end`.
@@ -894,7 +1009,9 @@ impl Stepper {
 
     /// Ends the script: closes every session (open transactions roll back), waits for their
     /// backends to end, and reads the final tables. Returns the tokens and answers per step.
-    pub async fn finish(mut self) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), StepError> {
+    pub async fn finish(
+        mut self,
+    ) -> Result<(Outcome, Vec<Option<RealResult>>, Pool), (StepError, Vec<i64>)> {
         self.current = self.steps.len();
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         let mut pending: Vec<usize> = Vec::new();
@@ -931,13 +1048,13 @@ impl Stepper {
             .control
             .alive(&zombies)
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail_left(e))?;
         for backend in waiting {
             self.pool
                 .control
                 .terminate(backend)
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.fail_left(e))?;
         }
         let started = Instant::now();
         while !self.zombies.is_empty() {
@@ -947,9 +1064,9 @@ impl Stepper {
                 .control
                 .alive(&zombies)
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.fail_left(e))?;
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(self.fail(format!(
+                return Err(self.fail_left(format!(
                     "backends {:?} did not end after their clients closed",
                     self.zombies
                 )));
@@ -963,7 +1080,7 @@ impl Stepper {
                 .control
                 .rows(&format!("select * from {}.{table}", self.schema))
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.fail_left(e))?;
             rows.sort_by(|a, b| crate::compare::compare_cells(a, b));
             tables.insert(table, rows);
         }
@@ -1002,6 +1119,19 @@ impl Stepper {
             self.pool,
         ))
     }
+}
+
+/// Sends `SIGSTOP` / `SIGCONT` to a server backend (a process of the private server, which
+/// this process started); whether the signal was delivered.
+fn signal(backend: i64, which: &str) -> bool {
+    backend > 0
+        && std::process::Command::new("kill")
+            .arg(format!("-{which}"))
+            .arg(backend.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }
 
 fn ok() -> (String, RealResult) {

@@ -18,15 +18,17 @@
 
 use std::collections::BTreeMap;
 
-use shopsim_sim::db::conformance::{error_token, token, Script};
+use shopsim_sim::db::conformance::{error_token, setup_tables, token, Script};
 use shopsim_sim::db::server::transcript::{FinishCause, Transcript, TranscriptEvent};
 use shopsim_sim::db::{DbError, Profile, QueryResult, SessionId, Value};
 
 use crate::classes::{self, Nondeterminism};
 use crate::compare::Divergence;
+use crate::ids::{column_table, placeholder_columns, statement_table, IdMap};
+use crate::lane::Lane;
 use crate::server::EngineKind;
 use crate::session::{lost_code, RealResult};
-use crate::stepper::Clock;
+use crate::stepper::{Clock, StepError};
 use crate::{Engines, RunError};
 
 /// A transcript turned into steps, with the simulated outcome of every step.
@@ -47,6 +49,13 @@ pub struct Replay {
     pub timers: Vec<(usize, String, String)>,
     /// Per step: the steps whose statements were waiting when it was sent.
     pub waiting_at: Vec<Vec<usize>>,
+    /// Per step: the statement as the client sent it and its parameters (`None` for
+    /// `DISCONNECT` and `CRASH`): what the replay rewrites with the real generated ids.
+    pub raw: Vec<Option<(String, Vec<Value>)>>,
+    /// Per step: the simulated engine's answer, if the statement finished.
+    pub sim_results: Vec<Option<Result<QueryResult, DbError>>>,
+    /// The tables of the schema.
+    pub tables: Vec<String>,
 }
 
 /// A SQL literal for a bound parameter.
@@ -171,6 +180,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
     let mut simulated_ids: Vec<Option<i64>> = Vec::new();
     let mut timers = Vec::new();
     let mut waiting_at = Vec::new();
+    let mut raw = Vec::new();
+    let mut sim_results: Vec<Option<Result<QueryResult, DbError>>> = Vec::new();
     // Per session: its statement in flight (step index) and whether it blocked.
     let mut in_flight: BTreeMap<SessionId, (usize, bool)> = BTreeMap::new();
     let name = |s: SessionId| format!("S{s}");
@@ -207,6 +218,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
                 );
                 in_flight.insert(*session, (steps.len(), false));
                 steps.push((name(*session), inline(kind, sql, params)));
+                raw.push(Some((sql.clone(), params.clone())));
+                sim_results.push(None);
                 simulated.push(None);
                 simulated_ids.push(None);
             }
@@ -225,6 +238,7 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
                     continue;
                 };
                 let tok = result_token(&steps[step].1, result);
+                sim_results[step] = Some(result.clone());
                 if *cause == FinishCause::Deadline {
                     timers.push((steps.len(), name(*session), tok.clone()));
                 }
@@ -246,6 +260,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
             TranscriptEvent::Disconnect { session, .. } => {
                 waiting_at.push(Vec::new());
                 steps.push((name(*session), "DISCONNECT".to_string()));
+                raw.push(None);
+                sim_results.push(None);
                 simulated.push(Some("ok".to_string()));
                 simulated_ids.push(None);
                 if let Some((step, _)) = in_flight.remove(session) {
@@ -264,6 +280,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
             TranscriptEvent::Crash { .. } => {
                 waiting_at.push(Vec::new());
                 steps.push(("-".to_string(), "CRASH".to_string()));
+                raw.push(None);
+                sim_results.push(None);
                 simulated.push(Some("ok".to_string()));
                 simulated_ids.push(None);
                 let flights: Vec<(usize, bool)> =
@@ -294,13 +312,18 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
         simulated_ids,
         timers,
         waiting_at,
+        raw,
+        sim_results,
+        tables: setup_tables(&transcript.setup.ddl),
     }
 }
 
 /// What became of one transcript.
 #[derive(Debug, Clone)]
 pub struct TranscriptCheck {
-    /// Steps compared and found identical before the first difference (all, if none).
+    /// Steps compared: up to the first difference (all, if none).
+    pub compared: usize,
+    /// Of those, the steps whose outcomes agree (all but the first difference).
     pub identical: usize,
     /// Steps in the transcript.
     pub steps: usize,
@@ -308,39 +331,198 @@ pub struct TranscriptCheck {
     pub first: Option<Divergence>,
     /// The named nondeterminism class that explains the first difference, if one does.
     pub allowed: Option<&'static Nondeterminism>,
+    /// Generated ids the replay bound to another real value.
+    pub ids_remapped: usize,
     /// The replay (for shrinking and reporting).
     pub replay: Replay,
 }
 
-/// Replays `transcript` on the real engine and compares step by step.
+/// Replays `transcript` on the real engines and compares step by step.
 pub fn check(engines: &mut Engines, transcript: &Transcript) -> Result<TranscriptCheck, RunError> {
+    let kind = EngineKind::of(transcript.profile);
+    engines.check_alive(kind)?;
+    check_on(engines.lane(), transcript).map_err(|e| engines.classify(kind, e))
+}
+
+/// The simulated ids of step `i`'s answer bound to the real ones (an insert's generated ids).
+fn learn(replay: &Replay, i: usize, real: &RealResult, ids: &mut IdMap) {
+    let (Some((sql, _)), Some(Ok(sim)), RealResult::Ok(real)) =
+        (&replay.raw[i], &replay.sim_results[i], real)
+    else {
+        return;
+    };
+    if !sql.trim_start().to_ascii_lowercase().starts_with("insert") {
+        return;
+    }
+    let Some(table) = statement_table(sql) else {
+        return;
+    };
+    if let Some(column) = sim.columns.iter().position(|c| c == "id") {
+        for (sim_row, real_row) in sim.rows.iter().zip(&real.rows) {
+            let real_id = real_row.get(column).and_then(|c| c.parse::<i64>().ok());
+            if let (Some(Value::Int(s)), Some(r)) = (sim_row.get(column), real_id) {
+                ids.bind(&table, *s, r);
+            }
+        }
+    }
+    if let (Some(s), r) = (sim.last_insert_id, real.last_insert_id) {
+        if r > 0 {
+            ids.bind(&table, s, r as i64);
+        }
+    }
+}
+
+/// Step `i`'s statement with every parameter that names a generated id of a table replaced
+/// by the real id bound to it.
+fn rewritten(replay: &Replay, i: usize, ids: &IdMap) -> String {
+    let Some((sql, params)) = &replay.raw[i] else {
+        return replay.steps[i].1.clone();
+    };
+    let kind = EngineKind::of(replay.profile);
+    let own = statement_table(sql);
+    let columns = placeholder_columns(kind, sql);
+    let mapped: Vec<Value> = params
+        .iter()
+        .enumerate()
+        .map(|(p, value)| match (value, columns.get(&p)) {
+            (Value::Int(x), Some(column)) => {
+                match column_table(column, own.as_deref(), &replay.tables) {
+                    Some(table) => Value::Int(ids.real_of(&table, *x)),
+                    None => value.clone(),
+                }
+            }
+            _ => value.clone(),
+        })
+        .collect();
+    inline(kind, sql, &mapped)
+}
+
+/// The simulated token of step `i` with its generated ids put through the bijection (the
+/// cells of id columns of a result set, and MariaDB's last insert id).
+fn mapped_simulated(replay: &Replay, i: usize, ids: &IdMap) -> String {
+    let token = &replay.simulated[i];
+    let statement = &replay.steps[i].1;
+    let own = replay.raw[i]
+        .as_ref()
+        .and_then(|(sql, _)| statement_table(sql));
+    let sim_id = replay.simulated_ids[i].map(|x| match &own {
+        Some(table) => ids.real_of(table, x),
+        None => x,
+    });
+    let Some(Some(Ok(result))) = replay.sim_results.get(i) else {
+        return with_id(token, sim_id);
+    };
+    let tables: Vec<Option<String>> = result
+        .columns
+        .iter()
+        .map(|c| column_table(c, own.as_deref(), &replay.tables))
+        .collect();
+    if result.rows.is_empty() || tables.iter().all(Option::is_none) {
+        return with_id(token, sim_id);
+    }
+    let mut mapped = result.clone();
+    for row in &mut mapped.rows {
+        for (cell, table) in row.iter_mut().zip(&tables) {
+            if let (Value::Int(x), Some(table)) = (&*cell, table) {
+                *cell = Value::Int(ids.real_of(table, *x));
+            }
+        }
+    }
+    let before = result_token(statement, &Ok(result.clone()));
+    let after = result_token(statement, &Ok(mapped));
+    with_id(&token.replacen(&before, &after, 1), sim_id)
+}
+
+/// The sessions whose statements the simulated run kept waiting through step `i` while
+/// another waiter was granted during it: the replay holds them back so the real engine grants
+/// the same waiter ([`crate::stepper::Stepper::step_steered`]). Empty when no waiter was
+/// granted during step `i`, or none kept waiting.
+pub fn held_back(replay: &Replay, i: usize) -> Vec<String> {
+    let Some(waiting) = replay.waiting_at.get(i) else {
+        return Vec::new();
+    };
+    // 1-based step during which a waiting statement ended in the simulated run.
+    let ended = |w: usize| {
+        replay.simulated[w]
+            .strip_prefix("BLOCK->")?
+            .rsplit_once("@s")
+            .and_then(|(_, n)| n.parse::<usize>().ok())
+    };
+    let granted_now = waiting.iter().any(|&w| ended(w) == Some(i + 1));
+    if !granted_now {
+        return Vec::new();
+    }
+    waiting
+        .iter()
+        .filter(|&&w| ended(w).is_none_or(|n| n > i + 1))
+        .map(|&w| replay.steps[w].0.clone())
+        .collect()
+}
+
+/// Replays `transcript` on `lane` and compares step by step up to the first difference, with
+/// generated ids bound between the two sides.
+pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCheck, StepError> {
     let replay = replay_of(transcript);
-    let (real, results) =
-        engines.run_steps(replay.profile, Clock::Steps, &replay.setup, &replay.steps)?;
+    let count = replay.steps.len();
+    let mut ids = IdMap::default();
+    let mut unanswered: Vec<usize> = Vec::new();
+    let (real, results) = lane.run_steps_with(
+        replay.profile,
+        Clock::Steps,
+        &replay.setup,
+        count,
+        |i, stepper| {
+            // Inserts answered since the last step bind their ids before this step is sent:
+            // a session uses an id only after the statement that generated it answered.
+            unanswered.retain(|&j| match stepper.result(j) {
+                Some(r) => {
+                    learn(&replay, j, r, &mut ids);
+                    false
+                }
+                None => true,
+            });
+            let text = rewritten(&replay, i, &ids);
+            if replay.raw[i].is_some() {
+                unanswered.push(i);
+            }
+            (replay.steps[i].0.clone(), text, held_back(&replay, i))
+        },
+    )?;
+    for j in unanswered {
+        if let Some(r) = &results[j] {
+            learn(&replay, j, r, &mut ids);
+        }
+    }
     let mut first = None;
-    let mut identical = replay.steps.len();
-    for (i, (sim, real_token)) in replay.simulated.iter().zip(&real.steps).enumerate() {
-        let real_id = match &results[i] {
+    let mut allowed = None;
+    let mut compared = count;
+    let mut identical = 0;
+    for (i, result) in results.iter().enumerate().take(count) {
+        let real_id = match result {
             Some(RealResult::Ok(r)) if r.last_insert_id > 0 => Some(r.last_insert_id as i64),
             _ => None,
         };
-        let sim_full = with_id(sim, replay.simulated_ids[i]);
-        let real_full = with_id(
-            real_token,
-            real_id.filter(|_| replay.simulated_ids[i].is_some() || real_id.is_some()),
-        );
-        if sim_full != real_full {
-            identical = i;
-            first = Some(Divergence {
-                profile: replay.profile,
-                step: Some(i + 1),
-                session: replay.steps[i].0.clone(),
-                statement: replay.steps[i].1.clone(),
-                simulated: sim_full,
-                real: real_full,
-            });
-            break;
+        let sim_full = mapped_simulated(&replay, i, &ids);
+        let real_full = with_id(&real.steps[i], real_id);
+        if sim_full == real_full {
+            identical += 1;
+            continue;
         }
+        let d = Divergence {
+            profile: replay.profile,
+            step: Some(i + 1),
+            session: replay.steps[i].0.clone(),
+            statement: replay.steps[i].1.clone(),
+            simulated: sim_full,
+            real: real_full,
+        };
+        // The comparison ends at the first difference, explained or not: once the real
+        // engine decided a race otherwise (granted another waiter), the two runs go on from
+        // different states and their later steps say nothing about the simulator.
+        compared = i + 1;
+        allowed = classes::explain_transcript(&d, &replay, &real.steps);
+        first = Some(d);
+        break;
     }
     if let Ok(path) = std::env::var("SHOPSIM_CROSSCHECK_DUMP") {
         // A side-by-side table of the replay, for reading a divergence in context.
@@ -349,20 +531,19 @@ pub fn check(engines: &mut Engines, transcript: &Transcript) -> Result<Transcrip
             text.push_str(&format!(
                 "{:>5} {session:<5} {statement}\n      sim  {}\n      real {}\n",
                 i + 1,
-                replay.simulated[i],
+                mapped_simulated(&replay, i, &ids),
                 real.steps[i]
             ));
         }
         let _ = std::fs::write(path, text);
     }
-    let allowed = first
-        .as_ref()
-        .and_then(|d| classes::explain_transcript(d, &replay, &real.steps));
     Ok(TranscriptCheck {
+        compared,
         identical,
-        steps: replay.steps.len(),
+        steps: count,
         first,
         allowed,
+        ids_remapped: ids.remapped(),
         replay,
     })
 }
@@ -403,5 +584,151 @@ pub fn script_of(replay: &Replay, name: &str, through: usize) -> Script {
         setup: replay.setup.clone(),
         steps,
         outcomes: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopsim_sim::db::server::transcript::TranscriptSetup;
+
+    fn execute(session: SessionId, sql: &str, params: Vec<Value>) -> TranscriptEvent {
+        TranscriptEvent::Execute {
+            session,
+            sql: sql.to_string(),
+            params,
+            at_us: 0,
+            application: None,
+            tag: None,
+        }
+    }
+
+    fn finish(session: SessionId, result: QueryResult, cause: FinishCause) -> TranscriptEvent {
+        TranscriptEvent::Finish {
+            session,
+            result: Ok(result),
+            cause,
+            at_us: 0,
+            woken_by: None,
+        }
+    }
+
+    fn block(session: SessionId) -> TranscriptEvent {
+        TranscriptEvent::Block {
+            session,
+            at_us: 0,
+            table: None,
+        }
+    }
+
+    fn transcript(events: Vec<TranscriptEvent>) -> Transcript {
+        Transcript {
+            profile: Profile::PgRc,
+            read_only: false,
+            setup: TranscriptSetup {
+                ddl: vec![
+                    "create table orders (id serial primary key, total int not null)".into(),
+                    "create table payments (id serial primary key, order_id int not null)".into(),
+                ],
+                tables: Vec::new(),
+            },
+            origin_run_us: 0,
+            events,
+        }
+    }
+
+    /// S1 holds a row S2 and S3 wait for; S1's COMMIT lets S2 through while S3 waits on (for
+    /// S2's COMMIT): at S1's COMMIT the replay holds S3 back, and at no other step.
+    #[test]
+    fn the_waiters_the_simulated_run_kept_waiting_are_held_back() {
+        let update = "update orders set total = 1 where id = 1";
+        let ok = QueryResult::default;
+        let t = transcript(vec![
+            execute(1, "BEGIN", vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            execute(1, update, vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            execute(2, update, vec![]),
+            block(2),
+            execute(3, update, vec![]),
+            block(3),
+            execute(1, "COMMIT", vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            finish(2, ok(), FinishCause::Woken),
+            execute(2, "COMMIT", vec![]),
+            finish(2, ok(), FinishCause::Immediate),
+            finish(3, ok(), FinishCause::Woken),
+        ]);
+        let replay = replay_of(&t);
+        assert_eq!(replay.steps.len(), 6);
+        let held: Vec<Vec<String>> = (0..6).map(|i| held_back(&replay, i)).collect();
+        assert_eq!(held[4], ["S3"], "{:?}", replay.simulated);
+        // S2's COMMIT grants S3, the last waiter: nobody is left to hold back.
+        assert!(held.iter().enumerate().all(|(i, h)| i == 4 || h.is_empty()));
+    }
+
+    /// The simulated engine gave the order id 2 where the real one gave 7: the later insert
+    /// that names the order is sent with 7, and a read of it is compared with 7.
+    #[test]
+    fn generated_ids_are_sent_and_compared_through_the_bijection() {
+        let inserted = QueryResult {
+            columns: vec!["id".into()],
+            rows: vec![vec![Value::Int(2)]],
+            ..QueryResult::default()
+        };
+        let read = QueryResult {
+            columns: vec!["id".into(), "order_id".into()],
+            rows: vec![vec![Value::Int(1), Value::Int(2)]],
+            ..QueryResult::default()
+        };
+        let t = transcript(vec![
+            execute(
+                1,
+                "insert into orders (total) values ($1) returning id",
+                vec![Value::Int(5)],
+            ),
+            finish(1, inserted, FinishCause::Immediate),
+            execute(
+                1,
+                "insert into payments (order_id) values ($1)",
+                vec![Value::Int(2)],
+            ),
+            finish(1, QueryResult::default(), FinishCause::Immediate),
+            execute(
+                1,
+                "select id, order_id from payments where order_id = $1",
+                vec![Value::Int(2)],
+            ),
+            finish(1, read, FinishCause::Immediate),
+        ]);
+        let replay = replay_of(&t);
+        let mut ids = IdMap::default();
+        let real = RealResult::Ok(crate::session::RealRows {
+            result_set: true,
+            rows: vec![vec!["7".into()]],
+            ..Default::default()
+        });
+        learn(&replay, 0, &real, &mut ids);
+        assert_eq!(ids.real_of("orders", 2), 7);
+        assert_eq!(ids.real_of("payments", 2), 2, "per table");
+        assert_eq!(
+            rewritten(&replay, 1, &ids),
+            "insert into payments (order_id) values (7)"
+        );
+        assert!(rewritten(&replay, 2, &ids).ends_with("where order_id = 7"));
+        let read_real = QueryResult {
+            columns: vec!["id".into(), "order_id".into()],
+            rows: vec![vec![Value::Int(1), Value::Int(7)]],
+            ..QueryResult::default()
+        };
+        let expected = result_token(&replay.steps[2].1, &Ok(read_real));
+        assert_eq!(mapped_simulated(&replay, 2, &ids), expected);
+        assert_ne!(replay.simulated[2], expected);
+        // Without the binding both sides keep the simulated value.
+        let none = IdMap::default();
+        assert_eq!(
+            rewritten(&replay, 1, &none),
+            "insert into payments (order_id) values (2)"
+        );
     }
 }

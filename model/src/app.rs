@@ -89,8 +89,9 @@ impl StatementAudit {
 }
 
 impl App {
-    /// A new app context (inside the node that uses it).
-    pub fn new(config: Arc<ShopConfig>, addrs: &crate::shop::Addrs) -> App {
+    /// A new app context (inside the node that uses it), whose database connections carry
+    /// the node's `name` as their `application_name`.
+    pub fn new(config: Arc<ShopConfig>, addrs: &crate::shop::Addrs, name: &str) -> App {
         // Laravel's connection: `DB::transaction` retries by the configured version's rule, and
         // a statement outside a transaction whose connection was lost is run once more on a
         // new one (`tryAgainIfCausedByLostConnection`).
@@ -105,6 +106,7 @@ impl App {
             laravel: config.laravel,
             retry_lost_connection_outside_transaction: true,
             transaction_isolation: isolation.clone(),
+            application_name: Some(name.to_string()),
             ..DbClientConfig::new(addr)
         };
         let pool = DbPool::new(client(addrs.db));
@@ -140,6 +142,13 @@ impl App {
         (app, audit)
     }
 
+    /// This app with pools whose statements carry `tag` (the request's id) to the database.
+    pub fn tagged(mut self, tag: u64) -> App {
+        self.pool = self.pool.with_tag(tag);
+        self.replica_pool = self.replica_pool.map(|pool| pool.with_tag(tag));
+        self
+    }
+
     /// The statement in this engine's placeholder style.
     pub fn sql(&self, sql: &str) -> String {
         schema::dialect(self.engine, sql)
@@ -171,6 +180,9 @@ impl App {
         madsim::time::sleep(Duration::from_micros(overhead_us)).await;
         // Anything but a GET may write: its reads stick to the primary.
         let (mut app, audit) = self.audited(request.tenant);
+        if let Some(id) = request.request_id {
+            app = app.tagged(id);
+        }
         app.sticky = request.method != "GET";
         let result = app.route(&request).await;
         let mut response = match result {
@@ -345,8 +357,8 @@ pub fn text_at(result: &QueryResult, row: usize, i: usize) -> Option<String> {
 }
 
 /// Serves HTTP requests on this node until it is killed.
-pub async fn serve(config: Arc<ShopConfig>, addrs: crate::shop::Addrs) {
-    let app = App::new(config.clone(), &addrs);
+pub async fn serve(config: Arc<ShopConfig>, addrs: crate::shop::Addrs, name: String) {
+    let app = App::new(config.clone(), &addrs, &name);
     let workers = Arc::new(tokio::sync::Semaphore::new(config.workers_per_app as usize));
     net::serve(PORT, move |request: HttpRequest| {
         let app = app.clone();

@@ -12,6 +12,7 @@ use shopsim_sim::{always, sometimes};
 
 use crate::app::{insert_id, int_at, q, text_at, App, AppResult};
 use crate::http::HttpResponse;
+use crate::windows;
 
 /// `POST /api/v1/cart`.
 pub async fn create(app: &App, tenant: i64) -> AppResult<HttpResponse> {
@@ -102,7 +103,7 @@ pub async fn add_item(
                 return Ok(HttpResponse::not_found("product"));
             };
             let available = stock - reserved;
-            sometimes!("add item: last units contested", available > 0 && available <= quantity);
+            sometimes!(windows::ADD_ITEM_LAST_UNITS, available > 0 && available <= quantity).await;
             if available < quantity && !replica_check {
                 return Ok(HttpResponse::new(
                     422,
@@ -151,7 +152,7 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
                 None => return Ok(HttpResponse::not_found("cart")),
                 Some("converted") => {
                     let order = q(engine, c, "select id from orders where cart_id = ?", &[Value::Int(cart_id)]).await?;
-                    sometimes!("convert: second convert of a converted cart", true);
+                    sometimes!(windows::CONVERT_ALREADY_CONVERTED, true).await;
                     return Ok(HttpResponse::new(200, json!({"order_id": int_at(&order, 0, 0), "existing": true})));
                 }
                 Some(_) => {}
@@ -182,7 +183,7 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
                     )
                     .await?;
                     if text_at(&row, 0, 2).as_deref() != Some("held") {
-                        sometimes!("convert: a reservation was taken while converting", true);
+                        sometimes!(windows::CONVERT_RESERVATION_TAKEN, true).await;
                         continue;
                     }
                     match (int_at(&row, 0, 0), int_at(&row, 0, 1)) {

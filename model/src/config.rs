@@ -58,8 +58,11 @@ pub struct ShopConfig {
     pub items_per_cart: u32,
     /// Largest quantity per item.
     pub quantity_max: i64,
-    /// Probability that a shopper sends convert twice at once (a double click).
+    /// Probability that a shopper sends convert twice (a double click).
     pub double_convert_probability: f64,
+    /// The second click of a double click comes up to this long after the first, ms (0: at
+    /// once).
+    pub double_convert_gap_ms_max: u64,
     /// Shoppers who also pay (checkout, then payment, webhook and return URL).
     pub payers: u32,
     /// Probability that a payer sends the payment request twice at once (a double click).
@@ -96,7 +99,9 @@ pub struct ShopConfig {
     pub lockable_orders: u32,
     /// Mutation attempts per lockable order, racing its lock.
     pub mutations_per_order: u32,
-    /// Shoppers and payers start within this window, ms.
+    /// Lock attempts per lockable order (admins racing each other to lock it).
+    pub lockers_per_order: u32,
+    /// Shoppers, payers, readers and admins start within this window, ms.
     pub arrival_window_ms: u64,
     /// Reservation lifetime, ms.
     pub reservation_ttl_ms: u64,
@@ -195,6 +200,7 @@ impl Default for ShopConfig {
             items_per_cart: 2,
             quantity_max: 2,
             double_convert_probability: 0.2,
+            double_convert_gap_ms_max: 0,
             payers: 0,
             pay_double_click_probability: 0.0,
             payer_retries: 0,
@@ -212,6 +218,7 @@ impl Default for ShopConfig {
             replica_lag_ms_max: 50,
             lockable_orders: 0,
             mutations_per_order: 3,
+            lockers_per_order: 1,
             arrival_window_ms: 1_000,
             reservation_ttl_ms: 5_000,
             expiry_sweep_ms: 1_000,

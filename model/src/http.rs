@@ -13,6 +13,11 @@ pub struct HttpRequest {
     pub tenant: i64,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// The client's id for the request (an `X-Request-Id` header): the index of its history
+    /// operation. The app tags the request's database statements with it, so a transcript
+    /// tells which request ran which statement; nothing else reads it.
+    #[serde(default)]
+    pub request_id: Option<u64>,
 }
 
 /// A response.

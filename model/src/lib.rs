@@ -6,7 +6,8 @@
 //! [`cart`] (carts, reservations, checkout), [`payment`] (payments, webhooks, ledger),
 //! [`order_lock`] (`OrderLockService`), [`queue`] (the worker), [`cache`] and [`provider`]
 //! (the other nodes). [`app`] is the request pipeline of an app node; [`audit`] holds the
-//! domain checks; [`bugs`] the planted bugs; [`config`] the settings; `schema.sql` the tables.
+//! domain checks; [`bugs`] the planted bugs; [`config`] the settings; [`windows`] the race
+//! windows `sometimes!` marks; `schema.sql` the tables.
 //!
 //! This crate has no word for faults: they are injected from outside by the runner.
 
@@ -24,4 +25,5 @@ pub mod provider;
 pub mod queue;
 pub mod schema;
 pub mod shop;
+pub mod windows;
 pub mod workload;

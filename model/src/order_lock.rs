@@ -8,6 +8,7 @@ use shopsim_sim::sometimes;
 
 use crate::app::{int_at, q, text_at, App, AppResult};
 use crate::http::HttpResponse;
+use crate::windows;
 
 /// `POST /api/v1/financial-orders/{id}/lock`.
 pub async fn lock(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
@@ -23,7 +24,7 @@ pub async fn lock(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
                     Ok(HttpResponse::new(200, json!({"status": "locked", "total": int_at(&fo, 0, 1)})))
                 }
                 Some(status) => {
-                    sometimes!("lock: a second lock attempt is rejected", true);
+                    sometimes!(windows::LOCK_SECOND_REJECTED, true).await;
                     q(
                         engine,
                         c,
@@ -63,7 +64,7 @@ pub async fn mutate(
             match text_at(&fo, 0, 0).as_deref() {
                 None => Ok(HttpResponse::not_found("financial_order")),
                 Some("locked") => {
-                    sometimes!("mutation: rejected after the lock", true);
+                    sometimes!(windows::MUTATION_REJECTED, true).await;
                     q(
                         engine,
                         c,

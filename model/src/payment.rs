@@ -19,6 +19,7 @@ use shopsim_sim::sometimes;
 use crate::app::{insert_id, int_at, q, text_at, App, AppResult};
 use crate::http::HttpResponse;
 use crate::provider::{ProviderRequest, ProviderResponse};
+use crate::windows;
 
 /// `POST /api/v1/orders/{id}/payments`: creates the order's payment (or finds the one it has:
 /// a double click or a retry after a timeout must not charge twice) and asks the provider to
@@ -58,7 +59,7 @@ pub async fn create(app: &App, tenant: i64, order_id: i64) -> AppResult<HttpResp
                 };
                 let existing = q(engine, c, "select id, amount from payments where order_id = ? order by id limit 1", &[Value::Int(order_id)]).await?;
                 if let (Some(id), Some(amount)) = (int_at(&existing, 0, 0), int_at(&existing, 0, 1)) {
-                    sometimes!("payment: the order already has a payment", true);
+                    sometimes!(windows::PAYMENT_ALREADY_CREATED, true).await;
                     return Ok(Some((id, amount)));
                 }
                 let id = insert_id(
@@ -198,7 +199,7 @@ pub async fn confirm(app: &App, tenant: i64, payment_id: i64) -> AppResult<HttpR
                     };
                     let inserted = q(engine, c, insert_key, &[Value::Text(key), Value::Int(now)]).await?;
                     if inserted.rows_affected == 0 {
-                        sometimes!("confirm: duplicate delivery stopped by the idempotency key", true);
+                        sometimes!(windows::CONFIRM_DUPLICATE_STOPPED, true).await;
                         return Ok(HttpResponse::new(200, json!({"status": "succeeded", "already": true})));
                     }
                 }

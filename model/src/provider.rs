@@ -222,6 +222,8 @@ async fn deliver(
             path: path.to_string(),
             tenant,
             body,
+            // The delivery is an operation of the history: its statements are tagged with it.
+            request_id: Some(op as u64),
         };
         let delivered = match net::call::<HttpRequest, HttpResponse>(
             app,

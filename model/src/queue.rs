@@ -36,7 +36,7 @@ struct Job {
 
 /// Runs the worker on this node until it is killed.
 pub async fn run(config: Arc<ShopConfig>, addrs: crate::shop::Addrs, recorder: Recorder) {
-    let app = App::new(config.clone(), &addrs);
+    let app = App::new(config.clone(), &addrs, "worker");
     let poll = Duration::from_millis(config.worker_poll_ms);
     let mut next_sweep = Duration::ZERO;
     loop {

@@ -53,6 +53,11 @@ impl Addrs {
     }
 }
 
+/// The name of the app node at `index` of [`Addrs::apps`]: `app-1`, `app-2`, ...
+pub fn app_name(index: usize) -> String {
+    format!("app-{}", index + 1)
+}
+
 /// The committed tables after a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShopState {
@@ -196,6 +201,10 @@ impl System for Shop {
     fn run(&self, world: World) -> LocalBoxFuture<ShopState> {
         let config = self.config.clone();
         Box::pin(async move { run_shop(config, world).await })
+    }
+
+    fn windows(&self) -> &'static [shopsim_sim::coverage::Window] {
+        crate::windows::ALL
     }
 
     /// Safety first (money, stock, tenancy, exactly-once, freshness), then what a run must
@@ -383,13 +392,17 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     world.register(&provider_node, "provider", NodeRole::CLIENT);
     for (i, addr) in addrs.apps.iter().enumerate() {
         let (c, a) = (config.clone(), addrs.clone());
+        let name = app_name(i);
         let node = handle
             .create_node()
-            .name(format!("app-{}", i + 1))
+            .name(name.clone())
             .ip(addr.ip())
-            .init(move || app::serve(c.clone(), a.clone()))
+            .init({
+                let name = name.clone();
+                move || app::serve(c.clone(), a.clone(), name.clone())
+            })
             .build();
-        world.register(&node, &format!("app-{}", i + 1), NodeRole::SERVER);
+        world.register(&node, &name, NodeRole::SERVER);
     }
     let (c, a, r) = (config.clone(), addrs.clone(), world.recorder());
     let worker = handle
@@ -446,13 +459,16 @@ async fn run_clients(world: &World, addrs: &Addrs, config: &Arc<ShopConfig>) {
     for i in 0..config.lockable_orders {
         let fo_id = i64::from(i) + 1;
         let tenant = 1 + i64::from(i) % i64::from(config.tenants);
-        for m in 0..=config.mutations_per_order {
+        // Admins 0..lockers lock the order; the others mutate it (admin-{i}-0 is the first
+        // locker and admins lockers.. mutate, numbered from 1 in their totals).
+        let lockers = config.lockers_per_order;
+        for m in 0..lockers.saturating_add(config.mutations_per_order) {
             let process = format!("admin-{i}-{m}");
             let (node, client) = client_node(world, addrs, config, process, client_ip(n));
             n += 1;
             let config = config.clone();
             tasks.push(node.spawn(async move {
-                workload::admin_flow(&client, &config, fo_id, tenant, m).await;
+                workload::admin_flow(&client, &config, fo_id, tenant, m, lockers).await;
             }));
         }
     }

@@ -171,6 +171,9 @@ impl Client {
             path: path.to_string(),
             tenant,
             body,
+            // The history stays as it was (it is hashed): which app node served the request
+            // is told by the transcript, whose statements carry the node's name and this id.
+            request_id: Some(op as u64),
         };
         match net::call::<HttpRequest, HttpResponse>(app, request, self.timeout).await {
             RpcOutcome::Reply(response) => {
@@ -248,21 +251,33 @@ fn id_in(response: &Option<HttpResponse>, field: &str) -> Option<i64> {
     response.as_ref()?.body.get(field)?.as_i64()
 }
 
-/// Sends `path` once or, with `double`, twice at once (a double click); the first answer with
-/// a body field `field` wins.
+/// Sends `path` once or, with `double`, twice (a double click: the second up to
+/// `gap_ms_max` later, drawn only if there is a gap, so a double click at once draws what it
+/// always drew); the first answer with a body field `field` wins.
 async fn maybe_twice(
     client: &Client,
     path: &str,
     tenant: i64,
     double: bool,
+    gap_ms_max: u64,
     field: &str,
 ) -> Option<HttpResponse> {
     if !double {
         return client.request("POST", path, tenant, json!({})).await;
     }
+    let gap_ms = match gap_ms_max {
+        0 => 0,
+        max => madsim::rand::thread_rng().gen_range(0..=max),
+    };
+    let second = async {
+        if gap_ms > 0 {
+            madsim::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
+        client.request("POST", path, tenant, json!({})).await
+    };
     let (a, b) = madsim::export::futures::future::join(
         client.request("POST", path, tenant, json!({})),
-        client.request("POST", path, tenant, json!({})),
+        second,
     )
     .await;
     if id_in(&a, field).is_some() {
@@ -314,7 +329,8 @@ pub async fn checkout_flow(
     madsim::time::sleep(Duration::from_millis(think)).await;
     let convert = format!("/api/v1/cart/{cart_id}/convert");
     let double = madsim::rand::thread_rng().gen_bool(config.double_convert_probability);
-    let order = maybe_twice(client, &convert, tenant, double, "order_id").await;
+    let gap = config.double_convert_gap_ms_max;
+    let order = maybe_twice(client, &convert, tenant, double, gap, "order_id").await;
     let Some(order_id) = id_in(&order, "order_id") else {
         return;
     };
@@ -329,7 +345,7 @@ pub async fn checkout_flow(
     let mut payment = None;
     for _ in 0..=config.payer_retries {
         let double = madsim::rand::thread_rng().gen_bool(config.pay_double_click_probability);
-        payment = maybe_twice(client, &pay, tenant, double, "payment_id").await;
+        payment = maybe_twice(client, &pay, tenant, double, 0, "payment_id").await;
         // Tried again only after no answer or a server error, as a customer reloads the page.
         if payment.as_ref().is_some_and(|p| p.status < 500) {
             break;
@@ -360,23 +376,27 @@ pub async fn checkout_flow(
         .await;
 }
 
-/// An admin: locks financial order `fo_id` (`m == 0`) or mutates its total.
-pub async fn admin_flow(client: &Client, config: &ShopConfig, fo_id: i64, tenant: i64, m: u32) {
-    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms.min(50));
+/// An admin: locks financial order `fo_id` (`m < lockers`: admins 0..lockers race to lock
+/// it) or mutates its total (the others, numbered from 1 in their totals).
+pub async fn admin_flow(
+    client: &Client,
+    config: &ShopConfig,
+    fo_id: i64,
+    tenant: i64,
+    m: u32,
+    lockers: u32,
+) {
+    let start = madsim::rand::thread_rng().gen_range(0..=config.arrival_window_ms);
     madsim::time::sleep(Duration::from_millis(start)).await;
     let path = format!("/api/v1/financial-orders/{fo_id}");
-    if m == 0 {
+    if m < lockers {
         client
             .request("POST", &format!("{path}/lock"), tenant, json!({}))
             .await;
     } else {
+        let mutation = i64::from(m - lockers + 1);
         client
-            .request(
-                "PATCH",
-                &path,
-                tenant,
-                json!({"total": 10_000 + i64::from(m)}),
-            )
+            .request("PATCH", &path, tenant, json!({"total": 10_000 + mutation}))
             .await;
     }
 }

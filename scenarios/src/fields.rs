@@ -303,7 +303,13 @@ pub const FIELDS: &[Field] = &[
     count("shop.quantity_max", 1, 1_000, "Largest quantity per item."),
     probability(
         "shop.double_convert_probability",
-        "Probability that a shopper sends convert twice at once (a double click).",
+        "Probability that a shopper sends convert twice (a double click).",
+    ),
+    ms(
+        "shop.double_convert_gap_ms_max",
+        0,
+        60_000,
+        "The second click of a double click comes up to this long after the first (0: at once).",
     ),
     count(
         "shop.payers",
@@ -390,6 +396,12 @@ pub const FIELDS: &[Field] = &[
         0,
         100,
         "Mutation attempts per lockable order, racing its lock.",
+    ),
+    count(
+        "shop.lockers_per_order",
+        1,
+        100,
+        "Lock attempts per lockable order (admins racing each other to lock it).",
     ),
     ms(
         "shop.arrival_window_ms",
@@ -707,7 +719,8 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             ),
         ));
     }
-    let admins = u64::from(shop.lockable_orders) * (u64::from(shop.mutations_per_order) + 1);
+    let admins = u64::from(shop.lockable_orders)
+        * (u64::from(shop.mutations_per_order) + u64::from(shop.lockers_per_order));
     let probes = Probes::of(shop);
     let clients = u64::from(shop.shoppers)
         + u64::from(shop.payers)
@@ -720,7 +733,7 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
             "shop.shoppers",
             shop.shoppers,
             format!(
-                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + 1) + adversaries + probes (one checkout, one reader, one lock per lockable order) ≤ {CLIENTS_MAX} (the total is {clients})"
+                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + lockers_per_order) + adversaries + probes (one checkout, one reader, one lock per lockable order) ≤ {CLIENTS_MAX} (the total is {clients})"
             ),
         ));
     }
@@ -968,8 +981,10 @@ pub fn worst_case_run_ms(s: &Scenario) -> u64 {
     let shop = &s.shop;
     let timeout = shop.request_timeout_ms;
     let items = u64::from(shop.items_per_cart);
-    // create cart, items, think, convert (a double click runs both at once)
-    let shopper = (items + 2) * timeout + shop.convert_delay_ms_max;
+    // create cart, items, think, convert (a double click's second convert up to the gap
+    // later)
+    let shopper =
+        (items + 2) * timeout + shop.convert_delay_ms_max + shop.double_convert_gap_ms_max;
     // + each payment attempt and the pause after it, the provider's page, the return after
     // the webhook delay
     let payer = shopper

@@ -9,10 +9,11 @@ use shopsim_sim::db::Profile;
 use shopsim_sim::fault::FaultPlan;
 use shopsim_sim::input::InputError;
 use shopsim_sim::runner::SimConfig;
+use shopsim_sim::steering::SteeringPlan;
 
 pub mod fields;
 
-const BUILTIN: [(&str, &str); 11] = [
+const BUILTIN: [(&str, &str); 12] = [
     (
         "checkout-concurrency",
         include_str!("../data/checkout-concurrency.toml"),
@@ -44,6 +45,10 @@ const BUILTIN: [(&str, &str); 11] = [
     (
         "tenants-writing",
         include_str!("../data/tenants-writing.toml"),
+    ),
+    (
+        "reservation-expiry",
+        include_str!("../data/reservation-expiry.toml"),
     ),
 ];
 
@@ -120,6 +125,94 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 17] = [
     ),
 ];
 
+/// The low-contention variants: one small scenario per planted bug, where its race is rare
+/// without schedule steering (few clients, spread out in time), for `bench --detection`.
+const LOW_CONTENTION: [(&str, &str); 10] = [
+    (
+        "lc-last-unit",
+        include_str!("../data/low-contention/lc-last-unit.toml"),
+    ),
+    (
+        "lc-double-click",
+        include_str!("../data/low-contention/lc-double-click.toml"),
+    ),
+    (
+        "lc-webhook-twice",
+        include_str!("../data/low-contention/lc-webhook-twice.toml"),
+    ),
+    (
+        "lc-lock-vs-mutate",
+        include_str!("../data/low-contention/lc-lock-vs-mutate.toml"),
+    ),
+    (
+        "lc-deadlock",
+        include_str!("../data/low-contention/lc-deadlock.toml"),
+    ),
+    (
+        "lc-two-tenants-cache",
+        include_str!("../data/low-contention/lc-two-tenants-cache.toml"),
+    ),
+    (
+        "lc-one-reader",
+        include_str!("../data/low-contention/lc-one-reader.toml"),
+    ),
+    (
+        "lc-replica-last-unit",
+        include_str!("../data/low-contention/lc-replica-last-unit.toml"),
+    ),
+    (
+        "lc-two-tenants-context",
+        include_str!("../data/low-contention/lc-two-tenants-context.toml"),
+    ),
+    (
+        "lc-two-tenants-total",
+        include_str!("../data/low-contention/lc-two-tenants-total.toml"),
+    ),
+];
+
+/// Each planted bug (in the order of [`PLANTED_BUGS`]) with its low-contention variant and
+/// the check that names it.
+pub const LOW_CONTENTION_BUGS: [(&str, &str, &str); 10] = [
+    ("lc-last-unit", "oversell_check_then_act", "no_oversell"),
+    (
+        "lc-double-click",
+        "double_order_on_convert",
+        "one_order_per_cart",
+    ),
+    (
+        "lc-webhook-twice",
+        "payment_check_then_act",
+        "payment_exactly_once",
+    ),
+    (
+        "lc-lock-vs-mutate",
+        "order_lock_check_without_row_lock",
+        "locked_order_immutable",
+    ),
+    ("lc-deadlock", "deadlock_not_retried", "deadlocks_handled"),
+    (
+        "lc-two-tenants-cache",
+        "cache_key_without_tenant",
+        "no_cross_tenant",
+    ),
+    ("lc-one-reader", "n_plus_one_product_list", "no_n_plus_one"),
+    (
+        "lc-replica-last-unit",
+        "stock_check_from_replica",
+        "no_oversell",
+    ),
+    (
+        "lc-two-tenants-context",
+        "tenant_context_left_on_connection",
+        "no_cross_tenant",
+    ),
+    (
+        "lc-two-tenants-total",
+        "page_total_without_tenant_scope",
+        "no_cross_tenant",
+    ),
+];
+
 /// The `[sim]` table: run length and network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,6 +263,13 @@ pub struct Scenario {
     /// answered, orders locked); a run short of it fails with exit code 6.
     #[serde(default)]
     pub progress: ProgressConfig,
+    /// Schedule steering (off unless the file turns it on; swarm mode draws its own).
+    #[serde(default, skip_serializing_if = "is_default_steering")]
+    pub steering: SteeringPlan,
+}
+
+fn is_default_steering(plan: &SteeringPlan) -> bool {
+    *plan == SteeringPlan::default()
 }
 
 /// A TOML syntax error: no field can be named yet, so the line is.
@@ -354,20 +454,20 @@ impl Scenario {
         self.sim_config().validate()
     }
 
-    /// Checks `config` (an artifact's or a shrink step's) as this scenario's `[sim]` and
-    /// `[faults]`: the same validation as a file, with fields named `config.*`.
+    /// Checks `config` (an artifact's or a shrink step's) as this scenario's `[sim]`,
+    /// `[faults]` and `[steering]`: the same validation as a file, with fields named `config.*`.
     pub fn check_sim_config(&self, config: &SimConfig) -> Result<(), InputError> {
         self.with_sim_config(config).validate().map_err(|mut e| {
             if let Some(rest) = e.field.strip_prefix("sim.") {
                 e.field = format!("config.{rest}");
-            } else if e.field.starts_with("faults.") {
+            } else if e.field.starts_with("faults.") || e.field.starts_with("steering.") {
                 e.field = format!("config.{}", e.field);
             }
             e
         })
     }
 
-    /// This scenario with `config` as its `[sim]` and `[faults]`.
+    /// This scenario with `config` as its `[sim]`, `[faults]` and `[steering]`.
     pub fn with_sim_config(&self, config: &SimConfig) -> Scenario {
         Scenario {
             sim: SimSection {
@@ -377,6 +477,7 @@ impl Scenario {
                 latency_us_max: config.latency_us_max,
             },
             faults: config.faults.clone(),
+            steering: config.steering.clone(),
             ..self.clone()
         }
     }
@@ -392,6 +493,7 @@ impl Scenario {
             faults: FaultPlan::none(),
             shop: ShopConfig::default(),
             progress: ProgressConfig::default(),
+            steering: SteeringPlan::off(),
         };
         let document = serde_json::to_value(&example).expect("a scenario serializes");
         let mut out = String::from(
@@ -436,6 +538,27 @@ impl Scenario {
             };
             out.push_str(&format!("{comment}{key} = {shown}\n"));
         }
+        // Steering is off unless a file turns it on, so its table is shown, not set: an
+        // example of every field, checked by the same validation (`SteeringPlan::validate`).
+        let example = SteeringPlan {
+            enabled: true,
+            change_points: vec![shopsim_sim::steering::ChangePoint::default()],
+            ..SteeringPlan::off()
+        };
+        let steering = toml::to_string(&toml::Table::from_iter([(
+            "steering".to_string(),
+            toml::Value::try_from(&example).expect("a steering plan serializes"),
+        )]))
+        .expect("a steering plan serializes");
+        out.push_str(
+            "\n# Schedule steering (README, \"Schedule steering\"): delay points at statement\n\
+             # boundaries, RPC send and receive and race windows; off unless `enabled`. Probabilities\n\
+             # 0 to 1; jitter and stalls at most 60000 ms; budgets at most 600000 ms; change points\n\
+             # quiet_ms and hold_ms_max 1..=60000, release_after_points at least 1.\n",
+        );
+        for line in steering.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
         out
     }
 
@@ -447,6 +570,7 @@ impl Scenario {
             latency_us_min: self.sim.latency_us_min,
             latency_us_max: self.sim.latency_us_max,
             faults: self.faults.clone(),
+            steering: self.steering.clone(),
         }
     }
 
@@ -533,7 +657,17 @@ pub fn check_replay(
 
 /// The built-in scenarios, in a fixed order.
 pub fn builtin() -> Vec<Scenario> {
-    BUILTIN
+    parse_all(&BUILTIN)
+}
+
+/// The low-contention variants (not among [`builtin`]: they exist to measure detection), in a
+/// fixed order.
+pub fn low_contention() -> Vec<Scenario> {
+    parse_all(&LOW_CONTENTION)
+}
+
+fn parse_all(files: &[(&str, &str)]) -> Vec<Scenario> {
+    files
         .iter()
         .map(|(name, text)| {
             let s = Scenario::from_toml(text)
@@ -567,10 +701,12 @@ impl std::fmt::Display for UnknownScenario {
     }
 }
 
-/// The built-in scenario `name` (a `@profile` suffix is ignored here).
+/// The built-in scenario or low-contention variant `name` (a `@profile` suffix is ignored
+/// here).
 pub fn find(name: &str) -> Result<Scenario, UnknownScenario> {
     let base = name.split('@').next().unwrap_or(name);
-    let all = builtin();
+    let mut all = builtin();
+    all.extend(low_contention());
     if let Some(s) = all.iter().find(|s| s.name == base) {
         return Ok(s.clone());
     }
@@ -610,7 +746,36 @@ mod tests {
 
     #[test]
     fn builtin_scenarios_parse_and_validate() {
-        assert_eq!(builtin().len(), 11);
+        assert_eq!(builtin().len(), 12);
+        assert_eq!(low_contention().len(), LOW_CONTENTION_BUGS.len());
+        // One variant per planted bug, in the same order, each findable by name.
+        for ((_, bug, check), (variant, lc_bug, lc_check)) in
+            PLANTED_BUGS.iter().zip(LOW_CONTENTION_BUGS.iter())
+        {
+            assert_eq!((bug, check), (lc_bug, lc_check));
+            assert_eq!(&find(variant).unwrap().name, variant);
+        }
+    }
+
+    #[test]
+    fn a_steering_table_is_validated_and_reaches_the_config() {
+        let text = "name = \"x\"\nwhy = \"y\"\n[steering]\nenabled = true\nstall_ms_max = 50\n";
+        let scenario = Scenario::from_toml(text).unwrap();
+        assert!(scenario.sim_config().steering.enabled);
+        assert_eq!(scenario.sim_config().steering.stall_ms_max, 50);
+        // It survives the round trip through an artifact's embedded scenario.
+        assert_eq!(Scenario::from_toml(&scenario.to_toml()).unwrap(), scenario);
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[steering]\nstall_probability = 2.0\n")
+                .unwrap_err();
+        assert_eq!(err.field, "steering.stall_probability");
+        let err =
+            Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n[steering]\nstal = 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `stal`"), "{err}");
+        // Off by default, and a file without the table serializes without one.
+        let plain = Scenario::from_toml("name = \"x\"\nwhy = \"y\"\n").unwrap();
+        assert!(!plain.sim_config().steering.enabled);
+        assert!(!plain.to_toml().contains("[steering]"));
     }
 
     fn error(text: &str) -> String {

@@ -160,7 +160,12 @@ pub fn overlaps_fault(op: &Op, windows: &[(u64, u64)], slack_us: u64) -> bool {
 /// Operations that overlap a fault window are left out: the SLA is a promise about the system
 /// under load, not under a partition. With fewer than [`LATENCY_SAMPLES_MIN`] operations left
 /// the verdict is unknown: the 95th percentile of eight operations is their maximum, one slow
-/// request, not a percentile.
+/// request, not a percentile. Schedule steering is treated like a fault: operations
+/// that overlap a steering stall or hold ([`crate::steering::steering_windows`], from one
+/// second before they were invoked, as for faults) are left out, because a held transaction
+/// slows every request queued behind its locks, connections and workers, not only its own;
+/// and the short jitter an operation's own lane absorbed (`steered_us` in its details) is
+/// subtracted from its latency. So steering moves interleavings without moving the verdict.
 #[derive(Debug, Clone)]
 pub struct LatencySla {
     /// The check's name.
@@ -187,16 +192,21 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 impl LatencySla {
-    /// Completed latencies of the class outside fault windows, sorted, in microseconds.
+    /// Completed latencies of the class outside fault and steering windows, less the
+    /// steering jitter each absorbed, sorted, in microseconds.
     pub fn latencies_us(&self, history: &History) -> Vec<u64> {
         // Buggify points are part of normal operation here: a slow statement is a latency.
-        let windows = fault_windows(history, false);
+        let mut windows = fault_windows(history, false);
+        windows.extend(crate::steering::steering_windows(history));
         let mut l: Vec<u64> = history
             .ops
             .iter()
             .filter(|op| self.kinds.contains(&op.kind))
             .filter(|op| !overlaps_fault(op, &windows, 1_000_000))
-            .filter_map(Op::latency_us)
+            .filter_map(|op| {
+                let steered = crate::steering::steered_us(op);
+                op.latency_us().map(|l| l.saturating_sub(steered))
+            })
             .collect();
         l.sort_unstable();
         l
@@ -464,6 +474,40 @@ mod tests {
             Checker::<()>::check(&sla, &few, &()).verdict,
             Verdict::Unknown
         );
+    }
+
+    #[test]
+    fn latency_sla_leaves_out_steering_stalls_and_subtracts_jitter() {
+        // 20 reads of 100 ms; one of 900 ms that overlaps a steering hold, one of 800 ms whose
+        // own lane absorbed 750 ms of jitter. Counted as they were, p95 would be 800 ms.
+        let mut ops: Vec<Op> = (0..20)
+            .map(|i| op(i, "read", 10_000_000, Some(10_100_000), Some(200)))
+            .collect();
+        ops.push(op(20, "read", 1_000_000, Some(1_900_000), Some(200)));
+        let mut jittered = op(21, "read", 5_000_000, Some(5_800_000), Some(200));
+        jittered.details = serde_json::json!({ "steered_us": 750_000 });
+        ops.push(jittered);
+        let mut hold = op(22, "hold", 1_500_000, Some(1_500_000), None);
+        hold.process = "steering".into();
+        hold.details = serde_json::json!({ "start_us": 1_200_000, "us": 300_000 });
+        ops.push(hold);
+        let h = History { ops };
+        let sla = LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        };
+        assert_eq!(sla.latencies_us(&h).len(), 21, "the held read is left out");
+        assert_eq!(sla.latencies_us(&h).last(), Some(&100_000));
+        let r = Checker::<()>::check(&sla, &h, &());
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.witness);
+        // Without the steering record the same history fails: the exclusion is what passes it.
+        let mut bare = h.clone();
+        bare.ops.retain(|o| o.process != "steering");
+        bare.ops[21].details = serde_json::json!({});
+        let r = Checker::<()>::check(&sla, &bare, &());
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   returns an [`runner::Outcome`] (history, final state, check reports, trace hash).
 //! - [`seed`] and [`swarm`] parse seeds and draw a per-seed fault mix.
 //! - [`fault`] injects network, node and buggify faults; [`net`] is request/response RPC with
-//!   deadlines over madsim's network.
+//!   deadlines over madsim's network; [`steering`] delays seeded delay points (database
+//!   statements, RPC, race windows) to open narrow race windows.
 //! - [`db`] is the simulated SQL database (PostgreSQL and InnoDB profiles);
 //!   [`open_transactions`] knows which nodes hold a database transaction while they call out.
 //! - [`history`] records operations; [`check`] judges them; [`coverage`] records which race
@@ -27,5 +28,6 @@ pub mod open_transactions;
 pub mod replay;
 pub mod runner;
 pub mod seed;
+pub mod steering;
 pub mod swarm;
 pub mod trace;

@@ -12,6 +12,10 @@
 //! cannot see. A call whose reply does not arrive by its deadline is also `Unknown`: the server
 //! may or may not have acted on it. It is never reported as a failure, because a checker that
 //! took it for one would be wrong whenever it succeeded.
+//!
+//! A request carries its schedule-steering lane ([`crate::steering`]) like a tracing header,
+//! and the caller passes a steering delay point before it sends and after the reply arrives
+//! (outside the deadline, so steering never makes a call time out).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +26,7 @@ use madsim::net::Endpoint;
 use madsim::rand::Rng;
 
 use crate::fault::buggify;
+use crate::steering::{self, Point};
 
 /// The datagram tag requests are sent with; replies use the caller's random tag.
 const TAG_REQUEST: u64 = 1;
@@ -114,11 +119,11 @@ where
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
         };
-        let Ok(request) = payload.downcast::<(u64, ConnectionCell<Resp>, Req)>() else {
+        let Ok(request) = payload.downcast::<(u64, u64, ConnectionCell<Resp>, Req)>() else {
             tracing::warn!(%from, "rpc: request of an unexpected type dropped");
             continue;
         };
-        let (reply_tag, connection, request) = *request;
+        let (reply_tag, lane, connection, request) = *request;
         let answer = match accept(&connection, &incarnation_weak) {
             Accept::Serve => None,
             Accept::Ignore => continue,
@@ -134,8 +139,12 @@ where
             });
             continue;
         }
-        // Each request runs in a scope of its own, as in a worker process of its own.
-        let reply = crate::open_transactions::in_request_scope(handler(request));
+        // Each request runs in a scope of its own, as in a worker process of its own, and in
+        // its caller's steering lane.
+        let reply = steering::scoped(
+            lane,
+            crate::open_transactions::in_request_scope(handler(request)),
+        );
         let endpoint = endpoint.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
@@ -159,6 +168,8 @@ where
 {
     assert!(deadline > Duration::ZERO);
     crate::open_transactions::call_leaves(addr);
+    let lane = steering::call_lane();
+    steering::call_point(lane.id(), Point::RpcSend).await;
     let started = madsim::time::Instant::now();
     let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await else {
         return RpcOutcome::Unknown;
@@ -175,7 +186,7 @@ where
             return RpcOutcome::Unknown;
         }
         // The same tag and connection every time: the server serves a request once.
-        let payload = Box::new((reply_tag, connection.clone(), request.clone()));
+        let payload = Box::new((reply_tag, lane.id(), connection.clone(), request.clone()));
         if endpoint
             .send_to_raw(addr, TAG_REQUEST, payload)
             .await
@@ -187,7 +198,7 @@ where
         let wait = retransmit_after.min(remaining);
         match madsim::time::timeout(wait, endpoint.recv_from_raw(reply_tag)).await {
             Ok(Ok((payload, _))) => {
-                return match payload.downcast::<Reply<Resp>>() {
+                let outcome = match payload.downcast::<Reply<Resp>>() {
                     Ok(reply) => match *reply {
                         Reply::Response(response) => RpcOutcome::Reply(response),
                         // The server that accepted the call crashed: the request may have run.
@@ -195,6 +206,8 @@ where
                     },
                     Err(_) => RpcOutcome::Unknown,
                 };
+                steering::call_point(lane.id(), Point::RpcReceive).await;
+                return outcome;
             }
             Ok(Err(_)) => return RpcOutcome::Unknown,
             Err(_) => retransmit_after *= 2,

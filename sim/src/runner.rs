@@ -17,10 +17,11 @@ use madsim::runtime::{Handle, NodeHandle, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Checker, Report, Verdict};
-use crate::coverage::{self, CoverageReport};
+use crate::coverage::{self, CoverageReport, Window};
 use crate::fault::{self, FaultPlan};
 use crate::history::{History, Recorder};
 use crate::input::{check_positive_ms, InputError};
+use crate::steering::{self, SteeringPlan};
 use crate::trace::{self, TraceHasher};
 
 /// What a run is configured with. All times are virtual.
@@ -37,6 +38,9 @@ pub struct SimConfig {
     pub latency_us_max: u64,
     /// The faults.
     pub faults: FaultPlan,
+    /// Schedule steering (off by default).
+    #[serde(default)]
+    pub steering: SteeringPlan,
 }
 
 impl Default for SimConfig {
@@ -47,6 +51,7 @@ impl Default for SimConfig {
             latency_us_min: 100,
             latency_us_max: 500,
             faults: FaultPlan::none(),
+            steering: SteeringPlan::off(),
         }
     }
 }
@@ -70,7 +75,8 @@ impl SimConfig {
                 format!("must be in 1..=latency_us_max ({})", self.latency_us_max),
             ));
         }
-        self.faults.validate()
+        self.faults.validate()?;
+        self.steering.validate()
     }
 
     /// When faults stop: the duration minus the quiet period (never before 0).
@@ -249,6 +255,13 @@ pub trait System {
     fn runtime_seed(&self, seed: u64) -> u64 {
         seed
     }
+
+    /// Every race window the system's `sometimes!` marks (its registry, made with
+    /// [`crate::windows!`]): known before any run reaches them, so reports can list the ones
+    /// never reached. A `sometimes!` of a window not listed here panics.
+    fn windows(&self) -> &'static [Window] {
+        &[]
+    }
 }
 
 /// Why a seed failed.
@@ -397,10 +410,11 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
             all_nodes: Mutex::new(Vec::new()),
         }),
     };
-    coverage::start_run();
+    coverage::start_run(system.windows());
     fault::start_run(&config.faults);
     fault::record_into(world.recorder());
     crate::open_transactions::start_run(world.recorder());
+    steering::start_run(&world);
     let run_world = world.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
@@ -416,9 +430,13 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
     crate::open_transactions::end_run();
     trace::end_run();
     fault::end_run();
+    let steering_log = steering::end_run();
     let coverage = coverage::end_run();
     drop(runtime);
-    let history = world.recorder().take();
+    let mut history = world.recorder().take();
+    if let Some(log) = &steering_log {
+        steering::annotate(&mut history, log, &world.nodes());
+    }
     let mut outcome = Outcome {
         system: system.name(),
         seed,

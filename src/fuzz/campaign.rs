@@ -10,7 +10,7 @@ use super::groups;
 use super::state::{self, State};
 use super::Args;
 use crate::input::{parse_duration, parse_duration_flag, parse_jobs, parse_shard};
-use crate::reproduce::Source;
+use crate::reproduce::{Draw, Source};
 use crate::run::Selected;
 use crate::{EXIT_NONDETERMINISM, EXIT_OK};
 
@@ -30,8 +30,9 @@ pub struct Campaign {
     pub runs: Vec<Selected>,
     /// Planted bugs.
     pub bugs: Vec<String>,
-    /// Swarm mode.
-    pub swarm: bool,
+    /// How each seed's configuration is drawn: swarm faults and steering, swarm faults only
+    /// (`--no-steering`), or the scenario's own (`--no-swarm`).
+    pub draw: Draw,
     /// `--duration`: the campaign's total wall time.
     pub duration: Option<Duration>,
     /// `--seeds`: the campaign's total seeds.
@@ -43,6 +44,8 @@ pub struct Campaign {
     pub(super) status_interval: Duration,
     /// Per run, the names of its checks (with `panic` and `time_limit`).
     pub(super) checks: Vec<Vec<String>>,
+    /// `--corpus-share`.
+    pub corpus_share: f64,
     pub(super) identity: String,
 }
 
@@ -74,6 +77,13 @@ impl Campaign {
             .transpose()?
             .unwrap_or((1, 1));
         let jobs = parse_jobs(args.jobs)?;
+        let corpus_share = args.corpus_share;
+        if !(0.0..=super::corpus::SHARE_MAX).contains(&corpus_share) {
+            return Err(format!(
+                "--corpus-share: expected a share from 0 to {}, got `{corpus_share}`",
+                super::corpus::SHARE_MAX
+            ));
+        }
         let a = args.max_artifacts_per_group;
         if !(groups::ARTIFACTS_PER_GROUP_MIN..=groups::ARTIFACTS_PER_GROUP_MAX).contains(&a) {
             return Err(format!(
@@ -131,16 +141,26 @@ impl Campaign {
                 Source::Builtin(_) => None,
             })
             .collect();
-        let swarm = !args.no_swarm;
+        let draw = match (args.no_swarm, args.no_steering) {
+            (true, _) => Draw::Scenario,
+            (false, true) => Draw::SwarmFaults,
+            (false, false) => Draw::Swarm,
+        };
         let identity = format!(
-            "scenarios={:?} files={files:?} profile={:?} bugs={:?} shard={}/{} swarm={swarm}",
-            args.scenarios, args.profile, args.bugs, shard.0, shard.1
+            "scenarios={:?} files={files:?} profile={:?} bugs={:?} shard={}/{} swarm={} steering={}",
+            args.scenarios,
+            args.profile,
+            args.bugs,
+            shard.0,
+            shard.1,
+            !args.no_swarm,
+            !args.no_steering
         );
         Ok(Campaign {
             out: args.out.clone(),
             runs,
             bugs: args.bugs.clone(),
-            swarm,
+            draw,
             duration,
             seeds_target: args.seeds,
             shard,
@@ -150,6 +170,7 @@ impl Campaign {
             status_interval,
             checks,
             identity,
+            corpus_share,
         })
     }
 

@@ -50,6 +50,10 @@ pub struct Exemplar {
     pub virtual_us: u64,
     /// Its artifact, relative to `--out` (`None` if it could not be written).
     pub artifact: Option<String>,
+    /// Whether it ran mutated corpus draws: then only its artifact replays it (its draws do
+    /// not follow from the seed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mutated: bool,
 }
 
 impl Exemplar {
@@ -234,6 +238,7 @@ mod tests {
             ops,
             virtual_us: 1_000,
             artifact: Some(format!("s@p/{seed}.json")),
+            mutated: false,
         }
     }
 

@@ -16,6 +16,7 @@
 //! thread.
 
 pub mod campaign;
+pub mod corpus;
 pub mod groups;
 pub mod lock;
 pub mod report;
@@ -27,9 +28,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use shopsim_sim::fault::FaultPlan;
-use shopsim_sim::runner::SimConfig;
 
 use crate::artifact;
 use crate::progress::{hms, on_terminal, Bar, Ticker};
@@ -70,9 +68,13 @@ pub struct Args {
     /// Turn on a planted bug (repeatable).
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
-    /// Keep each scenario's own fault plan instead of swarm draws.
+    /// Keep each scenario's own fault plan and steering instead of swarm draws.
     #[arg(long)]
     no_swarm: bool,
+    /// Swarm-draw faults only: keep each scenario's own steering (off unless its file turns it
+    /// on) instead of drawing it per seed.
+    #[arg(long)]
+    no_steering: bool,
     /// Artifacts kept per failure group: its first and its smallest failure, then the next
     /// ones up to this many (at least 2).
     #[arg(long, default_value_t = groups::ARTIFACTS_PER_GROUP_DEFAULT)]
@@ -85,6 +87,10 @@ pub struct Args {
     /// two lines that count repeated failures: `30s`, `5m`.
     #[arg(long, default_value = "60s")]
     status_interval: String,
+    /// The share of seeds (0 to 0.9) that run mutations of corpus draws: draws of seeds that
+    /// reached a rare race window, or one their scenario@profile had not reached before.
+    #[arg(long, default_value_t = corpus::SHARE_DEFAULT)]
+    corpus_share: f64,
 }
 
 /// The seed of campaign index `i` on shard `k` of `n`: disjoint across shards. `None` if the
@@ -113,30 +119,6 @@ pub fn parse_state(text: &str) -> Result<(), String> {
     State::from_json(text)
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-/// The configuration of `seed`: the scenario's own, or in swarm mode a fault plan drawn from
-/// the seed over every family (keeping the scenario's quiet period). `replay --swarm` uses
-/// it too, so a swarm seed replays from its number alone.
-pub fn seed_config(base: &SimConfig, seed: u64, swarm: bool) -> SimConfig {
-    if !swarm {
-        return base.clone();
-    }
-    // A scenario without faults may have a quiet period as long as its run; swarm faults
-    // need room after it, or the drawn configuration would be invalid.
-    let quiet = base.faults.quiet_period_ms;
-    let allowed = FaultPlan {
-        quiet_period_ms: if quiet < base.duration_ms {
-            quiet
-        } else {
-            base.duration_ms / 2
-        },
-        ..FaultPlan::all()
-    };
-    SimConfig {
-        faults: shopsim_sim::swarm::draw(seed, &allowed),
-        ..base.clone()
-    }
 }
 
 pub fn run(args: Args) -> u8 {
@@ -174,6 +156,40 @@ pub fn run(args: Args) -> u8 {
         }
         State::new(campaign.identity.clone(), &names)
     };
+    // The corpus: kept across --resume; a new campaign starts without the old one's.
+    let corpus_dir = campaign.out.join("corpus");
+    let corpus = if args.resume {
+        match corpus::Corpus::load(&campaign.out, &campaign.runs) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: --resume: corpus {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    } else {
+        if corpus_dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&corpus_dir) {
+                eprintln!(
+                    "error: --out: removing the old corpus {}: {e}",
+                    corpus_dir.display()
+                );
+                return EXIT_BAD_INPUT;
+            }
+        }
+        corpus::Corpus::default()
+    };
+    // Every declared race window is listed from the start, reached or not.
+    for selected in &campaign.runs {
+        if let Ok(system) = selected.system(&[]) {
+            for w in shopsim_sim::runner::System::windows(&system) {
+                if !state.windows.iter().any(|s| s.window == w.name())
+                    && state.windows.len() < corpus::WINDOWS_MAX
+                {
+                    state.windows.push(corpus::WindowStats::new(w.name()));
+                }
+            }
+        }
+    }
     state.sessions += 1;
     let elapsed_before = Duration::from_millis(state.elapsed_ms);
     let session_started = Instant::now();
@@ -244,6 +260,9 @@ pub fn run(args: Args) -> u8 {
         bar: bar.clone(),
         repeats: BTreeMap::new(),
         last_repeat_line: Instant::now(),
+        corpus,
+        started: session_started,
+        elapsed_before_ms: elapsed_before.as_millis() as u64,
     };
     // Saved before any work, so a campaign killed at any moment can be resumed.
     if !session.save() {
@@ -338,9 +357,24 @@ pub fn run(args: Args) -> u8 {
             campaign.out.join("report.json").display()
         );
     }
+    // Every declared race window (`sometimes!`), all sessions: how often it was reached and
+    // when first; the ones never reached are races the campaign does not test.
+    println!(
+        "race windows ({} corpus entries; {} seeds ran mutated corpus draws):",
+        session.corpus.entries.len(),
+        state.corpus_seeds
+    );
+    for line in report::window_lines(state) {
+        println!("  {line}");
+    }
     let exit = campaign.exit_code(state);
     let stopped = stop.load(Ordering::SeqCst);
-    let report = report::report_json(&campaign, state, exit, stopped);
+    let mut report = report::report_json(&campaign, state, exit, stopped);
+    report["corpus"] = serde_json::json!({
+        "entries": session.corpus.entries.iter().map(|e| campaign.out.join(&e.path).display().to_string()).collect::<Vec<_>>(),
+        "share": campaign.corpus_share,
+        "mutated_seeds": state.corpus_seeds,
+    });
     let junit = report::junit_xml(&campaign, state);
     match artifact::write_atomic(&campaign.out.join("report.json"), &report) {
         Ok(bytes) => session.count_write(bytes),

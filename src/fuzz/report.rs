@@ -18,14 +18,15 @@ const JUNIT_GROUPS_PER_CASE_MAX: usize = 20;
 
 /// An exemplar as the report shows it, with the commands that replay it.
 fn exemplar_json(campaign: &Campaign, group: &Group, e: &Exemplar) -> Value {
-    let selected = campaign.run_named(&group.system);
+    // A mutated seed's draws do not follow from the seed: only its artifact replays it.
+    let selected = campaign.run_named(&group.system).filter(|_| !e.mutated);
     let replay = selected.map(|s| {
         SeedRun {
             source: &s.source,
             profile: s.profile.name(),
             seed: e.seed,
             bugs: &campaign.bugs,
-            swarm: campaign.swarm,
+            draw: campaign.draw,
         }
         .replay_command()
     });
@@ -96,7 +97,42 @@ pub fn report_json(campaign: &Campaign, state: &State, exit_code: u8, stopped: b
         "io": state.io,
         "scenarios": scenarios,
         "groups": groups,
+        "windows": state.windows.iter().map(|w| json!({
+            "window": w.window,
+            "hits": w.hits,
+            "seeds": w.seeds,
+            "never_reached": w.first.is_none(),
+            "first_hit": w.first.as_ref().map(|f| json!({
+                "seed": f.seed.to_string(),
+                "scenario": f.run,
+                "elapsed_s": f.elapsed_ms as f64 / 1000.0,
+                "mutated_draws": f.mutated,
+            })),
+            "runs": w.runs,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// The window report, one line per declared window: times reached, seeds, and the time
+/// and seed of its first hit, or that it was never reached.
+pub fn window_lines(state: &State) -> Vec<String> {
+    state
+        .windows
+        .iter()
+        .map(|w| match &w.first {
+            Some(f) => format!(
+                "{:>9} hits {:>8} seeds  first at {:>9.1} s seed={} {}{}  {}",
+                w.hits,
+                w.seeds,
+                f.elapsed_ms as f64 / 1000.0,
+                f.seed,
+                f.run,
+                if f.mutated { " (corpus)" } else { "" },
+                w.window
+            ),
+            None => format!("never reached: sometimes!(\"{}\")", w.window),
+        })
+        .collect()
 }
 
 /// Text for XML: `&<>"'` escaped, and characters XML 1.0 cannot hold replaced by `?`.

@@ -10,9 +10,10 @@ use std::time::Instant;
 use shopsim_sim::runner::{FailureKind, Outcome, SimConfig, System};
 
 use super::campaign::Campaign;
+use super::corpus;
 use super::groups::{self, Exemplar, Group, Keep, RunSize};
+use super::seed_of;
 use super::state::{self, State};
-use super::{seed_config, seed_of};
 use crate::artifact::{self, Artifact};
 use crate::progress::Bar;
 use crate::reproduce::{replay_artifact_command, SeedRun};
@@ -37,6 +38,12 @@ pub(super) struct Session<'a> {
     /// Repeated failures per group id since the last count line.
     pub(super) repeats: BTreeMap<u64, u64>,
     pub(super) last_repeat_line: Instant,
+    /// The corpus of draws that reached rare race windows.
+    pub(super) corpus: corpus::Corpus,
+    /// When this session started, and the campaign's wall time before it, ms: a window's
+    /// first-hit time is their sum.
+    pub(super) started: Instant,
+    pub(super) elapsed_before_ms: u64,
 }
 
 impl Session<'_> {
@@ -97,7 +104,8 @@ impl Session<'_> {
             commit: artifact::BUILD_COMMIT.to_string(),
             version: artifact::VERSION.to_string(),
             trace_hash: o.trace_hash,
-            failure,
+            failure: Some(failure),
+            windows: super::corpus::windows_reached(system, &o.coverage),
             reports: o.reports.clone(),
             history: o.history.clone(),
         };
@@ -124,6 +132,7 @@ impl Session<'_> {
         system: &S,
         config: &SimConfig,
         o: &Outcome<S::State>,
+        mutated: bool,
     ) {
         let campaign = self.campaign;
         let selected = &campaign.runs[run];
@@ -154,12 +163,13 @@ impl Session<'_> {
                 ops: size.ops,
                 virtual_us: size.virtual_us,
                 artifact: artifact.clone(),
+                mutated,
             };
             let id = self.state.groups.len() as u64 + 1;
             let group = Group::new(id, signature, failure.kind, &failure.witness, exemplar);
             self.state.groups.push(group);
             self.live.groups.store(id, Ordering::Relaxed);
-            self.print_new_group(run, o, id, artifact.as_deref());
+            self.print_new_group(run, o, id, artifact.as_deref(), mutated);
             return;
         };
         self.state.groups[index].count_one();
@@ -177,6 +187,7 @@ impl Session<'_> {
             ops: size.ops,
             virtual_us: size.virtual_us,
             artifact: Some(artifact),
+            mutated,
         };
         let removed = self.state.groups[index].keep(exemplar, &plan, campaign.artifacts_max);
         for relative in removed {
@@ -190,7 +201,14 @@ impl Session<'_> {
         }
     }
 
-    fn print_new_group<T>(&self, run: usize, o: &Outcome<T>, id: u64, artifact: Option<&str>) {
+    fn print_new_group<T>(
+        &self,
+        run: usize,
+        o: &Outcome<T>,
+        id: u64,
+        artifact: Option<&str>,
+        mutated: bool,
+    ) {
         let campaign = self.campaign;
         let selected = &campaign.runs[run];
         let failure = o.failure.as_ref().expect("a failed outcome");
@@ -214,9 +232,13 @@ impl Session<'_> {
             profile: selected.profile.name(),
             seed: o.seed,
             bugs: &campaign.bugs,
-            swarm: campaign.swarm,
+            draw: campaign.draw,
         };
-        text.push_str(&format!("\nnote: or by seed: {}", by_seed.replay_command()));
+        if mutated {
+            text.push_str("\n  (mutated corpus draws: only the artifact replays it)");
+        } else {
+            text.push_str(&format!("\nnote: or by seed: {}", by_seed.replay_command()));
+        }
         self.bar.println(&text);
     }
 
@@ -251,6 +273,95 @@ impl Session<'_> {
         self.last_repeat_line = Instant::now();
     }
 
+    /// Counts what one seed of run `run` reached into the window stats, and admits it to the
+    /// corpus if it passed and reached a window first for its run or a rare one.
+    fn count_reach<S: System>(
+        &mut self,
+        run: usize,
+        system: &S,
+        reach: &corpus::Reach,
+        config: &SimConfig,
+        mutated: bool,
+    ) {
+        let campaign = self.campaign;
+        let selected = &campaign.runs[run];
+        let name = selected.name();
+        for w in system.windows() {
+            if !self.state.windows.iter().any(|s| s.window == w.name())
+                && self.state.windows.len() < corpus::WINDOWS_MAX
+            {
+                self.state.windows.push(corpus::WindowStats::new(w.name()));
+            }
+        }
+        let admitted = reach.passed
+            && self.corpus.entries.len() < corpus::ENTRIES_MAX
+            && corpus::admits(
+                &reach.windows,
+                &self.state.windows,
+                self.state.runs[run].seeds,
+                |w| {
+                    (self.corpus.entries.iter())
+                        .filter(|e| e.run == run && e.windows.iter().any(|x| x == w))
+                        .count()
+                },
+                &name,
+            )
+            .is_some();
+        let elapsed_ms =
+            (self.elapsed_before_ms).saturating_add(self.started.elapsed().as_millis() as u64);
+        for (window, hits) in &reach.windows {
+            let Some(stats) = self.state.windows.iter_mut().find(|s| &s.window == window) else {
+                continue;
+            };
+            stats.hits = stats.hits.saturating_add(*hits);
+            stats.seeds = stats.seeds.saturating_add(1);
+            if stats.first.is_none() {
+                stats.first = Some(corpus::FirstHit {
+                    seed: reach.seed,
+                    run: name.clone(),
+                    elapsed_ms,
+                    mutated,
+                });
+            }
+            match stats.runs.iter_mut().find(|h| h.run == name) {
+                Some(h) => h.seeds = h.seeds.saturating_add(1),
+                None => stats.runs.push(corpus::RunHits {
+                    run: name.clone(),
+                    seeds: 1,
+                }),
+            }
+        }
+        if !admitted {
+            return;
+        }
+        let windows: Vec<String> = reach.windows.iter().map(|(w, _)| w.clone()).collect();
+        let entry = corpus::entry_artifact(
+            selected,
+            &campaign.bugs,
+            reach.seed,
+            config,
+            reach.trace_hash,
+            windows.clone(),
+        );
+        let relative =
+            artifact::corpus_path(&selected.scenario.name, selected.profile.name(), reach.seed);
+        match artifact::write_atomic(&campaign.out.join(&relative), &entry) {
+            Ok(bytes) => {
+                self.count_write(bytes);
+                self.corpus.entries.push(corpus::Entry {
+                    run,
+                    config: config.clone(),
+                    windows,
+                    path: relative,
+                });
+            }
+            Err(e) => self.bar.eprintln(&format!(
+                "error: writing {}: {e}",
+                campaign.out.join(&relative).display()
+            )),
+        }
+    }
+
     /// Runs one batch of `count` campaign indexes, from `state.seeds_run`; false (and nothing
     /// run) if an index of the batch has no seed on this shard.
     pub(super) fn batch(&mut self, count: u64) -> bool {
@@ -272,29 +383,69 @@ impl Session<'_> {
             return false;
         };
         for (r, selected) in campaign.runs.iter().enumerate() {
-            let seeds: Vec<u64> = work
-                .iter()
-                .filter(|(run, _)| *run == r as u64)
-                .map(|(_, seed)| *seed)
+            let indexed: Vec<(u64, u64)> = (first..end)
+                .zip(&work)
+                .filter(|(_, (run, _))| *run == r as u64)
+                .map(|(i, (_, seed))| (i, *seed))
                 .collect();
-            if seeds.is_empty() {
+            if indexed.is_empty() {
                 continue;
             }
+            let seeds: Vec<u64> = indexed.iter().map(|(_, seed)| *seed).collect();
             let system = selected.system(&campaign.bugs).expect("checked");
             let base = selected.scenario.sim_config();
-            let swarm = campaign.swarm;
+            let draw = campaign.draw;
+            let name = selected.name();
+            // A share of the indexes runs a mutation of a corpus entry's draws with its
+            // fresh seed; a mutation that does not validate runs the entry's draws as they are.
+            let mut mutated: BTreeMap<u64, SimConfig> = BTreeMap::new();
+            for &(i, seed) in &indexed {
+                let Some(entry) =
+                    self.corpus
+                        .pick(i, r, campaign.corpus_share, &self.state.windows, &name)
+                else {
+                    continue;
+                };
+                let config = corpus::mutate(&entry.config, i, &base);
+                let config = if selected.scenario.check_sim_config(&config).is_ok() {
+                    config
+                } else {
+                    entry.config.clone()
+                };
+                mutated.insert(seed, config);
+            }
+            let config_of = |seed: u64| {
+                mutated
+                    .get(&seed)
+                    .cloned()
+                    .unwrap_or_else(|| draw.config(&base, seed))
+            };
             let started = Instant::now();
             let mut failing = Vec::new();
+            let mut reached: Vec<corpus::Reach> = Vec::new();
             let stats = &mut self.state.runs[r];
             let live = &self.live;
             shopsim_sim::fuzz::for_each_seed(
                 || system.clone(),
                 &seeds,
-                |seed| seed_config(&base, seed, swarm),
+                config_of,
                 campaign.jobs,
                 |o| {
                     live.seeds.fetch_add(1, Ordering::Relaxed);
                     count_verdicts(stats, &o);
+                    reached.push(corpus::Reach {
+                        seed: o.seed,
+                        trace_hash: o.trace_hash,
+                        passed: o.passed(),
+                        windows: system
+                            .windows()
+                            .iter()
+                            .filter_map(|w| {
+                                let hits = o.coverage.sometimes.get(w.name())?.0;
+                                (hits > 0).then(|| (w.name().to_string(), hits))
+                            })
+                            .collect(),
+                    });
                     if !o.passed() {
                         failing.push(o);
                     }
@@ -302,12 +453,24 @@ impl Session<'_> {
                 },
             );
             stats.seeds += seeds.len() as u64;
+            self.state.corpus_seeds = self.state.corpus_seeds.saturating_add(mutated.len() as u64);
             // In seed order, whatever order the threads finished in: a group's first
-            // failure is its earliest campaign index.
-            failing.sort_by_key(|o| seeds.iter().position(|s| *s == o.seed));
+            // failure is its earliest campaign index, and the corpus admits in that order.
+            let position = |seed: u64| seeds.iter().position(|s| *s == seed);
+            failing.sort_by_key(|o| position(o.seed));
+            reached.sort_by_key(|r| position(r.seed));
             for o in &failing {
-                let config = seed_config(&base, o.seed, swarm);
-                self.file_failure(r, &system, &config, o);
+                self.file_failure(
+                    r,
+                    &system,
+                    &config_of(o.seed),
+                    o,
+                    mutated.contains_key(&o.seed),
+                );
+            }
+            for reach in &reached {
+                let is_mutated = mutated.contains_key(&reach.seed);
+                self.count_reach(r, &system, reach, &config_of(reach.seed), is_mutated);
             }
             // Running the seeds and confirming and writing the failures.
             let wall = &mut self.state.runs[r].wall_ms;

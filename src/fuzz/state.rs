@@ -114,6 +114,10 @@ pub struct State {
     pub runs: Vec<RunStats>,
     /// The failure groups, in order of discovery.
     pub groups: Vec<Group>,
+    /// Seeds that ran mutated corpus draws, all sessions.
+    pub corpus_seeds: u64,
+    /// Every declared race window: how often and when it was first reached.
+    pub windows: Vec<super::corpus::WindowStats>,
 }
 
 impl State {
@@ -135,6 +139,8 @@ impl State {
                 })
                 .collect(),
             groups: Vec::new(),
+            corpus_seeds: 0,
+            windows: Vec::new(),
         }
     }
 
@@ -175,6 +181,7 @@ mod wire {
     use serde::Deserialize;
     use shopsim_sim::input::InputError;
 
+    use super::super::corpus;
     use super::super::groups::{self, Exemplar, Group};
     use super::{
         CheckCounts, Io, RunStats, COUNT_MAX, ELAPSED_MS_MAX, RUNS_MAX, SEEDS_RUN_MAX,
@@ -237,6 +244,7 @@ mod wire {
     }
 
     /// A whole number in `0..=MAX`.
+    #[derive(Default)]
     pub struct Count<const MAX: u64>(pub u64);
 
     impl<'de, const MAX: u64> Deserialize<'de> for Count<MAX> {
@@ -275,6 +283,12 @@ mod wire {
 
     /// A list of at most `N` items, refused at item `N + 1` without reading further.
     pub struct List<T, const N: usize>(pub Vec<T>);
+
+    impl<T, const N: usize> Default for List<T, N> {
+        fn default() -> Self {
+            List(Vec::new())
+        }
+    }
 
     impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for List<T, N> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -345,6 +359,62 @@ mod wire {
         io: IoWire,
         runs: List<Run, RUNS_MAX>,
         groups: List<GroupWire, { groups::GROUPS_MAX + RUNS_MAX }>,
+        // Absent in a state written before the corpus existed.
+        #[serde(default)]
+        corpus_seeds: Count<COUNT_MAX>,
+        #[serde(default)]
+        windows: List<WindowWire, { corpus::WINDOWS_MAX }>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "WindowStats")]
+    struct WindowWire {
+        window: Text<{ crate::artifact::WINDOW_CHARS_MAX }>,
+        hits: Count<COUNT_MAX>,
+        seeds: Count<COUNT_MAX>,
+        first: Nullable<FirstHitWire>,
+        runs: List<RunHitsWire, RUNS_MAX>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "FirstHit")]
+    struct FirstHitWire {
+        seed: Seed,
+        run: Text<TEXT_CHARS_MAX>,
+        elapsed_ms: Count<ELAPSED_MS_MAX>,
+        mutated: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename = "RunHits")]
+    struct RunHitsWire {
+        run: Text<TEXT_CHARS_MAX>,
+        seeds: Count<COUNT_MAX>,
+    }
+
+    impl WindowWire {
+        fn into_stats(self) -> corpus::WindowStats {
+            corpus::WindowStats {
+                window: self.window.0,
+                hits: self.hits.0,
+                seeds: self.seeds.0,
+                first: self.first.0.map(|f| corpus::FirstHit {
+                    seed: f.seed.0,
+                    run: f.run.0,
+                    elapsed_ms: f.elapsed_ms.0,
+                    mutated: f.mutated,
+                }),
+                runs: self
+                    .runs
+                    .0
+                    .into_iter()
+                    .map(|r| corpus::RunHits {
+                        run: r.run.0,
+                        seeds: r.seeds.0,
+                    })
+                    .collect(),
+            }
+        }
     }
 
     #[derive(Deserialize)]
@@ -381,6 +451,8 @@ mod wire {
         ops: Count<COUNT_MAX>,
         virtual_us: Count<COUNT_MAX>,
         artifact: Nullable<Text<TEXT_CHARS_MAX>>,
+        #[serde(default)]
+        mutated: bool,
     }
 
     /// `violation`, `liveness`, `panic` or `no_progress`.
@@ -420,6 +492,7 @@ mod wire {
                 ops: self.ops.0,
                 virtual_us: self.virtual_us.0,
                 artifact: self.artifact.0.map(|a| a.0),
+                mutated: self.mutated,
             }
         }
     }
@@ -482,6 +555,13 @@ mod wire {
                             .collect(),
                     })
                     .collect(),
+                corpus_seeds: self.corpus_seeds.0,
+                windows: self
+                    .windows
+                    .0
+                    .into_iter()
+                    .map(WindowWire::into_stats)
+                    .collect(),
             }
         }
     }
@@ -491,6 +571,47 @@ mod wire {
 fn validate(state: &State) -> Result<(), InputError> {
     if state.sessions == 0 {
         return Err(InputError::new("sessions", 0, "must be at least 1"));
+    }
+    if state.corpus_seeds > state.seeds_run {
+        return Err(InputError::new(
+            "corpus_seeds",
+            state.corpus_seeds,
+            format!("must be at most seeds_run ({})", state.seeds_run),
+        ));
+    }
+    for (i, w) in state.windows.iter().enumerate() {
+        let at = |field: &str| format!("windows[{i}].{field}");
+        if state.windows[..i].iter().any(|o| o.window == w.window) {
+            return Err(InputError::new(at("window"), &w.window, "must be unique"));
+        }
+        if w.seeds > state.seeds_run || w.seeds > w.hits {
+            return Err(InputError::new(
+                at("seeds"),
+                w.seeds,
+                format!(
+                    "must be at most seeds_run ({}) and hits ({})",
+                    state.seeds_run, w.hits
+                ),
+            ));
+        }
+        if (w.seeds == 0) != w.first.is_none() {
+            return Err(InputError::new(
+                at("first"),
+                if w.first.is_some() { "a hit" } else { "null" },
+                "must be given exactly when some seed reached the window",
+            ));
+        }
+        let per_run = w
+            .runs
+            .iter()
+            .try_fold(0u64, |sum, r| sum.checked_add(r.seeds));
+        if per_run != Some(w.seeds) {
+            return Err(InputError::new(
+                at("runs"),
+                format!("{per_run:?}"),
+                format!("must add up to the window's seeds ({})", w.seeds),
+            ));
+        }
     }
     let mut seeds_total: u64 = 0;
     for (i, run) in state.runs.iter().enumerate() {
@@ -663,6 +784,7 @@ mod tests {
             ops: 900,
             virtual_us: 18_000_000,
             artifact: Some(format!("s@pg_rc/{}.json", u64::MAX)),
+            mutated: false,
         };
         let mut g = Group::new(
             1,
@@ -677,8 +799,29 @@ mod tests {
             ops: 100,
             virtual_us: 9,
             artifact: Some("s@pg_rc/3.json".to_string()),
+            mutated: true,
         };
         state.groups.push(g);
+        state.seeds_run = 40;
+        state.corpus_seeds = 10;
+        state.windows.push(super::super::corpus::WindowStats {
+            window: "convert: two converts overlap".to_string(),
+            hits: 12,
+            seeds: 3,
+            first: Some(super::super::corpus::FirstHit {
+                seed: u64::MAX,
+                run: "s@pg_rc".to_string(),
+                elapsed_ms: 1_500,
+                mutated: false,
+            }),
+            runs: vec![super::super::corpus::RunHits {
+                run: "s@pg_rc".to_string(),
+                seeds: 3,
+            }],
+        });
+        state
+            .windows
+            .push(super::super::corpus::WindowStats::new("never"));
         state
     }
 
@@ -723,6 +866,27 @@ mod tests {
             ),
             (Box::new(|v| v["sessions"] = 0.into()), "sessions"),
             (Box::new(|v| v["extra"] = 0.into()), "extra"),
+            (Box::new(|v| v["corpus_seeds"] = 41.into()), "corpus_seeds"),
+            (
+                Box::new(|v| v["windows"][0]["seeds"] = 41.into()),
+                "windows[0].seeds",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["first"] = Value::Null),
+                "windows[0].first",
+            ),
+            (
+                Box::new(|v| v["windows"][1]["window"] = v["windows"][0]["window"].clone()),
+                "windows[1].window",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["runs"][0]["seeds"] = 2.into()),
+                "windows[0].runs",
+            ),
+            (
+                Box::new(|v| v["windows"][0]["first"]["seed"] = 7.into()),
+                "windows[0].first.seed",
+            ),
             (
                 Box::new(|v| {
                     v["io"].as_object_mut().unwrap().remove("bytes_written");

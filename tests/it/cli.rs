@@ -68,6 +68,29 @@ fn conformance_bad_input_exits_2_naming_the_value() {
     assert_eq!(code, 2);
 }
 
+/// `crosscheck`'s lane count and swarm mode are checked before any server starts.
+#[test]
+fn crosscheck_bad_input_exits_2_naming_the_value() {
+    for (args, names) in [
+        (
+            &["crosscheck", "--random", "1", "--workers", "0"][..],
+            "--workers: expected a whole number in 1..=64, got `0`",
+        ),
+        (
+            &["crosscheck", "--random", "1", "--workers", "65"][..],
+            "got `65`",
+        ),
+        (
+            &["crosscheck", "--random", "1", "--swarm"][..],
+            "--swarm: needs --scenario",
+        ),
+    ] {
+        let (code, _, err) = shopsim(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}
+
 /// A fresh, empty temporary folder for this test process.
 pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("shopsim-{name}-{}", std::process::id()));
@@ -215,14 +238,18 @@ fn fuzz_writes_artifacts_that_replay_with_the_same_hash_and_a_diagram() {
         .unwrap()
         .path();
     let diagram = out_dir.join("d.mmd");
+    // With the statement recorder on (`--trace`, `--diagram`) the replay still gives the
+    // artifact's hash: exit 1, not 5.
     let (code, out, err) = shopsim(&[
         "replay",
         artifact.to_str().unwrap(),
         "--diagram",
         diagram.to_str().unwrap(),
+        "--trace",
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("payment_exactly_once"), "{out}");
+    assert!(out.contains("\ndatabase primary (pg_rc): "), "{out}");
     assert!(std::fs::read_to_string(&diagram)
         .unwrap()
         .starts_with("sequenceDiagram"));
@@ -426,6 +453,49 @@ fn a_run_without_progress_fails_with_exit_6() {
     assert_eq!(code, 6, "{out}");
     assert!(
         out.contains("FAIL too-slow@pg_rc seed=3 progress: the run made too little progress: orders placed 0 (at least 1)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn steered_runs_replay_from_their_command_and_in_a_fresh_process() {
+    let (code, out, err) = shopsim(&[
+        "run",
+        "lc-last-unit",
+        "--seeds",
+        "10",
+        "--profile",
+        "pg_rc",
+        "--bug",
+        "oversell_check_then_act",
+        "--steering",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL lc-last-unit@pg_rc seed="))
+        .expect("a FAIL line");
+    let replay = out
+        .lines()
+        .find_map(|l| l.strip_prefix("note: reproduce with: cargo run --release -- "))
+        .expect("a replay command");
+    assert!(replay.ends_with(" --steering"), "{replay}");
+    let args: Vec<&str> = replay.split_whitespace().collect();
+    let (code, out, _) = shopsim(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(fail), "{out}");
+    // The replay prints its configuration: steered.
+    assert!(out.contains("enabled: true"), "{out}");
+    let (code, out, err) = shopsim(&[
+        "check-determinism",
+        "lc-webhook-twice",
+        "--seeds",
+        "3",
+        "--steering",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("6 seeds deterministic (twice in process, once in a fresh process)"),
         "{out}"
     );
 }

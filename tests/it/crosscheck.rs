@@ -204,9 +204,11 @@ fn random_groups_diverge_only_in_known_classes() {
     let Some(mut engines) = engines() else { return };
     let summary = campaign::random_groups(
         &mut engines,
-        0..120,
+        0,
+        120,
         &[EngineKind::Postgres, EngineKind::MariaDb],
         0,
+        2,
         |_| {},
     )
     .unwrap();
@@ -265,6 +267,7 @@ fn a_planted_wrong_simulated_outcome_is_reported() {
     assert_ne!(first.real, "ERR 1213");
     assert!(check.allowed.is_none());
     assert_eq!(check.identical, first.step.unwrap() - 1);
+    assert_eq!(check.compared, first.step.unwrap());
 }
 
 /// Transcripts of every scenario under both default profiles, faults on: the first
@@ -278,13 +281,13 @@ fn transcripts_of_every_scenario_diverge_only_in_known_classes() {
         for profile in scenario.profile_list() {
             let system = scenario.system(profile, &[]).unwrap();
             let config = scenario.sim_config();
-            let inputs = (0..2).map(|seed| {
+            let input = |seed: usize| {
                 let (_, transcripts) =
-                    record_transcripts(|| shopsim_sim::runner::run(&system, seed, &config));
+                    record_transcripts(|| shopsim_sim::runner::run(&system, seed as u64, &config));
                 let t = transcripts.into_iter().find(|t| !t.read_only).unwrap();
                 (format!("{}@{profile} seed {seed}", scenario.name), t)
-            });
-            let summary = campaign::transcripts(&mut engines, inputs, 0, |_| {}).unwrap();
+            };
+            let summary = campaign::transcripts(&mut engines, 2, input, 0, 2, |_| {}).unwrap();
             compared += summary.statements_identical;
             failures.extend(summary.harness_failures.iter().cloned());
             failures.extend(unknown_findings(&summary));

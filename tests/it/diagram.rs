@@ -15,8 +15,9 @@
 //!   an entity code such as `#35;` (which Mermaid replaces before lexing); a bare `#` starts
 //!   a comment, which is how every label of the old diagrams came out empty. No label starts
 //!   with `#`, and none holds `%%` (a comment) or `<`/`>` (HTML);
-//! - every lane a message or note names was declared as a participant (else Mermaid adds
-//!   lanes by itself, in the order it meets them).
+//! - every lane a message or note names was declared as a participant before (else Mermaid
+//!   adds lanes by itself, in the order it meets them), and no lane is declared twice (Mermaid
+//!   would keep one lane with the last alias).
 
 use crate::cli::{shopsim, temp_dir};
 
@@ -118,6 +119,9 @@ pub(crate) fn check_sequence(diagram: &str) -> Result<Vec<(String, String)>, Str
             {
                 return Err(at(format!("alias `{alias}`")));
             }
+            if lanes.iter().any(|(l, _)| l == id) {
+                return Err(at(format!("lane `{id}` declared twice")));
+            }
             lanes.push((id.to_string(), alias.to_string()));
         } else if let Some(rest) = line.strip_prefix("Note over ") {
             let (ids, text) = rest.split_once(": ").ok_or_else(|| at("no text".into()))?;
@@ -159,6 +163,8 @@ fn the_grammar_check_catches_what_mermaid_misreads() {
         "sequenceDiagram\n    participant a as a\n    participant b as b\n    a->>b: \n",
         "sequenceDiagram\n    participant end as a\n",
         "sequenceDiagram\n    participant a as a;b\n",
+        "sequenceDiagram\n    participant a as a\n    participant a as b\n",
+        "sequenceDiagram\n    participant a as a\n    a->>b: x\n    participant b as b\n",
     ] {
         assert!(check_sequence(bad).is_err(), "{bad}");
     }
@@ -188,16 +194,58 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
         "oversell_check_then_act",
     ]);
     assert!(lanes.iter().any(|l| l.starts_with("shopper-")), "{lanes:?}");
-    for lane in ["app nodes", "database"] {
-        assert!(lanes.iter().any(|l| l == lane), "{lane}: {lanes:?}");
-    }
-    assert!(diagram.contains("SQL statements"), "{diagram}");
+    // One lane per app node that served a drawn request, then the database.
+    assert!(lanes.iter().any(|l| l.starts_with("app-")), "{lanes:?}");
+    assert!(lanes.iter().any(|l| l == "database"), "{lanes:?}");
+    let app = lanes.iter().position(|l| l.starts_with("app-")).unwrap();
+    let db = lanes.iter().position(|l| l == "database").unwrap();
+    assert!(lanes[..app].iter().all(|l| l.starts_with("shopper-")) && app < db);
     // Every labelled operation the witness names appears with its answer.
     assert!(
-        diagram.contains("->>app: op 22 POST /api/v1/cart/{id}/items"),
+        diagram.contains("->>app_2: op 22 POST /api/v1/cart/{id}/items")
+            || diagram.contains("->>app_1: op 22 POST /api/v1/cart/{id}/items"),
         "{diagram}"
     );
     assert!(diagram.contains("-->>client1: op 22 201"), "{diagram}");
+    // The statements of the witness's operations: each read of the stock with its answer,
+    // from at least two sessions, and a lock wait with its end.
+    let reads: Vec<&str> = diagram
+        .lines()
+        .filter(|l| l.contains("->>db: op ") && l.contains("select stock, reserved from products"))
+        .collect();
+    let sessions: std::collections::BTreeSet<&str> = reads
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert!(sessions.len() >= 2, "{diagram}");
+    assert!(diagram.contains("-->>app_"), "{diagram}");
+    assert!(diagram.contains("1 row: stock=5 reserved=0"), "{diagram}");
+    assert!(
+        diagram.contains("Note over db: op ")
+            && diagram.contains("waits for a row lock on products"),
+        "{diagram}"
+    );
+    assert!(diagram.contains("woken by s"), "{diagram}");
+    // A blocked statement: its arrow, then its note, then its answer with the wait.
+    let lines: Vec<&str> = diagram.lines().collect();
+    let note_at = lines
+        .iter()
+        .position(|l| l.starts_with("    Note over db: op ") && l.contains("waits for a row lock"))
+        .unwrap();
+    let who = lines[note_at]["    Note over db: ".len()..]
+        .split(" waits")
+        .next()
+        .unwrap();
+    let sent = format!("->>db: {who} update products");
+    let sent_at = lines
+        .iter()
+        .position(|l| l.contains(&sent))
+        .expect("the blocked statement");
+    let answer_at = lines
+        .iter()
+        .position(|l| l.contains("-->>") && l.contains(who) && l.contains("waited"))
+        .expect("the blocked statement's answer");
+    assert!(sent_at < note_at && note_at < answer_at, "{diagram}");
 
     let (_, lanes) = diagram_of(&[
         "catalog-reads",
@@ -207,7 +255,7 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
         "cache_key_without_tenant",
     ]);
     assert!(lanes.iter().any(|l| l == "cache"), "{lanes:?}");
-    let (_, lanes) = diagram_of(&[
+    let (diagram, lanes) = diagram_of(&[
         "payment-race",
         "--seed",
         "1",
@@ -215,9 +263,24 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
         "payment_check_then_act",
     ]);
     assert!(lanes.iter().any(|l| l == "payment provider"), "{lanes:?}");
+    assert!(diagram.contains("->>db: op "), "{diagram}");
+    // A deployment with a read replica draws the reads that went to it in a lane of its own.
+    let (diagram, lanes) = diagram_of(&["multi-tenant-mixed", "--seed", "1"]);
+    assert!(lanes.iter().any(|l| l == "read replica"), "{lanes:?}");
+    assert!(diagram.contains("->>replica: op "), "{diagram}");
     // Faults drawn by swarm mode become notes, which must be valid text too (seed 4: a fault
-    // falls among the first operations shown; seed 2's faults come later since the model drew
-    // more operations before them).
-    let (diagram, _) = diagram_of(&["checkout-concurrency", "--seed", "4", "--swarm"]);
-    assert!(diagram.contains("Note over app,db: fault at "), "{diagram}");
+    // falls among the first operations shown; seed 2's come later since the probes and the
+    // per-profile draws changed its run).
+    let (diagram, _) = diagram_of(&[
+        "checkout-concurrency",
+        "--seed",
+        "4",
+        "--swarm",
+        "--no-steering",
+    ]);
+    assert!(
+        diagram.contains("Note over app_1,db: fault at ")
+            || diagram.contains("Note over app_2,db: fault at "),
+        "{diagram}"
+    );
 }

@@ -3,6 +3,7 @@
 mod campaign;
 mod cli;
 mod conformance;
+mod corpus;
 mod counter;
 mod crosscheck;
 mod diagram;
@@ -10,3 +11,5 @@ mod inputs;
 mod profiles;
 mod roundtrip;
 mod scenarios;
+mod steering;
+mod trace;

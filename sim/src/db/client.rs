@@ -76,6 +76,7 @@ use tokio::sync::oneshot;
 
 use super::server::{statement_kind, Hello, Reply, Request, StatementKind};
 use super::{DbError, QueryResult, Value};
+use crate::steering::{self, Point, Site};
 
 /// Client settings of one pool. Times are virtual.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +98,9 @@ pub struct DbClientConfig {
     /// second outcome. Faithful to Laravel, and a source of double writes when the first run
     /// had committed. Off by default so that lost replies stay visible as ambiguous errors.
     pub retry_lost_connection_outside_transaction: bool,
+    /// The client's name, sent with every statement like PostgreSQL's `application_name`
+    /// (`app-2`, `worker`): a transcript names the sessions by it. The engine never reads it.
+    pub application_name: Option<String>,
     /// Whose rule [`DbConn::transaction`] retries by.
     pub laravel: LaravelVersion,
     /// The isolation level every [`DbConn::transaction`] sets for itself, as code that runs
@@ -129,6 +133,7 @@ impl DbClientConfig {
             retry_lost_connection_outside_transaction: false,
             laravel: LaravelVersion::default(),
             transaction_isolation: None,
+            application_name: None,
         }
     }
 }
@@ -307,6 +312,8 @@ struct Transport {
 
 struct PoolShared {
     config: DbClientConfig,
+    /// `config.application_name`, shared by every statement instead of copied.
+    application: Option<Arc<str>>,
     state: Mutex<PoolState>,
 }
 
@@ -332,6 +339,8 @@ pub struct DbPool {
     shared: Arc<PoolShared>,
     /// Told of every statement run on connections taken through this handle.
     listener: Option<QueryListener>,
+    /// Sent with every statement run on connections taken through this handle.
+    tag: Option<u64>,
 }
 
 impl DbPool {
@@ -340,9 +349,11 @@ impl DbPool {
         assert!(config.pool_size > 0);
         assert!(config.statement_timeout_ms > 0);
         let slots_free = config.pool_size;
+        let application = config.application_name.as_deref().map(Arc::from);
         DbPool {
             shared: Arc::new(PoolShared {
                 config,
+                application,
                 state: Mutex::new(PoolState {
                     idle: Vec::new(),
                     slots_free,
@@ -350,6 +361,7 @@ impl DbPool {
                 }),
             }),
             listener: None,
+            tag: None,
         }
     }
 
@@ -360,6 +372,19 @@ impl DbPool {
         DbPool {
             shared: self.shared.clone(),
             listener: Some(listener),
+            tag: self.tag,
+        }
+    }
+
+    /// A handle on the same pool whose connections send `tag` with every statement they run
+    /// (for example the client operation the statements serve), so a transcript can tell
+    /// which operation ran which statement. Like `application_name`, the engine never reads
+    /// it: a tag changes no outcome, no cost and no trace hash.
+    pub fn with_tag(&self, tag: u64) -> DbPool {
+        DbPool {
+            shared: self.shared.clone(),
+            listener: self.listener.clone(),
+            tag: Some(tag),
         }
     }
 
@@ -452,6 +477,9 @@ pub struct DbConn {
     in_transaction: bool,
     /// The open transaction's entry in the run's [`crate::open_transactions`] registry.
     transaction_token: Option<u64>,
+    /// The open transaction has read or written rows: a steering delay here holds its
+    /// snapshot, reads and locks open (see [`crate::steering`]).
+    transaction_saw_rows: bool,
 }
 
 impl DbConn {
@@ -461,6 +489,7 @@ impl DbConn {
             transport,
             in_transaction: false,
             transaction_token: None,
+            transaction_saw_rows: false,
         }
     }
 
@@ -475,6 +504,17 @@ impl DbConn {
                 self.transaction_token = None;
             }
             _ => {}
+        }
+    }
+
+    /// Where a steering delay point at `at` of statement `sql` sits.
+    fn steering_site(&self, at: Point, sql: &str) -> Site {
+        if !(self.in_transaction && self.transaction_saw_rows) {
+            return Site::Outside;
+        }
+        match (at, statement_kind(sql)) {
+            (Point::DbSend, StatementKind::Read) => Site::Inside,
+            _ => Site::Deciding,
         }
     }
 
@@ -510,12 +550,14 @@ impl DbConn {
     }
 
     /// Runs one statement. On a broken connection the connection is discarded (the server
-    /// rolls back the open transaction) and the next statement opens a new one.
+    /// rolls back the open transaction) and the next statement opens a new one. Steering
+    /// delay points sit before the statement is sent and after its result arrives.
     pub async fn execute(
         &mut self,
         sql: &str,
         params: &[Value],
     ) -> Result<QueryResult, ClientError> {
+        steering::point(Point::DbSend, self.steering_site(Point::DbSend, sql)).await;
         let in_transaction = self.in_transaction;
         let result = self.execute_once(sql, params).await;
         let retry = self
@@ -533,6 +575,9 @@ impl DbConn {
         if let Some(listener) = &self.pool.listener {
             listener(sql, &result);
         }
+        let saw_rows = matches!(&result, Ok(r) if !r.rows.is_empty() || r.rows_affected > 0);
+        self.transaction_saw_rows = self.in_transaction && (self.transaction_saw_rows || saw_rows);
+        steering::point(Point::DbResult, self.steering_site(Point::DbResult, sql)).await;
         result
     }
 
@@ -563,6 +608,8 @@ impl DbConn {
         let request = Request {
             sql: sql.to_string(),
             params: params.to_vec(),
+            tag: self.pool.tag,
+            application: self.pool.shared.application.clone(),
         };
         if transport.tx.send(Box::new(request)).await.is_err() {
             // Never delivered: nothing ran, but an open transaction is gone.

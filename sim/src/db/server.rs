@@ -201,6 +201,11 @@ pub(crate) struct Hello {
 pub(crate) struct Request {
     pub(crate) sql: String,
     pub(crate) params: Vec<Value>,
+    /// The client's tag for the statement ([`super::client::DbPool::with_tag`]), for the
+    /// transcript only.
+    pub(crate) tag: Option<u64>,
+    /// The client's `application_name`, for the transcript only.
+    pub(crate) application: Option<Arc<str>>,
 }
 
 /// The outcome of one statement, server to client, with the session's transaction state after
@@ -401,13 +406,16 @@ impl DbNodeInner {
     }
 
     /// Hands every finished blocked statement to its parked connection task.
-    fn route_completions(&mut self, cause: FinishCause) {
+    /// `waker` is the session whose statement or disconnect ran just before (none for a
+    /// deadline), for the transcript.
+    fn route_completions(&mut self, cause: FinishCause, waker: Option<SessionId>) {
         for (session, result) in self.db.take_completions() {
             self.record(|at_us| TranscriptEvent::Finish {
                 session,
                 result: result.clone(),
                 cause,
                 at_us,
+                woken_by: waker,
             });
             match self.waiters.remove(&session) {
                 // The waiter may have gone (client closed); its session is disconnected next.
@@ -514,7 +522,7 @@ impl Drop for SessionGuard {
         inner.record(|at_us| TranscriptEvent::Disconnect { session, at_us });
         inner.db.disconnect(self.session);
         tracing::debug!(session = ?self.session, "db connection closed; open transaction rolled back");
-        inner.route_completions(FinishCause::Woken);
+        inner.route_completions(FinishCause::Woken, Some(session));
         let count_after = inner.db.commit_log().len();
         drop(inner);
         self.state.timer_notify.notify_one();
@@ -574,6 +582,10 @@ async fn serve_incarnation(state: Arc<DbNodeState>, config: DbServerConfig, epoc
         let mut inner = state.lock();
         if inner.origin.is_none() {
             inner.origin = Some(Instant::now());
+            if let Some(t) = &inner.transcript {
+                let run_us = micros(crate::trace::virtual_now());
+                t.lock().unwrap_or_else(|p| p.into_inner()).origin_run_us = run_us;
+            }
         }
     }
     tracing::debug!(
@@ -652,7 +664,7 @@ async fn serve_deadlines(state: Arc<DbNodeState>) {
         let now = inner.now();
         let count_before = inner.db.commit_log().len();
         inner.db.advance(now);
-        inner.route_completions(FinishCause::Deadline);
+        inner.route_completions(FinishCause::Deadline, None);
         let count_after = inner.db.commit_log().len();
         drop(inner);
         state.tell_follower(count_before, count_after);
@@ -742,6 +754,8 @@ async fn serve_connection(
                 sql: request.sql.clone(),
                 params: request.params.clone(),
                 at_us,
+                tag: request.tag,
+                application: request.application.as_deref().map(str::to_string),
             });
             let exec = inner
                 .db
@@ -752,11 +766,16 @@ async fn serve_connection(
                     result: result.clone(),
                     cause: FinishCause::Immediate,
                     at_us,
+                    woken_by: None,
                 }),
-                Exec::Blocked => inner.record(|at_us| TranscriptEvent::Block { session, at_us }),
+                Exec::Blocked => inner.record(|at_us| TranscriptEvent::Block {
+                    session,
+                    at_us,
+                    table: inner.db.blocked_on(session).map(str::to_string),
+                }),
             }
             let rows_touched = inner.db.stats().rows_touched;
-            inner.route_completions(FinishCause::Woken);
+            inner.route_completions(FinishCause::Woken, Some(session));
             state.tell_follower(count_before, inner.db.commit_log().len());
             let exec = match exec {
                 Exec::Done(result) => Ok(result),

@@ -787,3 +787,90 @@ fn a_listener_hears_the_statements_of_its_handle_only() {
         ]
     );
 }
+
+/// The transcript read per statement: the tags and application names the clients sent, and a
+/// lock wait with the table it waited on and the session whose COMMIT woke it.
+#[test]
+fn a_transcript_names_tags_waits_and_wakers() {
+    use super::transcript::{record_transcripts, FinishCause, StatementEnd};
+    let (_, transcripts) = record_transcripts(|| {
+        let mut world = World::new(1, Profile::PgRc, DbServerConfig::default());
+        let app = world.app_node();
+        let tagged = |tag| {
+            DbPool::new(DbClientConfig {
+                application_name: Some("app-a".to_string()),
+                ..client_config()
+            })
+            .with_tag(tag)
+        };
+        let (holder_pool, waiter_pool) = (tagged(7), tagged(8));
+        let holder = app.spawn(async move {
+            settle().await;
+            let mut conn = holder_pool.acquire().await.unwrap();
+            conn.begin().await.unwrap();
+            conn.execute(UPDATE, &id(1)).await.unwrap();
+            sleep(Duration::from_millis(200)).await;
+            conn.commit().await.unwrap();
+        });
+        let waiter = app.spawn(async move {
+            settle().await;
+            sleep(Duration::from_millis(50)).await;
+            waiter_pool.execute(UPDATE, &id(1)).await.unwrap();
+        });
+        world.rt.block_on(async move {
+            holder.await.unwrap();
+            waiter.await.unwrap();
+        });
+    });
+    assert_eq!(transcripts.len(), 1);
+    let statements = transcripts[0].statements();
+    let sqls: Vec<(u64, Option<u64>, &str)> = statements
+        .iter()
+        .map(|s| (s.session, s.tag, s.sql.as_str()))
+        .collect();
+    assert_eq!(
+        sqls,
+        [
+            // Session 1 set the table up.
+            (2, Some(7), "BEGIN"),
+            (2, Some(7), UPDATE),
+            (3, Some(8), UPDATE),
+            (2, Some(7), "COMMIT")
+        ]
+    );
+    assert!(statements
+        .iter()
+        .all(|s| s.application.as_deref() == Some("app-a")));
+    let waited = &statements[2];
+    let wait = waited.blocked.as_ref().expect("the second update waits");
+    assert_eq!(wait.table.as_deref(), Some("test"));
+    let StatementEnd::Finished {
+        cause,
+        woken_by,
+        at_us,
+        result,
+        event,
+    } = &waited.end
+    else {
+        panic!("{:?}", waited.end);
+    };
+    assert_eq!((*cause, *woken_by), (FinishCause::Woken, Some(2)));
+    assert_eq!(result.as_ref().map(|r| r.rows_affected), Ok(1));
+    // Woken by the COMMIT: it finished after the COMMIT ran, about 150 ms after it blocked.
+    assert!(*event > statements[3].event);
+    assert!(
+        (100_000..300_000).contains(&(at_us - wait.at_us)),
+        "{at_us}"
+    );
+    assert!(statements[..2]
+        .iter()
+        .chain(&statements[3..])
+        .all(|s| s.blocked.is_none()
+            && matches!(
+                s.end,
+                StatementEnd::Finished {
+                    cause: FinishCause::Immediate,
+                    ..
+                }
+            )));
+}

@@ -12,6 +12,7 @@
 //! because a connection sends its next statement only after the previous one finished.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,13 @@ pub enum TranscriptEvent {
         params: Vec<Value>,
         /// When.
         at_us: u64,
+        /// The client's tag ([`crate::db::client::DbPool::with_tag`]): the client operation
+        /// the statement serves, when the client says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<u64>,
+        /// The client's `application_name`, when it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        application: Option<String>,
     },
     /// The statement just executed waits for a lock.
     Block {
@@ -58,6 +66,9 @@ pub enum TranscriptEvent {
         session: SessionId,
         /// When.
         at_us: u64,
+        /// The table whose row lock it waits for, as the engine reports it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<String>,
     },
     /// A statement of `session` finished.
     Finish {
@@ -69,6 +80,10 @@ pub enum TranscriptEvent {
         cause: FinishCause,
         /// When.
         at_us: u64,
+        /// For [`FinishCause::Woken`]: the session whose statement or disconnect woke it
+        /// (released the lock, or closed a deadlock cycle on InnoDB).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        woken_by: Option<SessionId>,
     },
     /// The connection closed (client gone, reply undeliverable, buggified drop); the open
     /// transaction rolled back, also while a statement was blocked.
@@ -107,6 +122,10 @@ pub struct Transcript {
     pub read_only: bool,
     /// The schema and data before the first connection.
     pub setup: TranscriptSetup,
+    /// The run's virtual time ([`crate::trace::virtual_now`]) when the node first started,
+    /// µs: event times plus this are times of the run's history.
+    #[serde(default)]
+    pub origin_run_us: u64,
     /// The events in server order.
     pub events: Vec<TranscriptEvent>,
 }
@@ -118,6 +137,177 @@ impl Transcript {
             .iter()
             .filter(|e| matches!(e, TranscriptEvent::Execute { .. }))
             .count()
+    }
+
+    /// The statements, in the order the server executed them, each with how it ended: the
+    /// transcript read per statement instead of per event (for `replay --trace` and the
+    /// diagrams). Relies on the key invariant: one statement in flight per session.
+    pub fn statements(&self) -> Vec<TranscriptStatement> {
+        let mut statements: Vec<TranscriptStatement> = Vec::new();
+        // Per session: its statement in flight (an index into `statements`).
+        let mut in_flight: BTreeMap<SessionId, usize> = BTreeMap::new();
+        for (event, e) in self.events.iter().enumerate() {
+            match e {
+                TranscriptEvent::Connect { .. } => {}
+                TranscriptEvent::Execute {
+                    session,
+                    sql,
+                    params,
+                    at_us,
+                    tag,
+                    application,
+                } => {
+                    let previous = in_flight.insert(*session, statements.len());
+                    assert!(previous.is_none(), "one statement in flight per session");
+                    statements.push(TranscriptStatement {
+                        session: *session,
+                        sql: sql.clone(),
+                        params: params.clone(),
+                        tag: *tag,
+                        application: application.clone(),
+                        event,
+                        executed_us: *at_us,
+                        blocked: None,
+                        end: StatementEnd::Pending,
+                    });
+                }
+                TranscriptEvent::Block {
+                    session,
+                    at_us,
+                    table,
+                } => {
+                    if let Some(&i) = in_flight.get(session) {
+                        statements[i].blocked = Some(LockWait {
+                            at_us: *at_us,
+                            table: table.clone(),
+                        });
+                    }
+                }
+                TranscriptEvent::Finish {
+                    session,
+                    result,
+                    cause,
+                    at_us,
+                    woken_by,
+                } => {
+                    if let Some(i) = in_flight.remove(session) {
+                        statements[i].end = StatementEnd::Finished {
+                            event,
+                            at_us: *at_us,
+                            result: result.clone(),
+                            cause: *cause,
+                            woken_by: *woken_by,
+                        };
+                    }
+                }
+                TranscriptEvent::Disconnect { session, at_us } => {
+                    if let Some(i) = in_flight.remove(session) {
+                        statements[i].end = StatementEnd::Disconnected {
+                            event,
+                            at_us: *at_us,
+                        };
+                    }
+                }
+                TranscriptEvent::Crash { at_us } => {
+                    for (_, i) in std::mem::take(&mut in_flight) {
+                        statements[i].end = StatementEnd::Crashed {
+                            event,
+                            at_us: *at_us,
+                        };
+                    }
+                }
+            }
+        }
+        assert!(statements.windows(2).all(|w| w[0].event < w[1].event));
+        statements
+    }
+}
+
+/// One statement of a [`Transcript`] ([`Transcript::statements`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptStatement {
+    /// The engine session that ran it.
+    pub session: SessionId,
+    /// The statement text as the client sent it.
+    pub sql: String,
+    /// The bound parameters.
+    pub params: Vec<Value>,
+    /// The client's tag (the client operation it serves), if the client sent one.
+    pub tag: Option<u64>,
+    /// The client's `application_name`, if it sent one.
+    pub application: Option<String>,
+    /// The index of its `Execute` event in [`Transcript::events`].
+    pub event: usize,
+    /// When the engine ran it, µs since the node's origin.
+    pub executed_us: u64,
+    /// Its lock wait, if it blocked.
+    pub blocked: Option<LockWait>,
+    /// How it ended.
+    pub end: StatementEnd,
+}
+
+/// A statement waiting for a lock ([`TranscriptStatement::blocked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockWait {
+    /// When it started to wait, µs since the node's origin.
+    pub at_us: u64,
+    /// The table whose row lock it waited for.
+    pub table: Option<String>,
+}
+
+/// How a statement of a transcript ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatementEnd {
+    /// The engine answered.
+    Finished {
+        /// The index of the `Finish` event.
+        event: usize,
+        /// When, µs since the node's origin.
+        at_us: u64,
+        /// The answer.
+        result: Result<QueryResult, DbError>,
+        /// Why it finished then.
+        cause: FinishCause,
+        /// The session whose statement or disconnect woke it (for [`FinishCause::Woken`]).
+        woken_by: Option<SessionId>,
+    },
+    /// The connection closed while it waited: no answer, the transaction rolled back.
+    Disconnected {
+        /// The index of the `Disconnect` event.
+        event: usize,
+        /// When, µs since the node's origin.
+        at_us: u64,
+    },
+    /// The node crashed while it waited.
+    Crashed {
+        /// The index of the `Crash` event.
+        event: usize,
+        /// When, µs since the node's origin.
+        at_us: u64,
+    },
+    /// Still waiting when the run ended.
+    Pending,
+}
+
+impl StatementEnd {
+    /// The index of the event that ended it, if one did.
+    pub fn event(&self) -> Option<usize> {
+        match self {
+            StatementEnd::Finished { event, .. }
+            | StatementEnd::Disconnected { event, .. }
+            | StatementEnd::Crashed { event, .. } => Some(*event),
+            StatementEnd::Pending => None,
+        }
+    }
+
+    /// When it ended, µs since the node's origin, if it did.
+    pub fn at_us(&self) -> Option<u64> {
+        match self {
+            StatementEnd::Finished { at_us, .. }
+            | StatementEnd::Disconnected { at_us, .. }
+            | StatementEnd::Crashed { at_us, .. } => Some(*at_us),
+            StatementEnd::Pending => None,
+        }
     }
 }
 
@@ -177,6 +367,7 @@ pub(crate) fn recorder_for_new_node(profile: Profile) -> Option<TranscriptHandle
             profile,
             read_only: false,
             setup: TranscriptSetup::default(),
+            origin_run_us: 0,
             events: Vec::new(),
         }));
         sink.push(handle.clone());
