@@ -499,3 +499,14 @@ fn steered_runs_replay_from_their_command_and_in_a_fresh_process() {
         "{out}"
     );
 }
+
+/// `run` lists the declared race windows its seeds never reached, once for the whole run (a
+/// scenario that does not lock orders never reaches the lock windows).
+#[test]
+fn run_lists_the_race_windows_it_never_reached() {
+    let (code, out, err) = shopsim(&["run", "inventory-race", "--seeds", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("race windows reached: "), "{out}");
+    let line = "never reached: sometimes!(\"lock: a second lock attempt is rejected\")";
+    assert_eq!(out.matches(line).count(), 1, "{out}");
+}

@@ -79,11 +79,7 @@ impl Database {
         params: &[Value],
     ) -> Result<QueryResult, DbError> {
         let engine = self.engine;
-        let in_tx = self.sessions[&session].tx.is_some();
-        let aborted = self.sessions[&session]
-            .tx
-            .as_ref()
-            .is_some_and(|t| t.aborted);
+        let (in_tx, aborted) = self.tx_state(session);
         let ok = Ok(QueryResult::default());
         match stmt {
             Stmt::SetIsolation {

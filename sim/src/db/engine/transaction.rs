@@ -297,6 +297,13 @@ impl Database {
         }
     }
 
+    /// Whether `session` is in a transaction, and whether that transaction is aborted (only
+    /// ROLLBACK may follow).
+    pub(super) fn tx_state(&self, session: SessionId) -> (bool, bool) {
+        let tx = self.sessions[&session].tx.as_ref();
+        (tx.is_some(), tx.is_some_and(|t| t.aborted))
+    }
+
     /// Runs a statement that is not DML: transaction control here, settings in `session`.
     pub(super) fn control(
         &mut self,
@@ -305,11 +312,7 @@ impl Database {
         params: &[Value],
     ) -> Result<QueryResult, DbError> {
         let engine = self.engine;
-        let in_tx = self.sessions[&session].tx.is_some();
-        let aborted = self.sessions[&session]
-            .tx
-            .as_ref()
-            .is_some_and(|t| t.aborted);
+        let (in_tx, aborted) = self.tx_state(session);
         let ok = Ok(QueryResult::default());
         match stmt {
             Stmt::Begin | Stmt::BeginWithSnapshot => {
