@@ -535,7 +535,7 @@ proptest! {
     /// is refused naming a place.
     #[test]
     fn scenario_structure_never_panics(
-        base in 0usize..7,
+        base in 0usize..shopsim_scenarios::builtin().len(),
         cut in 0usize..2_000,
         splice in "\\PC{0,40}",
         noise in "(\\PC|\n|\\[|\\]|=|\"){0,200}",

@@ -285,7 +285,7 @@ pub(super) fn row_keys(table: &Table, access: &Access, direction: Direction) -> 
 }
 
 /// The index positions an access path visits, in its direction, with the gaps InnoDB locks
-/// (measured on MariaDB 10.11, `sim/conformance/engine-regressions.toml`): every record of a
+/// (measured on MariaDB 10.11.19): every record of a
 /// range or scan with its next-key lock; the first record past a range too, which the scan
 /// reads before it knows to stop (the end of the index, if none, as its supremum gap); the
 /// first record of a `>=` range that equals the bound without its gap. Walked backwards, a

@@ -1,6 +1,6 @@
 //! Savepoints: `SAVEPOINT`, `ROLLBACK TO SAVEPOINT` and `RELEASE SAVEPOINT`, and what a
 //! rollback to a savepoint gives back on each engine (measured on PostgreSQL 15.18 and
-//! MariaDB 10.11.19, `sim/conformance/engine-regressions.toml`):
+//! MariaDB 10.11.19):
 //! - PostgreSQL runs the work after a savepoint as a subtransaction. Rolling back to it undoes
 //!   the writes and gives back every row lock taken after it (a lock held before it stays, so
 //!   an upgrade goes back to the weaker mode), and undoes `SET`s made after it.
