@@ -404,8 +404,8 @@ fn print_finding(i: usize, f: &Finding) {
 fn run_random(args: &Args, count: u64, plan: &Plan) -> Result<u8, String> {
     let kinds = &plan.kinds;
     let mut engines = start(kinds)?;
-    // Checked: the last seed, seed_start + count - 1, is a 64-bit seed.
     let mut last = std::time::Instant::now();
+    // Checked: the last seed, seed_start + count - 1, is a 64-bit seed.
     let summary = campaign::random_groups(
         &mut engines,
         args.seed_start,

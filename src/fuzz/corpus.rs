@@ -40,19 +40,24 @@ pub const RARE_SHARE: f64 = 0.05;
 /// The most race windows the state file tracks.
 pub const WINDOWS_MAX: usize = 1_000;
 
-/// The race windows `system` declares that `coverage` reached, in declaration order.
-pub fn windows_reached<S: System>(system: &S, coverage: &CoverageReport) -> Vec<String> {
+/// The race windows `system` declares that `coverage` reached, in declaration order, with
+/// how often each was true.
+pub fn window_hits<S: System>(system: &S, coverage: &CoverageReport) -> Vec<(String, u64)> {
     system
         .windows()
         .iter()
-        .map(|w| w.name())
-        .filter(|name| {
-            coverage
-                .sometimes
-                .get(*name)
-                .is_some_and(|(hits, _)| *hits > 0)
+        .filter_map(|w| {
+            let hits = coverage.sometimes.get(w.name())?.0;
+            (hits > 0).then(|| (w.name().to_string(), hits))
         })
-        .map(str::to_string)
+        .collect()
+}
+
+/// The race windows `system` declares that `coverage` reached, in declaration order.
+pub fn windows_reached<S: System>(system: &S, coverage: &CoverageReport) -> Vec<String> {
+    window_hits(system, coverage)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect()
 }
 

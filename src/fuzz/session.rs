@@ -437,14 +437,7 @@ impl Session<'_> {
                         seed: o.seed,
                         trace_hash: o.trace_hash,
                         passed: o.passed(),
-                        windows: system
-                            .windows()
-                            .iter()
-                            .filter_map(|w| {
-                                let hits = o.coverage.sometimes.get(w.name())?.0;
-                                (hits > 0).then(|| (w.name().to_string(), hits))
-                            })
-                            .collect(),
+                        windows: corpus::window_hits(&system, &o.coverage),
                     });
                     if !o.passed() {
                         failing.push(o);
