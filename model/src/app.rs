@@ -281,7 +281,11 @@ impl App {
                 Engine::Postgres => format!("set app.tenant_id = '{tenant}'"),
                 Engine::InnoDb => format!("set @tenant_id = {tenant}"),
             };
-            conn.execute(&set, &[]).await?;
+            // Configured, not merely executed: a reconnect inside the request (Laravel's
+            // retry after a lost connection) opens a session without it, and every tenant-
+            // scoped statement after that would fail (PostgreSQL: 42704) or, on MariaDB, match
+            // no row at all (an unset `@tenant_id` is NULL).
+            conn.configure(&set).await?;
         }
         Ok(conn)
     }

@@ -142,6 +142,7 @@ pub async fn add_item(
 pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResponse> {
     let engine = app.engine;
     let bug = app.bugs.double_order_on_convert;
+    let by_product = app.config.lock_products_in_id_order;
     let mut conn = app.pool.acquire().await?;
     conn.transaction(app.attempts(), move |c| {
         Box::pin(async move {
@@ -167,9 +168,15 @@ pub async fn convert(app: &App, tenant: i64, cart_id: i64) -> AppResult<HttpResp
                 &[Value::Int(cart_id)],
             )
             .await?;
+            let mut order: Vec<&Vec<Value>> = candidates.rows.iter().collect();
+            if by_product {
+                // One global lock order (product, then reservation) for every convert: no two
+                // converts can each hold a product the other waits for.
+                order.sort_by_key(|row| (row[1].as_int(), row[0].as_int()));
+            }
             let mut total = 0i64;
             let mut converted = 0;
-            for candidate in &candidates.rows {
+            for candidate in order {
                 let reservation = candidate[0].as_int().expect("ids are not null");
                 let (product, quantity) = if bug {
                     // Trusts the unlocked read: another convert may be converting these too.

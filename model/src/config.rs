@@ -145,6 +145,11 @@ pub struct ShopConfig {
     /// ISOLATION LEVEL read committed` around each `DB::transaction`: `read committed`,
     /// `repeatable read`, ...); empty keeps the database profile's default.
     pub isolation_level: String,
+    /// Whether a checkout's convert locks its products in product-id order (reservations
+    /// sorted by product, then id) instead of the cart's reservation order. Two converts that
+    /// lock the same products in opposite orders deadlock; one global order makes that cycle
+    /// impossible (the fix for the deadlocks that outlast `transaction_attempts`).
+    pub lock_products_in_id_order: bool,
     /// Attempts of a queued job before it is dead-lettered into `failed_jobs` (`--tries`).
     pub job_tries: u32,
     /// Delay before a failed job is tried again, doubling per attempt, ms (`--backoff`).
@@ -240,6 +245,7 @@ impl Default for ShopConfig {
             laravel: LaravelVersion::default(),
             transaction_attempts: 3,
             isolation_level: String::new(),
+            lock_products_in_id_order: false,
             job_tries: 5,
             job_backoff_ms: 1_000,
             settle_ms_max: 60_000,

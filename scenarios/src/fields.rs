@@ -509,6 +509,10 @@ pub const FIELDS: &[Field] = &[
         kind: Kind::Choice(isolation_level_names),
         doc: "The isolation level every transaction of the app sets for itself (SET TRANSACTION ISOLATION LEVEL around each DB::transaction); empty keeps the profile's default.",
     },
+    flag(
+        "shop.lock_products_in_id_order",
+        "Whether convert locks the cart's products in product-id order (no deadlock between two converts) instead of reservation order.",
+    ),
     count(
         "shop.job_tries",
         1,

@@ -124,28 +124,141 @@ impl<S> Checker<S> for ServerErrors {
 }
 
 /// Fault windows (start, end) in µs, from the `nemesis` events of a history: each fault from
-/// its start event to the event of its pair; with `instants`, an instant event (a buggify
-/// point) is a window of its own; a fault never healed lasts to the end.
+/// its start event to the end event of its kind (a restart ends a crash, a heal a partition);
+/// with `instants`, every instant event (a buggify point) is a window of its own, as long as
+/// the delay it recorded (`delay_us`); a fault never healed lasts to the end.
 pub fn fault_windows(history: &History, instants: bool) -> Vec<(u64, u64)> {
     let mut windows = Vec::new();
-    let mut open: Vec<(String, u64)> = Vec::new();
+    let mut open: Vec<(&'static str, u64)> = Vec::new();
     for op in history.ops.iter().filter(|o| o.process == "nemesis") {
         let t = op.invoke_us;
-        match op.kind.as_str() {
-            "crash" | "pause" | "clog" | "partition" | "loss" | "latency" => {
-                open.push((op.kind.clone(), t))
+        let kind = op.kind.as_str();
+        if let Some(&(start, _)) = FAULT_PAIRS.iter().find(|(start, _)| *start == kind) {
+            open.push((start, t));
+        } else if let Some(&(start, _)) = FAULT_PAIRS.iter().find(|(_, end)| *end == kind) {
+            // The latest open fault of the same kind: faults of several kinds overlap.
+            if let Some(i) = open.iter().rposition(|&(k, _)| k == start) {
+                let (_, opened) = open.remove(i);
+                windows.push((opened, t));
             }
-            "restart" | "resume" | "unclog" | "heal" | "loss_end" | "latency_end" => {
-                if let Some((_, start)) = open.pop() {
-                    windows.push((start, t));
-                }
-            }
-            _ if instants => windows.push((t, t)),
-            _ => {}
+        } else if instants {
+            // A buggify delay lasts as long as it recorded.
+            windows.push((t, t.saturating_add(delay_us(op))));
         }
     }
     windows.extend(open.into_iter().map(|(_, start)| (start, u64::MAX)));
     windows
+}
+
+/// The length of a buggify delay event, µs (0 for an instant that does not delay).
+pub fn delay_us(op: &Op) -> u64 {
+    op.details
+        .get("delay_us")
+        .and_then(|d| d.as_u64())
+        .unwrap_or(0)
+}
+
+/// The buggify delays of a history that slow the whole system (a slow statement, a database
+/// reply held back: the transaction holds its locks and connection meanwhile), as windows
+/// (start, end), µs. Delays that slow one node's requests only are left out.
+pub fn system_delay_windows(history: &History) -> Vec<(u64, u64)> {
+    history
+        .ops
+        .iter()
+        .filter(|op| {
+            op.process == "nemesis" && delay_us(op) > 0 && op.details.get("node").is_none()
+        })
+        .map(|op| (op.invoke_us, op.invoke_us.saturating_add(delay_us(op))))
+        .collect()
+}
+
+/// The buggify delays of a history that slow one node's requests only: windows (start,
+/// end), µs, by the node they slow (the `node` of the event).
+pub fn node_delay_windows(history: &History) -> BTreeMap<&str, Windows> {
+    let mut by_node: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for op in history.ops.iter().filter(|o| o.process == "nemesis") {
+        if let Some(node) = op.details.get("node").and_then(|n| n.as_str()) {
+            let end = op.invoke_us.saturating_add(delay_us(op));
+            by_node.entry(node).or_default().push((op.invoke_us, end));
+        }
+    }
+    by_node
+        .into_iter()
+        .map(|(node, windows)| (node, Windows::new(windows)))
+        .collect()
+}
+
+/// The nemesis event that starts each kind of fault, and the one that ends it.
+const FAULT_PAIRS: [(&str, &str); 6] = [
+    ("crash", "restart"),
+    ("pause", "resume"),
+    ("clog", "unclog"),
+    ("partition", "heal"),
+    ("loss", "loss_end"),
+    ("latency", "latency_end"),
+];
+
+/// Disjoint windows, sorted, for overlap queries in logarithmic time.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    /// (start, end) in µs, sorted by start, pairwise disjoint.
+    spans: Vec<(u64, u64)>,
+}
+
+impl Windows {
+    /// The union of `windows`.
+    pub fn new(mut windows: Vec<(u64, u64)>) -> Windows {
+        windows.sort_unstable();
+        let mut spans: Vec<(u64, u64)> = Vec::with_capacity(windows.len());
+        for (a, b) in windows {
+            assert!(a <= b, "a window ends before it starts: {a}..{b}");
+            match spans.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => spans.push((a, b)),
+            }
+        }
+        Windows { spans }
+    }
+
+    /// The index of the first span that ends at or after `t`.
+    fn first_ending_after(&self, t: u64) -> usize {
+        self.spans.partition_point(|&(_, b)| b < t)
+    }
+
+    /// Whether `[start, end]` meets a window.
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.first_ending_after(start);
+        self.spans.get(i).is_some_and(|&(a, _)| a <= end)
+    }
+
+    /// Each window lasts until the last operation it caught has finished: requests caught by a
+    /// fault hold locks, connections and workers past its end, and every request queued behind
+    /// them is slowed by the fault too. An operation is caught if it overlaps the window from
+    /// `slack_us` before it was invoked; one that never finished holds the window open to its
+    /// own end only if it has one.
+    pub fn until_caught_finish(&self, history: &History, slack_us: u64) -> Windows {
+        let mut extended = self.spans.clone();
+        for op in history.ops.iter().filter(|o| is_client(o)) {
+            let start = op.invoke_us.saturating_sub(slack_us);
+            let Some(end) = op.complete_us else { continue };
+            let mut i = self.first_ending_after(start);
+            while let Some(&(a, _)) = self.spans.get(i) {
+                if a > end {
+                    break;
+                }
+                extended[i].1 = extended[i].1.max(end);
+                i += 1;
+            }
+        }
+        let windows = Windows::new(extended);
+        assert!(windows.spans.len() <= self.spans.len());
+        windows
+    }
+}
+
+/// Whether `op` is a client's request, not an event of the nemesis or the scheduler.
+fn is_client(op: &Op) -> bool {
+    op.process != "nemesis" && op.process != "steering"
 }
 
 /// Whether `op` overlaps a fault window, counting from `slack_us` before it was invoked (a
@@ -166,6 +279,8 @@ pub fn overlaps_fault(op: &Op, windows: &[(u64, u64)], slack_us: u64) -> bool {
 /// slows every request queued behind its locks, connections and workers, not only its own;
 /// and the short jitter an operation's own lane absorbed (`steered_us` in its details) is
 /// subtracted from its latency. So steering moves interleavings without moving the verdict.
+/// A fault's or a hold's window lasts until the requests it caught have finished
+/// ([`Windows::until_caught_finish`]): the backlog they leave is the fault's, not the system's.
 #[derive(Debug, Clone)]
 pub struct LatencySla {
     /// The check's name.
@@ -177,6 +292,9 @@ pub struct LatencySla {
     /// The threshold in milliseconds.
     pub threshold_ms: f64,
 }
+
+/// How long before its invocation a fault still slows or breaks a request, µs.
+pub const FAULT_SLACK_US: u64 = 1_000_000;
 
 /// The least number of operations a latency percentile is judged on.
 pub const LATENCY_SAMPLES_MIN: usize = 20;
@@ -192,17 +310,32 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 impl LatencySla {
-    /// Completed latencies of the class outside fault and steering windows, less the
-    /// steering jitter each absorbed, sorted, in microseconds.
+    /// Completed latencies of the class outside fault and steering windows (each lasting until
+    /// the requests it caught finished), less the steering jitter each absorbed, sorted, in
+    /// microseconds.
     pub fn latencies_us(&self, history: &History) -> Vec<u64> {
-        // Buggify points are part of normal operation here: a slow statement is a latency.
         let mut windows = fault_windows(history, false);
         windows.extend(crate::steering::steering_windows(history));
+        let windows = Windows::new(windows).until_caught_finish(history, FAULT_SLACK_US);
+        // A slow statement or a held database reply slows what is in flight while it lasts and
+        // what queues behind it (no slack: it starts when it is drawn, not before a request).
+        let system_delays =
+            Windows::new(system_delay_windows(history)).until_caught_finish(history, 0);
+        // A reply held back from one node slows that node's requests in flight while it lasts,
+        // nobody else's: no slack, no backlog.
+        let delays = node_delay_windows(history);
         let mut l: Vec<u64> = history
             .ops
             .iter()
             .filter(|op| self.kinds.contains(&op.kind))
-            .filter(|op| !overlaps_fault(op, &windows, 1_000_000))
+            .filter(|op| {
+                let end = op.complete_us.unwrap_or(u64::MAX);
+                !windows.overlaps(op.invoke_us.saturating_sub(FAULT_SLACK_US), end)
+                    && !system_delays.overlaps(op.invoke_us, end)
+                    && !delays
+                        .get(op.process.as_str())
+                        .is_some_and(|d| d.overlaps(op.invoke_us, end))
+            })
             .filter_map(|op| {
                 let steered = crate::steering::steered_us(op);
                 op.latency_us().map(|l| l.saturating_sub(steered))
@@ -508,6 +641,103 @@ mod tests {
         bare.ops[21].details = serde_json::json!({});
         let r = Checker::<()>::check(&sla, &bare, &());
         assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
+    }
+
+    fn nemesis(index: usize, kind: &str, at_us: u64, details: serde_json::Value) -> Op {
+        let mut e = op(index, kind, at_us, Some(at_us), None);
+        e.process = "nemesis".into();
+        e.details = details;
+        e
+    }
+
+    #[test]
+    fn fault_windows_pair_each_end_with_a_start_of_its_kind() {
+        let h = History {
+            ops: vec![
+                nemesis(0, "crash", 100, serde_json::json!({})),
+                nemesis(1, "latency", 200, serde_json::json!({})),
+                nemesis(2, "restart", 300, serde_json::json!({})),
+                nemesis(3, "buggify", 350, serde_json::json!({ "delay_us": 50 })),
+                nemesis(4, "latency_end", 500, serde_json::json!({})),
+                nemesis(5, "partition", 900, serde_json::json!({})),
+            ],
+        };
+        let mut w = fault_windows(&h, false);
+        w.sort_unstable();
+        assert_eq!(w, vec![(100, 300), (200, 500), (900, u64::MAX)]);
+        let mut w = fault_windows(&h, true);
+        w.sort_unstable();
+        assert_eq!(w, vec![(100, 300), (200, 500), (350, 400), (900, u64::MAX)]);
+    }
+
+    #[test]
+    fn windows_merge_and_answer_overlaps() {
+        let w = Windows::new(vec![(50, 60), (10, 20), (15, 30), (100, 100)]);
+        assert_eq!(w.spans, vec![(10, 30), (50, 60), (100, 100)]);
+        assert!(w.overlaps(0, 10) && w.overlaps(30, 40) && w.overlaps(100, 200));
+        assert!(!w.overlaps(31, 49) && !w.overlaps(61, 99) && !w.overlaps(101, 500));
+    }
+
+    /// A latency fault ends, but a request it caught still holds its locks; the requests queued
+    /// behind it are slow too, long after the fault's slack. They are the fault's backlog, and
+    /// without the extension the SLA fails on them.
+    #[test]
+    fn latency_sla_leaves_out_the_backlog_a_fault_leaves() {
+        let mut ops: Vec<Op> = (0..20)
+            .map(|i| op(i, "read", 20_000_000, Some(20_100_000), Some(200)))
+            .collect();
+        ops.push(nemesis(20, "latency", 1_000_000, serde_json::json!({})));
+        ops.push(nemesis(21, "latency_end", 1_500_000, serde_json::json!({})));
+        // Caught by the fault, it finishes at 6 s; two reads queued behind it from 4 s.
+        ops.push(op(22, "write", 1_200_000, Some(6_000_000), Some(200)));
+        ops.push(op(23, "read", 4_000_000, Some(5_900_000), Some(200)));
+        ops.push(op(24, "read", 4_100_000, Some(5_950_000), Some(200)));
+        let h = History { ops };
+        let sla = LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        };
+        assert_eq!(sla.latencies_us(&h).len(), 20, "the backlog is left out");
+        let r = Checker::<()>::check(&sla, &h, &());
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.witness);
+        // Canary: without the caught write, the slow reads are the system's own latency.
+        let mut bare = h.clone();
+        bare.ops.retain(|o| o.kind != "write");
+        let r = Checker::<()>::check(&sla, &bare, &());
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
+    }
+
+    /// A reply held back from one client slows that client's request only: it is left out, and
+    /// another client's slow request at the same time still counts.
+    #[test]
+    fn latency_sla_charges_a_held_reply_to_the_node_it_was_held_from() {
+        let mut ops: Vec<Op> = (0..20)
+            .map(|i| op(i, "read", 20_000_000, Some(20_100_000), Some(200)))
+            .collect();
+        ops.push(op(20, "read", 1_000_000, Some(2_500_000), Some(200)));
+        ops.push(nemesis(
+            21,
+            "buggify",
+            1_100_000,
+            serde_json::json!({ "point": "rpc.delay_reply", "delay_us": 1_400_000, "node": "p20" }),
+        ));
+        let h = History { ops: ops.clone() };
+        let sla = LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        };
+        assert_eq!(sla.latencies_us(&h).len(), 20);
+        assert_eq!(Checker::<()>::check(&sla, &h, &()).verdict, Verdict::Valid);
+        // Canary: the same delay held from another node does not excuse p20's slow read.
+        ops[21].details["node"] = "p7".into();
+        let h = History { ops };
+        let counted = sla.latencies_us(&h);
+        assert_eq!(counted.len(), 21);
+        assert_eq!(counted.last(), Some(&1_500_000));
     }
 
     #[test]

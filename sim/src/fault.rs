@@ -217,6 +217,48 @@ pub(crate) fn end_run() {
 /// (FoundationDB's BUGGIFY). Hits are counted in the run's coverage as `buggify:<point>` and
 /// recorded in the history as `nemesis buggify` events.
 pub fn buggify(point: &str, probability: f64) -> bool {
+    let fired = fires(point, probability);
+    if fired {
+        record_buggify(point, serde_json::json!({ "point": point }));
+    }
+    fired
+}
+
+/// A buggify point that delays: `None` if it does not fire, else the delay `draw` gives (it
+/// draws from the run's randomness), recorded with the event as `delay_us`. The delay is part
+/// of the fault: checks treat `[event, event + delay_us]` as its window, so an injected
+/// 2-second stall is never judged as the system's own latency.
+pub fn buggify_delay(
+    point: &str,
+    probability: f64,
+    draw: impl FnOnce() -> Duration,
+) -> Option<Duration> {
+    buggify_delay_at(point, probability, draw, None)
+}
+
+/// [`buggify_delay`] of a delay that slows only the requests of node `node`, recorded as the
+/// event's `node` (the caller a reply is held back from).
+pub fn buggify_delay_at(
+    point: &str,
+    probability: f64,
+    draw: impl FnOnce() -> Duration,
+    node: Option<&str>,
+) -> Option<Duration> {
+    if !fires(point, probability) {
+        return None;
+    }
+    let delay = draw();
+    let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+    let mut details = serde_json::json!({ "point": point, "delay_us": us });
+    if let Some(node) = node {
+        details["node"] = node.into();
+    }
+    record_buggify(point, details);
+    Some(delay)
+}
+
+/// Whether an active point fires now (the draws of [`buggify`], without recording).
+fn fires(point: &str, probability: f64) -> bool {
     assert!((0.0..=1.0).contains(&probability));
     let Some(rate) = BUGGIFY.with(|b| b.get()) else {
         return false;
@@ -230,16 +272,16 @@ pub fn buggify(point: &str, probability: f64) -> bool {
         return false;
     }
     let p = (probability * rate / 0.05).min(1.0);
-    let fired = p > 0.0 && madsim::rand::thread_rng().gen_bool(p);
-    if fired {
-        coverage::count(&format!("buggify:{point}"));
-        RECORDER.with(|r| {
-            if let Some(recorder) = r.borrow().as_ref() {
-                recorder.event("nemesis", "buggify", serde_json::json!({ "point": point }));
-            }
-        });
-    }
-    fired
+    p > 0.0 && madsim::rand::thread_rng().gen_bool(p)
+}
+
+fn record_buggify(point: &str, details: serde_json::Value) {
+    coverage::count(&format!("buggify:{point}"));
+    RECORDER.with(|r| {
+        if let Some(recorder) = r.borrow().as_ref() {
+            recorder.event("nemesis", "buggify", details);
+        }
+    });
 }
 
 fn sleep_ms(ms: u64) -> madsim::time::Sleep {

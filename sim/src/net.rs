@@ -15,17 +15,22 @@
 //!
 //! A request carries its schedule-steering lane ([`crate::steering`]) like a tracing header,
 //! and the caller passes a steering delay point before it sends and after the reply arrives
-//! (outside the deadline, so steering never makes a call time out).
+//! (outside the deadline, so steering never makes a call time out). It also carries its
+//! origin, the node whose request it serves (the client, through any number of app-to-service
+//! hops), so a fault that slows one call is charged to the request it slowed.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use madsim::net::Endpoint;
 use madsim::rand::Rng;
 
-use crate::fault::buggify;
+use crate::fault::buggify_delay_at;
 use crate::steering::{self, Point};
 
 /// The datagram tag requests are sent with; replies use the caller's random tag.
@@ -119,11 +124,11 @@ where
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
         };
-        let Ok(request) = payload.downcast::<(u64, u64, ConnectionCell<Resp>, Req)>() else {
+        let Ok(request) = payload.downcast::<RequestPayload<Resp, Req>>() else {
             tracing::warn!(%from, "rpc: request of an unexpected type dropped");
             continue;
         };
-        let (reply_tag, lane, connection, request) = *request;
+        let (reply_tag, lane, origin, connection, request) = *request;
         let answer = match accept(&connection, &incarnation_weak) {
             Accept::Serve => None,
             Accept::Ignore => continue,
@@ -141,17 +146,16 @@ where
         }
         // Each request runs in a scope of its own, as in a worker process of its own, and in
         // its caller's steering lane.
-        let reply = steering::scoped(
-            lane,
-            crate::open_transactions::in_request_scope(handler(request)),
-        );
+        let reply = WithOrigin {
+            origin,
+            inner: Box::pin(steering::scoped(
+                lane,
+                crate::open_transactions::in_request_scope(handler(request)),
+            )),
+        };
         let endpoint = endpoint.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
-            if buggify("rpc.delay_reply", 0.02) {
-                let delay_ms = madsim::rand::thread_rng().gen_range(10..2_000);
-                madsim::time::sleep(Duration::from_millis(delay_ms)).await;
-            }
             connection.lock().expect("rpc connection").reply = Some(response.clone());
             let _ = endpoint
                 .send_to_raw(from, reply_tag, Box::new(Reply::Response(response)))
@@ -169,6 +173,7 @@ where
     assert!(deadline > Duration::ZERO);
     crate::open_transactions::call_leaves(addr);
     let lane = steering::call_lane();
+    let origin = current_origin();
     steering::call_point(lane.id(), Point::RpcSend).await;
     let started = madsim::time::Instant::now();
     let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await else {
@@ -186,7 +191,13 @@ where
             return RpcOutcome::Unknown;
         }
         // The same tag and connection every time: the server serves a request once.
-        let payload = Box::new((reply_tag, lane.id(), connection.clone(), request.clone()));
+        let payload: Box<RequestPayload<Resp, Req>> = Box::new((
+            reply_tag,
+            lane.id(),
+            origin.clone(),
+            connection.clone(),
+            request.clone(),
+        ));
         if endpoint
             .send_to_raw(addr, TAG_REQUEST, payload)
             .await
@@ -200,7 +211,14 @@ where
             Ok(Ok((payload, _))) => {
                 let outcome = match payload.downcast::<Reply<Resp>>() {
                     Ok(reply) => match *reply {
-                        Reply::Response(response) => RpcOutcome::Reply(response),
+                        Reply::Response(response) => {
+                            // The reply is held back on its way to this caller, who alone is
+                            // slowed by it: the event names the caller's node.
+                            if let Some(delay) = reply_delay(origin.as_deref()) {
+                                madsim::time::sleep(delay).await;
+                            }
+                            RpcOutcome::Reply(response)
+                        }
                         // The server that accepted the call crashed: the request may have run.
                         Reply::Reset => RpcOutcome::Unknown,
                     },
@@ -213,6 +231,47 @@ where
             Err(_) => retransmit_after *= 2,
         }
     }
+}
+
+/// A request on the wire: reply tag, steering lane, origin, connection, the request.
+type RequestPayload<Resp, Req> = (u64, u64, Option<Arc<str>>, ConnectionCell<Resp>, Req);
+
+thread_local! {
+    // The origin of the request the task being polled serves (set by `WithOrigin`).
+    static ORIGIN: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// The node whose request a call made here serves: the origin of the request being served,
+/// or this node itself (a client's own call).
+fn current_origin() -> Option<Arc<str>> {
+    ORIGIN
+        .with(|o| o.borrow().clone())
+        .or_else(|| crate::open_transactions::node_name(madsim::plugin::node()).map(Arc::from))
+}
+
+/// A handler's future, polled with its request's origin as the current one.
+struct WithOrigin<F> {
+    origin: Option<Arc<str>>,
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for WithOrigin<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let origin = self.origin.clone();
+        let outer = ORIGIN.with(|o| o.replace(origin));
+        let poll = self.inner.as_mut().poll(cx);
+        ORIGIN.with(|o| *o.borrow_mut() = outer);
+        poll
+    }
+}
+
+/// Buggify's delayed reply, drawn at the caller: 10 ms to 2 s, recorded with the request's
+/// origin, so that a latency check excuses the requests of that node it slowed, not all.
+fn reply_delay(origin: Option<&str>) -> Option<Duration> {
+    let draw = || Duration::from_millis(madsim::rand::thread_rng().gen_range(10..2_000));
+    buggify_delay_at("rpc.delay_reply", 0.02, draw, origin)
 }
 
 #[cfg(test)]

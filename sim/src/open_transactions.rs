@@ -144,6 +144,11 @@ pub(crate) fn name_node(node: NodeId, name: &str) {
     with(|r| r.names.insert(node, name.to_string()));
 }
 
+/// The name `node` was registered with, if this thread runs a run that knows it.
+pub(crate) fn node_name(node: NodeId) -> Option<String> {
+    with(|r| r.names.get(&node).cloned()).flatten()
+}
+
 /// A connection of the current scope entered a transaction with `first_statement`; returns
 /// the token to close it with, or `None` outside a run.
 pub(crate) fn opened(first_statement: &str) -> Option<u64> {

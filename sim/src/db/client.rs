@@ -475,6 +475,8 @@ pub struct DbConn {
     transport: Option<Transport>,
     /// As the server last reported it.
     in_transaction: bool,
+    /// Session settings of this checkout ([`DbConn::configure`]), replayed on a reconnect.
+    session: Vec<String>,
     /// The open transaction's entry in the run's [`crate::open_transactions`] registry.
     transaction_token: Option<u64>,
     /// The open transaction has read or written rows: a steering delay here holds its
@@ -482,12 +484,16 @@ pub struct DbConn {
     transaction_saw_rows: bool,
 }
 
+/// Most session settings one checkout of a connection configures (a request sets a few).
+const SESSION_SETTINGS_MAX: usize = 64;
+
 impl DbConn {
     fn new(pool: DbPool, transport: Option<Transport>) -> Self {
         DbConn {
             pool,
             transport,
             in_transaction: false,
+            session: Vec::new(),
             transaction_token: None,
             transaction_saw_rows: false,
         }
@@ -527,6 +533,27 @@ impl DbConn {
     /// session settings from earlier users of the pooled connection.
     pub fn is_fresh(&self) -> bool {
         self.transport.is_none()
+    }
+
+    /// Runs a session setting (`SET app.tenant_id = '7'`) that the rest of this checkout relies
+    /// on, and applies it again on every new connection this checkout opens. A connection lost
+    /// outside a transaction is reopened silently (idle close, `tryAgainIfCausedByLostConnection`),
+    /// and a new server session would otherwise lack the setting. It is part of the
+    /// connection's configuration, like the options Laravel's connector sets on each connect.
+    pub async fn configure(&mut self, sql: &str) -> Result<QueryResult, ClientError> {
+        assert!(
+            !self.in_transaction,
+            "a session setting inside a transaction: {sql}"
+        );
+        let result = self.execute(sql, &[]).await;
+        if result.is_ok() {
+            self.session.push(sql.to_string());
+        }
+        assert!(
+            self.session.len() <= SESSION_SETTINGS_MAX,
+            "settings of one checkout"
+        );
+        result
     }
 
     /// Opens a connection and waits for the server's greeting. Takes the address and timeout
@@ -602,7 +629,23 @@ impl DbConn {
             let config = &self.pool.shared.config;
             let (addr, connect_timeout_ms) = (config.addr, config.connect_timeout_ms);
             self.transport = Some(Self::connect(addr, connect_timeout_ms).await?);
+            // A new server session: the connection's configuration is applied again first,
+            // as Laravel's connector does on every (re)connect.
+            for setting in self.session.clone() {
+                if let Err(error) = self.send(&setting, &[]).await {
+                    self.break_connection();
+                    return Err(match error {
+                        ClientError::Db(_) => ClientError::ConnectionLost { ambiguous: false },
+                        other => other,
+                    });
+                }
+            }
         }
+        self.send(sql, params).await
+    }
+
+    /// Sends one statement on the open connection and waits for its reply.
+    async fn send(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult, ClientError> {
         let ambiguous = statement_may_commit(sql, self.in_transaction);
         let transport = self.transport.as_mut().expect("connected above");
         let request = Request {

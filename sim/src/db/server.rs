@@ -183,6 +183,20 @@ pub fn buggify(point: DbBuggify, probability: f64) -> bool {
     probability > 0.0 && crate::fault::buggify(point.name(), probability)
 }
 
+/// A delaying buggify point: the delay `draw` gives if it fires (recorded with its
+/// length, so latency checks count it as a fault window).
+pub fn buggify_delay(
+    point: DbBuggify,
+    probability: f64,
+    draw: impl FnOnce() -> Duration,
+) -> Option<Duration> {
+    if probability > 0.0 {
+        crate::fault::buggify_delay(point.name(), probability, draw)
+    } else {
+        None
+    }
+}
+
 /// Sleeps exactly `duration` of virtual time. `madsim::time::sleep` rounds every sleep up to
 /// 1 ms, which would make a 0.05 ms point read cost twenty times too much.
 pub async fn sleep_precise(duration: Duration) {
@@ -736,11 +750,12 @@ async fn serve_connection(
         if commits {
             cost += draw_us(config.commit_cost_us_min, config.commit_cost_us_max);
         }
-        if buggify(
+        if let Some(delay) = buggify_delay(
             DbBuggify::SlowStatement,
             config.buggify_slow_statement_probability,
+            || draw_us(10_000, 500_000),
         ) {
-            cost += draw_us(10_000, 500_000);
+            cost += delay;
         }
         sleep_precise(cost).await;
 
@@ -824,11 +839,12 @@ async fn serve_connection(
             tracing::debug!(?session, "buggify: db connection dropped after commit");
             return;
         }
-        if buggify(
+        if let Some(delay) = buggify_delay(
             DbBuggify::DelayReply,
             config.buggify_delay_reply_probability,
+            || draw_us(1_000, 200_000),
         ) {
-            sleep_precise(draw_us(1_000, 200_000)).await;
+            sleep_precise(delay).await;
         }
         let reply = Reply {
             result,

@@ -874,3 +874,41 @@ fn a_transcript_names_tags_waits_and_wakers() {
                 }
             )));
 }
+
+/// A session setting made with `configure` survives the reconnect after a database restart:
+/// the new session gets it before the next statement. One merely executed does not (42704),
+/// which is the canary that the restart really opened a new session.
+fn setting_after_restart(configure: bool) -> Result<(), ClientError> {
+    let mut world = World::new(16, Profile::PgRc, DbServerConfig::default());
+    let app = world.app_node();
+    let handle = world.rt.handle().clone();
+    let db_id = world.db_node.id();
+    let client = app.spawn(async move {
+        settle().await;
+        let pool = pool();
+        let mut conn = pool.acquire().await.unwrap();
+        let set = "set app.tenant_id = '7'";
+        if configure {
+            conn.configure(set).await.unwrap();
+        } else {
+            conn.execute(set, &[]).await.unwrap();
+        }
+        sleep(Duration::from_millis(100)).await;
+        let read = "select value from test where id = current_setting('app.tenant_id')::bigint";
+        conn.execute(read, &[]).await.map(|_| ())
+    });
+    world.rt.block_on(async move {
+        sleep(Duration::from_millis(50)).await;
+        handle.restart(db_id);
+        client.await.unwrap()
+    })
+}
+
+#[test]
+fn configured_session_settings_survive_a_reconnect() {
+    if let Err(e) = setting_after_restart(true) {
+        panic!("the configured setting was lost: {e}");
+    }
+    let lost = setting_after_restart(false).unwrap_err();
+    assert!(lost.to_string().contains("42704"), "{lost}");
+}
