@@ -24,6 +24,11 @@ pub struct Args {
     /// over 40 starting seeds), with steering off and on side by side.
     #[arg(long)]
     detection: bool,
+    /// Only the scaling series: one checkout shape at growing size (shoppers 10 to 10,000,
+    /// tenants 1 to 100, virtual duration 10 s to 600 s), wall time per request and peak
+    /// memory of one run per size, one seed per size on one thread.
+    #[arg(long, conflicts_with_all = ["scenarios", "files", "detection"])]
+    scaling: bool,
 }
 
 /// How fast a planted bug is found from one configuration: seeds (and wall time) from each
@@ -177,11 +182,39 @@ fn peak_rss_one_seed_kib(
     config: &shopsim_sim::runner::SimConfig,
     seed: u64,
 ) -> Option<u64> {
-    std::fs::write("/proc/self/clear_refs", "5").ok()?;
-    let outcome = shopsim_sim::runner::run(system, seed, config);
+    peak_rss_of_kib(&|| drop(shopsim_sim::runner::run(system, seed, config)))
+}
+
+/// Peak resident memory of this process while `run` runs, in KiB (Linux: the peak is reset
+/// through `/proc/self/clear_refs` first, after the allocator returned the memory it kept),
+/// if known.
+fn peak_rss_of_kib(run: &dyn Fn()) -> Option<u64> {
+    // Memory kept mapped from earlier runs would count as this run's.
+    crate::allocator_release_memory();
+    let cleared = std::fs::write("/proc/self/clear_refs", "5");
+    run();
     let peak = peak_rss_kib();
-    drop(outcome);
+    crate::allocator_keep_memory_again();
+    cleared.ok()?;
     peak
+}
+
+/// `bench --scaling`: the series of [`crate::scaling`], one seed per size.
+fn scaling(json: bool) -> u8 {
+    let bar = crate::progress::Bar::new(crate::scaling::SIZES.len() as u64, "scaling", "sizes");
+    let mut points = Vec::new();
+    for size in crate::scaling::SIZES {
+        points.push(crate::scaling::measure(size, 1, peak_rss_of_kib));
+        bar.inc();
+    }
+    bar.finish();
+    if json {
+        let report = serde_json::json!({ "scaling": crate::scaling::json(&points) });
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        print!("{}", crate::scaling::table(&points));
+    }
+    EXIT_OK
 }
 
 /// Checks every flag and file without running anything: the scenarios benched (each once,
@@ -214,6 +247,9 @@ pub fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    if args.scaling {
+        return scaling(args.json);
+    }
     // A range, run lazily: any count is accepted without building a list.
     let seeds = shopsim_sim::seed::SeedPlan {
         start: 0,

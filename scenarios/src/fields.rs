@@ -39,6 +39,62 @@ pub const REQUESTS_MAX: u64 = 6_000;
 /// The most products all catalog page responses of a run hold (catalog readers × reads per
 /// reader × page size): about 1.5 KiB each in the history (measured).
 pub const PAGE_ENTRIES_MAX: u64 = 30_000;
+/// The size bounds of a scenario: [`Bounds::FILE`] for every scenario a user gives (file,
+/// built-in, artifact, shrink step), which keep a run inside the memory budget;
+/// [`Bounds::SCALING`] only for the scaling series `shopsim bench --scaling` builds itself,
+/// whose largest points (10,000 shoppers) are there to measure how cost grows past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The most client nodes ([`CLIENTS_MAX`] for files).
+    pub clients_max: u64,
+    /// The most planned requests ([`REQUESTS_MAX`] for files).
+    pub requests_max: u64,
+}
+
+impl Bounds {
+    /// The bounds of every scenario a user gives.
+    pub const FILE: Bounds = Bounds {
+        clients_max: CLIENTS_MAX,
+        requests_max: REQUESTS_MAX,
+    };
+    /// The bounds of the scaling series: 10,000 shoppers and their probes, about 60,000
+    /// requests (some hundreds of MiB of history, reported by the bench as its peak memory).
+    pub const SCALING: Bounds = Bounds {
+        clients_max: 11_000,
+        requests_max: 66_000,
+    };
+
+    /// [`FIELDS`] with these bounds: every field bounded by [`CLIENTS_MAX`] or
+    /// [`REQUESTS_MAX`] takes the bound's own value instead.
+    pub fn fields(&self) -> Vec<Field> {
+        FIELDS
+            .iter()
+            .map(|field| {
+                let kind = match field.kind {
+                    Kind::Int { min, max } => Kind::Int {
+                        min,
+                        max: self.raised(max),
+                    },
+                    Kind::OptionalInt { min, max } => Kind::OptionalInt {
+                        min,
+                        max: self.raised(max),
+                    },
+                    other => other,
+                };
+                Field { kind, ..*field }
+            })
+            .collect()
+    }
+
+    fn raised(&self, max: u64) -> u64 {
+        match max {
+            CLIENTS_MAX => self.clients_max,
+            REQUESTS_MAX => self.requests_max,
+            other => other,
+        }
+    }
+}
+
 /// The most fault events the nemesis can schedule in one run (fault window / shortest
 /// interval); each is two history entries. Swarm mode draws intervals of at least 50 ms, so
 /// every swarm draw for the longest run stays within it.
@@ -657,6 +713,11 @@ fn err(field: &str, value: impl std::fmt::Display, expected: impl Into<String>) 
 
 /// Checks the relations between fields of a scenario whose every field is within its bounds.
 pub fn relations(s: &Scenario) -> Result<(), InputError> {
+    relations_within(s, &Bounds::FILE)
+}
+
+/// [`relations`] with the size bounds `bounds`.
+pub fn relations_within(s: &Scenario, bounds: &Bounds) -> Result<(), InputError> {
     let shop = &s.shop;
     let sim = &s.sim;
     let faults = &s.faults;
@@ -732,12 +793,13 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
         + admins
         + u64::from(shop.adversaries)
         + probes.clients();
-    if clients > CLIENTS_MAX {
+    let clients_max = bounds.clients_max;
+    if clients > clients_max {
         return Err(err(
             "shop.shoppers",
             shop.shoppers,
             format!(
-                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + lockers_per_order) + adversaries + probes (one checkout, one reader, one lock per lockable order) ≤ {CLIENTS_MAX} (the total is {clients})"
+                "expected shoppers + payers + catalog_readers + lockable_orders × (mutations_per_order + lockers_per_order) + adversaries + probes (one checkout, one reader, one lock per lockable order) ≤ {clients_max} (the total is {clients})"
             ),
         ));
     }
@@ -777,14 +839,15 @@ pub fn relations(s: &Scenario) -> Result<(), InputError> {
         ),
     ];
     let requests: u64 = parts.iter().map(|(_, _, n)| n).sum();
-    if requests > REQUESTS_MAX {
+    let requests_max = bounds.requests_max;
+    if requests > requests_max {
         // Blame the field that plans the most requests.
         let (field, value, _) = parts.iter().max_by_key(|(_, _, n)| *n).expect("parts");
         return Err(err(
             field,
             value,
             format!(
-                "expected a workload of at most {REQUESTS_MAX} requests (shoppers × (items_per_cart + 3) + payers × (items_per_cart + 2 × payer_retries + 7) + catalog_readers × reads_per_reader + admins + adversaries × (adversary_requests + 1), and the probes' is {requests})"
+                "expected a workload of at most {requests_max} requests (shoppers × (items_per_cart + 3) + payers × (items_per_cart + 2 × payer_retries + 7) + catalog_readers × reads_per_reader + admins + adversaries × (adversary_requests + 1), and the probes' is {requests})"
             ),
         ));
     }

@@ -437,9 +437,19 @@ impl Scenario {
     /// ([`fields::relations`]). Every way a scenario reaches the runner (a file, a built-in,
     /// an artifact's embedded scenario and configuration, a shrink step) passes here.
     pub fn validate(&self) -> Result<(), InputError> {
+        self.validate_within(&fields::Bounds::FILE)
+    }
+
+    /// [`Scenario::validate`] with the size bounds `bounds` (only the bench's scaling series
+    /// uses others: every scenario a user gives is checked with [`fields::Bounds::FILE`]).
+    pub fn validate_within(&self, bounds: &fields::Bounds) -> Result<(), InputError> {
         let document = serde_json::to_value(self)
             .map_err(|e| InputError::new("scenario", "", format!("cannot be read: {e}")))?;
-        shopsim_sim::input::check_fields(fields::FIELDS, &document)?;
+        if *bounds == fields::Bounds::FILE {
+            shopsim_sim::input::check_fields(fields::FIELDS, &document)?;
+        } else {
+            shopsim_sim::input::check_fields(&bounds.fields(), &document)?;
+        }
         if !self.profiles.contains(&self.shop.db_profile) {
             return Err(InputError::new(
                 "shop.db_profile",
@@ -447,7 +457,7 @@ impl Scenario {
                 format!("expected one of profiles {:?}", self.profiles),
             ));
         }
-        fields::relations(self)?;
+        fields::relations_within(self, bounds)?;
         // The model's and the runner's own checks; the table above is stricter, so these
         // can only fail if the two disagree (a test keeps them in step).
         self.shop.validate()?;

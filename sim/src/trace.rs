@@ -118,7 +118,12 @@ impl TraceHasher {
     /// the hash without building the text. A 0xFF byte, which UTF-8 JSON never contains, ends
     /// each value, so `1` then `2` hashes differently from `12`.
     pub fn write_json<T: serde::Serialize>(&mut self, value: &T) {
-        serde_json::to_writer(&mut *self, value).expect("trace values serialize");
+        // serde_json writes a few bytes at a time; a buffer hands the hash whole blocks (the
+        // hash does not depend on how its input is split).
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut *self);
+        serde_json::to_writer(&mut buffered, value).expect("trace values serialize");
+        std::io::Write::flush(&mut buffered).expect("the hash takes every byte");
+        drop(buffered);
         self.write(&[0xFF]);
     }
 

@@ -112,6 +112,15 @@ impl Checker<ShopState> for CatalogFresh {
 
     fn check(&self, history: &History, state: &ShopState) -> Report {
         let lines = timelines(state);
+        // The last position of each (product, version, available) in its line: what
+        // `rposition` over the line finds, without walking a line per product read (reads and
+        // states both grow with the run, so the walk made the check quadratic).
+        let mut last_shown: BTreeMap<(i64, i64, i64), usize> = BTreeMap::new();
+        for (&id, line) in &lines {
+            for (i, c) in line.iter().enumerate() {
+                last_shown.insert((id, c.version, c.available), i);
+            }
+        }
         let stops = replica_stops(history);
         let mut judged = 0u64;
         for op in history
@@ -136,9 +145,8 @@ impl Checker<ShopState> for CatalogFresh {
                 };
                 judged += 1;
                 let line = lines.get(&id).map_or(&[][..], Vec::as_slice);
-                let shown = line
-                    .iter()
-                    .rposition(|c| c.version == version && c.available == available);
+                let shown = last_shown.get(&(id, version, available)).copied();
+                assert!(shown.is_none_or(|i| line[i].version == version));
                 let cache = op.details["response"]["body"]["cache"]
                     .as_str()
                     .unwrap_or("-");

@@ -271,9 +271,16 @@ pub struct CreateIndex {
 }
 
 /// One plan per distinct statement text and engine.
+///
+/// Plans are found by a hash of the text first: statement texts share long prefixes
+/// (`select id, tenant_id, ... from`), so ordering them by the text compared those prefixes
+/// again at every level of the tree on every statement.
 #[derive(Debug, Default)]
 pub struct PlanCache {
-    plans: BTreeMap<String, Arc<Plan>>,
+    /// Plans by the text's [`PlanCache::text_hash`], then by the text.
+    plans: BTreeMap<u64, Vec<(String, Arc<Plan>)>>,
+    /// How many plans `plans` holds.
+    len: usize,
 }
 
 impl PlanCache {
@@ -281,17 +288,33 @@ impl PlanCache {
     /// bound only protects against statements that inline their values.
     pub const CAPACITY: usize = 4096;
 
+    /// FNV-1a over the text: stable and cheap; a collision only shares a bucket.
+    fn text_hash(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// The plan for `text`, parsed on first use.
     pub fn get(&mut self, engine: Engine, text: &str) -> Result<Arc<Plan>, DbError> {
-        if let Some(plan) = self.plans.get(text) {
-            return Ok(plan.clone());
+        let hash = Self::text_hash(text);
+        if let Some(bucket) = self.plans.get(&hash) {
+            if let Some((_, plan)) = bucket.iter().find(|(t, _)| t == text) {
+                return Ok(plan.clone());
+            }
         }
         let plan = Arc::new(parse(engine, text)?);
-        if self.plans.len() >= Self::CAPACITY {
+        if self.len >= Self::CAPACITY {
             // Deterministic eviction: drop everything; reparsing is only a cost.
             self.plans.clear();
+            self.len = 0;
         }
-        self.plans.insert(text.to_string(), plan.clone());
+        self.plans
+            .entry(hash)
+            .or_default()
+            .push((text.to_string(), plan.clone()));
+        self.len += 1;
+        assert!(self.len <= Self::CAPACITY);
         Ok(plan)
     }
 }
