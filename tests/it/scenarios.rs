@@ -111,13 +111,17 @@ fn fifty_seeds_of_a_shop_scenario_with_faults_are_deterministic() {
 /// deadlocks are all retried away. With one cycle per check, 900 seeds of seven scenarios
 /// under maria_rr and 160 under maria_rc all passed; of 80 seeds of this scenario under
 /// maria_ser only 35 and 37 failed where the engine passes them.
+/// When buggify's held RPC replies moved to the caller (so a latency check can charge them to
+/// the client they slow), seed 35's schedule changed and it became one of this profile's
+/// documented convert deadlock findings (README, "Every profile"); the test now runs seed 7,
+/// whose 27 deadlocks are all retried away.
 #[test]
 fn regression_second_deadlock_cycle_after_the_first_victim() {
     let scenario = find("checkout-concurrency").unwrap();
     let system = scenario
         .system(shopsim_sim::db::Profile::MariaSer, &[])
         .unwrap();
-    let outcome = shopsim_sim::runner::run(&system, 35, &scenario.sim_config());
+    let outcome = shopsim_sim::runner::run(&system, 7, &scenario.sim_config());
     assert!(
         outcome.passed(),
         "{}",
