@@ -625,12 +625,7 @@ mod tests {
         hold.details = serde_json::json!({ "start_us": 1_200_000, "us": 300_000 });
         ops.push(hold);
         let h = History { ops };
-        let sla = LatencySla {
-            name: "reads_p95".into(),
-            kinds: vec!["read".into()],
-            percentile: 95.0,
-            threshold_ms: 500.0,
-        };
+        let sla = reads_sla();
         assert_eq!(sla.latencies_us(&h).len(), 21, "the held read is left out");
         assert_eq!(sla.latencies_us(&h).last(), Some(&100_000));
         let r = Checker::<()>::check(&sla, &h, &());
@@ -641,6 +636,23 @@ mod tests {
         bare.ops[21].details = serde_json::json!({});
         let r = Checker::<()>::check(&sla, &bare, &());
         assert_eq!(r.verdict, Verdict::Invalid, "{}", r.witness);
+    }
+
+    /// p95 of "read" under 500 ms.
+    fn reads_sla() -> LatencySla {
+        LatencySla {
+            name: "reads_p95".into(),
+            kinds: vec!["read".into()],
+            percentile: 95.0,
+            threshold_ms: 500.0,
+        }
+    }
+
+    /// 20 reads of 100 ms each, from 20 s: a percentile's worth of fast samples.
+    fn fast_reads() -> Vec<Op> {
+        (0..20)
+            .map(|i| op(i, "read", 20_000_000, Some(20_100_000), Some(200)))
+            .collect()
     }
 
     fn nemesis(index: usize, kind: &str, at_us: u64, details: serde_json::Value) -> Op {
@@ -683,9 +695,7 @@ mod tests {
     /// without the extension the SLA fails on them.
     #[test]
     fn latency_sla_leaves_out_the_backlog_a_fault_leaves() {
-        let mut ops: Vec<Op> = (0..20)
-            .map(|i| op(i, "read", 20_000_000, Some(20_100_000), Some(200)))
-            .collect();
+        let mut ops = fast_reads();
         ops.push(nemesis(20, "latency", 1_000_000, serde_json::json!({})));
         ops.push(nemesis(21, "latency_end", 1_500_000, serde_json::json!({})));
         // Caught by the fault, it finishes at 6 s; two reads queued behind it from 4 s.
@@ -693,12 +703,7 @@ mod tests {
         ops.push(op(23, "read", 4_000_000, Some(5_900_000), Some(200)));
         ops.push(op(24, "read", 4_100_000, Some(5_950_000), Some(200)));
         let h = History { ops };
-        let sla = LatencySla {
-            name: "reads_p95".into(),
-            kinds: vec!["read".into()],
-            percentile: 95.0,
-            threshold_ms: 500.0,
-        };
+        let sla = reads_sla();
         assert_eq!(sla.latencies_us(&h).len(), 20, "the backlog is left out");
         let r = Checker::<()>::check(&sla, &h, &());
         assert_eq!(r.verdict, Verdict::Valid, "{}", r.witness);
@@ -713,9 +718,7 @@ mod tests {
     /// another client's slow request at the same time still counts.
     #[test]
     fn latency_sla_charges_a_held_reply_to_the_node_it_was_held_from() {
-        let mut ops: Vec<Op> = (0..20)
-            .map(|i| op(i, "read", 20_000_000, Some(20_100_000), Some(200)))
-            .collect();
+        let mut ops = fast_reads();
         ops.push(op(20, "read", 1_000_000, Some(2_500_000), Some(200)));
         ops.push(nemesis(
             21,
@@ -724,12 +727,7 @@ mod tests {
             serde_json::json!({ "point": "rpc.delay_reply", "delay_us": 1_400_000, "node": "p20" }),
         ));
         let h = History { ops: ops.clone() };
-        let sla = LatencySla {
-            name: "reads_p95".into(),
-            kinds: vec!["read".into()],
-            percentile: 95.0,
-            threshold_ms: 500.0,
-        };
+        let sla = reads_sla();
         assert_eq!(sla.latencies_us(&h).len(), 20);
         assert_eq!(Checker::<()>::check(&sla, &h, &()).verdict, Verdict::Valid);
         // Canary: the same delay held from another node does not excuse p20's slow read.
