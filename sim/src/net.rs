@@ -213,11 +213,20 @@ where
                     Ok(reply) => match *reply {
                         Reply::Response(response) => {
                             // The reply is held back on its way to this caller, who alone is
-                            // slowed by it: the event names the caller's node.
-                            if let Some(delay) = reply_delay(origin.as_deref()) {
-                                madsim::time::sleep(delay).await;
+                            // slowed by it (the event names the request's origin). Held past
+                            // the deadline, it arrives too late: the call times out.
+                            let remaining = deadline.saturating_sub(started.elapsed());
+                            match reply_delay(origin.as_deref()) {
+                                Some(delay) if delay >= remaining => {
+                                    madsim::time::sleep(remaining).await;
+                                    RpcOutcome::Unknown
+                                }
+                                Some(delay) => {
+                                    madsim::time::sleep(delay).await;
+                                    RpcOutcome::Reply(response)
+                                }
+                                None => RpcOutcome::Reply(response),
                             }
-                            RpcOutcome::Reply(response)
                         }
                         // The server that accepted the call crashed: the request may have run.
                         Reply::Reset => RpcOutcome::Unknown,
