@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use shopsim_sim::check::{describe, Checker, Report};
-use shopsim_sim::history::{History, Op};
+use shopsim_sim::history::History;
 
 use super::ops_naming;
 use crate::config::ShopConfig;
@@ -93,18 +93,6 @@ fn replica_stops(history: &History) -> Vec<(u64, u64)> {
     stops
 }
 
-fn products_of(op: &Op) -> Vec<&serde_json::Value> {
-    let body = &op.details["response"]["body"];
-    let mut products: Vec<&serde_json::Value> = body["products"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    if body["product"].is_object() {
-        products.push(&body["product"]);
-    }
-    products
-}
-
 impl Checker<ShopState> for CatalogFresh {
     fn name(&self) -> &str {
         NAME
@@ -135,7 +123,7 @@ impl Checker<ShopState> for CatalogFresh {
             if excused {
                 continue;
             }
-            for product in products_of(op) {
+            for product in super::products_of(op) {
                 let (Some(id), Some(version), Some(available)) = (
                     product["id"].as_i64(),
                     product["version"].as_i64(),
@@ -201,6 +189,7 @@ mod tests {
     use crate::shop::RowChange;
     use shopsim_sim::check::Verdict;
     use shopsim_sim::db::Value;
+    use shopsim_sim::history::Op;
 
     fn product_state() -> ShopState {
         let mut s = state(&[("products", "id,stock,reserved,version")]);

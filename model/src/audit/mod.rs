@@ -69,6 +69,19 @@ pub fn all(config: &ShopConfig) -> Vec<Box<dyn Checker<ShopState>>> {
     ]
 }
 
+/// The products a catalog response carries: a page's `products` and a detail's `product`.
+pub(crate) fn products_of(op: &Op) -> Vec<&serde_json::Value> {
+    let body = &op.details["response"]["body"];
+    let mut products: Vec<&serde_json::Value> = body["products"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if body["product"].is_object() {
+        products.push(&body["product"]);
+    }
+    products
+}
+
 /// The object a request path names: (`cart`, `orders`, `payments`, `financial-orders`,
 /// `products`) and its id: `/api/v1/orders/45/payments` -> `("orders", 45)`.
 pub(crate) fn path_object(path: &str) -> Option<(&str, i64)> {

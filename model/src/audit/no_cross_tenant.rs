@@ -82,14 +82,7 @@ impl Checker<ShopState> for NoCrossTenant {
                 );
             }
             let body = &op.details["response"]["body"];
-            let mut products: Vec<&serde_json::Value> = body["products"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            if body["product"].is_object() {
-                products.push(&body["product"]);
-            }
-            for p in products {
+            for p in super::products_of(op) {
                 for (what, owner) in [
                     ("product", &p["tenant_id"]),
                     ("its category", &p["category"]["tenant_id"]),
