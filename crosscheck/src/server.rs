@@ -275,31 +275,8 @@ impl RealServer {
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
                 .args(["-c", "log_lock_waits=on"]);
-            let log = std::fs::File::create(&server.log)
-                .map_err(|e| server_error("postgres", e.to_string()))?;
-            let err = log
-                .try_clone()
-                .map_err(|e| server_error("postgres", e.to_string()))?;
-            let child = cmd.stdout(log).stderr(err).spawn().map_err(|e| {
-                server_error(
-                    "postgres",
-                    format!("{} could not start: {e}", postgres.display()),
-                )
-            })?;
-            server.child = Some(child);
-            server.port = port;
-            server.watch();
-            match server.wait_ready() {
-                Ok(version) => {
-                    server.version = version;
-                    return Ok(server);
-                }
-                Err(e) if server.log_says("Address already in use") => {
-                    server.stop();
-                    drop(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
+            if server.launch("postgres", &postgres, cmd, port)? {
+                return Ok(server);
             }
         }
         Err(server_error("postgres", "no free port after 3 attempts"))
@@ -351,33 +328,46 @@ impl RealServer {
                 // Tables in the system tablespace: CREATE and DROP need no files.
                 .arg("--innodb-file-per-table=0")
                 .arg("--innodb-flush-method=nosync");
-            let log = std::fs::File::create(&server.log)
-                .map_err(|e| server_error("mariadbd", e.to_string()))?;
-            let err = log
-                .try_clone()
-                .map_err(|e| server_error("mariadbd", e.to_string()))?;
-            let child = cmd.stdout(log).stderr(err).spawn().map_err(|e| {
-                server_error(
-                    "mariadbd",
-                    format!("{} could not start: {e}", mariadbd.display()),
-                )
-            })?;
-            server.child = Some(child);
-            server.port = port;
-            server.watch();
-            match server.wait_ready() {
-                Ok(version) => {
-                    server.version = version;
-                    return Ok(server);
-                }
-                Err(_) if server.log_says("Address already in use") => {
-                    server.stop();
-                    continue;
-                }
-                Err(e) => return Err(e),
+            if server.launch("mariadbd", &mariadbd, cmd, port)? {
+                return Ok(server);
             }
         }
         Err(server_error("mariadbd", "no free port after 3 attempts"))
+    }
+
+    /// Spawns the server `cmd` on `port` with its output in the log and waits until it
+    /// accepts connections. `Ok(false)`: another process took the port between choosing it
+    /// and binding it (the server is stopped again; the caller tries another port).
+    fn launch(
+        &mut self,
+        name: &str,
+        binary: &Path,
+        mut cmd: Command,
+        port: u16,
+    ) -> Result<bool, ServerError> {
+        assert!(self.child.is_none(), "{name}: one server process at a time");
+        let log =
+            std::fs::File::create(&self.log).map_err(|e| server_error(name, e.to_string()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| server_error(name, e.to_string()))?;
+        let child = cmd.stdout(log).stderr(err).spawn().map_err(|e| {
+            server_error(name, format!("{} could not start: {e}", binary.display()))
+        })?;
+        self.child = Some(child);
+        self.port = port;
+        self.watch();
+        match self.wait_ready() {
+            Ok(version) => {
+                self.version = version;
+                Ok(true)
+            }
+            Err(_) if self.log_says("Address already in use") => {
+                self.stop();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts the watchdog: a shell that polls this process every 0.5 s and, once it is gone,
