@@ -36,7 +36,15 @@ fn cache_key(app: &App, tenant: i64, version: &str, what: &str) -> String {
 
 fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
     let int = |i: usize| row[i].as_int().unwrap_or(0);
-    json!({
+    // The category is put in as a value: inside `json!` it would be serialized again.
+    let category = category.map_or(Json::Null, |c| {
+        json!({
+            "id": c[0].as_int(),
+            "tenant_id": c[1].as_int(),
+            "name": c[2].as_text().unwrap_or(""),
+        })
+    });
+    let mut product = json!({
         "id": int(0),
         "tenant_id": int(1),
         "sku": row[2].as_text().unwrap_or(""),
@@ -44,12 +52,9 @@ fn product_json(row: &[Value], category: Option<&[Value]>) -> Json {
         "price": int(5),
         "available": int(6) - int(7),
         "version": int(8),
-        "category": category.map(|c| json!({
-            "id": c[0].as_int(),
-            "tenant_id": c[1].as_int(),
-            "name": c[2].as_text().unwrap_or(""),
-        })),
-    })
+    });
+    product["category"] = category;
+    product
 }
 
 const PRODUCT_COLUMNS: &str =

@@ -1,10 +1,17 @@
 //! Multi-version storage: tables keyed by primary key, each row a chain of committed versions
 //! plus at most one uncommitted version of the transaction that holds the row's write lock.
 //!
-//! Indexes map index values to primary keys for every version ever written, like InnoDB's
-//! delete-marked secondary records and PostgreSQL's index entries for dead tuples; a lookup
-//! re-checks each candidate against the version it can see. Rollback therefore never has to
-//! touch an index, and gap positions stay stable while a transaction holds gap locks.
+//! Indexes map index values to primary keys for every version written and not yet purged,
+//! like InnoDB's delete-marked secondary records and PostgreSQL's index entries for dead
+//! tuples; a lookup re-checks each candidate against the version it can see. Rollback
+//! therefore never has to touch an index, and gap positions stay stable while a transaction
+//! holds gap locks.
+//!
+//! Purge ([`Table::purge`]) removes what no snapshot can see any more: deleted rows and index
+//! entries of versions gone, as InnoDB's purge and PostgreSQL's vacuum do. It runs once a
+//! table has had [`PURGE_THRESHOLD_WRITES`] writes plus [`PURGE_SCALE_PERCENT`] of its rows
+//! since the last pass (PostgreSQL's autovacuum trigger), so its cost is amortized over the
+//! writes that made the garbage, and it leaves every record alone that a lock refers to.
 //!
 //! Key invariant: a row has an uncommitted version only while its writer's transaction is open,
 //! and that writer holds the row's exclusive lock (the engine asserts this when it writes).
@@ -94,6 +101,15 @@ impl RowVersions {
 /// a few hundred rows keep each index in one leaf page, as the real ones do.
 pub const INDEX_ENTRIES_PER_PAGE: usize = 367;
 
+/// Writes to a table that trigger a purge pass, plus [`PURGE_SCALE_PERCENT`] of its rows:
+/// PostgreSQL's `autovacuum_vacuum_threshold` (50) and `autovacuum_vacuum_scale_factor` (0.2).
+/// Short scripts never reach it, so their outcomes are those of engines whose purge has not
+/// run yet.
+pub const PURGE_THRESHOLD_WRITES: u64 = 50;
+
+/// See [`PURGE_THRESHOLD_WRITES`].
+pub const PURGE_SCALE_PERCENT: u64 = 20;
+
 /// A unique or secondary index over some columns of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexDef {
@@ -127,6 +143,17 @@ pub struct Table {
     pub heap_pages: BTreeMap<Key, u64>,
     /// Rows placed so far.
     pub heap_rows: u64,
+    /// Writes (committed or undone) since the last purge pass.
+    pub writes_since_purge: u64,
+}
+
+/// What a purge pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Deleted rows removed.
+    pub rows: u64,
+    /// Index entries removed.
+    pub index_entries: u64,
 }
 
 impl Table {
@@ -150,7 +177,87 @@ impl Table {
             next_auto_increment: 1,
             heap_pages: BTreeMap::new(),
             heap_rows: 0,
+            writes_since_purge: 0,
         }
+    }
+
+    /// Whether enough writes happened since the last purge pass for another one (see
+    /// [`PURGE_THRESHOLD_WRITES`]).
+    pub fn purge_due(&self) -> bool {
+        let rows = self.rows.len() as u64;
+        self.writes_since_purge > PURGE_THRESHOLD_WRITES + rows * PURGE_SCALE_PERCENT / 100
+    }
+
+    /// Removes what no snapshot at or after `horizon` can see: old versions of rows without an
+    /// uncommitted version, rows whose only version left is a deletion, and index entries of
+    /// values no version left has. A record is kept while a lock refers to it, or to the gap
+    /// before it or before the record after it (`record_locked` and `gap_locked` ask the lock
+    /// manager, with the index `None` for the primary key and the gap's end record, `None`
+    /// for the end of the index): then no locking decision changes because of the purge, and
+    /// InnoDB's inheritance of a purged record's locks by its successor never arises. The
+    /// entries of a row with an uncommitted version stay too: a rollback to a savepoint may
+    /// bring back an earlier uncommitted version.
+    pub fn purge(
+        &mut self,
+        horizon: CommitSeq,
+        record_locked: impl Fn(&Key) -> bool,
+        gap_locked: impl Fn(Option<usize>, Option<&Key>) -> bool,
+    ) -> Purged {
+        self.writes_since_purge = 0;
+        let mut purged = Purged::default();
+        let mut dead_rows = Vec::new();
+        let mut keys = self.rows.iter_mut().peekable();
+        while let Some((key, rv)) = keys.next() {
+            if rv.pending.is_some() {
+                continue;
+            }
+            rv.prune(horizon);
+            let dead =
+                matches!(rv.committed.as_slice(), [v] if v.data.is_none() && v.seq <= horizon);
+            if !dead || record_locked(key) || gap_locked(None, Some(key)) {
+                continue;
+            }
+            let next = keys.peek().map(|(k, _)| *k);
+            if !gap_locked(None, next) {
+                dead_rows.push(key.clone());
+            }
+        }
+        for key in &dead_rows {
+            self.rows.remove(key);
+            self.heap_pages.remove(key);
+        }
+        purged.rows = dead_rows.len() as u64;
+        for index in 0..self.indexes.len() {
+            let mut dead_entries = Vec::new();
+            let mut entries = self.index_entries[index].iter().peekable();
+            while let Some(entry) = entries.next() {
+                let (values, key) = entry;
+                let live = self.rows.get(key).is_some_and(|rv| {
+                    rv.pending.is_some()
+                        || rv
+                            .committed
+                            .iter()
+                            .filter_map(|v| v.data.as_ref())
+                            .any(|row| self.index_key_of(index, row) == *values)
+                });
+                if live || record_locked(key) {
+                    continue;
+                }
+                let concat = |(v, k): &(Key, Key)| -> Key { v.iter().chain(k).cloned().collect() };
+                if gap_locked(Some(index), Some(&concat(entry))) {
+                    continue;
+                }
+                let next = entries.peek().map(|e| concat(e));
+                if !gap_locked(Some(index), next.as_ref()) {
+                    dead_entries.push(entry.clone());
+                }
+            }
+            purged.index_entries += dead_entries.len() as u64;
+            for entry in &dead_entries {
+                self.index_entries[index].remove(entry);
+            }
+        }
+        purged
     }
 
     /// The position of `column`.
@@ -220,21 +327,15 @@ impl Table {
     /// values followed by the primary key), as the range `[lo, hi)` of entries it covers: the
     /// index's entries in order, [`INDEX_ENTRIES_PER_PAGE`] to a page.
     pub fn index_page(&self, index: Option<usize>, entry: &Key) -> (Option<Key>, Option<Key>) {
-        let per_page = INDEX_ENTRIES_PER_PAGE;
-        let entries: Vec<Key> = match index {
-            None => self.rows.keys().cloned().collect(),
-            Some(i) => self.index_entries[i]
-                .iter()
-                .map(|(v, k)| v.iter().chain(k).cloned().collect())
-                .collect(),
-        };
-        let last_page = entries.len().max(1).div_ceil(per_page) - 1;
-        // An entry between two pages belongs to the left one, whose high key is above it.
-        let at_or_below = entries.partition_point(|e| e <= entry);
-        let page = (at_or_below.saturating_sub(1) / per_page).min(last_page);
-        let lo = (page > 0).then(|| entries[page * per_page].clone());
-        let hi = (page < last_page).then(|| entries[(page + 1) * per_page].clone());
-        (lo, hi)
+        match index {
+            None => page_bounds(self.rows.keys().map(|k| (k.as_slice(), &[][..])), entry),
+            Some(i) => page_bounds(
+                self.index_entries[i]
+                    .iter()
+                    .map(|(v, k)| (v.as_slice(), k.as_slice())),
+                entry,
+            ),
+        }
     }
 
     /// The leaf pages of index `index` that a scan from `lo` to `hi` visits (see
@@ -283,6 +384,42 @@ impl Table {
             .next()
             .cloned()
     }
+}
+
+/// The page of `entry` among `entries` (in order, each the concatenation of its two parts),
+/// [`INDEX_ENTRIES_PER_PAGE`] to a page, as `[lo, hi)` (see [`Table::index_page`]). Walks the
+/// entries up to the next page's first one only, and copies just the two bounds.
+fn page_bounds<'a>(
+    entries: impl Iterator<Item = (&'a [Value], &'a [Value])>,
+    entry: &Key,
+) -> (Option<Key>, Option<Key>) {
+    let per_page = INDEX_ENTRIES_PER_PAGE;
+    let concat = |(a, b): (&[Value], &[Value])| -> Key { a.iter().chain(b).cloned().collect() };
+    // The first entry of the page of the last entry at or below `entry` (an entry between two
+    // pages belongs to the left one, whose high key is above it).
+    let mut page_first = None;
+    let mut entries = entries.enumerate();
+    for (i, e) in entries.by_ref() {
+        let above = e.0.iter().chain(e.1).cmp(entry.iter()) == std::cmp::Ordering::Greater;
+        if above {
+            // `i` entries are at or below `entry`: the page is that of entry `i - 1` (or the
+            // first page), and it ends at the next multiple of the page size.
+            let page = i.saturating_sub(1) / per_page;
+            let hi_at = (page + 1) * per_page;
+            let hi = if hi_at == i {
+                Some(concat(e))
+            } else {
+                entries.nth(hi_at - i - 1).map(|(_, e)| concat(e))
+            };
+            let lo = if page > 0 { page_first } else { None };
+            return (lo, hi);
+        }
+        if i % per_page == 0 && i > 0 {
+            page_first = Some(concat(e));
+        }
+    }
+    // Every entry is at or below `entry`: the last page.
+    (page_first, None)
 }
 
 /// One row written by a committed transaction.

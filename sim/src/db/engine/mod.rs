@@ -286,12 +286,16 @@ impl Database {
                 moved_to: None,
             });
             rv.prune(seq);
+            table.writes_since_purge += 1;
         }
         self.log.push(CommitRecord {
             seq,
             ddl: None,
             writes: record.writes.clone(),
         });
+        let written: std::collections::BTreeSet<String> =
+            record.writes.iter().map(|w| w.table.clone()).collect();
+        self.purge_due(&written);
     }
 
     /// Executes one statement of `session` at virtual time `now`.

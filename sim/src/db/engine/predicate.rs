@@ -95,7 +95,7 @@ impl Database {
                 version,
             }));
         }
-        let heap_pages = table.heap_pages.clone();
+        let heap_pages = &self.tables[table_name].heap_pages;
         self.ssi.read_pages(tx, pages);
         self.ssi
             .read(tx, targets, |k| heap_pages.get(k).copied().unwrap_or(0));

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::db::storage::{Key, PURGE_THRESHOLD_WRITES};
 
 /// A database with a `t(id, v, name)` table and a few sessions, driven statement by statement.
 struct T {
@@ -687,4 +688,92 @@ fn without_an_owner_column_results_name_no_owners() {
     let s = t.db.connect();
     t.ok(s, "insert into t (v, name) values (1, 'a')", &[]);
     assert!(t.ok(s, "select * from t", &[]).row_owners.is_empty());
+}
+
+#[test]
+fn purge_keeps_a_churning_table_and_its_indexes_small() {
+    for profile in [Profile::PgRc, Profile::MariaRr] {
+        let mut t = T::new(profile);
+        let a = t.db.connect();
+        for _ in 0..10 {
+            t.ok(a, "insert into t (v) values (0)", &[]);
+        }
+        let reader = t.db.connect();
+        for i in 0..500 {
+            let id = i % 10 + 1;
+            t.ok(a, &format!("update t set v = {i} where id = {id}"), &[]);
+            t.ok(
+                a,
+                &format!("insert into t (v, name) values (-1, 'n{i}')"),
+                &[],
+            );
+            t.ok(a, "delete from t where v = -1", &[]);
+            if i == 100 {
+                // An old snapshot holds back what it can see.
+                t.ok(reader, "begin", &[]);
+                if profile.is_postgres() {
+                    t.ok(
+                        reader,
+                        "set transaction isolation level repeatable read",
+                        &[],
+                    );
+                }
+                let seen = t.ok(reader, "select count(*) from t where v >= 0", &[]);
+                assert_eq!(seen.rows, vec![vec![int(10)]], "{profile}");
+            }
+            if i == 200 {
+                // Row 2 had v = 91 in the reader's snapshot (it became 101 at i = 101).
+                let old = t.ok(reader, "select id from t where v = 91", &[]);
+                assert_eq!(old.rows, vec![vec![int(2)]], "{profile}");
+                t.ok(reader, "commit", &[]);
+            }
+        }
+        t.ok(a, "update t set v = v + 1000 where id = 1", &[]);
+        let now = t.ok(a, "select id from t where v = 491", &[]);
+        assert_eq!(now.rows, vec![vec![int(2)]], "{profile}");
+        let table = &t.db.tables["t"];
+        let bound = 10 + PURGE_THRESHOLD_WRITES as usize * 4;
+        assert!(
+            table.rows.len() <= bound,
+            "{profile}: {} rows",
+            table.rows.len()
+        );
+        for (i, entries) in table.index_entries.iter().enumerate() {
+            assert!(
+                entries.len() <= bound,
+                "{profile}: index {i}: {}",
+                entries.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn purge_keeps_an_index_record_that_ends_a_locked_gap() {
+    let mut t = T::new(Profile::MariaRr);
+    let (a, b, c) = (t.db.connect(), t.db.connect(), t.db.connect());
+    t.ok(a, "insert into t (v) values (10), (20), (30)", &[]);
+    // (20, 2) in t_v becomes dead, and the gap before it is locked.
+    t.ok(b, "update t set v = 25 where id = 2", &[]);
+    t.ok(a, "begin", &[]);
+    t.ok(a, "select * from t where v = 15 for update", &[]);
+    let t_v = t.db.tables["t"]
+        .indexes
+        .iter()
+        .position(|i| i.name == "t_v")
+        .unwrap();
+    let dead: (Key, Key) = (vec![int(20)], vec![int(2)]);
+    let churn = |t: &mut T| {
+        for i in 0..200 {
+            t.ok(b, &format!("update t set name = 'n{i}' where id = 3"), &[]);
+        }
+    };
+    churn(&mut t);
+    assert!(t.db.tables["t"].index_entries[t_v].contains(&dead));
+    // The insert still falls into the locked gap before (20, 2), as before any purge.
+    t.blocked(c, "insert into t (v) values (17)", &[]);
+    t.ok(a, "commit", &[]);
+    assert_eq!(t.db.take_completions().len(), 1);
+    churn(&mut t);
+    assert!(!t.db.tables["t"].index_entries[t_v].contains(&dead));
 }

@@ -161,6 +161,7 @@ impl Database {
                 moved_to: pending.moved_to.clone(),
             });
             rv.prune(horizon.unwrap_or(seq));
+            table.writes_since_purge += 1;
             writes.push(RowWrite {
                 table: table_name,
                 key,
@@ -175,6 +176,7 @@ impl Database {
             self.ssi.commit(tx.id, seq);
             self.ssi.cleanup();
         }
+        let written: BTreeSet<String> = writes.iter().map(|w| w.table.clone()).collect();
         if !writes.is_empty() {
             self.log.push(CommitRecord {
                 seq,
@@ -182,7 +184,40 @@ impl Database {
                 writes,
             });
         }
+        self.purge_due(&written);
         Ok(())
+    }
+
+    /// Purges each of `tables` whose purge is due ([`Table::purge`]), with the horizon of the
+    /// snapshots still open and the locks held or awaited now. Deterministic: it runs at a
+    /// commit, after a count of writes, in table order.
+    ///
+    /// [`Table::purge`]: crate::db::storage::Table::purge
+    pub(super) fn purge_due(&mut self, tables: &BTreeSet<String>) {
+        let horizon = self.snapshot_horizon().unwrap_or(self.last_commit);
+        for name in tables {
+            let Some(table) = self.tables.get_mut(name) else {
+                continue;
+            };
+            if !table.purge_due() {
+                continue;
+            }
+            let locks = &self.locks;
+            let record_locked = |key: &Key| {
+                locks.is_locked(&LockTarget::Record {
+                    table: name.clone(),
+                    key: key.clone(),
+                })
+            };
+            let gap_locked = |index: Option<usize>, before: Option<&Key>| {
+                locks.is_locked(&LockTarget::Gap {
+                    table: name.clone(),
+                    index,
+                    before: before.cloned(),
+                })
+            };
+            table.purge(horizon, record_locked, gap_locked);
+        }
     }
 
     /// The oldest snapshot any open transaction or blocked statement may still read at.
@@ -232,6 +267,7 @@ impl Database {
         let undo: Vec<Undo> = tx.undo.drain(mark..).rev().collect();
         for u in undo {
             let table = self.tables.get_mut(&u.table).expect("written table");
+            table.writes_since_purge += 1;
             let rv = table.rows.get_mut(&u.key).expect("written row");
             rv.pending = u.previous;
             if rv.pending.is_none() && rv.committed.is_empty() {

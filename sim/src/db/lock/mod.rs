@@ -153,6 +153,12 @@ impl LockManager {
             .is_some_and(|q| q.granted.iter().any(|&(t, m)| t == tx && covers(m, mode)))
     }
 
+    /// Whether any transaction holds or waits for a lock on `target` (purge keeps the
+    /// records that locks refer to).
+    pub fn is_locked(&self, target: &LockTarget) -> bool {
+        self.queues.contains_key(target)
+    }
+
     /// Whether a request of `mode` by `tx` would have to wait, without queueing it.
     pub fn would_wait(&self, tx: TxId, target: &LockTarget, mode: LockMode) -> bool {
         if self.holds(tx, target, mode) {
