@@ -111,22 +111,7 @@ fn found_regression_scripts_reproduce_on_the_real_engines() {
 /// The scripts of `sim/conformance/crosscheck.toml` the simulated database still gets wrong.
 /// Every other script is regression data the simulation must reproduce exactly, on every
 /// profile measured; a script leaves this list when the engine is fixed.
-const STILL_DIVERGENT: &[&str] = &[
-    "random-35-mariadb-d07",
-    "random-42-mariadb-d12",
-    "random-61-mariadb-d15",
-    "random-83-mariadb-d19",
-    "random-116-mariadb-d25",
-    "random-118-mariadb-d27",
-    "random-118-mariadb-d28",
-    "random-119-postgres-d30",
-    "random-137-mariadb-d34",
-    "random-161-postgres-d38",
-    "random-197-mariadb-d40",
-    "random-257-mariadb-d53",
-    "random-263-mariadb-d54",
-    "random-291-mariadb-d59",
-];
+const STILL_DIVERGENT: &[&str] = &["random-119-postgres-d30", "random-161-postgres-d38"];
 
 /// The simulated database against the measured outcomes of `crosscheck.toml` (no engines
 /// needed): the scripts fixed since they were found match on every measured profile, each

@@ -45,6 +45,12 @@ pub(super) enum Position {
         key: Key,
         gap: Option<LockTarget>,
         end_of_range: bool,
+        /// InnoDB: the secondary index record a scan of that index locks before the row's
+        /// clustered record (`gap` is then the gap before this record).
+        entry: Option<LockTarget>,
+        /// The position in the scan's index: the primary key, or the index values followed
+        /// by the primary key.
+        order: Key,
     },
     /// A gap with no row (a lookup that found nothing, or the end of a range).
     Gap(LockTarget),
@@ -302,6 +308,8 @@ pub(super) fn positions(table: &Table, access: &Access, direction: Direction) ->
         key: key.clone(),
         gap,
         end_of_range,
+        entry: None,
+        order: key.clone(),
     };
     let mut out = Vec::new();
     match access {
@@ -386,11 +394,18 @@ pub(super) fn positions(table: &Table, access: &Access, direction: Direction) ->
                     .filter(|k| table.rows.contains_key(k))
                     .collect();
                 for key in &keys {
-                    out.push(row(
-                        key,
-                        (!unique).then(|| gap(Some(concat_key(v, key)))),
-                        false,
-                    ));
+                    let order = concat_key(v, key);
+                    out.push(Position::Row {
+                        key: key.clone(),
+                        gap: (!unique).then(|| gap(Some(order.clone()))),
+                        end_of_range: false,
+                        entry: Some(LockTarget::Entry {
+                            table: table.name.clone(),
+                            index: *index,
+                            entry: order.clone(),
+                        }),
+                        order,
+                    });
                 }
                 if !unique || keys.is_empty() {
                     let last = keys.last().cloned().unwrap_or_default();

@@ -60,7 +60,11 @@ impl Database {
             waits_for = ?self.locks.waits_for(tx),
             "lock wait"
         );
-        self.undo_for_rerun(session, resume.mark);
+        if self.sessions[&session].innodb_insert.is_none() {
+            self.undo_for_rerun(session, resume.mark);
+        }
+        // An InnoDB INSERT keeps what it has written: it goes on from there.
+
         let settings = self.sessions[&session].settings.clone();
         let now = self.now;
         let (lock_deadline, deadlock_check_at, statement_deadline) = match self.engine {

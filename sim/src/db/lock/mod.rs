@@ -37,6 +37,17 @@ pub enum LockTarget {
         /// The primary key.
         key: Key,
     },
+    /// InnoDB: a record of a secondary index, locked by a locking read through that index and
+    /// by a unique check that meets a duplicate in it (a lock of its own, apart from the row's
+    /// clustered record).
+    Entry {
+        /// The table.
+        table: String,
+        /// The secondary index number.
+        index: usize,
+        /// The index values followed by the primary key.
+        entry: Key,
+    },
     /// The gap before an index record (`None` = InnoDB's supremum, the end of the index).
     Gap {
         /// The table.
@@ -52,7 +63,9 @@ pub enum LockTarget {
 impl LockTarget {
     fn table(&self) -> &str {
         match self {
-            LockTarget::Record { table, .. } | LockTarget::Gap { table, .. } => table,
+            LockTarget::Record { table, .. }
+            | LockTarget::Entry { table, .. }
+            | LockTarget::Gap { table, .. } => table,
         }
     }
 }
@@ -80,6 +93,27 @@ fn conflicts(requested: LockMode, other: LockMode) -> bool {
 
 fn covers(held: LockMode, requested: LockMode) -> bool {
     held == requested || (held == LockMode::Exclusive && requested == LockMode::Shared)
+}
+
+/// InnoDB: what a record lock struct locks (`LOCK_ORDINARY`, `LOCK_GAP`, `LOCK_REC_NOT_GAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordLockKind {
+    /// A next-key lock: the record and the gap before it.
+    NextKey,
+    /// The gap before the record only.
+    GapOnly,
+    /// The record only.
+    RecordOnly,
+}
+
+/// InnoDB: one lock struct of a transaction, as its deadlock weight counts them: a table lock
+/// (`kind` `None`, intention shared or exclusive) or record locks of one type in one index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LockStruct {
+    table: String,
+    index: Option<usize>,
+    exclusive: bool,
+    kind: Option<RecordLockKind>,
 }
 
 /// Which engine's rule decides who waits behind whom (see the module documentation).
@@ -135,6 +169,8 @@ pub struct LockManager {
     sleeping_on: BTreeMap<TxId, Option<Vec<TxId>>>,
     /// PostgreSQL: waiters that began a new sleep (see [`LockManager::take_restarted`]).
     restarted: Vec<TxId>,
+    /// InnoDB: each transaction's lock structs, for its deadlock weight.
+    structs: BTreeMap<TxId, BTreeSet<LockStruct>>,
 }
 
 impl LockManager {
@@ -162,6 +198,40 @@ impl LockManager {
         !self
             .blockers_of(tx, target, mode, None, holders_only)
             .is_empty()
+    }
+
+    /// InnoDB: notes that `tx` holds a table lock on `table` (intention exclusive or shared),
+    /// which a statement takes before it locks or inserts rows.
+    pub fn note_table_lock(&mut self, tx: TxId, table: &str, exclusive: bool) {
+        self.structs.entry(tx).or_default().insert(LockStruct {
+            table: table.to_string(),
+            index: None,
+            exclusive,
+            kind: None,
+        });
+    }
+
+    /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
+    /// before one), for its deadlock weight ([`LockManager::weight`]).
+    pub fn note_struct(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        exclusive: bool,
+        kind: RecordLockKind,
+    ) {
+        let (table, index) = match target {
+            LockTarget::Record { table, .. } => (table, None),
+            LockTarget::Entry { table, index, .. } => (table, Some(*index)),
+            LockTarget::Gap { table, index, .. } => (table, *index),
+        };
+        self.note_table_lock(tx, table, exclusive);
+        self.structs.entry(tx).or_default().insert(LockStruct {
+            table: table.to_string(),
+            index,
+            exclusive,
+            kind: Some(kind),
+        });
     }
 
     /// The transaction `tx` is waiting for a lock on, if any.
@@ -394,6 +464,7 @@ impl LockManager {
     pub fn release_all(&mut self, tx: TxId) -> Vec<TxId> {
         let mut woken = self.cancel_wait(tx);
         self.log.remove(&tx);
+        self.structs.remove(&tx);
         let targets = self.held.remove(&tx).unwrap_or_default();
         for target in &targets {
             if let Some(queue) = self.queues.get_mut(target) {
@@ -480,6 +551,7 @@ impl LockManager {
         self.repointed.clear();
         self.sleeping_on.clear();
         self.restarted.clear();
+        self.structs.clear();
     }
 }
 
