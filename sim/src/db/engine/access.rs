@@ -409,9 +409,7 @@ pub(super) fn positions(table: &Table, access: &Access, direction: Direction) ->
                 }
                 if !unique || keys.is_empty() {
                     let last = keys.last().cloned().unwrap_or_default();
-                    let next = table
-                        .index_successor(*index, v, &last)
-                        .map(|(nv, nk)| concat_key(&nv, &nk));
+                    let next = index_successor(table, *index, v, &last);
                     out.push(Position::Gap(gap(next)));
                 }
             }
@@ -459,4 +457,26 @@ pub(super) fn index_order(
 
 pub(super) fn concat_key(values: &Key, key: &Key) -> Key {
     values.iter().chain(key.iter()).cloned().collect()
+}
+
+/// The first record of secondary index `index` after `(values, key)` that InnoDB still has:
+/// the simulated index keeps entries of rolled-back inserts and of a row's old values, and a
+/// record exists while some version of its row (committed, delete-marked, or being written)
+/// has its values. As the index values followed by the primary key.
+pub(super) fn index_successor(table: &Table, index: usize, values: &Key, key: &Key) -> Option<Key> {
+    let mut at = (values.clone(), key.clone());
+    loop {
+        let (v, k) = table.index_successor(index, &at.0, &at.1)?;
+        let exists = table.rows.get(&k).is_some_and(|rv| {
+            rv.pending
+                .iter()
+                .filter_map(|p| p.data.as_ref())
+                .chain(rv.committed.iter().filter_map(|c| c.data.as_ref()))
+                .any(|r| table.index_key_of(index, r) == v)
+        });
+        if exists {
+            return Some(concat_key(&v, &k));
+        }
+        at = (v, k);
+    }
 }

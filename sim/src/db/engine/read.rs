@@ -342,6 +342,7 @@ impl Database {
                 table: table_name.to_string(),
                 key: key.clone(),
             };
+            let mode_before = self.locks.mode_held(tx, &target);
             let held_before = self.locks.holds(tx, &target, mode);
             if semi_consistent && self.locks.would_wait(tx, &target, mode) {
                 let table = self.table(table_name)?;
@@ -354,8 +355,10 @@ impl Database {
                 }
             }
             let mut entry_held_before = false;
+            let mut entry_mode_before = None;
             if let Some(entry) = &entry {
                 entry_held_before = self.locks.holds(tx, entry, mode);
+                entry_mode_before = self.locks.mode_held(tx, entry);
                 let kind = if gap.is_some() {
                     RecordLockKind::NextKey
                 } else {
@@ -386,7 +389,7 @@ impl Database {
                 let live = newest.is_some_and(|r| table.index_key_of(index, r) == values);
                 if !other_writer && !live {
                     if !(gaps || entry_held_before) {
-                        let woken = self.locks.release(tx, entry);
+                        let woken = self.locks.release_to(tx, entry, entry_mode_before);
                         self.woken.extend(woken);
                     }
                     continue;
@@ -434,10 +437,10 @@ impl Database {
             } else if !(gaps || held_before || (end_of_range && direction == Direction::Desc)) {
                 // Read committed gives back the lock of a row that does not match, except for
                 // the row that ends a backward range scan, which MariaDB keeps (measured).
-                let woken = self.locks.release(tx, &target);
+                let woken = self.locks.release_to(tx, &target, mode_before);
                 self.woken.extend(woken);
                 if let Some(entry) = entry.as_ref().filter(|_| !entry_held_before) {
-                    let woken = self.locks.release(tx, entry);
+                    let woken = self.locks.release_to(tx, entry, entry_mode_before);
                     self.woken.extend(woken);
                 }
             }
@@ -461,6 +464,7 @@ impl Database {
         out: &[(Key, Row)],
     ) -> Step<bool> {
         let tx = self.session_tx(session);
+        self.innodb_convert_implicit(tx, target);
         match self.lock_row(tx, table_name, target, mode, policy) {
             Err(Fail::Wait {
                 table,
@@ -485,6 +489,30 @@ impl Database {
                 })
             }
             other => other,
+        }
+    }
+}
+
+impl Database {
+    /// InnoDB: a transaction's lock on a row it inserted is implicit in the record (no lock
+    /// struct) until another transaction asks for a lock on it; then InnoDB makes it an
+    /// explicit record lock of the inserting transaction (`lock_rec_convert_impl_to_expl`),
+    /// which counts in that transaction's deadlock weight.
+    pub(super) fn innodb_convert_implicit(&mut self, tx: TxId, target: &LockTarget) {
+        let LockTarget::Record { table, key } = target else {
+            return;
+        };
+        let Some(rv) = self.tables.get(table).and_then(|t| t.rows.get(key)) else {
+            return;
+        };
+        let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) else {
+            return;
+        };
+        let inserted = p.data.is_some() && rv.latest_committed().is_none_or(|v| v.data.is_none());
+        if inserted {
+            let owner = p.tx;
+            self.locks
+                .note_struct(owner, target, true, RecordLockKind::RecordOnly);
         }
     }
 }

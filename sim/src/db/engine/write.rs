@@ -2,7 +2,7 @@
 //! row versions with their undo entries and SSI write tracking, and InnoDB's insert
 //! intentions that wait for gap locks.
 
-use super::access::concat_key;
+use super::access::{concat_key, index_successor};
 use super::transaction::Undo;
 use super::{Database, Fail, SessionId, Step};
 use crate::db::lock::{Grant, LockMode, LockTarget, RecordLockKind};
@@ -114,7 +114,10 @@ impl Database {
                             Grant::Granted => unreachable!("the other writer holds the row"),
                         }
                     }
-                    Engine::InnoDb => match self.locks.request(tx, &target, LockMode::Shared) {
+                    Engine::InnoDb => match {
+                        self.innodb_convert_implicit(tx, &target);
+                        self.locks.request(tx, &target, LockMode::Shared)
+                    } {
                         Grant::Wait(_) => Err(Fail::wait(table_name)),
                         Grant::Granted => unreachable!("the other writer holds the row"),
                     },
@@ -526,9 +529,7 @@ impl Database {
             gaps.push(LockTarget::Gap {
                 table: table_name.to_string(),
                 index: Some(i),
-                before: table
-                    .index_successor(i, &values, key)
-                    .map(|(v, k)| concat_key(&v, &k)),
+                before: index_successor(table, i, &values, key),
             });
         }
         for gap in gaps {

@@ -447,6 +447,32 @@ impl LockManager {
         self.regrant(&target)
     }
 
+    /// The mode `tx` holds on `target`, if any.
+    pub fn mode_held(&self, tx: TxId, target: &LockTarget) -> Option<LockMode> {
+        self.held_mode(tx, target)
+    }
+
+    /// Gives back the lock `tx` took on `target` since it held `before` there: the lock goes
+    /// (`None`), or an upgrade goes back to the weaker mode, as InnoDB's read committed
+    /// releases only the lock its row search created for a row that did not match.
+    pub fn release_to(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        before: Option<LockMode>,
+    ) -> Vec<TxId> {
+        let Some(mode) = before else {
+            return self.release(tx, target);
+        };
+        let Some(queue) = self.queues.get_mut(target) else {
+            return Vec::new();
+        };
+        if let Some(entry) = queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+            entry.1 = mode;
+        }
+        self.regrant(target)
+    }
+
     /// Releases one lock (InnoDB read committed releases rows that did not match).
     pub fn release(&mut self, tx: TxId, target: &LockTarget) -> Vec<TxId> {
         let Some(queue) = self.queues.get_mut(target) else {
