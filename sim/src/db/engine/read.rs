@@ -364,7 +364,10 @@ impl Database {
                 } else {
                     RecordLockKind::RecordOnly
                 };
-                if !self.innodb_lock(session, table_name, entry, mode, policy, &order, &out)? {
+                if !self
+                    .innodb_lock(session, table_name, entry, mode, policy, &order, &out)
+                    .inspect_err(|_| self.innodb_next_key_wait(tx, gap.as_ref()))?
+                {
                     continue;
                 }
                 self.locks.note_struct(tx, entry, exclusive, kind);
@@ -395,7 +398,11 @@ impl Database {
                     continue;
                 }
             }
-            if !self.innodb_lock(session, table_name, &target, mode, policy, &order, &out)? {
+            let next_key_gap = gap.as_ref().filter(|_| entry.is_none());
+            if !self
+                .innodb_lock(session, table_name, &target, mode, policy, &order, &out)
+                .inspect_err(|_| self.innodb_next_key_wait(tx, next_key_gap))?
+            {
                 continue;
             }
             let kind = if gap.is_some() && entry.is_none() {
@@ -494,6 +501,15 @@ impl Database {
 }
 
 impl Database {
+    /// InnoDB: a record lock request that waits as part of a next-key lock covers `gap` too.
+    fn innodb_next_key_wait(&mut self, tx: TxId, gap: Option<&LockTarget>) {
+        if let Some(gap) = gap {
+            if self.locks.waiting_target(tx).is_some() {
+                self.locks.note_next_key_wait(tx, gap);
+            }
+        }
+    }
+
     /// InnoDB: a transaction's lock on a row it inserted is implicit in the record (no lock
     /// struct) until another transaction asks for a lock on it; then InnoDB makes it an
     /// explicit record lock of the inserting transaction (`lock_rec_convert_impl_to_expl`),

@@ -122,8 +122,11 @@ impl LockManager {
             .iter()
             .find(|&&(t, m)| t != tx && conflicts(mode, m))
             .map(|&(t, _)| t);
-        if granted.is_some() || mode == LockMode::InsertIntention {
+        if granted.is_some() {
             return granted;
+        }
+        if mode == LockMode::InsertIntention {
+            return self.next_key_waiters(tx, target).first().copied();
         }
         queue.waiting[..position]
             .iter()

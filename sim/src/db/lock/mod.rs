@@ -171,6 +171,9 @@ pub struct LockManager {
     restarted: Vec<TxId>,
     /// InnoDB: each transaction's lock structs, for its deadlock weight.
     structs: BTreeMap<TxId, BTreeSet<LockStruct>>,
+    /// InnoDB: waiters whose request is a next-key lock, and the gap it covers: the waiting
+    /// lock already stops inserts into that gap, and is granted with its record.
+    next_key_waits: BTreeMap<TxId, LockTarget>,
 }
 
 impl LockManager {
@@ -232,6 +235,19 @@ impl LockManager {
             exclusive,
             kind: Some(kind),
         });
+    }
+
+    /// InnoDB: the waiting record lock request of `tx` is a next-key lock that also covers
+    /// `gap` (InnoDB queues it as one lock): inserts into the gap wait for it
+    /// (`lock_rec_insert_check_and_lock` counts waiting requests too), and the gap is granted
+    /// with the record.
+    pub fn note_next_key_wait(&mut self, tx: TxId, gap: &LockTarget) {
+        assert!(
+            self.waiting_for.contains_key(&tx),
+            "a next-key request waits"
+        );
+        assert!(matches!(gap, LockTarget::Gap { .. }));
+        self.next_key_waits.insert(tx, gap.clone());
     }
 
     /// The transaction `tx` is waiting for a lock on, if any.
@@ -386,6 +402,9 @@ impl LockManager {
         holders_only: bool,
     ) -> Vec<TxId> {
         let Some(queue) = self.queues.get(target) else {
+            if mode == LockMode::InsertIntention {
+                return self.next_key_waiters(tx, target);
+            }
             return Vec::new();
         };
         if mode == LockMode::Gap {
@@ -403,8 +422,11 @@ impl LockManager {
             |w: &&Waiter| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode));
         match self.rule {
             QueueRule::InnoDb => {
-                // Only row locks queue fairly; an insert intention waits for gap holders only.
-                if mode != LockMode::InsertIntention {
+                // Only row locks queue fairly; an insert intention waits for gap holders and
+                // for waiting next-key requests on the gap.
+                if mode == LockMode::InsertIntention {
+                    holders.extend(self.next_key_waiters(tx, target));
+                } else {
                     holders.extend(ahead.iter().filter(queued_conflict).map(|w| w.tx));
                 }
                 holders.into_iter().collect()
@@ -434,6 +456,15 @@ impl LockManager {
         }
     }
 
+    /// InnoDB: the other transactions whose waiting next-key requests cover `gap`, in order.
+    fn next_key_waiters(&self, tx: TxId, gap: &LockTarget) -> Vec<TxId> {
+        self.next_key_waits
+            .iter()
+            .filter(|&(&t, g)| t != tx && g == gap)
+            .map(|(&t, _)| t)
+            .collect()
+    }
+
     /// Withdraws the queued request of `tx`; returns transactions whose requests are now
     /// granted, in queue order.
     pub fn cancel_wait(&mut self, tx: TxId) -> Vec<TxId> {
@@ -444,7 +475,11 @@ impl LockManager {
         self.sleeping_on.remove(&tx);
         let queue = self.queues.get_mut(&target).expect("queue of a waiter");
         queue.waiting.retain(|w| w.tx != tx);
-        self.regrant(&target)
+        let mut woken = self.regrant(&target);
+        if let Some(gap) = self.next_key_waits.remove(&tx) {
+            woken.extend(self.regrant(&gap));
+        }
+        woken
     }
 
     /// The mode `tx` holds on `target`, if any.
@@ -527,6 +562,10 @@ impl LockManager {
                 .waiting
                 .remove(i);
             self.waiting_for.remove(&waiter.tx);
+            if let Some(gap) = self.next_key_waits.remove(&waiter.tx) {
+                // The next-key lock is granted whole: record and gap.
+                self.grant(waiter.tx, &gap, LockMode::Gap);
+            }
             self.edge.remove(&waiter.tx);
             self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
@@ -578,6 +617,7 @@ impl LockManager {
         self.sleeping_on.clear();
         self.restarted.clear();
         self.structs.clear();
+        self.next_key_waits.clear();
     }
 }
 
