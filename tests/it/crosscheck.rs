@@ -112,20 +112,9 @@ fn found_regression_scripts_reproduce_on_the_real_engines() {
 /// Every other script is regression data the simulation must reproduce exactly, on every
 /// profile measured; a script leaves this list when the engine is fixed.
 const STILL_DIVERGENT: &[&str] = &[
-    "random-35-mariadb-d07",
-    "random-42-mariadb-d12",
-    "random-61-mariadb-d15",
-    "random-83-mariadb-d19",
-    "random-116-mariadb-d25",
-    "random-118-mariadb-d27",
-    "random-118-mariadb-d28",
     "random-119-postgres-d30",
-    "random-137-mariadb-d34",
     "random-161-postgres-d38",
-    "random-197-mariadb-d40",
-    "random-257-mariadb-d53",
-    "random-263-mariadb-d54",
-    "random-291-mariadb-d59",
+    "random-116-mariadb-d66",
 ];
 
 /// The simulated database against the measured outcomes of `crosscheck.toml` (no engines

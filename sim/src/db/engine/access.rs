@@ -45,6 +45,12 @@ pub(super) enum Position {
         key: Key,
         gap: Option<LockTarget>,
         end_of_range: bool,
+        /// InnoDB: the secondary index record a scan of that index locks before the row's
+        /// clustered record (`gap` is then the gap before this record).
+        entry: Option<LockTarget>,
+        /// The position in the scan's index: the primary key, or the index values followed
+        /// by the primary key.
+        order: Key,
     },
     /// A gap with no row (a lookup that found nothing, or the end of a range).
     Gap(LockTarget),
@@ -302,6 +308,8 @@ pub(super) fn positions(table: &Table, access: &Access, direction: Direction) ->
         key: key.clone(),
         gap,
         end_of_range,
+        entry: None,
+        order: key.clone(),
     };
     let mut out = Vec::new();
     match access {
@@ -386,17 +394,22 @@ pub(super) fn positions(table: &Table, access: &Access, direction: Direction) ->
                     .filter(|k| table.rows.contains_key(k))
                     .collect();
                 for key in &keys {
-                    out.push(row(
-                        key,
-                        (!unique).then(|| gap(Some(concat_key(v, key)))),
-                        false,
-                    ));
+                    let order = concat_key(v, key);
+                    out.push(Position::Row {
+                        key: key.clone(),
+                        gap: (!unique).then(|| gap(Some(order.clone()))),
+                        end_of_range: false,
+                        entry: Some(LockTarget::Entry {
+                            table: table.name.clone(),
+                            index: *index,
+                            entry: order.clone(),
+                        }),
+                        order,
+                    });
                 }
                 if !unique || keys.is_empty() {
                     let last = keys.last().cloned().unwrap_or_default();
-                    let next = table
-                        .index_successor(*index, v, &last)
-                        .map(|(nv, nk)| concat_key(&nv, &nk));
+                    let next = index_successor(table, *index, v, &last);
                     out.push(Position::Gap(gap(next)));
                 }
             }
@@ -444,4 +457,26 @@ pub(super) fn index_order(
 
 pub(super) fn concat_key(values: &Key, key: &Key) -> Key {
     values.iter().chain(key.iter()).cloned().collect()
+}
+
+/// The first record of secondary index `index` after `(values, key)` that InnoDB still has:
+/// the simulated index keeps entries of rolled-back inserts and of a row's old values, and a
+/// record exists while some version of its row (committed, delete-marked, or being written)
+/// has its values. As the index values followed by the primary key.
+pub(super) fn index_successor(table: &Table, index: usize, values: &Key, key: &Key) -> Option<Key> {
+    let mut at = (values.clone(), key.clone());
+    loop {
+        let (v, k) = table.index_successor(index, &at.0, &at.1)?;
+        let exists = table.rows.get(&k).is_some_and(|rv| {
+            rv.pending
+                .iter()
+                .filter_map(|p| p.data.as_ref())
+                .chain(rv.committed.iter().filter_map(|c| c.data.as_ref()))
+                .any(|r| table.index_key_of(index, r) == v)
+        });
+        if exists {
+            return Some(concat_key(&v, &k));
+        }
+        at = (v, k);
+    }
 }

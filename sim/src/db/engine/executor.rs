@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use super::access::{choose_access, index_order, Direction};
+use super::access::{choose_access, index_order, Access, Direction};
 use super::expr::{bind, coerce, eval, limit_value, BExpr, STATEMENT_SETTINGS};
 use super::read::{visible, ScanSpec};
 use super::result::{aggregate, project, sort_rows};
 use super::wait::Resume;
+use super::write::InnoDbInsert;
 use super::{Database, Fail, SessionId, Step};
 use crate::db::lock::{LockMode, LockTarget};
 use crate::db::profile::{errors, Engine, Isolation};
@@ -56,6 +57,16 @@ impl Database {
         {
             // The statement opens a table: MariaDB registers InnoDB in the transaction.
             self.tx_mut(session).innodb_registered = true;
+        }
+        if resume.is_none() {
+            self.sessions
+                .get_mut(&session)
+                .expect("session")
+                .innodb_cursor = None;
+            self.sessions
+                .get_mut(&session)
+                .expect("session")
+                .innodb_insert = None;
         }
         let mark = resume.map_or_else(|| self.tx_mut(session).undo.len(), |r| r.mark);
         let statement_started = resume.map_or(self.now, |r| r.statement_started);
@@ -282,6 +293,24 @@ impl Database {
         Ok(result)
     }
 
+    /// InnoDB: row `i` of the INSERT of `session` is done.
+    fn innodb_insert_done(
+        &mut self,
+        session: SessionId,
+        i: usize,
+        inserted: &[Row],
+        last_insert_id: Option<i64>,
+    ) {
+        let s = self.sessions.get_mut(&session).expect("session");
+        s.innodb_insert = Some(InnoDbInsert {
+            next_row: i + 1,
+            row: None,
+            written_at: None,
+            inserted: inserted.to_vec(),
+            last_insert_id,
+        });
+    }
+
     /// The distinct owners of `rows` of `table` (see [`DbConfig::row_owner_column`]), in order.
     pub(super) fn row_owners<'a>(
         &self,
@@ -358,7 +387,11 @@ impl Database {
                 spec,
                 LockMode::Exclusive,
                 LockWaitPolicy::Wait,
-                sets.is_some() && isolation <= Isolation::ReadCommitted,
+                // InnoDB reads semi-consistently in a clustered index scan only, not in a
+                // unique lookup or a secondary index (`row_search_mvcc`; measured).
+                sets.is_some()
+                    && isolation <= Isolation::ReadCommitted
+                    && matches!(access, Access::Scan | Access::Range { .. }),
             )?,
         };
         let row_owners = self.row_owners(self.table(table_name)?, targets.iter().map(|(_, r)| r));
@@ -433,9 +466,44 @@ impl Database {
                 })
                 .collect::<Result<_, _>>()?
         };
-        let mut inserted = Vec::new();
-        let mut last_insert_id = None;
-        for values in &insert.rows {
+        if engine == Engine::InnoDb {
+            // The insert's intention exclusive table lock (its rows' locks are implicit).
+            self.locks.note_table_lock(tx, &insert.table, true);
+        }
+        // InnoDB: where a statement woken from a lock wait stands (see `InnoDbInsert`).
+        let resumed = match engine {
+            Engine::InnoDb => {
+                let s = self.sessions.get_mut(&session).expect("session");
+                Some(s.innodb_insert.get_or_insert_with(Default::default).clone())
+            }
+            Engine::Postgres => None,
+        };
+        let mut inserted = resumed
+            .as_ref()
+            .map(|r| r.inserted.clone())
+            .unwrap_or_default();
+        let mut last_insert_id = resumed.as_ref().and_then(|r| r.last_insert_id);
+        for (i, values) in insert.rows.iter().enumerate() {
+            if let Some(r) = resumed.as_ref().filter(|r| i <= r.next_row) {
+                if i < r.next_row {
+                    continue;
+                }
+                if let Some(row) = &r.row {
+                    // The row as it was evaluated before the wait.
+                    let key = self.table(&insert.table)?.key_of(row);
+                    if self.innodb_insert_row(
+                        session,
+                        &insert.table,
+                        &key,
+                        row,
+                        insert.ignore_duplicates,
+                    )? {
+                        inserted.push(row.clone());
+                    }
+                    self.innodb_insert_done(session, i, &inserted, last_insert_id);
+                    continue;
+                }
+            }
             if values.len() != columns.len() {
                 return Err(
                     errors::syntax(engine, "INSERT has more or fewer values than columns").into(),
@@ -487,6 +555,23 @@ impl Database {
                 *value = coerce(engine, table, c, v)?;
             }
             let key = table.key_of(&row);
+            if engine == Engine::InnoDb {
+                let s = self.sessions.get_mut(&session).expect("session");
+                let state = s.innodb_insert.as_mut().expect("insert state");
+                state.row = Some(row.clone());
+                state.last_insert_id = last_insert_id;
+                if self.innodb_insert_row(
+                    session,
+                    &insert.table,
+                    &key,
+                    &row,
+                    insert.ignore_duplicates,
+                )? {
+                    inserted.push(row);
+                }
+                self.innodb_insert_done(session, i, &inserted, last_insert_id);
+                continue;
+            }
             match self.check_unique(tx, &insert.table, &key, &row, None) {
                 Ok(_) => {}
                 Err(Fail::Error(e)) if insert.ignore_duplicates && e.is_unique_violation() => {
@@ -505,9 +590,6 @@ impl Database {
                 }
                 Err(other) => return Err(other),
             }
-            if engine == Engine::InnoDb {
-                self.insert_intention(tx, &insert.table, &key, &row)?;
-            }
             let target = LockTarget::Record {
                 table: insert.table.clone(),
                 key: key.clone(),
@@ -523,6 +605,12 @@ impl Database {
             }
             self.write_row(tx, &insert.table, &key, None, Some(row.clone()))?;
             inserted.push(row);
+        }
+        if engine == Engine::InnoDb {
+            self.sessions
+                .get_mut(&session)
+                .expect("session")
+                .innodb_insert = None;
         }
         let mut result = match &insert.returning {
             Some(items) => project(engine, self.table(&insert.table)?, items, params, &inserted)?,

@@ -10,8 +10,8 @@ use super::access::{positions, row_keys, Access, Direction, Position};
 use super::expr::{eval, matches, BExpr};
 use super::predicate::examine;
 use super::result::compare_sort_keys;
-use super::{Database, SessionId, Step};
-use crate::db::lock::{Grant, LockMode, LockTarget};
+use super::{Database, Fail, SessionId, Step};
+use crate::db::lock::{Grant, LockMode, LockTarget, RecordLockKind};
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::LockWaitPolicy;
 use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
@@ -253,10 +253,16 @@ impl Database {
     }
 
     /// InnoDB's locking read: every row scanned is locked on its newest committed version
-    /// (own writes included) before the WHERE is evaluated; repeatable read and serializable
-    /// also lock the gaps before them and after the range. Read committed releases the locks of
-    /// rows that do not match, and an UPDATE there first reads the newest committed version of
-    /// a locked row to skip it without waiting when it does not match (semi-consistent read).
+    /// (own writes included) before the WHERE is evaluated; a scan of a secondary index locks
+    /// the index record first, then the row's clustered record; repeatable read and
+    /// serializable also lock the gaps before them and after the range (a record and its gap
+    /// as one next-key lock: a record lock that waits takes no gap yet). Read committed
+    /// releases the locks of rows that do not match, unless they were granted after a wait
+    /// (InnoDB unlocks only a lock the row search created without waiting), and an UPDATE
+    /// there first reads the newest committed version of a locked row to skip it without
+    /// waiting when it does not match (semi-consistent read; the caller allows it on
+    /// clustered index scans only). A statement woken from a wait goes on from the record it
+    /// waited for, as InnoDB's cursor does ([`InnoDbCursor`]).
     pub(super) fn innodb_locking_read(
         &mut self,
         session: SessionId,
@@ -279,21 +285,34 @@ impl Database {
             (t.isolation, t.snapshot)
         };
         let gaps = isolation >= Isolation::RepeatableRead;
+        let exclusive = mode == LockMode::Exclusive;
         let snapshot_isolation =
             self.profile.innodb_snapshot_isolation() && isolation == Isolation::RepeatableRead;
+        self.locks.note_table_lock(tx, table_name, exclusive);
         let table = self.table(table_name)?;
+        let index_columns = match access {
+            Access::Index { index, .. } => table.indexes[*index].columns.len(),
+            _ => 0,
+        };
         let positions = positions(table, access, direction);
-        let mut out = Vec::new();
+        let cursor = self.sessions[&session]
+            .innodb_cursor
+            .clone()
+            .filter(|c| c.table == table_name);
+        let mut resuming = cursor.is_some();
+        let mut out: Vec<(Key, Row)> = Vec::new();
         let mut touched = 0u64;
         for position in positions {
             if wanted.is_some_and(|w| out.len() >= w) {
                 break;
             }
-            let (key, gap, end_of_range) = match position {
+            let (key, gap, end_of_range, entry, order) = match position {
                 Position::Gap(gap) => {
-                    if gaps {
+                    if gaps && !resuming {
                         let granted = self.locks.request(tx, &gap, LockMode::Gap);
                         assert_eq!(granted, Grant::Granted);
+                        self.locks
+                            .note_struct(tx, &gap, exclusive, RecordLockKind::GapOnly);
                     }
                     continue;
                 }
@@ -301,13 +320,29 @@ impl Database {
                     key,
                     gap,
                     end_of_range,
-                } => (key, gap, end_of_range),
+                    entry,
+                    order,
+                } => (key, gap, end_of_range, entry, order),
             };
+            if let Some(c) = cursor.as_ref().filter(|_| resuming) {
+                let before = match direction {
+                    Direction::Asc => order < c.resume_at,
+                    Direction::Desc => order > c.resume_at,
+                };
+                if !before {
+                    resuming = false;
+                } else if !c.kept.contains(&key) {
+                    // Passed before the wait: the cursor does not come back to it.
+                    continue;
+                }
+            }
             touched += 1;
+            let gap = gap.filter(|_| gaps);
             let target = LockTarget::Record {
                 table: table_name.to_string(),
                 key: key.clone(),
             };
+            let mode_before = self.locks.mode_held(tx, &target);
             let held_before = self.locks.holds(tx, &target, mode);
             if semi_consistent && self.locks.would_wait(tx, &target, mode) {
                 let table = self.table(table_name)?;
@@ -319,12 +354,66 @@ impl Database {
                     _ => continue,
                 }
             }
-            if let Some(gap) = gap.filter(|_| gaps) {
-                let granted = self.locks.request(tx, &gap, LockMode::Gap);
-                assert_eq!(granted, Grant::Granted);
+            let mut entry_held_before = false;
+            let mut entry_mode_before = None;
+            if let Some(entry) = &entry {
+                entry_held_before = self.locks.holds(tx, entry, mode);
+                entry_mode_before = self.locks.mode_held(tx, entry);
+                let kind = if gap.is_some() {
+                    RecordLockKind::NextKey
+                } else {
+                    RecordLockKind::RecordOnly
+                };
+                if !self
+                    .innodb_lock(session, table_name, entry, mode, policy, &order, &out)
+                    .inspect_err(|_| self.innodb_next_key_wait(tx, gap.as_ref()))?
+                {
+                    continue;
+                }
+                self.locks.note_struct(tx, entry, exclusive, kind);
+                if let Some(gap) = &gap {
+                    let granted = self.locks.request(tx, gap, LockMode::Gap);
+                    assert_eq!(granted, Grant::Granted);
+                }
+                // A delete-marked index record (the row is gone, or no longer has these
+                // values) is passed over before its clustered record is looked at.
+                let rv = &self.table(table_name)?.rows[&key];
+                let other_writer = rv.pending.as_ref().is_some_and(|p| p.tx != tx);
+                let newest = match &rv.pending {
+                    Some(p) if p.tx == tx => p.data.as_ref(),
+                    _ => rv.latest_committed().and_then(|v| v.data.as_ref()),
+                };
+                let values = &order[..index_columns];
+                let index = match access {
+                    Access::Index { index, .. } => *index,
+                    _ => unreachable!("an index record comes from an index scan"),
+                };
+                let table = self.table(table_name)?;
+                let live = newest.is_some_and(|r| table.index_key_of(index, r) == values);
+                if !other_writer && !live {
+                    if !(gaps || entry_held_before) {
+                        let woken = self.locks.release_to(tx, entry, entry_mode_before);
+                        self.woken.extend(woken);
+                    }
+                    continue;
+                }
             }
-            if !self.lock_row(tx, table_name, &target, mode, policy)? {
+            let next_key_gap = gap.as_ref().filter(|_| entry.is_none());
+            if !self
+                .innodb_lock(session, table_name, &target, mode, policy, &order, &out)
+                .inspect_err(|_| self.innodb_next_key_wait(tx, next_key_gap))?
+            {
                 continue;
+            }
+            let kind = if gap.is_some() && entry.is_none() {
+                RecordLockKind::NextKey
+            } else {
+                RecordLockKind::RecordOnly
+            };
+            self.locks.note_struct(tx, &target, exclusive, kind);
+            if let Some(gap) = gap.as_ref().filter(|_| entry.is_none()) {
+                let granted = self.locks.request(tx, gap, LockMode::Gap);
+                assert_eq!(granted, Grant::Granted);
             }
             let table = self.table(table_name)?;
             let rv = &table.rows[&key];
@@ -355,13 +444,105 @@ impl Database {
             } else if !(gaps || held_before || (end_of_range && direction == Direction::Desc)) {
                 // Read committed gives back the lock of a row that does not match, except for
                 // the row that ends a backward range scan, which MariaDB keeps (measured).
-                let woken = self.locks.release(tx, &target);
+                let woken = self.locks.release_to(tx, &target, mode_before);
                 self.woken.extend(woken);
+                if let Some(entry) = entry.as_ref().filter(|_| !entry_held_before) {
+                    let woken = self.locks.release_to(tx, entry, entry_mode_before);
+                    self.woken.extend(woken);
+                }
             }
         }
         self.stats.rows_touched += touched;
         Ok(out)
     }
+
+    /// Requests a record lock for InnoDB's locking read at scan position `order`; a wait
+    /// leaves the statement's cursor there (with the rows it has taken so far, `out`), so
+    /// that the statement goes on from this record when woken.
+    #[allow(clippy::too_many_arguments)]
+    fn innodb_lock(
+        &mut self,
+        session: SessionId,
+        table_name: &str,
+        target: &LockTarget,
+        mode: LockMode,
+        policy: LockWaitPolicy,
+        order: &Key,
+        out: &[(Key, Row)],
+    ) -> Step<bool> {
+        let tx = self.session_tx(session);
+        self.innodb_convert_implicit(tx, target);
+        match self.lock_row(tx, table_name, target, mode, policy) {
+            Err(Fail::Wait {
+                table,
+                release_on_wake,
+            }) => {
+                let s = self.sessions.get_mut(&session).expect("session");
+                let mut kept: BTreeSet<Key> = s
+                    .innodb_cursor
+                    .take()
+                    .filter(|c| c.table == table_name)
+                    .map(|c| c.kept)
+                    .unwrap_or_default();
+                kept.extend(out.iter().map(|(k, _)| k.clone()));
+                s.innodb_cursor = Some(InnoDbCursor {
+                    table: table_name.to_string(),
+                    resume_at: order.clone(),
+                    kept,
+                });
+                Err(Fail::Wait {
+                    table,
+                    release_on_wake,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+impl Database {
+    /// InnoDB: a record lock request that waits as part of a next-key lock covers `gap` too.
+    fn innodb_next_key_wait(&mut self, tx: TxId, gap: Option<&LockTarget>) {
+        if let Some(gap) = gap {
+            if self.locks.waiting_target(tx).is_some() {
+                self.locks.note_next_key_wait(tx, gap);
+            }
+        }
+    }
+
+    /// InnoDB: a transaction's lock on a row it inserted is implicit in the record (no lock
+    /// struct) until another transaction asks for a lock on it; then InnoDB makes it an
+    /// explicit record lock of the inserting transaction (`lock_rec_convert_impl_to_expl`),
+    /// which counts in that transaction's deadlock weight.
+    pub(super) fn innodb_convert_implicit(&mut self, tx: TxId, target: &LockTarget) {
+        let LockTarget::Record { table, key } = target else {
+            return;
+        };
+        let Some(rv) = self.tables.get(table).and_then(|t| t.rows.get(key)) else {
+            return;
+        };
+        let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) else {
+            return;
+        };
+        let inserted = p.data.is_some() && rv.latest_committed().is_none_or(|v| v.data.is_none());
+        if inserted {
+            let owner = p.tx;
+            self.locks
+                .note_struct(owner, target, true, RecordLockKind::RecordOnly);
+        }
+    }
+}
+
+/// InnoDB: where a locking read that waited stands in its index. InnoDB's row search waits at
+/// the record and then goes on from it; the simulated statement runs again from the start, so
+/// it passes over the positions before `resume_at` except the rows it had already taken
+/// (`kept`, still locked), and a row that came into the range behind the cursor meanwhile is
+/// not seen (measured on MariaDB 10.11.19).
+#[derive(Debug, Clone)]
+pub(super) struct InnoDbCursor {
+    table: String,
+    resume_at: Key,
+    kept: BTreeSet<Key>,
 }
 
 /// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then

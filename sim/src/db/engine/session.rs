@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::expr::{bind, eval};
+use super::read::InnoDbCursor;
 use super::transaction::Tx;
 use super::wait::Blocked;
+use super::write::InnoDbInsert;
 use super::{Database, SessionId};
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::Stmt;
@@ -27,6 +29,10 @@ pub(super) struct Session {
     pub(super) next_isolation: Option<Isolation>,
     pub(super) settings: Settings,
     pub(super) blocked: Option<Blocked>,
+    /// InnoDB: where the statement in flight stands after a lock wait.
+    pub(super) innodb_cursor: Option<InnoDbCursor>,
+    /// InnoDB: how far the INSERT in flight has come.
+    pub(super) innodb_insert: Option<InnoDbInsert>,
 }
 
 impl Database {
@@ -49,6 +55,8 @@ impl Database {
                 next_isolation: None,
                 settings,
                 blocked: None,
+                innodb_cursor: None,
+                innodb_insert: None,
             },
         );
         id

@@ -60,7 +60,10 @@ impl Database {
             waits_for = ?self.locks.waits_for(tx),
             "lock wait"
         );
-        self.undo_for_rerun(session, resume.mark);
+        // An InnoDB INSERT keeps what it has written: it goes on from there.
+        if self.sessions[&session].innodb_insert.is_none() {
+            self.undo_for_rerun(session, resume.mark);
+        }
         let settings = self.sessions[&session].settings.clone();
         let now = self.now;
         let (lock_deadline, deadlock_check_at, statement_deadline) = match self.engine {

@@ -2,15 +2,55 @@
 //! row versions with their undo entries and SSI write tracking, and InnoDB's insert
 //! intentions that wait for gap locks.
 
-use super::access::concat_key;
+use super::access::{concat_key, index_successor};
 use super::transaction::Undo;
-use super::{Database, Fail, Step};
-use crate::db::lock::{Grant, LockMode, LockTarget};
+use super::{Database, Fail, SessionId, Step};
+use crate::db::lock::{Grant, LockMode, LockTarget, RecordLockKind};
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::LockWaitPolicy;
 use crate::db::ssi::WriteSet;
 use crate::db::storage::{Key, Pending, Row, TxId};
 use crate::db::value::{DbError, Value};
+
+/// Which indexes a unique check or an insert intention covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The primary key and every secondary index.
+    All,
+    /// The primary key (the clustered index).
+    Primary,
+    /// One secondary index.
+    Secondary(usize),
+}
+
+impl Scope {
+    /// Whether the scope covers `index` (`None`: the primary key).
+    fn has(self, index: Option<usize>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Primary => index.is_none(),
+            Scope::Secondary(i) => index == Some(i),
+        }
+    }
+}
+
+/// InnoDB: how far an INSERT has come, kept across its lock waits. InnoDB inserts a row into
+/// one index after the other, the clustered index first, and a statement that waits in a
+/// secondary index keeps the rows and the clustered record it has inserted (other
+/// transactions meet that record, and wait for it); it goes on from there when woken.
+#[derive(Debug, Clone, Default)]
+pub(super) struct InnoDbInsert {
+    /// The rows of the statement before this one are done.
+    pub(super) next_row: usize,
+    /// Row `next_row` as evaluated (its auto-increment value drawn once).
+    pub(super) row: Option<Row>,
+    /// The undo log length before row `next_row`'s clustered record was written, once it is.
+    pub(super) written_at: Option<usize>,
+    /// The rows inserted so far.
+    pub(super) inserted: Vec<Row>,
+    /// The first auto-increment value drawn.
+    pub(super) last_insert_id: Option<i64>,
+}
 
 /// What a unique check met.
 enum Conflict {
@@ -36,8 +76,21 @@ impl Database {
         new: &Row,
         old: Option<(&Key, &Row)>,
     ) -> Step<()> {
+        self.check_unique_in(tx, table_name, key, new, old, Scope::All)
+    }
+
+    /// [`Database::check_unique`] in the indexes of `scope` only.
+    fn check_unique_in(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        old: Option<(&Key, &Row)>,
+        scope: Scope,
+    ) -> Step<()> {
         let engine = self.engine;
-        let found = self.unique_conflict(tx, table_name, key, new, old)?;
+        let found = self.unique_conflict(tx, table_name, key, new, old, scope)?;
         match found {
             None => Ok(()),
             Some(Conflict::Uncommitted(other)) => {
@@ -61,13 +114,19 @@ impl Database {
                             Grant::Granted => unreachable!("the other writer holds the row"),
                         }
                     }
-                    Engine::InnoDb => match self.locks.request(tx, &target, LockMode::Shared) {
+                    Engine::InnoDb => match {
+                        self.innodb_convert_implicit(tx, &target);
+                        self.locks.request(tx, &target, LockMode::Shared)
+                    } {
                         Grant::Wait(_) => Err(Fail::wait(table_name)),
                         Grant::Granted => unreachable!("the other writer holds the row"),
                     },
                 }
             }
             Some(Conflict::Committed { row, index, live }) => {
+                if engine == Engine::InnoDb {
+                    self.innodb_duplicate_lock(tx, table_name, &row, index, new)?;
+                }
                 if self.changed_since_read_view(tx, table_name, &row) {
                     // innodb_snapshot_isolation: the check locks the record it meets, and a
                     // record changed after the read view, deleted or not, is 1020 (measured).
@@ -102,6 +161,73 @@ impl Database {
         }
     }
 
+    /// The isolation level of open transaction `tx`.
+    fn tx_isolation(&self, tx: TxId) -> Isolation {
+        self.sessions[&self.tx_session[&tx]]
+            .tx
+            .as_ref()
+            .expect("an open transaction")
+            .isolation
+    }
+
+    /// InnoDB: the unique check locks the duplicate record it meets, committed and live or
+    /// delete-marked, shared, before it decides (`row_ins_duplicate_error_in_clust`,
+    /// `row_ins_scan_sec_index_for_duplicate`): the clustered record alone, or the secondary
+    /// index record with its gap under repeatable read. So it waits while another
+    /// transaction holds the record exclusively, and the lock stays after the duplicate
+    /// error (or the ignored row) until the transaction ends.
+    fn innodb_duplicate_lock(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        row: &Key,
+        index: Option<usize>,
+        new: &Row,
+    ) -> Step<()> {
+        let isolation = self.tx_isolation(tx);
+        let table = self.table(table_name)?;
+        let (target, gap) = match index {
+            None => (
+                LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: row.clone(),
+                },
+                None,
+            ),
+            Some(i) => {
+                let entry = concat_key(&table.index_key_of(i, new), row);
+                let gap = (isolation >= Isolation::RepeatableRead).then(|| LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: Some(i),
+                    before: Some(entry.clone()),
+                });
+                (
+                    LockTarget::Entry {
+                        table: table_name.to_string(),
+                        index: i,
+                        entry,
+                    },
+                    gap,
+                )
+            }
+        };
+        self.locks.note_table_lock(tx, table_name, true);
+        if let Grant::Wait(_) = self.locks.request(tx, &target, LockMode::Shared) {
+            return Err(Fail::wait(table_name));
+        }
+        let kind = if gap.is_some() {
+            RecordLockKind::NextKey
+        } else {
+            RecordLockKind::RecordOnly
+        };
+        self.locks.note_struct(tx, &target, false, kind);
+        if let Some(gap) = gap {
+            let granted = self.locks.request(tx, &gap, LockMode::Gap);
+            assert_eq!(granted, Grant::Granted);
+        }
+        Ok(())
+    }
+
     /// The first record a unique check of `new` meets: an uncommitted version of another
     /// transaction, or a committed row with the same key (`live` unless it is deleted).
     fn unique_conflict(
@@ -111,6 +237,7 @@ impl Database {
         key: &Key,
         new: &Row,
         old: Option<(&Key, &Row)>,
+        scope: Scope,
     ) -> Result<Option<Conflict>, DbError> {
         let table = self.table(table_name)?;
         let (old_key, old_row) = match old {
@@ -119,7 +246,7 @@ impl Database {
         };
         let mut deleted = None;
         // The primary key of a new row, or a new primary key.
-        if old_key != Some(key) {
+        if old_key != Some(key) && scope.has(None) {
             if let Some(rv) = table.rows.get(key) {
                 match &rv.pending {
                     Some(p) if p.tx != tx => return Ok(Some(Conflict::Uncommitted(key.clone()))),
@@ -151,7 +278,7 @@ impl Database {
             }
         }
         for (i, index) in table.indexes.iter().enumerate() {
-            if !index.unique {
+            if !index.unique || !scope.has(Some(i)) {
                 continue;
             }
             let values = table.index_key_of(i, new);
@@ -291,7 +418,7 @@ impl Database {
     ) -> Step<()> {
         assert_ne!(key, new_key, "a move changes the key");
         if self.engine == Engine::InnoDb {
-            self.insert_intention(tx, table_name, new_key, &new)?;
+            self.insert_intention(tx, table_name, new_key, &new, Scope::All)?;
         }
         let target = LockTarget::Record {
             table: table_name.to_string(),
@@ -313,6 +440,71 @@ impl Database {
         self.write_row(tx, table_name, new_key, None, Some(new))
     }
 
+    /// InnoDB: inserts row `key` (`row`, row `state.next_row` of the statement of `session`)
+    /// index by index as `row_ins_index_entry_step` does: the clustered index (unique check,
+    /// insert intention, the record), then each secondary index in order (unique check,
+    /// insert intention). A wait keeps what is written ([`InnoDbInsert`]); a duplicate is
+    /// ignored (`false`, the row's clustered record rolled back) under INSERT IGNORE.
+    pub(super) fn innodb_insert_row(
+        &mut self,
+        session: SessionId,
+        table_name: &str,
+        key: &Key,
+        row: &Row,
+        ignore: bool,
+    ) -> Step<bool> {
+        let tx = self.session_tx(session);
+        let ignored = |e: &Fail| ignore && matches!(e, Fail::Error(e) if e.is_unique_violation());
+        let written_at = self.sessions[&session]
+            .innodb_insert
+            .as_ref()
+            .expect("an InnoDB insert in progress")
+            .written_at;
+        let written_at = match written_at {
+            Some(at) => at,
+            None => {
+                match self.check_unique_in(tx, table_name, key, row, None, Scope::Primary) {
+                    Err(e) if ignored(&e) => return Ok(false),
+                    other => other?,
+                }
+                self.insert_intention(tx, table_name, key, row, Scope::Primary)?;
+                let target = LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: key.clone(),
+                };
+                if !self.lock_row(
+                    tx,
+                    table_name,
+                    &target,
+                    LockMode::Exclusive,
+                    LockWaitPolicy::Wait,
+                )? {
+                    unreachable!("waiting policy never skips");
+                }
+                let at = self.tx_mut(session).undo.len();
+                self.write_row(tx, table_name, key, None, Some(row.clone()))?;
+                let state = self.sessions.get_mut(&session).expect("session");
+                state
+                    .innodb_insert
+                    .as_mut()
+                    .expect("insert state")
+                    .written_at = Some(at);
+                at
+            }
+        };
+        for i in 0..self.table(table_name)?.indexes.len() {
+            match self.check_unique_in(tx, table_name, key, row, None, Scope::Secondary(i)) {
+                Err(e) if ignored(&e) => {
+                    self.undo_to(session, written_at);
+                    return Ok(false);
+                }
+                other => other?,
+            }
+            self.insert_intention(tx, table_name, key, row, Scope::Secondary(i))?;
+        }
+        Ok(true)
+    }
+
     /// InnoDB: an insert waits while another transaction holds a gap lock on a gap the new
     /// row falls into, in the primary key or any secondary index.
     pub(super) fn insert_intention(
@@ -321,24 +513,23 @@ impl Database {
         table_name: &str,
         key: &Key,
         row: &Row,
+        scope: Scope,
     ) -> Step<()> {
         let table = self.table(table_name)?;
         let mut gaps = Vec::new();
-        if !table.rows.contains_key(key) {
+        if !table.rows.contains_key(key) && scope.has(None) {
             gaps.push(LockTarget::Gap {
                 table: table_name.to_string(),
                 index: None,
                 before: table.primary_successor(key),
             });
         }
-        for i in 0..table.indexes.len() {
+        for i in (0..table.indexes.len()).filter(|&i| scope.has(Some(i))) {
             let values = table.index_key_of(i, row);
             gaps.push(LockTarget::Gap {
                 table: table_name.to_string(),
                 index: Some(i),
-                before: table
-                    .index_successor(i, &values, key)
-                    .map(|(v, k)| concat_key(&v, &k)),
+                before: index_successor(table, i, &values, key),
             });
         }
         for gap in gaps {

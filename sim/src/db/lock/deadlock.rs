@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{conflicts, LockManager, LockMode, QueueRule, Waiter};
+use super::{conflicts, LockManager, LockMode, LockStruct, QueueRule, Waiter};
 use crate::db::storage::TxId;
 
 impl LockManager {
@@ -122,8 +122,11 @@ impl LockManager {
             .iter()
             .find(|&&(t, m)| t != tx && conflicts(mode, m))
             .map(|&(t, _)| t);
-        if granted.is_some() || mode == LockMode::InsertIntention {
+        if granted.is_some() {
             return granted;
+        }
+        if mode == LockMode::InsertIntention {
+            return self.next_key_waiters(tx, target).first().copied();
         }
         queue.waiting[..position]
             .iter()
@@ -131,25 +134,14 @@ impl LockManager {
             .map(|w| w.tx)
     }
 
-    /// InnoDB's transaction weight for choosing a deadlock victim, without the undo count:
-    /// lock structures (one per table and lock kind, as InnoDB keeps one per page and mode),
-    /// table intention locks, and the waiting request.
+    /// InnoDB's transaction weight for choosing a deadlock victim (`TRX_WEIGHT`), without the
+    /// undo count: the transaction's lock structs ([`LockManager::note_struct`]: its table
+    /// locks, and one record lock struct per index and lock type, as InnoDB keeps one per page
+    /// and type on these small tables) and the struct of its waiting request, with the table
+    /// lock it needs if it has none of that mode yet.
     pub fn weight(&self, tx: TxId) -> u64 {
-        let mut kinds = BTreeSet::new();
-        let mut intentions = BTreeSet::new();
-        if let Some(targets) = self.held.get(&tx) {
-            for target in targets {
-                let mode = self.queues[target]
-                    .granted
-                    .iter()
-                    .find(|&&(t, _)| t == tx)
-                    .map(|&(_, m)| m)
-                    .expect("held lock is granted");
-                kinds.insert((target.table(), mode));
-                intentions.insert((target.table(), mode == LockMode::Exclusive));
-            }
-        }
-        let mut weight = (kinds.len() + intentions.len()) as u64;
+        let structs = self.structs.get(&tx);
+        let mut weight = structs.map_or(0, BTreeSet::len) as u64;
         if let Some(target) = self.waiting_for.get(&tx) {
             let mode = self.queues[target]
                 .waiting
@@ -159,7 +151,13 @@ impl LockManager {
                 .expect("waiter is queued");
             let exclusive = matches!(mode, LockMode::Exclusive | LockMode::InsertIntention);
             weight += 1;
-            if intentions.insert((target.table(), exclusive)) {
+            let table = LockStruct {
+                table: target.table().to_string(),
+                index: None,
+                exclusive,
+                kind: None,
+            };
+            if !structs.is_some_and(|s| s.contains(&table)) {
                 weight += 1;
             }
         }

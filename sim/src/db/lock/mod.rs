@@ -37,6 +37,17 @@ pub enum LockTarget {
         /// The primary key.
         key: Key,
     },
+    /// InnoDB: a record of a secondary index, locked by a locking read through that index and
+    /// by a unique check that meets a duplicate in it (a lock of its own, apart from the row's
+    /// clustered record).
+    Entry {
+        /// The table.
+        table: String,
+        /// The secondary index number.
+        index: usize,
+        /// The index values followed by the primary key.
+        entry: Key,
+    },
     /// The gap before an index record (`None` = InnoDB's supremum, the end of the index).
     Gap {
         /// The table.
@@ -52,7 +63,9 @@ pub enum LockTarget {
 impl LockTarget {
     fn table(&self) -> &str {
         match self {
-            LockTarget::Record { table, .. } | LockTarget::Gap { table, .. } => table,
+            LockTarget::Record { table, .. }
+            | LockTarget::Entry { table, .. }
+            | LockTarget::Gap { table, .. } => table,
         }
     }
 }
@@ -80,6 +93,27 @@ fn conflicts(requested: LockMode, other: LockMode) -> bool {
 
 fn covers(held: LockMode, requested: LockMode) -> bool {
     held == requested || (held == LockMode::Exclusive && requested == LockMode::Shared)
+}
+
+/// InnoDB: what a record lock struct locks (`LOCK_ORDINARY`, `LOCK_GAP`, `LOCK_REC_NOT_GAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordLockKind {
+    /// A next-key lock: the record and the gap before it.
+    NextKey,
+    /// The gap before the record only.
+    GapOnly,
+    /// The record only.
+    RecordOnly,
+}
+
+/// InnoDB: one lock struct of a transaction, as its deadlock weight counts them: a table lock
+/// (`kind` `None`, intention shared or exclusive) or record locks of one type in one index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LockStruct {
+    table: String,
+    index: Option<usize>,
+    exclusive: bool,
+    kind: Option<RecordLockKind>,
 }
 
 /// Which engine's rule decides who waits behind whom (see the module documentation).
@@ -135,6 +169,11 @@ pub struct LockManager {
     sleeping_on: BTreeMap<TxId, Option<Vec<TxId>>>,
     /// PostgreSQL: waiters that began a new sleep (see [`LockManager::take_restarted`]).
     restarted: Vec<TxId>,
+    /// InnoDB: each transaction's lock structs, for its deadlock weight.
+    structs: BTreeMap<TxId, BTreeSet<LockStruct>>,
+    /// InnoDB: waiters whose request is a next-key lock, and the gap it covers: the waiting
+    /// lock already stops inserts into that gap, and is granted with its record.
+    next_key_waits: BTreeMap<TxId, LockTarget>,
 }
 
 impl LockManager {
@@ -168,6 +207,53 @@ impl LockManager {
         !self
             .blockers_of(tx, target, mode, None, holders_only)
             .is_empty()
+    }
+
+    /// InnoDB: notes that `tx` holds a table lock on `table` (intention exclusive or shared),
+    /// which a statement takes before it locks or inserts rows.
+    pub fn note_table_lock(&mut self, tx: TxId, table: &str, exclusive: bool) {
+        self.structs.entry(tx).or_default().insert(LockStruct {
+            table: table.to_string(),
+            index: None,
+            exclusive,
+            kind: None,
+        });
+    }
+
+    /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
+    /// before one), for its deadlock weight ([`LockManager::weight`]).
+    pub fn note_struct(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        exclusive: bool,
+        kind: RecordLockKind,
+    ) {
+        let (table, index) = match target {
+            LockTarget::Record { table, .. } => (table, None),
+            LockTarget::Entry { table, index, .. } => (table, Some(*index)),
+            LockTarget::Gap { table, index, .. } => (table, *index),
+        };
+        self.note_table_lock(tx, table, exclusive);
+        self.structs.entry(tx).or_default().insert(LockStruct {
+            table: table.to_string(),
+            index,
+            exclusive,
+            kind: Some(kind),
+        });
+    }
+
+    /// InnoDB: the waiting record lock request of `tx` is a next-key lock that also covers
+    /// `gap` (InnoDB queues it as one lock): inserts into the gap wait for it
+    /// (`lock_rec_insert_check_and_lock` counts waiting requests too), and the gap is granted
+    /// with the record.
+    pub fn note_next_key_wait(&mut self, tx: TxId, gap: &LockTarget) {
+        assert!(
+            self.waiting_for.contains_key(&tx),
+            "a next-key request waits"
+        );
+        assert!(matches!(gap, LockTarget::Gap { .. }));
+        self.next_key_waits.insert(tx, gap.clone());
     }
 
     /// The transaction `tx` is waiting for a lock on, if any.
@@ -322,6 +408,9 @@ impl LockManager {
         holders_only: bool,
     ) -> Vec<TxId> {
         let Some(queue) = self.queues.get(target) else {
+            if mode == LockMode::InsertIntention {
+                return self.next_key_waiters(tx, target);
+            }
             return Vec::new();
         };
         if mode == LockMode::Gap {
@@ -339,8 +428,11 @@ impl LockManager {
             |w: &&Waiter| w.tx != tx && (conflicts(mode, w.mode) || conflicts(w.mode, mode));
         match self.rule {
             QueueRule::InnoDb => {
-                // Only row locks queue fairly; an insert intention waits for gap holders only.
-                if mode != LockMode::InsertIntention {
+                // Only row locks queue fairly; an insert intention waits for gap holders and
+                // for waiting next-key requests on the gap.
+                if mode == LockMode::InsertIntention {
+                    holders.extend(self.next_key_waiters(tx, target));
+                } else {
                     holders.extend(ahead.iter().filter(queued_conflict).map(|w| w.tx));
                 }
                 holders.into_iter().collect()
@@ -370,6 +462,15 @@ impl LockManager {
         }
     }
 
+    /// InnoDB: the other transactions whose waiting next-key requests cover `gap`, in order.
+    fn next_key_waiters(&self, tx: TxId, gap: &LockTarget) -> Vec<TxId> {
+        self.next_key_waits
+            .iter()
+            .filter(|&(&t, g)| t != tx && g == gap)
+            .map(|(&t, _)| t)
+            .collect()
+    }
+
     /// Withdraws the queued request of `tx`; returns transactions whose requests are now
     /// granted, in queue order.
     pub fn cancel_wait(&mut self, tx: TxId) -> Vec<TxId> {
@@ -380,7 +481,37 @@ impl LockManager {
         self.sleeping_on.remove(&tx);
         let queue = self.queues.get_mut(&target).expect("queue of a waiter");
         queue.waiting.retain(|w| w.tx != tx);
-        self.regrant(&target)
+        let mut woken = self.regrant(&target);
+        if let Some(gap) = self.next_key_waits.remove(&tx) {
+            woken.extend(self.regrant(&gap));
+        }
+        woken
+    }
+
+    /// The mode `tx` holds on `target`, if any.
+    pub fn mode_held(&self, tx: TxId, target: &LockTarget) -> Option<LockMode> {
+        self.held_mode(tx, target)
+    }
+
+    /// Gives back the lock `tx` took on `target` since it held `before` there: the lock goes
+    /// (`None`), or an upgrade goes back to the weaker mode, as InnoDB's read committed
+    /// releases only the lock its row search created for a row that did not match.
+    pub fn release_to(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        before: Option<LockMode>,
+    ) -> Vec<TxId> {
+        let Some(mode) = before else {
+            return self.release(tx, target);
+        };
+        let Some(queue) = self.queues.get_mut(target) else {
+            return Vec::new();
+        };
+        if let Some(entry) = queue.granted.iter_mut().find(|(t, _)| *t == tx) {
+            entry.1 = mode;
+        }
+        self.regrant(target)
     }
 
     /// Releases one lock (InnoDB read committed releases rows that did not match).
@@ -400,6 +531,7 @@ impl LockManager {
     pub fn release_all(&mut self, tx: TxId) -> Vec<TxId> {
         let mut woken = self.cancel_wait(tx);
         self.log.remove(&tx);
+        self.structs.remove(&tx);
         let targets = self.held.remove(&tx).unwrap_or_default();
         for target in &targets {
             if let Some(queue) = self.queues.get_mut(target) {
@@ -436,6 +568,10 @@ impl LockManager {
                 .waiting
                 .remove(i);
             self.waiting_for.remove(&waiter.tx);
+            if let Some(gap) = self.next_key_waits.remove(&waiter.tx) {
+                // The next-key lock is granted whole: record and gap.
+                self.grant(waiter.tx, &gap, LockMode::Gap);
+            }
             self.edge.remove(&waiter.tx);
             self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
@@ -486,6 +622,8 @@ impl LockManager {
         self.repointed.clear();
         self.sleeping_on.clear();
         self.restarted.clear();
+        self.structs.clear();
+        self.next_key_waits.clear();
     }
 }
 
