@@ -231,12 +231,6 @@ fn innodb_duplicate_wait(d: &Divergence, _: &Script) -> bool {
         && (d.real.contains("ERR 1062") || d.real.contains("aff=0"))
 }
 
-fn ssi(d: &Divergence, _: &Script) -> bool {
-    d.profile == shopsim_sim::db::Profile::PgSer
-        && (d.simulated.contains("ERR 40001") || d.real.contains("ERR 40001"))
-        && !(d.real.contains("ERR 23505") || d.simulated.contains("ERR 23505"))
-}
-
 fn snapshot_isolation_error(d: &Divergence, _: &Script) -> bool {
     d.profile == shopsim_sim::db::Profile::MariaRrSi
         && ((d.simulated.contains("ERR 1020") && !d.real.contains("ERR 1020"))
@@ -264,13 +258,6 @@ fn innodb_real_waits(d: &Divergence, _: &Script) -> bool {
                 && !d.simulated.contains("ERR")))
 }
 
-fn pg_recheck(d: &Divergence, _: &Script) -> bool {
-    d.profile.is_postgres()
-        && d.profile != shopsim_sim::db::Profile::PgSer
-        && blocked(&d.simulated)
-        && blocked(&d.real)
-}
-
 /// The known open divergence classes, as the crosscheck found them; the lead empties this
 /// list as the engine is fixed, and a divergence outside it fails the crosscheck tests.
 pub const KNOWN_OPEN: &[KnownDivergence] = &[
@@ -291,15 +278,6 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
                fails with 1062 (or is ignored) after the lock is released; the simulation \
                fails at once.",
         matches: innodb_duplicate_wait,
-    },
-    KnownDivergence {
-        name: "ssi_dangerous_structure",
-        what: "PostgreSQL serializable (SSI): the simulation and PostgreSQL disagree on a \
-               serialization failure: the simulation aborts with 40001rw where PostgreSQL \
-               answers (a FOR UPDATE ... SKIP LOCKED or UPDATE whose reads PostgreSQL locks \
-               at another granularity), or reports 40001rw where PostgreSQL reports the \
-               concurrent-update 40001 after a wait (INSERT ... ON CONFLICT DO NOTHING).",
-        matches: ssi,
     },
     KnownDivergence {
         name: "innodb_snapshot_isolation_error_code",
@@ -323,14 +301,6 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[
                simulation answers at once: a record or gap lock the simulation does not take \
                or check.",
         matches: innodb_real_waits,
-    },
-    KnownDivergence {
-        name: "pg_wait_then_recheck_differs",
-        what: "PostgreSQL read committed / repeatable read: both sides make a write or locking \
-               read wait, but it ends at another step or with another outcome (rows affected \
-               after the re-check of the WHERE on the new version, or which waiter goes first \
-               once several wait for one row).",
-        matches: pg_recheck,
     },
     KnownDivergence {
         name: "innodb_lock_grant_order_differs",

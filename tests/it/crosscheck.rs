@@ -119,9 +119,7 @@ const STILL_DIVERGENT: &[&str] = &[
     "random-116-mariadb-d25",
     "random-118-mariadb-d27",
     "random-118-mariadb-d28",
-    "random-119-postgres-d30",
     "random-137-mariadb-d34",
-    "random-161-postgres-d38",
     "random-197-mariadb-d40",
     "random-257-mariadb-d53",
     "random-263-mariadb-d54",
@@ -170,7 +168,21 @@ fn found_regression_scripts_match_or_diverge_in_a_known_open_class() {
         .filter(|name| !classes_seen.contains(name))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(matched + STILL_DIVERGENT.len(), file.scripts.len());
+    // Every script of STILL_DIVERGENT is in the file, and every other one matched on each
+    // profile it was measured on (a script may carry several).
+    let open = file
+        .scripts
+        .iter()
+        .filter(|s| STILL_DIVERGENT.contains(&s.name.as_str()))
+        .count();
+    assert_eq!(open, STILL_DIVERGENT.len());
+    let runs: usize = file
+        .scripts
+        .iter()
+        .filter(|s| !STILL_DIVERGENT.contains(&s.name.as_str()))
+        .map(|s| s.outcomes.len())
+        .sum();
+    assert_eq!(matched, runs);
     assert!(
         unused.is_empty(),
         "KNOWN_OPEN classes no script shows any more: {unused:?}"

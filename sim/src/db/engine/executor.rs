@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::access::{choose_access, index_order, Direction};
 use super::expr::{bind, coerce, eval, limit_value, BExpr, STATEMENT_SETTINGS};
-use super::read::{visible, ScanSpec};
+use super::read::{pg_index_order, visible, ScanSpec};
 use super::result::{aggregate, project, sort_rows};
 use super::wait::Resume;
 use super::{Database, Fail, SessionId, Step};
@@ -213,10 +213,25 @@ impl Database {
                 }
             )
         });
+        // PostgreSQL walks the primary key in the order asked for where it can, and stops
+        // at the limit.
+        let pg_order = match engine {
+            Engine::Postgres if !has_aggregate => {
+                pg_index_order(self.table(table_name)?, &access, &order)
+            }
+            _ => None,
+        };
         let rows: Vec<Row> = match lock {
             None => {
-                let mut rows =
-                    self.snapshot_read(tx_id, table_name, &access, filter.as_ref(), snapshot)?;
+                let in_order = pg_order.map(|d| (d, limit.map(|l| l + offset)));
+                let mut rows = self.snapshot_read(
+                    tx_id,
+                    table_name,
+                    &access,
+                    filter.as_ref(),
+                    snapshot,
+                    in_order,
+                )?;
                 sort_rows(engine, &mut rows, &order)?;
                 rows
             }
@@ -237,12 +252,15 @@ impl Database {
                     direction: ordered.unwrap_or(Direction::Asc),
                     filter: filter.as_ref(),
                     wanted: ordered.and(limit).map(|l| l + offset),
+                    in_order: false,
                 };
                 let rows = match engine {
                     Engine::Postgres => {
                         // PostgreSQL sorts before it locks, so its limit holds either way.
                         let spec = ScanSpec {
+                            direction: pg_order.unwrap_or(Direction::Asc),
                             wanted: limit.map(|l| l + offset),
+                            in_order: pg_order.is_some(),
                             ..spec
                         };
                         self.pg_locking_read(
@@ -342,6 +360,7 @@ impl Database {
             direction: Direction::Asc,
             filter: filter.as_ref(),
             wanted: None,
+            in_order: false,
         };
         let targets = match engine {
             Engine::Postgres => self.pg_locking_read(

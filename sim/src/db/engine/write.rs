@@ -252,10 +252,18 @@ impl Database {
         let rv = table.rows.entry(key.clone()).or_default();
         let previous = rv.pending.clone();
         assert!(previous.as_ref().is_none_or(|p| p.tx == tx));
+        // An insert starts a new tuple, and a tuple this transaction inserted stays new
+        // through its later updates: a re-check after a lock wait that follows the update
+        // chain of the row it found never reaches it (see `pg_follow_chain`).
+        let new_tuple = match &previous {
+            Some(p) => p.new_tuple || (p.data.is_none() && new.is_some()),
+            None => old.is_none() && new.is_some(),
+        };
         rv.pending = Some(Pending {
             tx,
             data: new,
             moved_to: None,
+            new_tuple,
         });
         let session = self.tx_session[&tx];
         self.sessions
@@ -310,7 +318,15 @@ impl Database {
         let table = self.tables.get_mut(table_name).expect("table");
         let pending = table.rows.get_mut(key).and_then(|rv| rv.pending.as_mut());
         pending.expect("the deletion just written").moved_to = Some(new_key.clone());
-        self.write_row(tx, table_name, new_key, None, Some(new))
+        self.write_row(tx, table_name, new_key, None, Some(new))?;
+        // The row under its new key is the next version of the moved one, not a new tuple.
+        let table = self.tables.get_mut(table_name).expect("table");
+        let pending = table
+            .rows
+            .get_mut(new_key)
+            .and_then(|rv| rv.pending.as_mut());
+        pending.expect("the version just written").new_tuple = false;
+        Ok(())
     }
 
     /// InnoDB: an insert waits while another transaction holds a gap lock on a gap the new
