@@ -40,14 +40,8 @@ impl Database {
         if self.sessions[&session].tx.is_none() {
             self.begin_tx(session, false);
         }
-        let tx = self.session_tx(session);
-        if self.ssi.is_doomed(tx) {
-            let e = errors::rw_dependency();
-            self.stats.serialization_failures += 1;
-            let mark = self.tx_mut(session).undo.len();
-            self.statement_failed(session, &e, mark);
-            return Some(Err(e));
-        }
+        // A serializable transaction another one doomed fails at its next SSI check, not at
+        // its next statement: see `Database::ssi_check_doomed`.
         self.tx_mut(session).queried = true;
         if plan
             .stmt
@@ -398,6 +392,8 @@ impl Database {
                     Some(new)
                 }
             };
+            // PostgreSQL's heap_update and heap_delete check SSI before they write.
+            self.ssi_check_doomed(tx)?;
             if let Some(new) = &new {
                 if engine == Engine::InnoDb && *new == old {
                     // MariaDB counts changed rows and writes nothing for an unchanged one.
@@ -506,6 +502,8 @@ impl Database {
                 *value = coerce(engine, table, c, v)?;
             }
             let key = table.key_of(&row);
+            // PostgreSQL's heap_insert checks SSI before the unique check of the index insert.
+            self.ssi_check_doomed(tx)?;
             match self.check_unique(tx, &insert.table, &key, &row, None) {
                 Ok(_) => {}
                 Err(Fail::Error(e)) if insert.ignore_duplicates && e.is_unique_violation() => {

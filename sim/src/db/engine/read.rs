@@ -237,7 +237,7 @@ impl Database {
                 }
             };
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, &read, seen, writers)?;
+            self.ssi_after_read(tx, table_name, &read, touched > 0, seen, writers)?;
         }
         Ok(out)
     }
@@ -341,7 +341,7 @@ impl Database {
         self.stats.rows_touched += touched;
         if serializable {
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, access, seen, writers)?;
+            self.ssi_after_read(tx, table_name, access, touched > 0, seen, writers)?;
         }
         if !order.is_empty() {
             let mut keyed: Vec<(Vec<Value>, (Key, Row, bool))> = Vec::new();
@@ -429,7 +429,8 @@ impl Database {
             if serializable {
                 let read = read_so_far(access, direction, ReadUpTo::Row(&key));
                 let writers = std::mem::take(&mut writers).into_iter().collect();
-                self.ssi_after_read(tx, table_name, &read, std::mem::take(&mut seen), writers)?;
+                let seen = std::mem::take(&mut seen);
+                self.ssi_after_read(tx, table_name, &read, true, seen, writers)?;
             }
             if dead && isolation >= Isolation::RepeatableRead {
                 // See `pg_locking_read`: the old tuple beside this transaction's own.
@@ -448,7 +449,8 @@ impl Database {
             };
             let read = read_so_far(access, direction, up_to);
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, &read, seen, writers)?;
+            let examined = last_read.is_some();
+            self.ssi_after_read(tx, table_name, &read, examined, seen, writers)?;
         }
         Ok(out)
     }
