@@ -502,7 +502,21 @@ impl Database {
                 *value = coerce(engine, table, c, v)?;
             }
             let key = table.key_of(&row);
-            // PostgreSQL's heap_insert checks SSI before the unique check of the index insert.
+            // ON CONFLICT's pre-check comes first; then heap_insert checks SSI, before the
+            // unique check of the index insert.
+            if engine == Engine::Postgres && insert.ignore_duplicates {
+                let snapshot = snapshot.expect("PostgreSQL statements have a snapshot");
+                if self.pg_on_conflict_precheck(
+                    tx,
+                    &insert.table,
+                    &key,
+                    &row,
+                    snapshot,
+                    isolation,
+                )? {
+                    continue;
+                }
+            }
             self.ssi_check_doomed(tx)?;
             match self.check_unique(tx, &insert.table, &key, &row, None) {
                 Ok(_) => {}

@@ -102,6 +102,42 @@ impl Database {
         }
     }
 
+    /// PostgreSQL's `INSERT ... ON CONFLICT DO NOTHING` checks its arbiter indexes before it
+    /// inserts (`ExecCheckIndexConstraints`, a dirty-snapshot index scan that takes no SIREAD
+    /// locks): true to skip the row for a conflicting live row, after waiting for an
+    /// uncommitted one to end. In repeatable read and serializable the conflicting row
+    /// version must be visible to the transaction's snapshot (`ExecCheckTIDVisible`), else
+    /// the insert fails with `40001` (measured), whoever wrote it.
+    pub(super) fn pg_on_conflict_precheck(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        snapshot: crate::db::storage::CommitSeq,
+        isolation: Isolation,
+    ) -> Step<bool> {
+        match self.unique_conflict(tx, table_name, key, new, None)? {
+            None | Some(Conflict::Committed { live: false, .. }) => Ok(false),
+            Some(Conflict::Uncommitted(_)) => {
+                // Wait for the other writer as the unique check does.
+                self.check_unique(tx, table_name, key, new, None)?;
+                unreachable!("an uncommitted duplicate makes the unique check wait")
+            }
+            Some(Conflict::Committed { row, .. }) => {
+                if isolation >= Isolation::RepeatableRead {
+                    let rv = &self.table(table_name)?.rows[&row];
+                    let own = rv.pending.as_ref().is_some_and(|p| p.tx == tx);
+                    let invisible = !own && rv.latest_committed().is_none_or(|v| v.seq > snapshot);
+                    if invisible {
+                        return Err(errors::concurrent_update(false).into());
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// The first record a unique check of `new` meets: an uncommitted version of another
     /// transaction, or a committed row with the same key (`live` unless it is deleted).
     fn unique_conflict(
