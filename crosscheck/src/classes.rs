@@ -184,12 +184,6 @@ fn blocked(token: &str) -> bool {
     token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK")
 }
 
-fn ssi(d: &Divergence, _: &Script) -> bool {
-    d.profile == shopsim_sim::db::Profile::PgSer
-        && (d.simulated.contains("ERR 40001") || d.real.contains("ERR 40001"))
-        && !(d.real.contains("ERR 23505") || d.simulated.contains("ERR 23505"))
-}
-
 /// Both sides wait and finish with the same kind of outcome, at a different step or with
 /// different rows: the order in which waiters are granted, or which rows they see then.
 fn grant_order(d: &Divergence, _: &Script) -> bool {
@@ -199,33 +193,9 @@ fn grant_order(d: &Divergence, _: &Script) -> bool {
         && crate::campaign::token_kind(&d.simulated) == crate::campaign::token_kind(&d.real)
 }
 
-fn pg_recheck(d: &Divergence, _: &Script) -> bool {
-    d.profile.is_postgres()
-        && d.profile != shopsim_sim::db::Profile::PgSer
-        && blocked(&d.simulated)
-        && blocked(&d.real)
-}
-
 /// The known open divergence classes, as the crosscheck found them; the lead empties this
 /// list as the engine is fixed, and a divergence outside it fails the crosscheck tests.
 pub const KNOWN_OPEN: &[KnownDivergence] = &[
-    KnownDivergence {
-        name: "ssi_dangerous_structure",
-        what: "PostgreSQL serializable (SSI): the simulation and PostgreSQL disagree on a \
-               serialization failure: the simulation aborts with 40001rw where PostgreSQL \
-               answers (a FOR UPDATE ... SKIP LOCKED or UPDATE whose reads PostgreSQL locks \
-               at another granularity), or reports 40001rw where PostgreSQL reports the \
-               concurrent-update 40001 after a wait (INSERT ... ON CONFLICT DO NOTHING).",
-        matches: ssi,
-    },
-    KnownDivergence {
-        name: "pg_wait_then_recheck_differs",
-        what: "PostgreSQL read committed / repeatable read: both sides make a write or locking \
-               read wait, but it ends at another step or with another outcome (rows affected \
-               after the re-check of the WHERE on the new version, or which waiter goes first \
-               once several wait for one row).",
-        matches: pg_recheck,
-    },
     KnownDivergence {
         name: "innodb_lock_grant_order_differs",
         what: "InnoDB: both sides make the statement wait and end it with the same kind of \

@@ -21,7 +21,8 @@
 //!    active or committed after the writer.
 //!
 //! The writer fails at once if it is the one acting; else a committed writer means the
-//! acting reader fails; else the writer is doomed and fails at its next statement or commit.
+//! acting reader fails; else the writer is doomed and fails at its next SSI check: the next
+//! tuple it examines or writes, or its commit (not a statement that touches no tuple).
 //! At commit (`PreCommit_CheckForSerializationFailure`) a transaction dooms each active
 //! in-neighbour that has an active in-neighbour of its own (or the committer itself). A
 //! transaction that commits without writing is read-only from then on, which exempts it from
@@ -239,6 +240,10 @@ impl Ssi {
     /// The conflict-in check alone, without counting as a write: PostgreSQL runs it on the
     /// index page of a unique violation before it reports one (`_bt_check_unique`).
     pub fn conflict_in_check(&mut self, writer: TxId, write: &WriteSet) -> Vec<TxId> {
+        if self.is_doomed(writer) {
+            // A doomed writer fails at its check (`CheckForSerializableConflictIn`).
+            return vec![writer];
+        }
         let table = &write.table;
         let mut readers = BTreeSet::new();
         let mut add = |set: Option<&BTreeSet<TxId>>| readers.extend(set.into_iter().flatten());
@@ -397,7 +402,7 @@ impl Ssi {
         assert!(state.conflict_out.is_none_or(|c| c < seq));
     }
 
-    /// Marks `tx` doomed: it fails at its next statement or commit.
+    /// Marks `tx` doomed: it fails at its next SSI check (see the module documentation).
     pub fn doom(&mut self, tx: TxId) {
         if let Some(state) = self.txs.get_mut(&tx) {
             state.doomed = true;

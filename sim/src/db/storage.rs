@@ -48,6 +48,9 @@ pub struct Version {
     /// For a deletion by an UPDATE of the primary key: the key the row moved to (PostgreSQL
     /// follows an updated row to its new version, wherever its key now is).
     pub moved_to: Option<Key>,
+    /// The writer deleted the row this version follows and inserted a new one with the same
+    /// key: in PostgreSQL a new tuple, not the next link of the old tuple's update chain.
+    pub new_tuple: bool,
 }
 
 /// The uncommitted version of a row, written by the transaction holding its write lock.
@@ -59,6 +62,8 @@ pub struct Pending {
     pub data: Option<Row>,
     /// See [`Version::moved_to`].
     pub moved_to: Option<Key>,
+    /// See [`Version::new_tuple`].
+    pub new_tuple: bool,
 }
 
 /// All versions of one row.

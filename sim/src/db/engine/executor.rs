@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::access::{choose_access, index_order, Access, Direction};
 use super::expr::{bind, coerce, eval, limit_value, BExpr, STATEMENT_SETTINGS};
-use super::read::{visible, ScanSpec};
+use super::read::{pg_index_order, visible, ScanSpec};
 use super::result::{aggregate, project, sort_rows};
 use super::wait::Resume;
 use super::write::InnoDbInsert;
@@ -41,14 +41,8 @@ impl Database {
         if self.sessions[&session].tx.is_none() {
             self.begin_tx(session, false);
         }
-        let tx = self.session_tx(session);
-        if self.ssi.is_doomed(tx) {
-            let e = errors::rw_dependency();
-            self.stats.serialization_failures += 1;
-            let mark = self.tx_mut(session).undo.len();
-            self.statement_failed(session, &e, mark);
-            return Some(Err(e));
-        }
+        // A serializable transaction another one doomed fails at its next SSI check, not at
+        // its next statement: see `Database::ssi_check_doomed`.
         self.tx_mut(session).queried = true;
         if plan
             .stmt
@@ -224,10 +218,25 @@ impl Database {
                 }
             )
         });
+        // PostgreSQL walks the primary key in the order asked for where it can, and stops
+        // at the limit.
+        let pg_order = match engine {
+            Engine::Postgres if !has_aggregate => {
+                pg_index_order(self.table(table_name)?, &access, &order)
+            }
+            _ => None,
+        };
         let rows: Vec<Row> = match lock {
             None => {
-                let mut rows =
-                    self.snapshot_read(tx_id, table_name, &access, filter.as_ref(), snapshot)?;
+                let in_order = pg_order.map(|d| (d, limit.map(|l| l + offset)));
+                let mut rows = self.snapshot_read(
+                    tx_id,
+                    table_name,
+                    &access,
+                    filter.as_ref(),
+                    snapshot,
+                    in_order,
+                )?;
                 sort_rows(engine, &mut rows, &order)?;
                 rows
             }
@@ -248,12 +257,15 @@ impl Database {
                     direction: ordered.unwrap_or(Direction::Asc),
                     filter: filter.as_ref(),
                     wanted: ordered.and(limit).map(|l| l + offset),
+                    in_order: false,
                 };
                 let rows = match engine {
                     Engine::Postgres => {
                         // PostgreSQL sorts before it locks, so its limit holds either way.
                         let spec = ScanSpec {
+                            direction: pg_order.unwrap_or(Direction::Asc),
                             wanted: limit.map(|l| l + offset),
+                            in_order: pg_order.is_some(),
                             ..spec
                         };
                         self.pg_locking_read(
@@ -371,6 +383,7 @@ impl Database {
             direction: Direction::Asc,
             filter: filter.as_ref(),
             wanted: None,
+            in_order: false,
         };
         let targets = match engine {
             Engine::Postgres => self.pg_locking_read(
@@ -412,6 +425,8 @@ impl Database {
                     Some(new)
                 }
             };
+            // PostgreSQL's heap_update and heap_delete check SSI before they write.
+            self.ssi_check_doomed(tx)?;
             if let Some(new) = &new {
                 if engine == Engine::InnoDb && *new == old {
                     // MariaDB counts changed rows and writes nothing for an unchanged one.
@@ -572,6 +587,22 @@ impl Database {
                 self.innodb_insert_done(session, i, &inserted, last_insert_id);
                 continue;
             }
+            // ON CONFLICT's pre-check comes first; then heap_insert checks SSI, before the
+            // unique check of the index insert.
+            if engine == Engine::Postgres && insert.ignore_duplicates {
+                let snapshot = snapshot.expect("PostgreSQL statements have a snapshot");
+                if self.pg_on_conflict_precheck(
+                    tx,
+                    &insert.table,
+                    &key,
+                    &row,
+                    snapshot,
+                    isolation,
+                )? {
+                    continue;
+                }
+            }
+            self.ssi_check_doomed(tx)?;
             match self.check_unique(tx, &insert.table, &key, &row, None) {
                 Ok(_) => {}
                 Err(Fail::Error(e)) if insert.ignore_duplicates && e.is_unique_violation() => {

@@ -284,6 +284,7 @@ impl Database {
                 tx: 0,
                 data: write.row.clone(),
                 moved_to: None,
+                new_tuple: false,
             });
             rv.prune(seq);
             table.writes_since_purge += 1;

@@ -6,6 +6,7 @@
 
 use super::access::Access;
 use super::{Database, Step};
+use crate::db::profile::errors;
 use crate::db::ssi::{IndexPage, SiTarget, WriteSet};
 use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
 
@@ -46,16 +47,33 @@ pub(super) fn examine(rv: &RowVersions, tx: TxId, snapshot: CommitSeq, seqscan: 
 }
 
 impl Database {
-    /// Takes the SIREAD locks of a serializable read of `table_name` through `access` that saw
-    /// the committed versions `seen`, and records its conflicts out to `writers`.
+    /// A serializable transaction that another one doomed (`Ssi::doom`) fails with `40001`
+    /// at its next SSI check, as PostgreSQL's `SXACT_FLAG_DOOMED` does: when it examines a
+    /// tuple (`CheckForSerializableConflictOutNeeded`), writes one
+    /// (`CheckForSerializableConflictIn`) or commits. A statement that reads no tuple (an
+    /// index lookup that finds nothing, an UPDATE that matches nothing) passes (measured).
+    pub(super) fn ssi_check_doomed(&mut self, tx: TxId) -> Step<()> {
+        if self.ssi.is_doomed(tx) {
+            return Err(errors::rw_dependency().into());
+        }
+        Ok(())
+    }
+
+    /// Takes the SIREAD locks of a serializable read of `table_name` through `access` that
+    /// examined tuples (`examined`: any, its own included) and saw the committed versions
+    /// `seen`, and records its conflicts out to `writers`.
     pub(super) fn ssi_after_read(
         &mut self,
         tx: TxId,
         table_name: &str,
         access: &Access,
+        examined: bool,
         seen: Vec<(Key, CommitSeq)>,
         writers: Vec<TxId>,
     ) -> Step<()> {
+        if examined {
+            self.ssi_check_doomed(tx)?;
+        }
         let table = self.table(table_name)?;
         let page = |index: Option<usize>, bounds: (Option<Key>, Option<Key>)| IndexPage {
             table: table_name.to_string(),

@@ -5,8 +5,9 @@
 //! recorded for SSI here.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 
-use super::access::{positions, row_keys, Access, Direction, Position};
+use super::access::{index_order, positions, row_keys, Access, Direction, Position};
 use super::expr::{eval, matches, BExpr};
 use super::predicate::examine;
 use super::result::compare_sort_keys;
@@ -27,11 +28,139 @@ pub(super) struct ScanSpec<'a> {
     pub(super) filter: Option<&'a BExpr>,
     /// `LIMIT` plus `OFFSET` when rows come in the order asked for; `None` reads them all.
     pub(super) wanted: Option<usize>,
+    /// PostgreSQL: the plan is an index scan that delivers the rows in the order asked for
+    /// (see [`pg_index_order`]), so rows are read and locked one by one, without a sort.
+    pub(super) in_order: bool,
+}
+
+/// What PostgreSQL's locking read does with each row it finds (see
+/// [`Database::pg_lock_found`]).
+struct PgFound<'a> {
+    table: &'a str,
+    filter: Option<&'a BExpr>,
+    mode: LockMode,
+    policy: LockWaitPolicy,
+    snapshot: CommitSeq,
+    writes: bool,
+}
+
+/// Where the update chain of a row version leads (PostgreSQL's `t_ctid` links).
+enum Chain {
+    /// To this newest committed version.
+    Live(Row),
+    /// To this transaction's own version (or its deletion).
+    Own(Option<Row>),
+    /// To a deletion, or to a new tuple inserted under the same key after one.
+    Deleted,
+    /// To a deletion by an UPDATE of the primary key, at this commit: the row goes on under
+    /// the new key.
+    Moved(Key, CommitSeq),
+}
+
+/// Follows the update chain of a committed row through its versions from `from` on (the
+/// version a snapshot saw: excluded; the version a move wrote under a new key: included).
+fn follow_chain(rv: &RowVersions, from: Bound<CommitSeq>) -> Chain {
+    let after = |seq: CommitSeq| match from {
+        Bound::Included(s) => seq >= s,
+        Bound::Excluded(s) => seq > s,
+        Bound::Unbounded => true,
+    };
+    let mut latest = None;
+    for v in rv.committed.iter().filter(|v| after(v.seq)) {
+        if v.new_tuple {
+            return Chain::Deleted;
+        }
+        match &v.data {
+            None => {
+                return match &v.moved_to {
+                    Some(next) => Chain::Moved(next.clone(), v.seq),
+                    None => Chain::Deleted,
+                }
+            }
+            Some(row) => latest = Some(row),
+        }
+    }
+    Chain::Live(
+        latest
+            .expect("a chain has a version after its start")
+            .clone(),
+    )
+}
+
+/// PostgreSQL's plan for a query ordered by the primary key over primary key lookups, a
+/// range of it or the whole table: an index scan of the primary key in that order, not a
+/// sort (EXPLAIN on PostgreSQL 15.18, with or without `LIMIT`, for `FOR UPDATE` too). The
+/// direction it walks, or `None` for a plan that sorts, a secondary index (whose equal
+/// entries are in heap order, not key order) or no `ORDER BY` (a sequential scan).
+pub(super) fn pg_index_order(
+    table: &crate::db::storage::Table,
+    access: &Access,
+    order: &[(BExpr, bool)],
+) -> Option<Direction> {
+    if order.is_empty() || matches!(access, Access::Index { .. }) {
+        return None;
+    }
+    index_order(table, access, order)
+}
+
+/// How far an index scan has read its access path.
+#[derive(Clone, Copy)]
+pub(super) enum ReadUpTo<'a> {
+    /// All of it.
+    All,
+    /// It stopped before the first row (`LIMIT 0`).
+    Nothing,
+    /// It stopped after this row.
+    Row(&'a Key),
+}
+
+/// The part of `access` an index scan in `direction` has read, for SSI: an index scan of the
+/// whole table locks the primary key's pages it visits, not the relation.
+pub(super) fn read_so_far(access: &Access, direction: Direction, read: ReadUpTo) -> Access {
+    let last = match read {
+        ReadUpTo::All => {
+            return match access {
+                Access::Scan => Access::Range {
+                    lo: Bound::Unbounded,
+                    hi: Bound::Unbounded,
+                },
+                other => other.clone(),
+            };
+        }
+        ReadUpTo::Nothing => return Access::Keys(Vec::new()),
+        ReadUpTo::Row(last) => last,
+    };
+    let reached = |k: &Key| match direction {
+        Direction::Asc => k <= last,
+        Direction::Desc => k >= last,
+    };
+    let (lo, hi) = match access {
+        Access::Scan => (Bound::Unbounded, Bound::Unbounded),
+        Access::Range { lo, hi } => (lo.clone(), hi.clone()),
+        Access::Keys(keys) => {
+            return Access::Keys(keys.iter().filter(|k| reached(k)).cloned().collect())
+        }
+        Access::Index { .. } => return access.clone(),
+    };
+    match direction {
+        Direction::Asc => Access::Range {
+            lo,
+            hi: Bound::Included(last.clone()),
+        },
+        Direction::Desc => Access::Range {
+            lo: Bound::Included(last.clone()),
+            hi,
+        },
+    }
 }
 
 impl Database {
     /// A non-locking read: the version each row has in `snapshot` (own writes included), or the
     /// newest version of any transaction when there is no snapshot (InnoDB read uncommitted).
+    /// `in_order`: PostgreSQL's index scan in the order the query asks for (see
+    /// [`pg_index_order`]), in this direction, stopping after `wanted` rows (`LIMIT` plus
+    /// `OFFSET`) when given: a serializable transaction reads (locks, meets writers) only
+    /// that far.
     pub(super) fn snapshot_read(
         &mut self,
         tx: TxId,
@@ -39,21 +168,30 @@ impl Database {
         access: &Access,
         filter: Option<&BExpr>,
         snapshot: Option<CommitSeq>,
+        in_order: Option<(Direction, Option<usize>)>,
     ) -> Step<Vec<Row>> {
         let engine = self.engine;
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
-        let keys = row_keys(table, access, Direction::Asc);
-        let seqscan = matches!(access, Access::Scan);
+        let (direction, wanted) = in_order.unwrap_or((Direction::Asc, None));
+        let keys = row_keys(table, access, direction);
+        let seqscan = matches!(access, Access::Scan) && in_order.is_none();
         let mut out = Vec::new();
         let mut seen = Vec::new();
         let mut writers = BTreeSet::new();
         let mut touched = 0u64;
+        let mut last_read: Option<&Key> = None;
+        let mut stopped = false;
         for key in &keys {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                stopped = true;
+                break;
+            }
             let Some(rv) = table.rows.get(key) else {
                 continue;
             };
             touched += 1;
+            last_read = Some(key);
             let data = match snapshot {
                 Some(snapshot) => {
                     if serializable {
@@ -87,8 +225,19 @@ impl Database {
         }
         self.stats.rows_touched += touched;
         if serializable {
+            let read = match in_order {
+                None => access.clone(),
+                Some(_) => {
+                    let up_to = match (stopped, last_read) {
+                        (false, _) => ReadUpTo::All,
+                        (true, None) => ReadUpTo::Nothing,
+                        (true, Some(last)) => ReadUpTo::Row(last),
+                    };
+                    read_so_far(access, direction, up_to)
+                }
+            };
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, access, seen, writers)?;
+            self.ssi_after_read(tx, table_name, &read, touched > 0, seen, writers)?;
         }
         Ok(out)
     }
@@ -110,13 +259,22 @@ impl Database {
     }
 
     /// PostgreSQL's locking read (`FOR UPDATE`/`FOR SHARE`, and the row search of UPDATE and
-    /// DELETE): rows that match in the statement snapshot, sorted, locked one by one; a row
-    /// changed since the snapshot is re-checked on its newest version in read committed
-    /// (EvalPlanQual) and fails with `40001` in repeatable read and serializable. For an
-    /// UPDATE or DELETE (`writes`), a serializable transaction runs SSI's conflict-in check of
-    /// each row as soon as it holds the row, before it goes on to the next one: PostgreSQL
-    /// writes row by row (`heap_update`/`heap_delete` call `CheckForSerializableConflictIn`),
-    /// so a row that fails later, or waits, comes after the conflicts of the rows before it.
+    /// DELETE): rows that match in the statement snapshot, locked one by one; a row changed
+    /// since the snapshot is re-checked on the newest version of its update chain in read
+    /// committed (EvalPlanQual, see [`Database::pg_lock_found`]) and fails with `40001` in
+    /// repeatable read and serializable.
+    ///
+    /// A plan that sorts ([`ScanSpec::in_order`] false: a sequential or bitmap scan) reads
+    /// every row before it locks the first. An index scan in the order asked for (`LockRows`
+    /// under `Limit` over it) reads and locks row by row and stops once the limit has its
+    /// rows, so a serializable transaction takes SIREAD locks and meets concurrent writers
+    /// only up to there.
+    ///
+    /// For an UPDATE or DELETE (`writes`), a serializable transaction runs SSI's conflict-in
+    /// check of each row as soon as it holds the row, before it goes on to the next one:
+    /// PostgreSQL writes row by row (`heap_update`/`heap_delete` call
+    /// `CheckForSerializableConflictIn`), so a row that fails later, or waits, comes after the
+    /// conflicts of the rows before it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pg_locking_read(
         &mut self,
@@ -134,13 +292,27 @@ impl Database {
             direction,
             filter,
             wanted,
+            in_order,
         } = spec;
         let engine = self.engine;
         let tx = self.session_tx(session);
-        let isolation = self.tx_mut(session).isolation;
         let serializable = self.ssi.tracks(tx);
+        let isolation = self.tx_mut(session).isolation;
+        let found = PgFound {
+            table: table_name,
+            filter,
+            mode,
+            policy,
+            snapshot,
+            writes,
+        };
+        if in_order {
+            return self.pg_locking_index_scan(session, access, direction, wanted, &found);
+        }
         let table = self.table(table_name)?;
-        let mut candidates: Vec<(Key, Row)> = Vec::new();
+        // Each row found, and whether it is a tuple a concurrent transaction deleted and this
+        // one inserted again (see `deleted_under_own_insert`).
+        let mut candidates: Vec<(Key, Row, bool)> = Vec::new();
         let seqscan = matches!(access, Access::Scan);
         let mut seen = Vec::new();
         let mut writers = BTreeSet::new();
@@ -155,101 +327,240 @@ impl Database {
                 seen.extend(examined.version.map(|v| (key.clone(), v)));
                 writers.extend(examined.writers);
             }
+            if let Some(old) = deleted_under_own_insert(rv, tx, snapshot) {
+                if matches(engine, filter, old)? {
+                    candidates.push((key.clone(), old.clone(), true));
+                }
+            }
             if let Some(row) = visible(rv, tx, snapshot) {
                 if matches(engine, filter, row)? {
-                    candidates.push((key, row.clone()));
+                    candidates.push((key, row.clone(), false));
                 }
             }
         }
         self.stats.rows_touched += touched;
         if serializable {
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, access, seen, writers)?;
+            self.ssi_after_read(tx, table_name, access, touched > 0, seen, writers)?;
         }
         if !order.is_empty() {
-            let mut keyed: Vec<(Vec<Value>, (Key, Row))> = Vec::new();
-            for (key, row) in candidates {
+            let mut keyed: Vec<(Vec<Value>, (Key, Row, bool))> = Vec::new();
+            for (key, row, dead) in candidates {
                 let sort_key = order
                     .iter()
                     .map(|(e, _)| eval(engine, e, &row))
                     .collect::<Result<Vec<_>, _>>()?;
-                keyed.push((sort_key, (key, row)));
+                keyed.push((sort_key, (key, row, dead)));
             }
             keyed.sort_by(|a, b| compare_sort_keys(engine, &a.0, &b.0, order));
             candidates = keyed.into_iter().map(|(_, kr)| kr).collect();
         }
         let mut out = Vec::new();
-        for (key, row) in candidates {
+        for (key, row, dead) in candidates {
             if wanted.is_some_and(|w| out.len() >= w) {
                 break;
             }
+            if dead {
+                // The old tuple, still visible in the snapshot beside this transaction's own
+                // row of its key, was deleted by a transaction that committed since: locking
+                // it fails in repeatable read and serializable (measured), and read committed
+                // never sees it (its snapshot is newer than that commit).
+                if isolation >= Isolation::RepeatableRead {
+                    return Err(errors::concurrent_update(true).into());
+                }
+                continue;
+            }
+            out.extend(self.pg_lock_found(session, key, row, &found)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Database::pg_locking_read`] over an index scan that delivers rows in the order asked
+    /// for: each row is read, locked and re-checked before the next one is read, and the scan
+    /// stops when `wanted` rows are locked. A serializable transaction records what it has
+    /// read so far before each lock (a wait comes after those reads, as in PostgreSQL), and
+    /// at the end the index pages up to the last row read.
+    fn pg_locking_index_scan(
+        &mut self,
+        session: SessionId,
+        access: &Access,
+        direction: Direction,
+        wanted: Option<usize>,
+        found: &PgFound,
+    ) -> Step<Vec<(Key, Row)>> {
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let serializable = self.ssi.tracks(tx);
+        let isolation = self.tx_mut(session).isolation;
+        let table_name = found.table;
+        let keys = row_keys(self.table(table_name)?, access, direction);
+        let mut seen = Vec::new();
+        let mut writers = BTreeSet::new();
+        let mut last_read: Option<Key> = None;
+        let mut stopped = false;
+        let mut out = Vec::new();
+        for key in keys {
+            if wanted.is_some_and(|w| out.len() >= w) {
+                stopped = true;
+                break;
+            }
+            self.stats.rows_touched += 1;
+            let table = self.table(table_name)?;
+            let Some(rv) = table.rows.get(&key) else {
+                continue;
+            };
+            if serializable {
+                let examined = examine(rv, tx, found.snapshot, false);
+                seen.extend(examined.version.map(|v| (key.clone(), v)));
+                writers.extend(examined.writers);
+            }
+            last_read = Some(key.clone());
+            let dead = match deleted_under_own_insert(rv, tx, found.snapshot) {
+                Some(old) => matches(engine, found.filter, old)?,
+                None => false,
+            };
+            let row = match visible(rv, tx, found.snapshot) {
+                Some(row) if matches(engine, found.filter, row)? => Some(row.clone()),
+                _ => None,
+            };
+            if !dead && row.is_none() {
+                continue;
+            }
+            if serializable {
+                let read = read_so_far(access, direction, ReadUpTo::Row(&key));
+                let writers = std::mem::take(&mut writers).into_iter().collect();
+                let seen = std::mem::take(&mut seen);
+                self.ssi_after_read(tx, table_name, &read, true, seen, writers)?;
+            }
+            if dead && isolation >= Isolation::RepeatableRead {
+                // See `pg_locking_read`: the old tuple beside this transaction's own.
+                return Err(errors::concurrent_update(true).into());
+            }
+            let Some(row) = row else {
+                continue;
+            };
+            out.extend(self.pg_lock_found(session, key, row, found)?);
+        }
+        if serializable {
+            let up_to = match (stopped, &last_read) {
+                (false, _) => ReadUpTo::All,
+                (true, None) => ReadUpTo::Nothing,
+                (true, Some(last)) => ReadUpTo::Row(last),
+            };
+            let read = read_so_far(access, direction, up_to);
+            let writers = writers.into_iter().collect();
+            let examined = last_read.is_some();
+            self.ssi_after_read(tx, table_name, &read, examined, seen, writers)?;
+        }
+        Ok(out)
+    }
+
+    /// Locks row `key`, which the statement found as `row` in its snapshot, the way
+    /// PostgreSQL's `heap_lock_tuple` / `heap_update` do after a scan found the tuple: wait
+    /// for its writer (or skip it, or fail, by the lock wait policy), then look at what the
+    /// writer left. Unchanged since the snapshot: the row. Changed, in repeatable read and
+    /// serializable: `40001` (concurrent update, or delete). Changed, in read committed: the
+    /// update chain of the version found is followed to its newest version, which is locked
+    /// and re-checked against the WHERE (EvalPlanQual); a chain that ends in a deletion
+    /// skips the row. A row deleted and inserted again under the same key is a new tuple at
+    /// the end of no chain: the statement's snapshot did not see it, so it is skipped too.
+    /// PostgreSQL holds no lock on a dead tuple: a lock this statement took on a row found
+    /// deleted, or on the old key of a row that moved, is given back.
+    fn pg_lock_found(
+        &mut self,
+        session: SessionId,
+        key: Key,
+        row: Row,
+        found: &PgFound,
+    ) -> Step<Option<(Key, Row)>> {
+        let engine = self.engine;
+        let tx = self.session_tx(session);
+        let isolation = self.tx_mut(session).isolation;
+        let serializable = self.ssi.tracks(tx);
+        let table_name = found.table;
+        let target = LockTarget::Record {
+            table: table_name.to_string(),
+            key: key.clone(),
+        };
+        if !self.lock_row(tx, table_name, &target, found.mode, found.policy)? {
+            return Ok(None);
+        }
+        let rv = &self.table(table_name)?.rows[&key];
+        let mut chain = match &rv.pending {
+            Some(p) => {
+                assert_eq!(p.tx, tx, "a locked row has no other writer");
+                return Ok(Some((key, row)));
+            }
+            None => {
+                let latest = rv.latest_committed().expect("a visible row has versions");
+                if latest.seq <= found.snapshot {
+                    if found.writes && serializable {
+                        let write = self.ssi_write_set(tx, table_name, &key, Some(&row), None);
+                        let fail = self.ssi.conflict_in(tx, &write);
+                        self.ssi_fail(tx, fail)?;
+                    }
+                    return Ok(Some((key, row)));
+                }
+                // Changed by a transaction that committed after the snapshot.
+                let seen = rv
+                    .visible_at(found.snapshot)
+                    .expect("the row was found in the snapshot")
+                    .seq;
+                let chain = follow_chain(rv, Bound::Excluded(seen));
+                if isolation >= Isolation::RepeatableRead {
+                    let deleted = matches!(chain, Chain::Deleted);
+                    return Err(errors::concurrent_update(deleted).into());
+                }
+                chain
+            }
+        };
+        // Read committed: follow the chain (across keys, for a row whose primary key was
+        // updated), lock its newest version and re-check it.
+        let mut key = key;
+        let mut hops = 0usize;
+        loop {
             let target = LockTarget::Record {
                 table: table_name.to_string(),
                 key: key.clone(),
             };
-            if !self.lock_row(tx, table_name, &target, mode, policy)? {
-                continue;
+            let (next, moved_at) = match chain {
+                Chain::Live(latest) => {
+                    return Ok(matches(engine, found.filter, &latest)?.then_some((key, latest)));
+                }
+                Chain::Own(latest) => {
+                    let Some(latest) = latest else {
+                        return Ok(None);
+                    };
+                    return Ok(matches(engine, found.filter, &latest)?.then_some((key, latest)));
+                }
+                Chain::Deleted => {
+                    let woken = self.locks.release(tx, &target);
+                    self.woken.extend(woken);
+                    return Ok(None);
+                }
+                Chain::Moved(next, at) => (next, at),
+            };
+            let woken = self.locks.release(tx, &target);
+            self.woken.extend(woken);
+            hops += 1;
+            assert!(hops <= self.stats.commits as usize + 1, "a move chain ends");
+            let target = LockTarget::Record {
+                table: table_name.to_string(),
+                key: next.clone(),
+            };
+            if !self.lock_row(tx, table_name, &target, found.mode, found.policy)? {
+                return Ok(None);
             }
-            let table = self.table(table_name)?;
-            let rv = &table.rows[&key];
-            let (mut latest, mut moved_to) = match &rv.pending {
+            let rv = &self.table(table_name)?.rows[&next];
+            chain = match &rv.pending {
                 Some(p) => {
                     assert_eq!(p.tx, tx, "a locked row has no other writer");
-                    (p.data.clone(), None)
+                    Chain::Own(p.data.clone())
                 }
-                None => {
-                    let latest = rv.latest_committed().expect("a visible row has versions");
-                    if latest.seq <= snapshot {
-                        if writes && serializable {
-                            let write = self.ssi_write_set(tx, table_name, &key, Some(&row), None);
-                            let fail = self.ssi.conflict_in(tx, &write);
-                            self.ssi_fail(tx, fail)?;
-                        }
-                        out.push((key, row));
-                        continue;
-                    }
-                    // Changed by a transaction that committed after the snapshot.
-                    if isolation >= Isolation::RepeatableRead {
-                        let deleted = latest.data.is_none() && latest.moved_to.is_none();
-                        return Err(errors::concurrent_update(deleted).into());
-                    }
-                    (latest.data.clone(), latest.moved_to.clone())
-                }
+                None => follow_chain(rv, Bound::Included(moved_at)),
             };
-            // Read committed follows a row whose primary key was updated to its new version
-            // (the update chain), locks that one and re-checks it.
-            let mut key = key;
-            let mut skipped = false;
-            let mut hops = 0usize;
-            while let Some(next) = moved_to.take() {
-                hops += 1;
-                assert!(hops <= self.stats.commits as usize + 1, "a move chain ends");
-                let target = LockTarget::Record {
-                    table: table_name.to_string(),
-                    key: next.clone(),
-                };
-                if !self.lock_row(tx, table_name, &target, mode, policy)? {
-                    skipped = true;
-                    break;
-                }
-                let rv = &self.table(table_name)?.rows[&next];
-                (latest, moved_to) = match &rv.pending {
-                    Some(p) => (p.data.clone(), None),
-                    None => {
-                        let v = rv.latest_committed().expect("a moved row has versions");
-                        (v.data.clone(), v.moved_to.clone())
-                    }
-                };
-                key = next;
-            }
-            let Some(latest) = latest.filter(|_| !skipped) else {
-                continue;
-            };
-            if matches(engine, filter, &latest)? {
-                out.push((key, latest));
-            }
+            key = next;
         }
-        Ok(out)
     }
 
     /// InnoDB's locking read: every row scanned is locked on its newest committed version
@@ -277,6 +588,7 @@ impl Database {
             direction,
             filter,
             wanted,
+            in_order: _,
         } = spec;
         let engine = self.engine;
         let tx = self.session_tx(session);

@@ -159,6 +159,7 @@ impl Database {
                 tx: tx.id,
                 data: pending.data.clone(),
                 moved_to: pending.moved_to.clone(),
+                new_tuple: pending.new_tuple,
             });
             rv.prune(horizon.unwrap_or(seq));
             table.writes_since_purge += 1;
