@@ -114,13 +114,13 @@ impl Database {
                             Grant::Granted => unreachable!("the other writer holds the row"),
                         }
                     }
-                    Engine::InnoDb => match {
+                    Engine::InnoDb => {
                         self.innodb_convert_implicit(tx, &target);
-                        self.locks.request(tx, &target, LockMode::Shared)
-                    } {
-                        Grant::Wait(_) => Err(Fail::wait(table_name)),
-                        Grant::Granted => unreachable!("the other writer holds the row"),
-                    },
+                        match self.locks.request(tx, &target, LockMode::Shared) {
+                            Grant::Wait(_) => Err(Fail::wait(table_name)),
+                            Grant::Granted => unreachable!("the other writer holds the row"),
+                        }
+                    }
                 }
             }
             Some(Conflict::Committed { row, index, live }) => {
