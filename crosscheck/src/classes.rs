@@ -195,19 +195,17 @@ fn grant_order(d: &Divergence, _: &Script) -> bool {
 
 /// The known open divergence classes, as the crosscheck found them; the lead empties this
 /// list as the engine is fixed, and a divergence outside it fails the crosscheck tests.
-pub const KNOWN_OPEN: &[KnownDivergence] = &[
-    KnownDivergence {
-        name: "innodb_lock_grant_order_differs",
-        what: "InnoDB: both sides make the statement wait and end it with the same kind of \
+pub const KNOWN_OPEN: &[KnownDivergence] = &[KnownDivergence {
+    name: "innodb_lock_grant_order_differs",
+    what: "InnoDB: both sides make the statement wait and end it with the same kind of \
                outcome, but at a different step or with different rows: MariaDB grants the \
                waiters of a record in another order than the simulated FIFO queue (or makes \
                one wait again), so the statement sees another version, or ends its wait at \
                another step; or, of two waiters one commit wakes (an insert that waited for a \
                gap, a range read going on past the record it waited for), runs the other first \
                (a race on the real server: replaying one group twice gives both outcomes).",
-        matches: grant_order,
-    },
-];
+    matches: grant_order,
+}];
 
 /// The known open class of `d`, the first difference of `script`, if any.
 pub fn known(d: &Divergence, script: &Script) -> Option<&'static KnownDivergence> {
