@@ -464,19 +464,7 @@ impl Database {
         if self.engine == Engine::InnoDb {
             self.insert_intention(tx, table_name, new_key, &new, Scope::All)?;
         }
-        let target = LockTarget::Record {
-            table: table_name.to_string(),
-            key: new_key.clone(),
-        };
-        if !self.lock_row(
-            tx,
-            table_name,
-            &target,
-            LockMode::Exclusive,
-            LockWaitPolicy::Wait,
-        )? {
-            unreachable!("waiting policy never skips");
-        }
+        self.lock_record_to_write(tx, table_name, new_key)?;
         self.write_row(tx, table_name, key, Some(old), None)?;
         let table = self.tables.get_mut(table_name).expect("table");
         let pending = table.rows.get_mut(key).and_then(|rv| rv.pending.as_mut());
@@ -489,6 +477,24 @@ impl Database {
             .get_mut(new_key)
             .and_then(|rv| rv.pending.as_mut());
         pending.expect("the version just written").new_tuple = false;
+        Ok(())
+    }
+
+    /// Takes the exclusive lock on record `key` of `table_name` that writing it needs, waiting
+    /// for it if another transaction holds the record.
+    fn lock_record_to_write(&mut self, tx: TxId, table_name: &str, key: &Key) -> Step<()> {
+        let target = LockTarget::Record {
+            table: table_name.to_string(),
+            key: key.clone(),
+        };
+        let locked = self.lock_row(
+            tx,
+            table_name,
+            &target,
+            LockMode::Exclusive,
+            LockWaitPolicy::Wait,
+        )?;
+        assert!(locked, "a waiting lock request never skips the row");
         Ok(())
     }
 
@@ -520,19 +526,7 @@ impl Database {
                     other => other?,
                 }
                 self.insert_intention(tx, table_name, key, row, Scope::Primary)?;
-                let target = LockTarget::Record {
-                    table: table_name.to_string(),
-                    key: key.clone(),
-                };
-                if !self.lock_row(
-                    tx,
-                    table_name,
-                    &target,
-                    LockMode::Exclusive,
-                    LockWaitPolicy::Wait,
-                )? {
-                    unreachable!("waiting policy never skips");
-                }
+                self.lock_record_to_write(tx, table_name, key)?;
                 let at = self.tx_mut(session).undo.len();
                 self.write_row(tx, table_name, key, None, Some(row.clone()))?;
                 let state = self.sessions.get_mut(&session).expect("session");
