@@ -10,9 +10,12 @@
 //! calls `advance` at the engine's next deadline (lock wait timeouts, deadlock checks).
 //!
 //! Key invariant: every engine session belongs to exactly one live connection task of the
-//! current incarnation of the node. When that task ends for any reason (client gone, reply
-//! undeliverable, buggified drop) its guard disconnects the session, which rolls back the open
-//! transaction and releases its row locks, also while the statement is still blocked. A crash
+//! current incarnation of the node, or is an orphan of it. When that task ends for any reason
+//! (client gone, reply undeliverable, buggified drop) its guard disconnects the session, which
+//! rolls back the open transaction and releases its row locks. If a statement of the session
+//! is waiting for a lock, the session is orphaned instead, as on both real engines, which do not
+//! notice a closed socket while a backend sleeps on a lock: the statement waits on with the
+//! transaction's locks held, and the session ends when the statement does. A crash
 //! of the node drops all tasks at once; the next start calls [`Database::crash`], so no session
 //! of an earlier incarnation survives, while committed data does (it lives in [`DbNodeState`],
 //! outside the node).
@@ -277,7 +280,11 @@ struct DbNodeInner {
     /// Virtual time zero of the engine: the first start of the node. Kept across restarts so
     /// the engine's clock never runs backwards.
     origin: Option<Instant>,
+    /// Connections of the current incarnation, orphaned sessions included: a backend whose
+    /// client left while it waited for a lock still counts against `max_connections`.
     connection_count: usize,
+    /// Sessions whose client left while a statement waited; each ends with its statement.
+    orphans: std::collections::BTreeSet<SessionId>,
     /// Connection tasks parked on a blocked statement, by session.
     waiters: BTreeMap<SessionId, oneshot::Sender<Result<QueryResult, DbError>>>,
     /// Completions that arrived before their waiter registered (kept rather than lost).
@@ -301,6 +308,7 @@ impl DbNodeState {
                 epoch: 0,
                 origin: None,
                 connection_count: 0,
+                orphans: std::collections::BTreeSet::new(),
                 waiters: BTreeMap::new(),
                 completions_unrouted: BTreeMap::new(),
                 statement_count: 0,
@@ -406,6 +414,7 @@ impl DbNodeState {
         inner.db.crash();
         inner.epoch += 1;
         inner.connection_count = 0;
+        inner.orphans.clear();
         // Dropping the senders wakes nothing: the tasks that waited died with the node.
         inner.waiters.clear();
         inner.completions_unrouted.clear();
@@ -443,6 +452,13 @@ impl DbNodeInner {
                 }
             }
         }
+        // An orphan's statement ended inside the engine, which closed its session then.
+        let orphans_before = self.orphans.len();
+        let db = &self.db;
+        self.orphans.retain(|&session| db.has_session(session));
+        let ended = orphans_before - self.orphans.len();
+        assert!(self.connection_count >= ended);
+        self.connection_count -= ended;
     }
 
     /// Virtual microseconds since the first start, for transcript events.
@@ -528,14 +544,27 @@ impl Drop for SessionGuard {
             return;
         }
         assert!(inner.connection_count > 0);
-        inner.connection_count -= 1;
+        assert!(!inner.orphans.contains(&self.session));
         inner.waiters.remove(&self.session);
         inner.completions_unrouted.remove(&self.session);
         let count_before = inner.db.commit_log().len();
         let session = self.session;
         inner.record(|at_us| TranscriptEvent::Disconnect { session, at_us });
         inner.db.disconnect(self.session);
-        tracing::debug!(session = ?self.session, "db connection closed; open transaction rolled back");
+        if inner.db.has_session(session) {
+            // Its statement waits on, holding the transaction's locks, until it ends.
+            tracing::debug!(
+                ?session,
+                "db client gone while blocked; the statement waits on"
+            );
+            inner.orphans.insert(session);
+        } else {
+            tracing::debug!(
+                ?session,
+                "db connection closed; open transaction rolled back"
+            );
+            inner.connection_count -= 1;
+        }
         inner.route_completions(FinishCause::Woken, Some(session));
         let count_after = inner.db.commit_log().len();
         drop(inner);

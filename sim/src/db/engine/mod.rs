@@ -218,8 +218,24 @@ impl Database {
     }
 
     /// Results of blocked statements that finished since the last call, in finishing order.
+    /// An orphaned session's statement has no client to answer: its session closes here,
+    /// which may let other statements run and finish in turn.
     pub fn take_completions(&mut self) -> Vec<(SessionId, Result<QueryResult, DbError>)> {
-        std::mem::take(&mut self.completions)
+        let mut finished = Vec::new();
+        loop {
+            let batch = std::mem::take(&mut self.completions);
+            if batch.is_empty() {
+                return finished;
+            }
+            for (session, result) in batch {
+                if self.sessions.get(&session).is_some_and(|s| s.orphaned) {
+                    self.close_session(session);
+                    assert!(!self.sessions.contains_key(&session));
+                } else {
+                    finished.push((session, result));
+                }
+            }
+        }
     }
 
     /// The committed rows of `table`, in primary key order.

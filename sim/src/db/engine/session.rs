@@ -33,6 +33,11 @@ pub(super) struct Session {
     pub(super) innodb_cursor: Option<InnoDbCursor>,
     /// InnoDB: how far the INSERT in flight has come.
     pub(super) innodb_insert: Option<InnoDbInsert>,
+    /// The client closed the connection while a statement of this session waited for a lock.
+    /// Neither engine notices a closed socket while a backend sleeps on a lock (PostgreSQL
+    /// without `client_connection_check_interval`, MariaDB's lock wait): the statement waits
+    /// on, holding the transaction's locks, and the session ends only when it does.
+    pub(super) orphaned: bool,
 }
 
 impl Database {
@@ -57,14 +62,30 @@ impl Database {
                 blocked: None,
                 innodb_cursor: None,
                 innodb_insert: None,
+                orphaned: false,
             },
         );
         id
     }
 
-    /// Closes `session`: a blocked statement is abandoned, the open transaction rolls back and
-    /// its locks are released.
+    /// The client closed `session`'s connection. An idle session closes now: its open
+    /// transaction rolls back and its locks are released. A session whose statement waits for
+    /// a lock is orphaned instead: the statement keeps waiting and may still run (an
+    /// autocommit statement then commits), and the session closes when the statement ends,
+    /// by a grant, a timeout or a deadlock (see [`Database::take_completions`]).
     pub fn disconnect(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.blocked.is_some() {
+            s.orphaned = true;
+            return;
+        }
+        self.close_session(session);
+    }
+
+    /// Ends `session`: the open transaction rolls back and its locks are released.
+    pub(super) fn close_session(&mut self, session: SessionId) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -77,6 +98,11 @@ impl Database {
         self.completions.retain(|(s, _)| *s != session);
         self.drain_wakeups();
         assert!(!self.sessions.contains_key(&session));
+    }
+
+    /// Whether `session` is open: connected, or orphaned with its statement still waiting.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
     }
 
     /// `SET [SESSION] TRANSACTION ISOLATION LEVEL` and `SET [LOCAL] name = value`.

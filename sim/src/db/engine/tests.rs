@@ -297,23 +297,57 @@ fn postgres_finds_a_deadlock_after_deadlock_timeout() {
     assert_eq!(t.db.stats().deadlocks, 1);
 }
 
+/// A client gone while its statement waits does not free the transaction's locks: the
+/// statement waits on (the server does not read the closed socket while it sleeps on a lock),
+/// and the session ends, rolling back, only when the statement does.
 #[test]
-fn disconnect_while_blocked_releases_everything() {
-    let mut t = T::new(Profile::MariaRr);
-    let (a, b, c) = (t.db.connect(), t.db.connect(), t.db.connect());
-    t.ok(a, "insert into t (v) values (1), (2)", &[]);
-    t.ok(a, "begin", &[]);
-    t.ok(a, "update t set v = 10 where id = 1", &[]);
-    t.ok(b, "begin", &[]);
-    t.ok(b, "update t set v = 20 where id = 2", &[]);
-    t.blocked(b, "update t set v = 11 where id = 1", &[]);
-    t.blocked(c, "update t set v = 21 where id = 2", &[]);
-    t.db.disconnect(b);
-    let completions = t.db.take_completions();
-    assert_eq!(completions.len(), 1);
-    assert_eq!(completions[0].0, c);
-    t.ok(a, "commit", &[]);
-    assert_eq!(t.values(), vec![(1, 10), (2, 21)]);
+fn disconnect_while_blocked_keeps_the_locks_until_the_statement_ends() {
+    for profile in [Profile::MariaRr, Profile::PgRc] {
+        let mut t = T::new(profile);
+        let (a, b, c) = (t.db.connect(), t.db.connect(), t.db.connect());
+        t.ok(a, "insert into t (v) values (1), (2)", &[]);
+        t.ok(a, "begin", &[]);
+        t.ok(a, "update t set v = 10 where id = 1", &[]);
+        t.ok(b, "begin", &[]);
+        t.ok(b, "update t set v = 20 where id = 2", &[]);
+        t.blocked(b, "update t set v = 11 where id = 1", &[]);
+        t.blocked(c, "update t set v = 21 where id = 2", &[]);
+        t.db.disconnect(b);
+        assert!(t.db.has_session(b), "{profile:?}: orphaned, still waiting");
+        assert!(t.db.take_completions().is_empty(), "{profile:?}");
+        assert!(t.db.is_blocked(c), "{profile:?}: b still holds row 2");
+        // a's commit lets b's update run; b then ends, rolling back, and c gets row 2.
+        t.ok(a, "commit", &[]);
+        let completions = t.db.take_completions();
+        assert_eq!(completions.len(), 1, "{profile:?}: {completions:?}");
+        assert_eq!(completions[0].0, c);
+        assert!(!t.db.has_session(b), "{profile:?}");
+        assert_eq!(t.values(), vec![(1, 10), (2, 21)], "{profile:?}");
+    }
+}
+
+/// An orphaned autocommit statement that gets its lock runs and commits, though no client
+/// hears of it; an idle session closes at once.
+#[test]
+fn an_orphaned_autocommit_statement_still_commits() {
+    for profile in [Profile::MariaRr, Profile::PgRc] {
+        let mut t = T::new(profile);
+        let (a, b, c) = (t.db.connect(), t.db.connect(), t.db.connect());
+        t.ok(a, "insert into t (v) values (1)", &[]);
+        t.ok(a, "begin", &[]);
+        t.ok(a, "update t set v = 10 where id = 1", &[]);
+        t.blocked(b, "update t set v = v + 5 where id = 1", &[]);
+        t.db.disconnect(b);
+        t.db.disconnect(c);
+        assert!(
+            !t.db.has_session(c),
+            "{profile:?}: idle sessions close at once"
+        );
+        t.ok(a, "commit", &[]);
+        assert!(t.db.take_completions().is_empty(), "{profile:?}");
+        assert!(!t.db.has_session(b), "{profile:?}");
+        assert_eq!(t.values(), vec![(1, 15)], "{profile:?}");
+    }
 }
 
 #[test]
