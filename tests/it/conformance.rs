@@ -53,7 +53,9 @@ fn a_wrong_expectation_is_reported_at_its_step() {
 }
 
 /// The step kinds hermitage.toml does not use: DISCONNECT while blocked, SLEEP, `{share}`,
-/// and SET with an engine's own error for an unknown setting.
+/// and SET with an engine's own error for an unknown setting. The outcomes were measured on
+/// PostgreSQL 15.18 and MariaDB 10.11.19 (`shopsim crosscheck --measure`, 2026-12-02): the
+/// update whose client left while it waited still runs, and commits, once T1 commits.
 #[test]
 fn disconnect_sleep_share_and_set_steps() {
     let text = r#"
@@ -71,11 +73,11 @@ steps = [
   ["T2", "select * from test where id = 1"],
 ]
 [script.outcome.pg_rc]
-steps = ["ok", "rows[1:10]", "BLOCK->ERR conn-closed@s4", "ok", "ok", "ERR 42704", "ok", "ok", "rows[1:10]"]
-final = "1=>10, 2=>20"
+steps = ["ok", "rows[1:10]", "BLOCK->ERR conn-closed@s4", "ok", "ok", "ERR 42704", "ok", "ok", "rows[1:11]"]
+final = "1=>11, 2=>20"
 [script.outcome.maria_rr]
-steps = ["ok", "rows[1:10]", "BLOCK->ERR 2013@s4", "ok", "ERR 1193", "ERR 1193", "ok", "ok", "rows[1:10]"]
-final = "1=>10, 2=>20"
+steps = ["ok", "rows[1:10]", "BLOCK->ERR 2013@s4", "ok", "ERR 1193", "ERR 1193", "ok", "ok", "rows[1:11]"]
+final = "1=>11, 2=>20"
 "#;
     let file = ScriptFile::parse(text).unwrap();
     let reports = check_file(&file, &Profile::ALL);
