@@ -39,8 +39,9 @@ pub const NONDETERMINISM: [Nondeterminism; 3] = [
               re-queues on the new version in the order the server's processes happen to run, \
               not in arrival order (replaying one transcript twice on one server grants them \
               differently). Accepted: on PostgreSQL, the differing statement waits on both \
-              sides and ends with the same kind of outcome, and another session updated its \
-              table between the statement's step and its end.",
+              sides and ends with the same kind of outcome, or on one side is granted before \
+              its session's own DISCONNECT or a CRASH step ends the other side's wait, and \
+              another session updated its table between the statement's step and its end.",
     },
     Nondeterminism {
         name: "lock_wait_timeout_in_virtual_time",
@@ -137,6 +138,11 @@ fn table_of(statement: &str) -> Option<String> {
 }
 
 /// Step (1-based) at which a `BLOCK->X@sN` token ended.
+/// The token of a statement whose connection was closed under it.
+fn lost_connection(token: &str) -> bool {
+    ends_in(token, "conn-closed") || ends_in(token, "2013")
+}
+
 fn end_step(token: &str) -> Option<usize> {
     token.rsplit_once("@s")?.1.parse().ok()
 }
@@ -146,15 +152,33 @@ fn waiters_race(d: &Divergence, replay: &Replay) -> bool {
     if !(blocked(&d.simulated) && blocked(&d.real)) {
         return false;
     }
-    if crate::campaign::token_kind(&d.simulated) != crate::campaign::token_kind(&d.real) {
+    let end = match (end_step(&d.simulated), end_step(&d.real)) {
+        (Some(a), Some(b)) => a.min(b),
+        _ => return false,
+    };
+    let same_kind =
+        crate::campaign::token_kind(&d.simulated) == crate::campaign::token_kind(&d.real);
+    // One side granted the statement before its session went away, the other was still
+    // waiting when the session's own DISCONNECT or CRASH step ended the wait: the outcome
+    // differs only in how long the wait lasted.
+    let cut_short = |lost: &str, other: &str| {
+        lost_connection(lost)
+            && end_step(lost).is_some_and(|at| {
+                end_step(other).is_some_and(|o| o < at)
+                    && replay
+                        .steps
+                        .get(at - 1)
+                        .is_some_and(|(session, statement)| {
+                            let step = statement.trim().to_ascii_uppercase();
+                            step == "CRASH" || (*session == d.session && step == "DISCONNECT")
+                        })
+            })
+    };
+    if !(same_kind || cut_short(&d.simulated, &d.real) || cut_short(&d.real, &d.simulated)) {
         return false;
     }
     let Some(table) = table_of(&d.statement) else {
         return false;
-    };
-    let end = match (end_step(&d.simulated), end_step(&d.real)) {
-        (Some(a), Some(b)) => a.min(b),
-        _ => return false,
     };
     replay.steps[step..end.min(replay.steps.len())]
         .iter()
@@ -210,4 +234,95 @@ pub const KNOWN_OPEN: &[KnownDivergence] = &[KnownDivergence {
 /// The known open class of `d`, the first difference of `script`, if any.
 pub fn known(d: &Divergence, script: &Script) -> Option<&'static KnownDivergence> {
     KNOWN_OPEN.iter().find(|k| (k.matches)(d, script))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopsim_sim::db::Profile;
+
+    /// S1 holds the row, S2 waits for it from step 2, S1 updates it at step 3 and commits at
+    /// step 4; `last` is step 5.
+    fn replay(last: (&str, &str)) -> Replay {
+        let steps: Vec<(String, String)> = [
+            ("S1", "select * from t where id = 1 for update"),
+            ("S2", "select * from t where id = 1 for update"),
+            ("S1", "update t set v = 1 where id = 1"),
+            ("S1", "commit"),
+            last,
+        ]
+        .iter()
+        .map(|(s, q)| (s.to_string(), q.to_string()))
+        .collect();
+        let n = steps.len();
+        Replay {
+            profile: Profile::PgRc,
+            setup: Vec::new(),
+            steps,
+            simulated: vec![String::new(); n],
+            simulated_ids: vec![None; n],
+            timers: Vec::new(),
+            waiting_at: vec![Vec::new(); n],
+            raw: vec![None; n],
+            sim_results: vec![None; n],
+            tables: vec!["t".to_string()],
+        }
+    }
+
+    fn divergence(simulated: &str, real: &str) -> Divergence {
+        Divergence {
+            profile: Profile::PgRc,
+            step: Some(2),
+            session: "S2".to_string(),
+            statement: "select * from t where id = 1 for update".to_string(),
+            simulated: simulated.to_string(),
+            real: real.to_string(),
+        }
+    }
+
+    /// The waiters race accepts a grant at another step, and a grant on one side where the
+    /// session's own DISCONNECT (or a CRASH) ended the other side's wait; nothing else.
+    #[test]
+    fn a_waiters_race_may_end_in_the_sessions_own_disconnect_only() {
+        let own = replay(("S2", "DISCONNECT"));
+        let explain = |d: &Divergence, r: &Replay| waiters_race(d, r);
+        assert!(explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->rows[1:1]@s5"),
+            &own
+        ));
+        assert!(explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->ERR conn-closed@s5"),
+            &own
+        ));
+        assert!(explain(
+            &divergence("BLOCK->ERR conn-closed@s5", "BLOCK->rows[1:1]@s4"),
+            &own
+        ));
+        assert!(explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->ERR conn-closed@s5"),
+            &replay(("-", "CRASH"))
+        ));
+        // Another session's disconnect does not end S2's wait.
+        assert!(!explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->ERR conn-closed@s5"),
+            &replay(("S3", "DISCONNECT"))
+        ));
+        // The granted side must have ended before the disconnect.
+        assert!(!explain(
+            &divergence("BLOCK->rows[1:1]@s5", "BLOCK->ERR conn-closed@s5"),
+            &own
+        ));
+        // Another kind of outcome is not a matter of waiting longer.
+        assert!(!explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->ERR 40P01@s4"),
+            &own
+        ));
+        // Without an update of the table during the wait there is no race.
+        let mut no_update = own.clone();
+        no_update.steps[2].1 = "select * from t where id = 2".to_string();
+        assert!(!explain(
+            &divergence("BLOCK->rows[1:1]@s4", "BLOCK->rows[1:1]@s5"),
+            &no_update
+        ));
+    }
 }
