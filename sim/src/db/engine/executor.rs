@@ -182,7 +182,7 @@ impl Database {
             .as_ref()
             .map(|f| bind(engine, f, &column_names, params))
             .transpose()?;
-        let access = choose_access(table, filter.as_ref());
+        let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
         let order: Vec<(BExpr, bool)> = select
             .order_by
             .iter()
@@ -374,7 +374,7 @@ impl Database {
                 assignments.push((c, bind(engine, expr, &column_names, params)?));
             }
         }
-        let access = choose_access(table, filter.as_ref());
+        let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
         let spec = ScanSpec {
