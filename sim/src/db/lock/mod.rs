@@ -355,6 +355,45 @@ impl LockManager {
             .push((target.clone(), previous));
     }
 
+    /// InnoDB: a record inserted into the gap `from` splits it, and every transaction with a
+    /// gap lock on it gets one on `to`, the gap before the new record, as well
+    /// (`lock_update_insert`, `lock_rec_inherit_to_gap_if_gap_lock`): the gap it locked stays
+    /// locked on both sides of the new record.
+    pub fn inherit_gap(&mut self, from: &LockTarget, to: &LockTarget) {
+        assert!(matches!(from, LockTarget::Gap { .. }) && matches!(to, LockTarget::Gap { .. }));
+        let holders: Vec<TxId> = self.queues.get(from).map_or_else(Vec::new, |q| {
+            q.granted
+                .iter()
+                .filter(|&&(_, m)| m == LockMode::Gap)
+                .map(|&(t, _)| t)
+                .collect()
+        });
+        for tx in holders {
+            if self.holds(tx, to, LockMode::Gap) {
+                continue;
+            }
+            self.grant(tx, to, LockMode::Gap);
+            // The inherited lock joins a gap struct of the holder in that index, shared or
+            // exclusive as its other locks there.
+            let (table, index) = match to {
+                LockTarget::Gap { table, index, .. } => (table.clone(), *index),
+                _ => unreachable!("a gap"),
+            };
+            let exclusive = self.structs.get(&tx).is_some_and(|set| {
+                set.iter().any(|s| {
+                    s.table == table
+                        && s.index == index
+                        && s.exclusive
+                        && matches!(
+                            s.kind,
+                            Some(RecordLockKind::NextKey | RecordLockKind::GapOnly)
+                        )
+                })
+            });
+            self.note_struct(tx, to, exclusive, RecordLockKind::GapOnly);
+        }
+    }
+
     /// How many grants `tx` has received so far: a savepoint's place in its lock log.
     pub fn mark(&self, tx: TxId) -> usize {
         self.log.get(&tx).map_or(0, Vec::len)
