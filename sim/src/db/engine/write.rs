@@ -431,6 +431,17 @@ impl Database {
                     live: true,
                 };
                 match &rv.pending {
+                    // InnoDB: a writer that left this index's values as they were holds no
+                    // implicit lock on the index record (`row_vers_impl_x_locked`), so the
+                    // check meets a live duplicate and fails without waiting (measured).
+                    Some(p)
+                        if p.tx != tx
+                            && self.engine == Engine::InnoDb
+                            && has(p.data.as_ref())
+                            && has(committed) =>
+                    {
+                        return Ok(Some(duplicate));
+                    }
                     Some(p) if p.tx != tx => {
                         if has(p.data.as_ref()) || has(committed) {
                             return Ok(Some(Conflict::Uncommitted(other)));
