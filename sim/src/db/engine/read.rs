@@ -654,18 +654,17 @@ impl Database {
                 table: table_name.to_string(),
                 key: key.clone(),
             };
-            // The lock the statement waited for here was granted when it woke: it is this
-            // statement's, not one held before it.
-            let woken_for = |t: &LockTarget| {
-                cursor
-                    .as_ref()
-                    .filter(|c| c.resume_at == order)
-                    .and_then(|c| c.waited.as_ref())
-                    .filter(|(w, _)| w == t)
-                    .map(|(_, before)| *before)
-            };
-            let mode_before = woken_for(&target).unwrap_or_else(|| self.locks.mode_held(tx, &target));
-            let held_before = mode_before.is_some_and(|m| m == mode || m == LockMode::Exclusive);
+            if !gaps && entry.is_none() {
+                // Read committed passes over a clustered record whose deletion is committed
+                // without locking it: no version of it can match any more (measured; a
+                // repeatable read scan waits for a lock on it).
+                let rv = &self.table(table_name)?.rows[&key];
+                if rv.pending.is_none() && rv.latest_committed().is_none_or(|v| v.data.is_none()) {
+                    continue;
+                }
+            }
+            let mode_before = self.locks.mode_held(tx, &target);
+            let held_before = self.locks.holds(tx, &target, mode);
             if semi_consistent && self.locks.would_wait(tx, &target, mode) {
                 let table = self.table(table_name)?;
                 let committed = table.rows[&key]
@@ -679,10 +678,8 @@ impl Database {
             let mut entry_held_before = false;
             let mut entry_mode_before = None;
             if let Some(entry) = &entry {
-                entry_mode_before =
-                    woken_for(entry).unwrap_or_else(|| self.locks.mode_held(tx, entry));
-                entry_held_before =
-                    entry_mode_before.is_some_and(|m| m == mode || m == LockMode::Exclusive);
+                entry_held_before = self.locks.holds(tx, entry, mode);
+                entry_mode_before = self.locks.mode_held(tx, entry);
                 let kind = if gap.is_some() {
                     RecordLockKind::NextKey
                 } else {
@@ -796,7 +793,6 @@ impl Database {
     ) -> Step<bool> {
         let tx = self.session_tx(session);
         self.innodb_convert_implicit(tx, target);
-        let mode_before = self.locks.mode_held(tx, target);
         match self.lock_row(tx, table_name, target, mode, policy) {
             Err(Fail::Wait {
                 table,
@@ -814,7 +810,6 @@ impl Database {
                     table: table_name.to_string(),
                     resume_at: order.clone(),
                     kept,
-                    waited: Some((target.clone(), mode_before)),
                 });
                 Err(Fail::Wait {
                     table,
@@ -869,8 +864,6 @@ pub(super) struct InnoDbCursor {
     table: String,
     resume_at: Key,
     kept: BTreeSet<Key>,
-    /// The lock it waited for at `resume_at`, and the mode it held there before.
-    waited: Option<(LockTarget, Option<LockMode>)>,
 }
 
 /// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then
