@@ -212,12 +212,26 @@ impl LockManager {
     /// InnoDB: notes that `tx` holds a table lock on `table` (intention exclusive or shared),
     /// which a statement takes before it locks or inserts rows.
     pub fn note_table_lock(&mut self, tx: TxId, table: &str, exclusive: bool) {
+        if !exclusive && self.has_table_lock(tx, table, true) {
+            // Intention exclusive covers intention shared: `lock_table` adds no struct.
+            return;
+        }
         self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
             index: None,
             exclusive,
             kind: None,
         });
+    }
+
+    /// InnoDB: whether `tx` holds a table lock on `table` at least as strong as intention
+    /// exclusive (`exclusive`) or intention shared.
+    fn has_table_lock(&self, tx: TxId, table: &str, exclusive: bool) -> bool {
+        self.structs.get(&tx).is_some_and(|set| {
+            set.iter().any(|s| {
+                s.kind.is_none() && s.table == table && (s.exclusive || s.exclusive == exclusive)
+            })
+        })
     }
 
     /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
