@@ -9,7 +9,7 @@ use super::expr::{bind, coerce, eval, limit_value, BExpr, STATEMENT_SETTINGS};
 use super::read::{pg_index_order, visible, ScanSpec};
 use super::result::{aggregate, project, sort_rows};
 use super::wait::Resume;
-use super::write::InnoDbInsert;
+use super::write::{InnoDbInsert, Scope};
 use super::{Database, Fail, SessionId, Step};
 use crate::db::lock::{LockMode, LockTarget};
 use crate::db::profile::{errors, Engine, Isolation};
@@ -182,7 +182,7 @@ impl Database {
             .as_ref()
             .map(|f| bind(engine, f, &column_names, params))
             .transpose()?;
-        let access = choose_access(table, filter.as_ref());
+        let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
         let order: Vec<(BExpr, bool)> = select
             .order_by
             .iter()
@@ -374,7 +374,7 @@ impl Database {
                 assignments.push((c, bind(engine, expr, &column_names, params)?));
             }
         }
-        let access = choose_access(table, filter.as_ref());
+        let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
         let spec = ScanSpec {
@@ -443,6 +443,18 @@ impl Database {
                     continue;
                 }
                 self.check_unique(tx, table_name, &key, new, Some((&key, &old)))?;
+                if engine == Engine::InnoDb {
+                    // A changed secondary index value is a new record in that index, inserted
+                    // as an INSERT's is (`row_upd_sec_index_entry`): it waits for gap locks
+                    // on the gap it lands in.
+                    let table = self.table(table_name)?;
+                    let changed: Vec<usize> = (0..table.indexes.len())
+                        .filter(|&i| table.index_key_of(i, new) != table.index_key_of(i, &old))
+                        .collect();
+                    for i in changed {
+                        self.insert_intention(tx, table_name, &key, new, Scope::Secondary(i))?;
+                    }
+                }
             }
             affected += 1;
             returned.push(new.clone().unwrap_or_else(|| old.clone()));

@@ -654,6 +654,15 @@ impl Database {
                 table: table_name.to_string(),
                 key: key.clone(),
             };
+            if !gaps && entry.is_none() {
+                // Read committed passes over a clustered record whose deletion is committed
+                // without locking it: no version of it can match any more (measured; a
+                // repeatable read scan waits for a lock on it).
+                let rv = &self.table(table_name)?.rows[&key];
+                if rv.pending.is_none() && rv.latest_committed().is_none_or(|v| v.data.is_none()) {
+                    continue;
+                }
+            }
             let mode_before = self.locks.mode_held(tx, &target);
             let held_before = self.locks.holds(tx, &target, mode);
             if semi_consistent && self.locks.would_wait(tx, &target, mode) {
@@ -827,6 +836,35 @@ impl Database {
     /// explicit record lock of the inserting transaction (`lock_rec_convert_impl_to_expl`),
     /// which counts in that transaction's deadlock weight.
     pub(super) fn innodb_convert_implicit(&mut self, tx: TxId, target: &LockTarget) {
+        if let LockTarget::Entry {
+            table,
+            index,
+            entry,
+        } = target
+        {
+            // A secondary index record is implicitly locked by the open transaction that
+            // wrote it or delete-marked it, one whose row version changed its values
+            // (`row_vers_impl_x_locked`).
+            let Some(t) = self.tables.get(table) else {
+                return;
+            };
+            let columns = t.indexes[*index].columns.len();
+            let (values, key) = entry.split_at(columns);
+            let Some(rv) = t.rows.get(key) else {
+                return;
+            };
+            let Some(p) = rv.pending.as_ref().filter(|p| p.tx != tx) else {
+                return;
+            };
+            let has = |r: Option<&Row>| r.is_some_and(|r| t.index_key_of(*index, r) == values);
+            let committed = rv.latest_committed().and_then(|v| v.data.as_ref());
+            if has(p.data.as_ref()) != has(committed) {
+                let owner = p.tx;
+                self.locks
+                    .note_struct(owner, target, true, RecordLockKind::RecordOnly);
+            }
+            return;
+        }
         let LockTarget::Record { table, key } = target else {
             return;
         };

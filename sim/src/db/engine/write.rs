@@ -91,6 +91,11 @@ impl Database {
     ) -> Step<()> {
         let engine = self.engine;
         let found = self.unique_conflict(tx, table_name, key, new, old, scope)?;
+        if engine == Engine::InnoDb
+            && matches!(found, None | Some(Conflict::Committed { live: false, .. }))
+        {
+            self.innodb_duplicate_scan_locks(tx, table_name, key, new, old, scope)?;
+        }
         match found {
             None => Ok(()),
             Some(Conflict::Uncommitted(other)) => {
@@ -159,6 +164,91 @@ impl Database {
                 Err(errors::duplicate_key(engine, table_name, &name, &key_text(&values)).into())
             }
         }
+    }
+
+    /// InnoDB: a new record in a unique secondary index next to records with the same values
+    /// (delete-marked, or this transaction's own) makes the unique check scan them
+    /// (`row_ins_scan_sec_index_for_duplicate`, entered when the insert position matches the
+    /// unique prefix): it locks each record it reads, and the first one past them (or the
+    /// supremum), shared with `LOCK_ORDINARY`, the gaps before them included, in every
+    /// isolation level (measured: read uncommitted keeps inserts out of the gap after them).
+    /// None of them is a live duplicate of another transaction here ([`Database::check_unique`]
+    /// handles those).
+    fn innodb_duplicate_scan_locks(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        old: Option<(&Key, &Row)>,
+        scope: Scope,
+    ) -> Step<()> {
+        let table = self.table(table_name)?;
+        let mut targets = Vec::new();
+        for (i, index) in table.indexes.iter().enumerate() {
+            if !index.unique || !scope.has(Some(i)) {
+                continue;
+            }
+            let values = table.index_key_of(i, new);
+            if values.iter().any(Value::is_null) {
+                continue;
+            }
+            // An UPDATE in place that keeps the values leaves the index alone.
+            if old.is_some_and(|(k, r)| k == key && table.index_key_of(i, r) == values) {
+                continue;
+            }
+            let exists = |k: &Key| {
+                table.rows.get(k).is_some_and(|rv| {
+                    rv.pending
+                        .iter()
+                        .filter_map(|p| p.data.as_ref())
+                        .chain(rv.committed.iter().filter_map(|c| c.data.as_ref()))
+                        .any(|r| table.index_key_of(i, r) == values)
+                })
+            };
+            let same: Vec<Key> = table
+                .index_lookup(i, &values)
+                .into_iter()
+                .filter(|k| k != key && exists(k))
+                .collect();
+            let Some(last) = table.index_lookup(i, &values).into_iter().next_back() else {
+                continue;
+            };
+            if same.is_empty() {
+                continue;
+            }
+            let past = index_successor(table, i, &values, &last);
+            for record in same
+                .iter()
+                .map(|k| Some(concat_key(&values, k)))
+                .chain(std::iter::once(past))
+            {
+                let gap = LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: Some(i),
+                    before: record.clone(),
+                };
+                let entry = record.map(|entry| LockTarget::Entry {
+                    table: table_name.to_string(),
+                    index: i,
+                    entry,
+                });
+                targets.push((entry, gap));
+            }
+        }
+        for (entry, gap) in targets {
+            self.locks.note_table_lock(tx, table_name, true);
+            if let Some(entry) = &entry {
+                if let Grant::Wait(_) = self.locks.request(tx, entry, LockMode::Shared) {
+                    return Err(Fail::wait(table_name));
+                }
+            }
+            let granted = self.locks.request(tx, &gap, LockMode::Gap);
+            assert_eq!(granted, Grant::Granted);
+            self.locks
+                .note_struct(tx, &gap, false, RecordLockKind::NextKey);
+        }
+        Ok(())
     }
 
     /// The isolation level of open transaction `tx`.
@@ -341,6 +431,17 @@ impl Database {
                     live: true,
                 };
                 match &rv.pending {
+                    // InnoDB: a writer that left this index's values as they were holds no
+                    // implicit lock on the index record (`row_vers_impl_x_locked`), so the
+                    // check meets a live duplicate and fails without waiting (measured).
+                    Some(p)
+                        if p.tx != tx
+                            && self.engine == Engine::InnoDb
+                            && has(p.data.as_ref())
+                            && has(committed) =>
+                    {
+                        return Ok(Some(duplicate));
+                    }
                     Some(p) if p.tx != tx => {
                         if has(p.data.as_ref()) || has(committed) {
                             return Ok(Some(Conflict::Uncommitted(other)));
@@ -553,6 +654,8 @@ impl Database {
 
     /// InnoDB: an insert waits while another transaction holds a gap lock on a gap the new
     /// row falls into, in the primary key or any secondary index.
+    /// A new record splits its gap: the gap locks on it cover the gap before the new record
+    /// too ([`crate::db::lock::LockManager::inherit_gap`]).
     pub(super) fn insert_intention(
         &mut self,
         tx: TxId,
@@ -562,25 +665,52 @@ impl Database {
         scope: Scope,
     ) -> Step<()> {
         let table = self.table(table_name)?;
+        // Each gap the new row falls into, with the gap before its new record there (`None`
+        // where the record is already in the index, delete-marked, and is only written over).
         let mut gaps = Vec::new();
         if !table.rows.contains_key(key) && scope.has(None) {
-            gaps.push(LockTarget::Gap {
-                table: table_name.to_string(),
-                index: None,
-                before: table.primary_successor(key),
-            });
+            gaps.push((
+                LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: None,
+                    before: table.primary_successor(key),
+                },
+                Some(LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: None,
+                    before: Some(key.clone()),
+                }),
+            ));
         }
         for i in (0..table.indexes.len()).filter(|&i| scope.has(Some(i))) {
             let values = table.index_key_of(i, row);
-            gaps.push(LockTarget::Gap {
-                table: table_name.to_string(),
-                index: Some(i),
-                before: index_successor(table, i, &values, key),
+            let existed = table.rows.get(key).is_some_and(|rv| {
+                rv.committed
+                    .iter()
+                    .filter_map(|c| c.data.as_ref())
+                    .any(|r| table.index_key_of(i, r) == values)
             });
+            gaps.push((
+                LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: Some(i),
+                    before: index_successor(table, i, &values, key),
+                },
+                (!existed).then(|| LockTarget::Gap {
+                    table: table_name.to_string(),
+                    index: Some(i),
+                    before: Some(concat_key(&values, key)),
+                }),
+            ));
         }
-        for gap in gaps {
-            if let Grant::Wait(_) = self.locks.request(tx, &gap, LockMode::InsertIntention) {
+        for (gap, _) in &gaps {
+            if let Grant::Wait(_) = self.locks.request(tx, gap, LockMode::InsertIntention) {
                 return Err(Fail::wait(table_name));
+            }
+        }
+        for (gap, split) in &gaps {
+            if let Some(split) = split {
+                self.locks.inherit_gap(gap, split);
             }
         }
         Ok(())

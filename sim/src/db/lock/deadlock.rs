@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{conflicts, LockManager, LockMode, LockStruct, QueueRule, Waiter};
+use super::{conflicts, LockManager, LockMode, QueueRule, Waiter};
 use crate::db::storage::TxId;
 
 impl LockManager {
@@ -151,13 +151,7 @@ impl LockManager {
                 .expect("waiter is queued");
             let exclusive = matches!(mode, LockMode::Exclusive | LockMode::InsertIntention);
             weight += 1;
-            let table = LockStruct {
-                table: target.table().to_string(),
-                index: None,
-                exclusive,
-                kind: None,
-            };
-            if !structs.is_some_and(|s| s.contains(&table)) {
+            if !self.has_table_lock(tx, target.table(), exclusive) {
                 weight += 1;
             }
         }

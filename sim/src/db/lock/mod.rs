@@ -212,12 +212,26 @@ impl LockManager {
     /// InnoDB: notes that `tx` holds a table lock on `table` (intention exclusive or shared),
     /// which a statement takes before it locks or inserts rows.
     pub fn note_table_lock(&mut self, tx: TxId, table: &str, exclusive: bool) {
+        if !exclusive && self.has_table_lock(tx, table, true) {
+            // Intention exclusive covers intention shared: `lock_table` adds no struct.
+            return;
+        }
         self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
             index: None,
             exclusive,
             kind: None,
         });
+    }
+
+    /// InnoDB: whether `tx` holds a table lock on `table` at least as strong as intention
+    /// exclusive (`exclusive`) or intention shared.
+    fn has_table_lock(&self, tx: TxId, table: &str, exclusive: bool) -> bool {
+        self.structs.get(&tx).is_some_and(|set| {
+            set.iter().any(|s| {
+                s.kind.is_none() && s.table == table && (s.exclusive || s.exclusive == exclusive)
+            })
+        })
     }
 
     /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
@@ -353,6 +367,45 @@ impl LockManager {
             .entry(tx)
             .or_default()
             .push((target.clone(), previous));
+    }
+
+    /// InnoDB: a record inserted into the gap `from` splits it, and every transaction with a
+    /// gap lock on it gets one on `to`, the gap before the new record, as well
+    /// (`lock_update_insert`, `lock_rec_inherit_to_gap_if_gap_lock`): the gap it locked stays
+    /// locked on both sides of the new record.
+    pub fn inherit_gap(&mut self, from: &LockTarget, to: &LockTarget) {
+        assert!(matches!(from, LockTarget::Gap { .. }) && matches!(to, LockTarget::Gap { .. }));
+        let holders: Vec<TxId> = self.queues.get(from).map_or_else(Vec::new, |q| {
+            q.granted
+                .iter()
+                .filter(|&&(_, m)| m == LockMode::Gap)
+                .map(|&(t, _)| t)
+                .collect()
+        });
+        for tx in holders {
+            if self.holds(tx, to, LockMode::Gap) {
+                continue;
+            }
+            self.grant(tx, to, LockMode::Gap);
+            // The inherited lock joins a gap struct of the holder in that index, shared or
+            // exclusive as its other locks there.
+            let (table, index) = match to {
+                LockTarget::Gap { table, index, .. } => (table.clone(), *index),
+                _ => unreachable!("a gap"),
+            };
+            let exclusive = self.structs.get(&tx).is_some_and(|set| {
+                set.iter().any(|s| {
+                    s.table == table
+                        && s.index == index
+                        && s.exclusive
+                        && matches!(
+                            s.kind,
+                            Some(RecordLockKind::NextKey | RecordLockKind::GapOnly)
+                        )
+                })
+            });
+            self.note_struct(tx, to, exclusive, RecordLockKind::GapOnly);
+        }
     }
 
     /// How many grants `tx` has received so far: a savepoint's place in its lock log.
