@@ -560,7 +560,14 @@ impl Database {
             if !self.lock_row(tx, table_name, &target, found.mode, found.policy)? {
                 return Ok(None);
             }
-            let rv = &self.table(table_name)?.rows[&next];
+            let Some(rv) = self.table(table_name)?.rows.get(&next) else {
+                // The transaction that moved the row deleted it again before it committed:
+                // no version of its own at the new key (PostgreSQL's chain ends in a tuple
+                // inserted and deleted by one transaction, `TM_Deleted`).
+                let woken = self.locks.release(tx, &target);
+                self.woken.extend(woken);
+                return Ok(None);
+            };
             chain = match &rv.pending {
                 Some(p) => {
                     assert_eq!(p.tx, tx, "a locked row has no other writer");
