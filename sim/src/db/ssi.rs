@@ -108,7 +108,9 @@ struct SsiTx {
     /// Committed with a conflict out to a transaction that committed before it: the
     /// earliest such commit (`SXACT_FLAG_CONFLICT_OUT`).
     conflict_out: Option<CommitSeq>,
-    ins: BTreeSet<TxId>,
+    /// In the order the conflicts were found (PostgreSQL's `inConflicts` list: the order in
+    /// which a commit dooms pivots among them).
+    ins: Vec<TxId>,
     outs: BTreeSet<TxId>,
     doomed: bool,
     wrote: bool,
@@ -122,8 +124,10 @@ struct SsiTx {
 #[derive(Debug, Default, Clone)]
 pub struct Ssi {
     txs: BTreeMap<TxId, SsiTx>,
-    readers: BTreeMap<SiTarget, BTreeSet<TxId>>,
-    page_readers: BTreeMap<(String, Option<usize>), BTreeMap<IndexPage, BTreeSet<TxId>>>,
+    /// The holders of each SIREAD lock, in the order they took it (the order of a target's
+    /// lock list, in which a conflict-in check meets them).
+    readers: BTreeMap<SiTarget, Vec<TxId>>,
+    page_readers: BTreeMap<(String, Option<usize>), BTreeMap<IndexPage, Vec<TxId>>>,
     /// A statement of this transaction runs again after waiting for the lock of this row
     /// (table, key), up to the row: see [`Ssi::replay`].
     replaying: Option<(TxId, String, Key)>,
@@ -139,7 +143,7 @@ impl Ssi {
                 commit: None,
                 read_only: false,
                 conflict_out: None,
-                ins: BTreeSet::new(),
+                ins: Vec::new(),
                 outs: BTreeSet::new(),
                 doomed: false,
                 wrote: false,
@@ -245,7 +249,7 @@ impl Ssi {
                     .or_default()
                     .entry(page)
                     .or_default()
-                    .insert(tx);
+                    .push(tx);
             }
         }
     }
@@ -253,7 +257,7 @@ impl Ssi {
     fn lock(&mut self, tx: TxId, target: SiTarget) {
         let state = self.txs.get_mut(&tx).expect("tracked");
         if state.locks.insert(target.clone()) {
-            self.readers.entry(target).or_default().insert(tx);
+            self.readers.entry(target).or_default().push(tx);
         }
     }
 
@@ -262,7 +266,7 @@ impl Ssi {
             state.locks.remove(target);
         }
         if let Some(set) = self.readers.get_mut(target) {
-            set.remove(&tx);
+            set.retain(|&t| t != tx);
             if set.is_empty() {
                 self.readers.remove(target);
             }
@@ -291,7 +295,7 @@ impl Ssi {
         // page, then the relation; `heap_insert` the relation), then each new index entry's
         // page, index by index (`_bt_doinsert`). A failure stops there.
         let mut readers: Vec<TxId> = Vec::new();
-        let mut add = |set: Option<&BTreeSet<TxId>>| {
+        let mut add = |set: Option<&Vec<TxId>>| {
             for &tx in set.into_iter().flatten() {
                 if !readers.contains(&tx) {
                     readers.push(tx);
@@ -372,11 +376,10 @@ impl Ssi {
             .expect("tracked")
             .outs
             .insert(writer);
-        self.txs
-            .get_mut(&writer)
-            .expect("tracked")
-            .ins
-            .insert(reader);
+        let ins = &mut self.txs.get_mut(&writer).expect("tracked").ins;
+        if !ins.contains(&reader) {
+            ins.push(reader);
+        }
         if !failure {
             return Vec::new();
         }
@@ -478,7 +481,7 @@ impl Ssi {
         };
         for target in &state.locks {
             if let Some(set) = self.readers.get_mut(target) {
-                set.remove(&tx);
+                set.retain(|&t| t != tx);
                 if set.is_empty() {
                     self.readers.remove(target);
                 }
@@ -488,7 +491,7 @@ impl Ssi {
             let by_index = (page.table.clone(), page.index);
             if let Some(pages) = self.page_readers.get_mut(&by_index) {
                 if let Some(set) = pages.get_mut(page) {
-                    set.remove(&tx);
+                    set.retain(|&t| t != tx);
                     if set.is_empty() {
                         pages.remove(page);
                     }
@@ -500,7 +503,7 @@ impl Ssi {
         }
         for other in state.ins.iter().chain(state.outs.iter()) {
             if let Some(o) = self.txs.get_mut(other) {
-                o.ins.remove(&tx);
+                o.ins.retain(|&t| t != tx);
                 o.outs.remove(&tx);
             }
         }
