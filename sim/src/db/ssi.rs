@@ -21,7 +21,9 @@
 //!    active or committed after the writer.
 //!
 //! The writer fails at once if it is the one acting; else a committed writer means the
-//! acting reader fails; else the writer is doomed and fails at its next SSI check: the next
+//! acting reader fails (a transaction that fails at once gets no edge: the check comes before
+//! the flagging, so the conflict is found again after a rollback to a savepoint); else the
+//! writer is doomed and fails at its next SSI check: the next
 //! tuple it examines or writes, or its commit (not a statement that touches no tuple).
 //! At commit (`PreCommit_CheckForSerializationFailure`) a transaction dooms each active
 //! in-neighbour that has an active in-neighbour of its own (or the committer itself). A
@@ -106,7 +108,9 @@ struct SsiTx {
     /// Committed with a conflict out to a transaction that committed before it: the
     /// earliest such commit (`SXACT_FLAG_CONFLICT_OUT`).
     conflict_out: Option<CommitSeq>,
-    ins: BTreeSet<TxId>,
+    /// In the order the conflicts were found (PostgreSQL's `inConflicts` list: the order in
+    /// which a commit dooms pivots among them).
+    ins: Vec<TxId>,
     outs: BTreeSet<TxId>,
     doomed: bool,
     wrote: bool,
@@ -120,8 +124,13 @@ struct SsiTx {
 #[derive(Debug, Default, Clone)]
 pub struct Ssi {
     txs: BTreeMap<TxId, SsiTx>,
-    readers: BTreeMap<SiTarget, BTreeSet<TxId>>,
-    page_readers: BTreeMap<(String, Option<usize>), BTreeMap<IndexPage, BTreeSet<TxId>>>,
+    /// The holders of each SIREAD lock, in the order they took it (the order of a target's
+    /// lock list, in which a conflict-in check meets them).
+    readers: BTreeMap<SiTarget, Vec<TxId>>,
+    page_readers: BTreeMap<(String, Option<usize>), BTreeMap<IndexPage, Vec<TxId>>>,
+    /// A statement of this transaction runs again after waiting for the lock of this row
+    /// (table, key), up to the row: see [`Ssi::replay`].
+    replaying: Option<(TxId, String, Key)>,
 }
 
 impl Ssi {
@@ -134,7 +143,7 @@ impl Ssi {
                 commit: None,
                 read_only: false,
                 conflict_out: None,
-                ins: BTreeSet::new(),
+                ins: Vec::new(),
                 outs: BTreeSet::new(),
                 doomed: false,
                 wrote: false,
@@ -154,6 +163,41 @@ impl Ssi {
     /// Whether `tx` was doomed by another transaction.
     pub fn is_doomed(&self, tx: TxId) -> bool {
         self.txs.get(&tx).is_some_and(|t| t.doomed)
+    }
+
+    /// Whether an SSI check of `tx` fails now because it is doomed: not while its statement
+    /// replays what it did before a lock wait (see [`Ssi::replay`]).
+    pub fn fails_as_doomed(&self, tx: TxId) -> bool {
+        self.is_doomed(tx) && self.replaying.as_ref().is_none_or(|(t, _, _)| *t != tx)
+    }
+
+    /// A statement of `tx` runs again from the start after waiting for the lock of row `key`
+    /// of `table`. PostgreSQL's statement did not: it waited inside `heap_lock_tuple` /
+    /// `heap_update` / `heap_delete` with its scan done up to that row, and its SSI checks up
+    /// to there ran before the wait, when the transaction was not doomed (else it would have
+    /// failed then). After the wait it looks at what the other transaction left first (a
+    /// concurrent update or delete fails with plain `40001` in repeatable read and
+    /// serializable, before any SSI check). So until the statement is back at that row,
+    /// being doomed does not fail its checks; conflicts found are recorded as usual.
+    pub fn replay(&mut self, tx: TxId, table: &str, key: &Key) {
+        self.replaying = Some((tx, table.to_string(), key.clone()));
+    }
+
+    /// The replaying statement of `tx` holds the lock of row `key` of `table` again: if it
+    /// is the row it waited for, the replay is over.
+    pub fn replayed(&mut self, tx: TxId, table: &str, key: &Key) {
+        if self
+            .replaying
+            .as_ref()
+            .is_some_and(|(t, tb, k)| *t == tx && tb == table && k == key)
+        {
+            self.replaying = None;
+        }
+    }
+
+    /// The re-run statement ended (or waits again).
+    pub fn end_replay(&mut self) {
+        self.replaying = None;
     }
 
     fn concurrent(&self, a: TxId, b: TxId) -> bool {
@@ -205,7 +249,7 @@ impl Ssi {
                     .or_default()
                     .entry(page)
                     .or_default()
-                    .insert(tx);
+                    .push(tx);
             }
         }
     }
@@ -213,7 +257,7 @@ impl Ssi {
     fn lock(&mut self, tx: TxId, target: SiTarget) {
         let state = self.txs.get_mut(&tx).expect("tracked");
         if state.locks.insert(target.clone()) {
-            self.readers.entry(target).or_default().insert(tx);
+            self.readers.entry(target).or_default().push(tx);
         }
     }
 
@@ -222,7 +266,7 @@ impl Ssi {
             state.locks.remove(target);
         }
         if let Some(set) = self.readers.get_mut(target) {
-            set.remove(&tx);
+            set.retain(|&t| t != tx);
             if set.is_empty() {
                 self.readers.remove(target);
             }
@@ -232,22 +276,32 @@ impl Ssi {
     /// `writer` writes `write`: every concurrent reader whose SIREAD lock covers it gets a
     /// conflict out to the writer. Returns the transactions that must fail now or be doomed
     /// (see [`Ssi::conflict`]), the acting writer among them if it fails.
+    /// It counts as a write (`MyXactDidWrite`) unless the writer was doomed.
     pub fn conflict_in(&mut self, writer: TxId, write: &WriteSet) -> Vec<TxId> {
-        self.txs.get_mut(&writer).expect("tracked").wrote = true;
         self.conflict_in_check(writer, write)
     }
 
-    /// The conflict-in check alone, without counting as a write: PostgreSQL runs it on the
-    /// index page of a unique violation before it reports one (`_bt_check_unique`).
+    /// The conflict-in check PostgreSQL also runs on the index page of a unique violation
+    /// before it reports one (`_bt_check_unique`): like any `CheckForSerializableConflictIn`
+    /// it counts as a write (the heap tuple is already written by then).
     pub fn conflict_in_check(&mut self, writer: TxId, write: &WriteSet) -> Vec<TxId> {
-        if self.is_doomed(writer) {
+        if self.fails_as_doomed(writer) {
             // A doomed writer fails at its check (`CheckForSerializableConflictIn`).
             return vec![writer];
         }
+        self.txs.get_mut(&writer).expect("tracked").wrote = true;
         let table = &write.table;
-        let mut readers = BTreeSet::new();
-        let mut add = |set: Option<&BTreeSet<TxId>>| readers.extend(set.into_iter().flatten());
-        add(self.readers.get(&SiTarget::Relation(table.clone())));
+        // In PostgreSQL's order: the heap (`heap_update`/`heap_delete` check the tuple, its
+        // page, then the relation; `heap_insert` the relation), then each new index entry's
+        // page, index by index (`_bt_doinsert`). A failure stops there.
+        let mut readers: Vec<TxId> = Vec::new();
+        let mut add = |set: Option<&Vec<TxId>>| {
+            for &tx in set.into_iter().flatten() {
+                if !readers.contains(&tx) {
+                    readers.push(tx);
+                }
+            }
+        };
         if let Some((key, version, page)) = &write.replaced {
             add(self.readers.get(&SiTarget::Tuple {
                 table: table.clone(),
@@ -259,11 +313,12 @@ impl Ssi {
                 page: *page,
             }));
         }
+        add(self.readers.get(&SiTarget::Relation(table.clone())));
         for (index, entry) in &write.entries {
             if let Some(pages) = self.page_readers.get(&(table.clone(), *index)) {
                 for (page, set) in pages {
                     if page.covers(entry) {
-                        readers.extend(set.iter().copied());
+                        add(Some(set));
                     }
                 }
             }
@@ -277,7 +332,13 @@ impl Ssi {
             if r.doomed || r.outs.contains(&writer) || !self.concurrent(reader, writer) {
                 continue;
             }
-            fail.extend(self.conflict(reader, writer, writer));
+            let failed = self.conflict(reader, writer, writer);
+            let stop = failed.contains(&writer);
+            fail.extend(failed);
+            if stop {
+                // The writer's error ends the check: later readers get no edge.
+                break;
+            }
         }
         fail.sort_unstable();
         fail.dedup();
@@ -302,28 +363,29 @@ impl Ssi {
     fn conflict(&mut self, reader: TxId, writer: TxId, acting: TxId) -> Vec<TxId> {
         assert!(acting == reader || acting == writer);
         let failure = self.dangerous(reader, writer);
+        let w = &self.txs[&writer];
+        let acting_fails = failure && (acting == writer || w.commit.is_some());
+        if acting_fails {
+            // The check comes before the flagging (`FlagRWConflict`): a transaction that fails
+            // here raises its error without the edge, so the same conflict is found, and
+            // fails again, after a rollback to a savepoint.
+            return vec![acting];
+        }
         self.txs
             .get_mut(&reader)
             .expect("tracked")
             .outs
             .insert(writer);
-        self.txs
-            .get_mut(&writer)
-            .expect("tracked")
-            .ins
-            .insert(reader);
+        let ins = &mut self.txs.get_mut(&writer).expect("tracked").ins;
+        if !ins.contains(&reader) {
+            ins.push(reader);
+        }
         if !failure {
             return Vec::new();
         }
-        let w = &self.txs[&writer];
-        if acting == writer {
-            vec![writer]
-        } else if w.commit.is_some() {
-            // A committed writer cannot be aborted any more: the acting reader fails.
-            vec![reader]
-        } else {
-            vec![writer]
-        }
+        // The acting reader met an active writer: the writer is doomed (a committed one could
+        // not be aborted any more, and the reader failed above).
+        vec![writer]
     }
 
     fn dangerous(&self, reader: TxId, writer: TxId) -> bool {
@@ -411,12 +473,15 @@ impl Ssi {
 
     /// Forgets an aborted transaction, its locks and its conflicts.
     pub fn abort(&mut self, tx: TxId) {
+        if self.replaying.as_ref().is_some_and(|(t, _, _)| *t == tx) {
+            self.replaying = None;
+        }
         let Some(state) = self.txs.remove(&tx) else {
             return;
         };
         for target in &state.locks {
             if let Some(set) = self.readers.get_mut(target) {
-                set.remove(&tx);
+                set.retain(|&t| t != tx);
                 if set.is_empty() {
                     self.readers.remove(target);
                 }
@@ -426,7 +491,7 @@ impl Ssi {
             let by_index = (page.table.clone(), page.index);
             if let Some(pages) = self.page_readers.get_mut(&by_index) {
                 if let Some(set) = pages.get_mut(page) {
-                    set.remove(&tx);
+                    set.retain(|&t| t != tx);
                     if set.is_empty() {
                         pages.remove(page);
                     }
@@ -438,7 +503,7 @@ impl Ssi {
         }
         for other in state.ins.iter().chain(state.outs.iter()) {
             if let Some(o) = self.txs.get_mut(other) {
-                o.ins.remove(&tx);
+                o.ins.retain(|&t| t != tx);
                 o.outs.remove(&tx);
             }
         }

@@ -53,7 +53,7 @@ impl Database {
     /// (`CheckForSerializableConflictIn`) or commits. A statement that reads no tuple (an
     /// index lookup that finds nothing, an UPDATE that matches nothing) passes (measured).
     pub(super) fn ssi_check_doomed(&mut self, tx: TxId) -> Step<()> {
-        if self.ssi.is_doomed(tx) {
+        if self.ssi.fails_as_doomed(tx) {
             return Err(errors::rw_dependency().into());
         }
         Ok(())

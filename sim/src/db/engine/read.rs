@@ -397,6 +397,9 @@ impl Database {
         let mut seen = Vec::new();
         let mut writers = BTreeSet::new();
         let mut last_read: Option<Key> = None;
+        // Tuples examined since the SIREAD locks were last taken: the doom check of the final
+        // read concerns those only.
+        let mut examined_since = false;
         let mut stopped = false;
         let mut out = Vec::new();
         for key in keys {
@@ -415,6 +418,7 @@ impl Database {
                 writers.extend(examined.writers);
             }
             last_read = Some(key.clone());
+            examined_since = true;
             let dead = match deleted_under_own_insert(rv, tx, found.snapshot) {
                 Some(old) => matches(engine, found.filter, old)?,
                 None => false,
@@ -431,6 +435,7 @@ impl Database {
                 let writers = std::mem::take(&mut writers).into_iter().collect();
                 let seen = std::mem::take(&mut seen);
                 self.ssi_after_read(tx, table_name, &read, true, seen, writers)?;
+                examined_since = false;
             }
             if dead && isolation >= Isolation::RepeatableRead {
                 // See `pg_locking_read`: the old tuple beside this transaction's own.
@@ -449,8 +454,7 @@ impl Database {
             };
             let read = read_so_far(access, direction, up_to);
             let writers = writers.into_iter().collect();
-            let examined = last_read.is_some();
-            self.ssi_after_read(tx, table_name, &read, examined, seen, writers)?;
+            self.ssi_after_read(tx, table_name, &read, examined_since, seen, writers)?;
         }
         Ok(out)
     }
@@ -484,6 +488,11 @@ impl Database {
         };
         if !self.lock_row(tx, table_name, &target, found.mode, found.policy)? {
             return Ok(None);
+        }
+        if serializable {
+            // Back at the row a re-run statement waited for: what follows, PostgreSQL did
+            // after the wait.
+            self.ssi.replayed(tx, table_name, &key);
         }
         let rv = &self.table(table_name)?.rows[&key];
         let mut chain = match &rv.pending {
@@ -551,7 +560,14 @@ impl Database {
             if !self.lock_row(tx, table_name, &target, found.mode, found.policy)? {
                 return Ok(None);
             }
-            let rv = &self.table(table_name)?.rows[&next];
+            let Some(rv) = self.table(table_name)?.rows.get(&next) else {
+                // The transaction that moved the row deleted it again before it committed:
+                // no version of its own at the new key (PostgreSQL's chain ends in a tuple
+                // inserted and deleted by one transaction, `TM_Deleted`).
+                let woken = self.locks.release(tx, &target);
+                self.woken.extend(woken);
+                return Ok(None);
+            };
             chain = match &rv.pending {
                 Some(p) => {
                     assert_eq!(p.tx, tx, "a locked row has no other writer");

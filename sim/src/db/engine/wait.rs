@@ -27,6 +27,8 @@ pub(super) struct Blocked {
     pub(super) table: String,
     /// A lock taken only to wait, given back when granted (see [`Fail::Wait`]).
     pub(super) release_on_wake: Option<LockTarget>,
+    /// What the statement waits for.
+    pub(super) waited: Option<LockTarget>,
 }
 
 /// Where a statement resumes after a lock wait.
@@ -64,6 +66,7 @@ impl Database {
         if self.sessions[&session].innodb_insert.is_none() {
             self.undo_for_rerun(session, resume.mark);
         }
+        let waited = self.locks.waiting_target(tx).cloned();
         let settings = self.sessions[&session].settings.clone();
         let now = self.now;
         let (lock_deadline, deadlock_check_at, statement_deadline) = match self.engine {
@@ -93,6 +96,7 @@ impl Database {
             statement_deadline,
             table,
             release_on_wake,
+            waited,
         });
         if self.engine == Engine::InnoDb {
             self.innodb_deadlock_check(session);
@@ -298,12 +302,23 @@ impl Database {
                 statement_snapshot: blocked.statement_snapshot,
                 statement_started: blocked.statement_started,
             };
-            if let Some(result) = self.run(
+            if let (Engine::Postgres, None, Some(LockTarget::Record { table, key })) =
+                (self.engine, &blocked.release_on_wake, &blocked.waited)
+            {
+                // A row lock wait (not a unique check's wait for a writer): the statement
+                // replays its scan up to that row (see `Ssi::replay`).
+                if self.ssi.tracks(tx) {
+                    self.ssi.replay(tx, table, key);
+                }
+            }
+            let result = self.run(
                 session,
                 blocked.plan.clone(),
                 blocked.params.clone(),
                 Some(resume),
-            ) {
+            );
+            self.ssi.end_replay();
+            if let Some(result) = result {
                 self.completions.push((session, result));
             }
         }

@@ -54,8 +54,9 @@ pub(super) struct InnoDbInsert {
 
 /// What a unique check met.
 enum Conflict {
-    /// A version of another open transaction, on this row.
-    Uncommitted(Key),
+    /// A version of another open transaction, on this row, met in the primary key (`index`
+    /// `None`) or a unique index.
+    Uncommitted { row: Key, index: Option<usize> },
     /// A committed row with the key, in the primary key (`index` `None`) or a unique index.
     Committed {
         row: Key,
@@ -96,9 +97,19 @@ impl Database {
         {
             self.innodb_duplicate_scan_locks(tx, table_name, key, new, old, scope)?;
         }
+        if engine == Engine::Postgres && self.ssi.tracks(tx) {
+            let met_in = match &found {
+                None | Some(Conflict::Committed { live: false, .. }) => None,
+                Some(Conflict::Uncommitted { index, .. }) => Some(*index),
+                Some(Conflict::Committed { index, .. }) => Some(*index),
+            };
+            if let Some(index) = met_in {
+                self.pg_ssi_before_unique_index(tx, table_name, key, new, index)?;
+            }
+        }
         match found {
             None => Ok(()),
-            Some(Conflict::Uncommitted(other)) => {
+            Some(Conflict::Uncommitted { row: other, .. }) => {
                 // Wait for the other writer by queueing for a shared lock on its row; InnoDB
                 // keeps that lock, which is what makes concurrent inserts of one key
                 // deadlock-prone; PostgreSQL only waits for the other transaction to end.
@@ -107,18 +118,7 @@ impl Database {
                     key: other,
                 };
                 match engine {
-                    Engine::Postgres => {
-                        match self
-                            .locks
-                            .request_holder_wait(tx, &target, LockMode::Shared)
-                        {
-                            Grant::Wait(_) => Err(Fail::Wait {
-                                table: table_name.to_string(),
-                                release_on_wake: Some(target),
-                            }),
-                            Grant::Granted => unreachable!("the other writer holds the row"),
-                        }
-                    }
+                    Engine::Postgres => Err(self.pg_wait_for_writer(tx, table_name, target)),
                     Engine::InnoDb => {
                         self.innodb_convert_implicit(tx, &target);
                         match self.locks.request(tx, &target, LockMode::Shared) {
@@ -251,6 +251,53 @@ impl Database {
         Ok(())
     }
 
+    /// PostgreSQL: waits for the transaction that holds row `target` to end, as a unique
+    /// check does for an uncommitted duplicate (`XactLockTableWait`; no row lock stays).
+    fn pg_wait_for_writer(&mut self, tx: TxId, table_name: &str, target: LockTarget) -> Fail {
+        match self
+            .locks
+            .request_holder_wait(tx, &target, LockMode::Shared)
+        {
+            Grant::Wait(_) => Fail::Wait {
+                table: table_name.to_string(),
+                release_on_wake: Some(target),
+            },
+            Grant::Granted => unreachable!("the other writer holds the row"),
+        }
+    }
+
+    /// PostgreSQL writes a new row version index by index after the heap (`heap_insert` or
+    /// `heap_update`, then `ExecInsertIndexTuples` in index order, the primary key first), and
+    /// each index insert runs its unique check and then SSI's conflict-in check of the page it
+    /// lands on (`_bt_doinsert`). So when the unique check of index `index` (`None`: the
+    /// primary key) waits for an uncommitted duplicate or reports a live one, the heap and
+    /// the indexes before it have had their conflict-in checks: a doomed transaction fails
+    /// there with `40001`, and the conflicts found stay after a wait or a unique violation.
+    fn pg_ssi_before_unique_index(
+        &mut self,
+        tx: TxId,
+        table_name: &str,
+        key: &Key,
+        new: &Row,
+        index: Option<usize>,
+    ) -> Step<()> {
+        let table = &self.tables[table_name];
+        let mut entries = Vec::new();
+        if let Some(i) = index {
+            entries.push((None, key.clone()));
+            for j in 0..i {
+                entries.push((Some(j), concat_key(&table.index_key_of(j, new), key)));
+            }
+        }
+        let write = WriteSet {
+            table: table_name.to_string(),
+            replaced: None,
+            entries,
+        };
+        let fail = self.ssi.conflict_in(tx, &write);
+        self.ssi_fail(tx, fail)
+    }
+
     /// The isolation level of open transaction `tx`.
     fn tx_isolation(&self, tx: TxId) -> Isolation {
         self.sessions[&self.tx_session[&tx]]
@@ -335,10 +382,14 @@ impl Database {
     ) -> Step<bool> {
         match self.unique_conflict(tx, table_name, key, new, None, Scope::All)? {
             None | Some(Conflict::Committed { live: false, .. }) => Ok(false),
-            Some(Conflict::Uncommitted(_)) => {
-                // Wait for the other writer as the unique check does.
-                self.check_unique(tx, table_name, key, new, None)?;
-                unreachable!("an uncommitted duplicate makes the unique check wait")
+            Some(Conflict::Uncommitted { row: other, .. }) => {
+                // Wait for the other writer as the unique check does, before any SSI check:
+                // the pre-check comes before the heap insert.
+                let target = LockTarget::Record {
+                    table: table_name.to_string(),
+                    key: other,
+                };
+                Err(self.pg_wait_for_writer(tx, table_name, target))
             }
             Some(Conflict::Committed { row, .. }) => {
                 if isolation >= Isolation::RepeatableRead {
@@ -375,7 +426,12 @@ impl Database {
         if old_key != Some(key) && scope.has(None) {
             if let Some(rv) = table.rows.get(key) {
                 match &rv.pending {
-                    Some(p) if p.tx != tx => return Ok(Some(Conflict::Uncommitted(key.clone()))),
+                    Some(p) if p.tx != tx => {
+                        return Ok(Some(Conflict::Uncommitted {
+                            row: key.clone(),
+                            index: None,
+                        }))
+                    }
                     Some(p) => {
                         if p.data.is_some() {
                             return Ok(Some(Conflict::Committed {
@@ -444,7 +500,10 @@ impl Database {
                     }
                     Some(p) if p.tx != tx => {
                         if has(p.data.as_ref()) || has(committed) {
-                            return Ok(Some(Conflict::Uncommitted(other)));
+                            return Ok(Some(Conflict::Uncommitted {
+                                row: other,
+                                index: Some(i),
+                            }));
                         }
                     }
                     Some(p) => {
