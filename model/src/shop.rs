@@ -250,7 +250,7 @@ impl System for Shop {
     /// so `pg_rc` and `maria_rr` of one seed are two samples, not one run twice.
     fn runtime_seed(&self, seed: u64) -> u64 {
         let mut hasher = shopsim_sim::trace::TraceHasher::default();
-        hasher.write_json(&self.config.db_profile);
+        hasher.write_value(&self.config.db_profile);
         seed ^ hasher.finish()
     }
 }
@@ -573,7 +573,7 @@ async fn settle_and_collect(
     let mut hasher = shopsim_sim::trace::TraceHasher::default();
     let mut row_history: BTreeMap<String, Vec<RowChange>> = BTreeMap::new();
     for (commit, record) in log.iter().enumerate() {
-        hasher.write_json(record);
+        hasher.write_value(record);
         for write in &record.writes {
             if !HISTORY_TABLES.contains(&write.table.as_str()) {
                 continue;

@@ -263,10 +263,12 @@ fn fires(point: &str, probability: f64) -> bool {
     let Some(rate) = BUGGIFY.with(|b| b.get()) else {
         return false;
     };
-    let active = ACTIVE.with(|a| {
-        *a.borrow_mut().entry(point.to_string()).or_insert_with(|| {
-            madsim::rand::thread_rng().gen_bool(BUGGIFY_SITE_ACTIVATION_PROBABILITY)
-        })
+    // Looked up before inserting: most calls find their point, and need no key of their own.
+    let known = ACTIVE.with(|a| a.borrow().get(point).copied());
+    let active = known.unwrap_or_else(|| {
+        let active = madsim::rand::thread_rng().gen_bool(BUGGIFY_SITE_ACTIVATION_PROBABILITY);
+        ACTIVE.with(|a| a.borrow_mut().insert(point.to_string(), active));
+        active
     });
     if !active {
         return false;
@@ -332,6 +334,8 @@ pub async fn run_nemesis(world: World) {
                     continue;
                 };
                 recorder.event("nemesis", "crash", serde_json::json!({ "node": node.name }));
+                // The node's sockets die with it, so must the endpoints its calls reuse.
+                crate::net::forget_node(node.id);
                 handle.kill(node.id);
                 sleep_ms(hold_ms).await;
                 handle.restart(node.id);

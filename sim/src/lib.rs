@@ -21,6 +21,7 @@ pub mod coverage;
 pub mod db;
 pub mod fault;
 pub mod fuzz;
+mod hash_serializer;
 pub mod history;
 pub mod input;
 pub mod net;

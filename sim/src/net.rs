@@ -20,6 +20,7 @@
 //! hops), so a fault that slows one call is charged to the request it slowed.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,8 +28,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use madsim::net::Endpoint;
+use madsim::net::{Endpoint, NetSim};
 use madsim::rand::Rng;
+use madsim::task::NodeId;
 
 use crate::fault::buggify_delay_at;
 use crate::steering::{self, Point};
@@ -110,7 +112,8 @@ where
         Ok(endpoint) => endpoint,
         Err(_) => {
             // A restart without a kill keeps the old incarnation's sockets bound.
-            madsim::net::NetSim::current().reset_node(madsim::plugin::node());
+            forget_node(madsim::plugin::node());
+            NetSim::current().reset_node(madsim::plugin::node());
             Endpoint::bind(("0.0.0.0", port))
                 .await
                 .expect("the port is free after a reset")
@@ -176,8 +179,13 @@ where
     let origin = current_origin();
     steering::call_point(lane.id(), Point::RpcSend).await;
     let started = madsim::time::Instant::now();
-    let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await else {
-        return RpcOutcome::Unknown;
+    let node = madsim::plugin::node();
+    let endpoint = match take_idle_endpoint(node) {
+        Some(endpoint) => endpoint,
+        None => match Endpoint::bind("0.0.0.0:0").await {
+            Ok(endpoint) => endpoint,
+            Err(_) => return RpcOutcome::Unknown,
+        },
     };
     let reply_tag: u64 = madsim::rand::thread_rng().gen_range(2..u64::MAX);
     let connection: ConnectionCell<Resp> = Arc::new(Mutex::new(Connection {
@@ -185,11 +193,13 @@ where
         reply: None,
     }));
     let mut retransmit_after = RETRANSMIT_AFTER;
+    let mut sent = 0u32;
     loop {
         let remaining = deadline.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             return RpcOutcome::Unknown;
         }
+        sent += 1;
         // The same tag and connection every time: the server serves a request once.
         let payload: Box<RequestPayload<Resp, Req>> = Box::new((
             reply_tag,
@@ -209,6 +219,13 @@ where
         let wait = retransmit_after.min(remaining);
         match madsim::time::timeout(wait, endpoint.recv_from_raw(reply_tag)).await {
             Ok(Ok((payload, _))) => {
+                // One request datagram draws at most one reply datagram, and this one was
+                // it: nothing more can arrive for this call's tag, so the endpoint is clean
+                // for the node's next call. After a retransmission a second reply may still
+                // be on its way; that endpoint is dropped with its mailbox instead.
+                if sent == 1 {
+                    give_back_endpoint(node, endpoint);
+                }
                 let outcome = match payload.downcast::<Reply<Resp>>() {
                     Ok(reply) => match *reply {
                         Reply::Response(response) => {
@@ -240,6 +257,59 @@ where
             Err(_) => retransmit_after *= 2,
         }
     }
+}
+
+thread_local! {
+    // Per node of the current run, the endpoints of finished calls, reused by its next calls:
+    // a bind per call costs a random delay (a timer and a wake-up), an ephemeral port search
+    // over the node's sockets and a mailbox. Only clean endpoints come back (see `call`),
+    // and the run's end and a crash of the node clear them, so none outlives its sockets.
+    // They belong to the network they were bound in (a test may run several runtimes on
+    // one thread): a call in another one finds none.
+    static IDLE_ENDPOINTS: RefCell<IdleEndpoints> = const { RefCell::new(None) };
+}
+
+type IdleEndpoints = Option<(Weak<NetSim>, BTreeMap<NodeId, Vec<Endpoint>>)>;
+
+fn take_idle_endpoint(node: NodeId) -> Option<Endpoint> {
+    let net = NetSim::current();
+    IDLE_ENDPOINTS.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let (owner, by_node) = idle.as_mut()?;
+        if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&net)) {
+            return None;
+        }
+        by_node.get_mut(&node)?.pop()
+    })
+}
+
+fn give_back_endpoint(node: NodeId, endpoint: Endpoint) {
+    let net = NetSim::current();
+    IDLE_ENDPOINTS.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let same_net =
+            matches!(&*idle, Some((owner, _)) if std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&net)));
+        if !same_net {
+            *idle = Some((Arc::downgrade(&net), BTreeMap::new()));
+        }
+        let (_, by_node) = idle.as_mut().expect("set above");
+        by_node.entry(node).or_default().push(endpoint);
+    });
+}
+
+/// Drops the endpoints kept for `node`'s calls: its sockets are about to be closed (a crash).
+pub(crate) fn forget_node(node: NodeId) {
+    let endpoints = IDLE_ENDPOINTS.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.as_mut().and_then(|(_, by_node)| by_node.remove(&node))
+    });
+    drop(endpoints);
+}
+
+/// Drops every kept endpoint (the run ended).
+pub(crate) fn end_run() {
+    let endpoints = IDLE_ENDPOINTS.with(|idle| std::mem::take(&mut *idle.borrow_mut()));
+    drop(endpoints);
 }
 
 /// A request on the wire: reply tag, steering lane, origin, connection, the request.

@@ -428,6 +428,7 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
         })
     }));
     crate::open_transactions::end_run();
+    crate::net::end_run();
     trace::end_run();
     fault::end_run();
     let steering_log = steering::end_run();
@@ -485,10 +486,10 @@ pub fn run<S: System>(system: &S, seed: u64, config: &SimConfig) -> Outcome<S::S
         }
     }
     let mut hasher = TraceHasher::default();
-    hasher.write_json(&outcome.history);
-    hasher.write_json(&outcome.state);
-    hasher.write_json(&outcome.coverage);
-    hasher.write_json(&outcome.virtual_elapsed);
+    hasher.write_value(&outcome.history);
+    hasher.write_value(&outcome.state);
+    hasher.write_value(&outcome.coverage);
+    hasher.write_value(&outcome.virtual_elapsed);
     outcome.trace_hash = hasher.finish();
     outcome
 }

@@ -4,7 +4,7 @@
 //! since the run started; madsim's per-node span adds the node's id and name. Nothing printed
 //! or hashed depends on wall time or memory addresses.
 //!
-//! The trace hash is a word-wise FNV-style hash over the serialized history, the database commit log and the
+//! The trace hash is a word-wise FNV-style hash over the history (its fields in a binary form), the database commit log and the
 //! coverage hits: two runs of a seed with equal hashes did the same things in the same order
 //! at the same virtual times.
 
@@ -114,17 +114,12 @@ impl TraceHasher {
         self.pending_len = rest.len();
     }
 
-    /// Adds a serializable value (as JSON, whose field order is the struct's), streamed into
-    /// the hash without building the text. A 0xFF byte, which UTF-8 JSON never contains, ends
-    /// each value, so `1` then `2` hashes differently from `12`.
-    pub fn write_json<T: serde::Serialize>(&mut self, value: &T) {
-        // serde_json writes a few bytes at a time; a buffer hands the hash whole blocks (the
-        // hash does not depend on how its input is split).
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut *self);
-        serde_json::to_writer(&mut buffered, value).expect("trace values serialize");
-        std::io::Write::flush(&mut buffered).expect("the hash takes every byte");
-        drop(buffered);
-        self.write(&[0xFF]);
+    /// Adds a serializable value: its fields as tagged binary (numbers as little-endian
+    /// words, strings with their length, every sequence, map and struct closed), streamed into
+    /// the hash without building JSON text. The encoding is prefix-free, so `1` then `2`
+    /// hashes differently from `12`.
+    pub fn write_value<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        crate::hash_serializer::write(self, value);
     }
 
     /// The hash of everything written so far (the last partial word padded with its length,
@@ -172,15 +167,15 @@ mod tests {
         a0.write(b"a\0");
         assert_ne!(a.finish(), a0.finish());
         let mut g = TraceHasher::default();
-        g.write_json(&(1u8, "x"));
+        g.write_value(&(1u8, "x"));
         let mut k = TraceHasher::default();
-        k.write_json(&(1u8, "y"));
+        k.write_value(&(1u8, "y"));
         assert_ne!(g.finish(), k.finish());
         // Values are delimited: 1 then 2 is not 12.
         let (mut one_two, mut twelve) = (TraceHasher::default(), TraceHasher::default());
-        one_two.write_json(&1);
-        one_two.write_json(&2);
-        twelve.write_json(&12);
+        one_two.write_value(&1);
+        one_two.write_value(&2);
+        twelve.write_value(&12);
         assert_ne!(one_two.finish(), twelve.finish());
     }
 }

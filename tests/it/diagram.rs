@@ -206,7 +206,14 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
             || diagram.contains("->>app_1: op 22 POST /api/v1/cart/{id}/items"),
         "{diagram}"
     );
-    assert!(diagram.contains("-->>client1: op 22 201"), "{diagram}");
+    // Its answer goes back to the client that sent it (which client drew op 22 depends on
+    // the schedule).
+    assert!(
+        diagram
+            .lines()
+            .any(|l| l.contains("-->>client") && l.contains(": op 22 201")),
+        "{diagram}"
+    );
     // The statements of the witness's operations: each read of the stock with its answer,
     // from at least two sessions, and a lock wait with its end.
     let reads: Vec<&str> = diagram
@@ -268,13 +275,13 @@ fn diagrams_put_clients_app_database_cache_and_provider_in_lanes() {
     let (diagram, lanes) = diagram_of(&["multi-tenant-mixed", "--seed", "1"]);
     assert!(lanes.iter().any(|l| l == "read replica"), "{lanes:?}");
     assert!(diagram.contains("->>replica: op "), "{diagram}");
-    // Faults drawn by swarm mode become notes, which must be valid text too (seed 4: a fault
-    // falls among the first operations shown; seed 2's come later since the probes and the
-    // per-profile draws changed its run).
+    // Faults drawn by swarm mode become notes, which must be valid text too (seed 2: a fault
+    // falls among the first operations shown; seed 4's came there until RPC calls began to
+    // reuse their node's endpoint, which moved its run).
     let (diagram, _) = diagram_of(&[
         "checkout-concurrency",
         "--seed",
-        "4",
+        "2",
         "--swarm",
         "--no-steering",
     ]);
