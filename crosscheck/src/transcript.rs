@@ -493,10 +493,8 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
             learn(&replay, j, r, &mut ids);
         }
     }
-    let mut first = None;
-    let mut allowed = None;
-    let mut compared = count;
-    let mut identical = 0;
+    let mut differences = Vec::new();
+    let mut same = vec![false; count];
     for (i, result) in results.iter().enumerate().take(count) {
         let real_id = match result {
             Some(RealResult::Ok(r)) if r.last_insert_id > 0 => Some(r.last_insert_id as i64),
@@ -505,25 +503,35 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
         let sim_full = mapped_simulated(&replay, i, &ids);
         let real_full = with_id(&real.steps[i], real_id);
         if sim_full == real_full {
-            identical += 1;
+            same[i] = true;
             continue;
         }
-        let d = Divergence {
+        differences.push(Divergence {
             profile: replay.profile,
             step: Some(i + 1),
             session: replay.steps[i].0.clone(),
             statement: replay.steps[i].1.clone(),
             simulated: sim_full,
             real: real_full,
-        };
-        // The comparison ends at the first difference, explained or not: once the real
-        // engine decided a race otherwise (granted another waiter), the two runs go on from
-        // different states and their later steps say nothing about the simulator.
-        compared = i + 1;
-        allowed = classes::explain_transcript(&d, &replay, &real.steps);
-        first = Some(d);
-        break;
+        });
     }
+    // The comparison ends at the first difference, explained or not: once the real engine
+    // decided a race otherwise (granted another waiter), the two runs go on from different
+    // states and their later steps say nothing about the simulator. First is first in time:
+    // a statement that waits differs from the step its wait ends on one side, and a waiter
+    // woken in a step was woken by that step's statement, so that statement, if it differs
+    // itself, is the cause (a deadlock victim on one side lets the waiter behind it run).
+    let first = first_in_time(differences);
+    let (compared, identical) = match &first {
+        Some(d) => {
+            let at = d.step.expect("a step") - 1;
+            (at + 1, same[..at].iter().filter(|&&s| s).count())
+        }
+        None => (count, count),
+    };
+    let allowed = first
+        .as_ref()
+        .and_then(|d| classes::explain_transcript(d, &replay, &real.steps));
     if let Ok(path) = std::env::var("SHOPSIM_CROSSCHECK_DUMP") {
         // A side-by-side table of the replay, for reading a divergence in context.
         let mut text = String::new();
@@ -545,6 +553,32 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
         allowed,
         ids_remapped: ids.remapped(),
         replay,
+    })
+}
+
+/// The 1-based step during which a difference became visible: the step of an immediate
+/// outcome, or the step where the first side's wait ended.
+fn visible_at(d: &Divergence) -> usize {
+    let step = d.step.expect("a step");
+    let end = |token: &str| {
+        token
+            .rsplit_once("@s")
+            .and_then(|(_, n)| {
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<usize>().ok()
+            })
+            .unwrap_or(step)
+    };
+    end(&d.simulated).min(end(&d.real)).max(step)
+}
+
+/// The difference visible first; at one step, the statement sent in that step (the cause
+/// of what its step woke), else the earliest sent.
+fn first_in_time(differences: Vec<Divergence>) -> Option<Divergence> {
+    differences.into_iter().min_by_key(|d| {
+        let at = visible_at(d);
+        let sent_then = d.step == Some(at);
+        (at, !sent_then, d.step)
     })
 }
 
@@ -591,6 +625,37 @@ pub fn script_of(replay: &Replay, name: &str, through: usize) -> Script {
 mod tests {
     use super::*;
     use shopsim_sim::db::server::transcript::TranscriptSetup;
+
+    fn difference(step: usize, simulated: &str, real: &str) -> Divergence {
+        Divergence {
+            profile: Profile::PgRc,
+            step: Some(step),
+            session: format!("S{step}"),
+            statement: "select 1".to_string(),
+            simulated: simulated.to_string(),
+            real: real.to_string(),
+        }
+    }
+
+    /// A waiter granted earlier on one side differs from the step its wait ended in; the
+    /// statement of that step, a deadlock victim on one side, comes first as its cause.
+    #[test]
+    fn the_first_difference_is_the_first_visible_and_its_cause() {
+        let waiter = difference(92, "BLOCK->rows[converted]@s631", "BLOCK->rows[open]@s121");
+        let victim = difference(121, "BLOCK->aff=1@s621", "ERR 40P01");
+        let later = difference(130, "aff=1", "aff=0");
+        let first = first_in_time(vec![waiter.clone(), victim.clone(), later.clone()]);
+        assert_eq!(first.unwrap().step, Some(121));
+        let first = first_in_time(vec![waiter.clone(), later.clone()]);
+        assert_eq!(
+            first.unwrap().step,
+            Some(92),
+            "visible at 121, before step 130"
+        );
+        let early = difference(95, "aff=1 id=4", "aff=1 id=5");
+        assert_eq!(first_in_time(vec![waiter, early]).unwrap().step, Some(95));
+        assert!(first_in_time(Vec::new()).is_none());
+    }
 
     fn execute(session: SessionId, sql: &str, params: Vec<Value>) -> TranscriptEvent {
         TranscriptEvent::Execute {

@@ -425,7 +425,7 @@ impl Ssi {
         if self.is_doomed(tx) {
             return false;
         }
-        let near: Vec<TxId> = self.txs[&tx].ins.iter().copied().collect();
+        let near: Vec<TxId> = self.txs[&tx].ins.to_vec();
         for n in near {
             let Some(nt) = self.txs.get(&n) else {
                 continue;
