@@ -137,14 +137,16 @@ fn table_of(statement: &str) -> Option<String> {
         })
 }
 
-/// Step (1-based) at which a `BLOCK->X@sN` token ended.
 /// The token of a statement whose connection was closed under it.
 fn lost_connection(token: &str) -> bool {
     ends_in(token, "conn-closed") || ends_in(token, "2013")
 }
 
-fn end_step(token: &str) -> Option<usize> {
-    token.rsplit_once("@s")?.1.parse().ok()
+/// The 1-based step during which a `BLOCK->X@sN` token ended (an ` id=…` after it ignored).
+pub(crate) fn end_step(token: &str) -> Option<usize> {
+    let (_, after) = token.rsplit_once("@s")?;
+    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 fn waiters_race(d: &Divergence, replay: &Replay) -> bool {

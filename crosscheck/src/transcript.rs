@@ -443,10 +443,11 @@ pub fn held_back(replay: &Replay, i: usize) -> Vec<String> {
     };
     // 1-based step during which a waiting statement ended in the simulated run.
     let ended = |w: usize| {
-        replay.simulated[w]
-            .strip_prefix("BLOCK->")?
-            .rsplit_once("@s")
-            .and_then(|(_, n)| n.parse::<usize>().ok())
+        let token = &replay.simulated[w];
+        token
+            .starts_with("BLOCK->")
+            .then(|| classes::end_step(token))
+            .flatten()
     };
     let granted_now = waiting.iter().any(|&w| ended(w) == Some(i + 1));
     if !granted_now {
@@ -560,15 +561,7 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
 /// outcome, or the step where the first side's wait ended.
 fn visible_at(d: &Divergence) -> usize {
     let step = d.step.expect("a step");
-    let end = |token: &str| {
-        token
-            .rsplit_once("@s")
-            .and_then(|(_, n)| {
-                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse::<usize>().ok()
-            })
-            .unwrap_or(step)
-    };
+    let end = |token: &str| classes::end_step(token).unwrap_or(step);
     end(&d.simulated).min(end(&d.real)).max(step)
 }
 

@@ -280,11 +280,6 @@ struct DbNodeInner {
     /// Virtual time zero of the engine: the first start of the node. Kept across restarts so
     /// the engine's clock never runs backwards.
     origin: Option<Instant>,
-    /// Connections of the current incarnation, orphaned sessions included: a backend whose
-    /// client left while it waited for a lock still counts against `max_connections`.
-    connection_count: usize,
-    /// Sessions whose client left while a statement waited; each ends with its statement.
-    orphans: std::collections::BTreeSet<SessionId>,
     /// Connection tasks parked on a blocked statement, by session.
     waiters: BTreeMap<SessionId, oneshot::Sender<Result<QueryResult, DbError>>>,
     /// Completions that arrived before their waiter registered (kept rather than lost).
@@ -307,8 +302,6 @@ impl DbNodeState {
                 profile,
                 epoch: 0,
                 origin: None,
-                connection_count: 0,
-                orphans: std::collections::BTreeSet::new(),
                 waiters: BTreeMap::new(),
                 completions_unrouted: BTreeMap::new(),
                 statement_count: 0,
@@ -396,9 +389,11 @@ impl DbNodeState {
         self.lock().profile
     }
 
-    /// Open connections of the current incarnation.
+    /// Open connections of the current incarnation: its engine sessions, orphaned ones
+    /// included, since a backend whose client left while it waited for a lock still counts
+    /// against `max_connections`.
     pub fn connection_count(&self) -> usize {
-        self.lock().connection_count
+        self.lock().db.session_count()
     }
 
     /// Statements executed so far, over all incarnations.
@@ -413,8 +408,6 @@ impl DbNodeState {
         inner.record_start();
         inner.db.crash();
         inner.epoch += 1;
-        inner.connection_count = 0;
-        inner.orphans.clear();
         // Dropping the senders wakes nothing: the tasks that waited died with the node.
         inner.waiters.clear();
         inner.completions_unrouted.clear();
@@ -452,13 +445,6 @@ impl DbNodeInner {
                 }
             }
         }
-        // An orphan's statement ended inside the engine, which closed its session then.
-        let orphans_before = self.orphans.len();
-        let db = &self.db;
-        self.orphans.retain(|&session| db.has_session(session));
-        let ended = orphans_before - self.orphans.len();
-        assert!(self.connection_count >= ended);
-        self.connection_count -= ended;
     }
 
     /// Virtual microseconds since the first start, for transcript events.
@@ -543,8 +529,7 @@ impl Drop for SessionGuard {
         if inner.epoch != self.epoch || madsim::runtime::Handle::current().is_exit(self.node) {
             return;
         }
-        assert!(inner.connection_count > 0);
-        assert!(!inner.orphans.contains(&self.session));
+        assert!(inner.db.has_session(self.session));
         inner.waiters.remove(&self.session);
         inner.completions_unrouted.remove(&self.session);
         let count_before = inner.db.commit_log().len();
@@ -557,13 +542,11 @@ impl Drop for SessionGuard {
                 ?session,
                 "db client gone while blocked; the statement waits on"
             );
-            inner.orphans.insert(session);
         } else {
             tracing::debug!(
                 ?session,
                 "db connection closed; open transaction rolled back"
             );
-            inner.connection_count -= 1;
         }
         inner.route_completions(FinishCause::Woken, Some(session));
         let count_after = inner.db.commit_log().len();
@@ -652,28 +635,23 @@ async fn serve_incarnation(state: Arc<DbNodeState>, config: DbServerConfig, epoc
         let Ok((tx, rx, _peer)) = endpoint.accept1().await else {
             return;
         };
-        let refused = {
+        let accepted = {
             let mut inner = state.lock();
-            if inner.connection_count >= config.max_connections {
-                Some(inner.too_many_connections())
+            if inner.db.session_count() >= config.max_connections {
+                Err(inner.too_many_connections())
             } else {
-                inner.connection_count += 1;
-                None
+                let session = inner.db.connect();
+                inner.record(|at_us| TranscriptEvent::Connect { session, at_us });
+                Ok(session)
             }
         };
-        match refused {
-            Some(error) => {
+        match accepted {
+            Err(error) => {
                 tracing::debug!(%error, "db connection refused");
                 // Like PostgreSQL, answer the startup with the error, then close.
                 let _ = tx.send(Box::new(Hello { result: Err(error) })).await;
             }
-            None => {
-                let session = {
-                    let mut inner = state.lock();
-                    let session = inner.db.connect();
-                    inner.record(|at_us| TranscriptEvent::Connect { session, at_us });
-                    session
-                };
+            Ok(session) => {
                 let guard = SessionGuard {
                     state: state.clone(),
                     session,

@@ -86,7 +86,8 @@ pub enum TranscriptEvent {
         woken_by: Option<SessionId>,
     },
     /// The connection closed (client gone, reply undeliverable, buggified drop); the open
-    /// transaction rolled back, also while a statement was blocked.
+    /// transaction rolled back, or, while a statement was blocked, the session is orphaned
+    /// and rolls back when that statement ends.
     Disconnect {
         /// The engine session.
         session: SessionId,
@@ -271,7 +272,8 @@ pub enum StatementEnd {
         /// The session whose statement or disconnect woke it (for [`FinishCause::Woken`]).
         woken_by: Option<SessionId>,
     },
-    /// The connection closed while it waited: no answer, the transaction rolled back.
+    /// The connection closed while it waited: no answer; the statement waits on in its
+    /// orphaned session, whose transaction rolls back when the statement ends.
     Disconnected {
         /// The index of the `Disconnect` event.
         event: usize,
