@@ -27,8 +27,10 @@ pub const NONDETERMINISM: [Nondeterminism; 3] = [
         name: "pg_deadlock_victim_by_timer",
         why: "PostgreSQL's victim is the waiter whose deadlock_timeout fires first while the \
               cycle exists. A simulated run fires each waiter's check deadlock_timeout after its \
-              wait began in virtual time; the stepping protocol runs every check in the step that \
-              began the wait, so the statement that closes a cycle is the victim. Accepted: the \
+              wait began in virtual time; the stepping protocol runs the check of every wait the \
+              simulated run checked in the step that began the wait (and never checks the others), \
+              so there the statement that closes a cycle is the victim, while the simulated check \
+              of an earlier waiter may have come after the cycle closed. Accepted: the \
               first difference involves a 40P01 on one side, and the simulated run ended a \
               deadlock by a timer while the differing statement waited or was sent.",
     },
@@ -265,6 +267,7 @@ mod tests {
             simulated_ids: vec![None; n],
             timers: Vec::new(),
             waiting_at: vec![Vec::new(); n],
+            deadlock_checked: vec![false; n],
             raw: vec![None; n],
             sim_results: vec![None; n],
             tables: vec!["t".to_string()],

@@ -21,7 +21,7 @@ use shopsim_sim::db::Profile;
 
 use crate::server::EngineKind;
 use crate::session::RealResult;
-use crate::stepper::{Clock, Pool, StepError, Stepper};
+use crate::stepper::{Clock, Pool, Steering, StepError, Stepper};
 
 /// Schemas a lane keeps for reuse (random groups have about 20 distinct DDL sets).
 pub const SCHEMAS_PER_LANE: usize = 24;
@@ -93,7 +93,7 @@ impl Lane {
     ) -> Result<(Outcome, Vec<Option<RealResult>>), StepError> {
         self.run_steps_with(profile, clock, setup, steps.len(), |i, _| {
             let (session, statement) = steps[i].clone();
-            (session, statement, Vec::new())
+            (session, statement, Steering::default())
         })
     }
 
@@ -107,7 +107,7 @@ impl Lane {
         clock: Clock,
         setup: &[String],
         count: usize,
-        mut step_of: impl FnMut(usize, &Stepper) -> (String, String, Vec<String>),
+        mut step_of: impl FnMut(usize, &Stepper) -> (String, String, Steering),
     ) -> Result<(Outcome, Vec<Option<RealResult>>), StepError> {
         let kind = EngineKind::of(profile);
         let port = *self.ports.get(&kind).ok_or_else(|| StepError {
@@ -142,8 +142,8 @@ impl Lane {
                 };
             let t1 = t0.elapsed();
             for i in 0..count {
-                let (session, statement, hold) = step_of(i, &stepper);
-                if let Err(e) = stepper.step_steered(&session, &statement, &hold).await {
+                let (session, statement, steering) = step_of(i, &stepper);
+                if let Err(e) = stepper.step_steered(&session, &statement, &steering).await {
                     return Err((e, stepper.abandon()));
                 }
             }

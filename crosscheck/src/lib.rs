@@ -34,7 +34,7 @@ use shopsim_sim::db::Profile;
 use lane::Lane;
 use server::{EngineKind, RealServer, ServerError};
 use session::RealResult;
-use stepper::{Clock, StepError, Stepper};
+use stepper::{Clock, Steering, StepError, Stepper};
 
 /// Why a real run could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl Engines {
     ) -> Result<(Outcome, Vec<Option<RealResult>>), RunError> {
         self.run_steps_with(profile, clock, setup, steps.len(), |i, _| {
             let (session, statement) = steps[i].clone();
-            (session, statement, Vec::new())
+            (session, statement, Steering::default())
         })
     }
 
@@ -193,7 +193,7 @@ impl Engines {
         clock: Clock,
         setup: &[String],
         count: usize,
-        step_of: impl FnMut(usize, &Stepper) -> (String, String, Vec<String>),
+        step_of: impl FnMut(usize, &Stepper) -> (String, String, Steering),
     ) -> Result<(Outcome, Vec<Option<RealResult>>), RunError> {
         let kind = EngineKind::of(profile);
         self.check_alive(kind)?;

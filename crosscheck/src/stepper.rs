@@ -15,6 +15,10 @@
 //!   (`client_min_messages = log`: "process N still waiting for ..."). So the check of a wait
 //!   always runs in the step that began it, the statement that closes a cycle is the victim,
 //!   and the order of steps decides, as in the conformance runner (1 s steps, 300 ms timeout).
+//!   A transcript also says which waits the simulated run checked at all: one that ended
+//!   before its `deadlock_timeout` was never checked, so its statement runs with
+//!   `deadlock_timeout = 1h` ([`Steering::pg_deadlock_check`]) and a cycle that only it could
+//!   find stays, as it did in the simulated run, until something else breaks it.
 //!   InnoDB detects deadlocks at once when a wait begins.
 //! - Lock wait and statement timeouts are real time. The protocol keeps the conformance
 //!   runner's clock (every SQL step lasts 1 s, `SLEEP d` lasts d): a timeout whose deadline on
@@ -98,6 +102,9 @@ struct InFlight {
     statement: String,
     /// Virtual time the statement was sent.
     sent_v: Duration,
+    /// PostgreSQL: a wait of this statement is checked for a deadlock in its step (the
+    /// settle waits for the check's notice).
+    deadlock_check: bool,
     /// The current lock wait: server's start (PostgreSQL), virtual start, real start.
     wait: Option<(Option<f64>, Duration, Instant)>,
 }
@@ -113,6 +120,10 @@ struct Session {
     /// a placeholder after `DISCARD ALL`, a MariaDB user variable keeps its value), so it is
     /// not reused for a later script: the next one would see it.
     keeps_variables: bool,
+    /// Its `deadlock_timeout` may be `1h` ([`Steering::pg_deadlock_check`]): `SET` is
+    /// transactional, so a later `1ms` may have been rolled back. Only a statement sent with
+    /// its own setting then counts on a check.
+    deadlock_timeout_long: bool,
 }
 
 /// Whether `statement` sets a session variable that outlives a reset: `SET app.x = ...`,
@@ -138,6 +149,27 @@ fn sets_session_variable(statement: &str) -> bool {
     name.contains('.') || name.starts_with('@')
 }
 
+/// How a step is steered on the real engine, beyond the order of the steps (transcripts:
+/// what the simulated run decided by timing, made to happen the same way).
+#[derive(Debug, Clone, Default)]
+pub struct Steering {
+    /// Waiting sessions whose backends are held back while the step settles
+    /// ([`Stepper::step_steered`]).
+    pub hold: Vec<String>,
+    /// PostgreSQL, a statement that waits: whether its deadlock check runs (in the step that
+    /// began the wait: `deadlock_timeout = 1ms`) or never (`1h`). A simulated run checks
+    /// `deadlock_timeout` after a wait began in virtual time, so a wait that ended sooner was
+    /// never checked, and a cycle nobody checked was not found. `None` keeps the session's
+    /// setting.
+    pub pg_deadlock_check: Option<bool>,
+}
+
+/// The `SET` that makes a PostgreSQL wait's deadlock check run in its step, or never.
+fn pg_deadlock_timeout(check: bool) -> String {
+    let timeout = if check { "1ms" } else { "1h" };
+    format!("set deadlock_timeout = '{timeout}'")
+}
+
 /// One script being stepped on a real server.
 pub struct Stepper {
     kind: EngineKind,
@@ -153,6 +185,10 @@ pub struct Stepper {
     /// Backends of closed sessions that the server still runs.
     zombies: Vec<i64>,
     steps: Vec<(String, String)>,
+    /// Per step: [`Steering::pg_deadlock_check`].
+    deadlock_checks: Vec<Option<bool>>,
+    /// The steering of the step being played, taken by [`Stepper::step`].
+    steering_next: Option<bool>,
     /// Per step: its token and its answer.
     outcomes: Vec<Option<(String, RealResult)>>,
     current: usize,
@@ -393,6 +429,8 @@ impl Stepper {
             stash: VecDeque::new(),
             zombies: Vec::new(),
             steps: Vec::new(),
+            deadlock_checks: Vec::new(),
+            steering_next: None,
             outcomes: Vec::new(),
             current: 0,
             now_v: Duration::ZERO,
@@ -476,6 +514,7 @@ impl Stepper {
                     queued: VecDeque::new(),
                     timers,
                     keeps_variables: false,
+                    deadlock_timeout_long: false,
                     frozen: false,
                 },
             );
@@ -525,8 +564,10 @@ impl Stepper {
         &mut self,
         session: &str,
         statement: &str,
-        hold: &[String],
+        steering: &Steering,
     ) -> Result<(), StepError> {
+        let hold = &steering.hold;
+        self.steering_next = steering.pg_deadlock_check;
         let mut held = Vec::new();
         let upper = statement.trim().to_ascii_uppercase();
         let sql = !(upper == "CRASH" || upper == "DISCONNECT" || upper.starts_with("SLEEP"));
@@ -571,6 +612,7 @@ impl Stepper {
         let i = self.steps.len();
         self.steps
             .push((session.to_string(), statement.to_string()));
+        self.deadlock_checks.push(self.steering_next.take());
         self.outcomes.push(None);
         self.current = i;
         let upper = statement.trim().to_ascii_uppercase();
@@ -616,20 +658,32 @@ impl Stepper {
     async fn send(&mut self, i: usize, queued: bool) -> Result<(), StepError> {
         let (name, statement) = self.steps[i].clone();
         let statement = statement.replace("{share}", share_clause(self.profile));
-        let batch = if statement.trim().eq_ignore_ascii_case("BEGIN") {
+        let mut batch = if statement.trim().eq_ignore_ascii_case("BEGIN") {
             begin_statements(self.profile)
         } else {
             vec![statement.clone()]
         };
+        let check = match self.kind {
+            EngineKind::Postgres => self.deadlock_checks[i],
+            EngineKind::MariaDb => None,
+        };
+        if let Some(check) = check {
+            // In the same batch: a statement in an aborted transaction fails at the SET with
+            // the 25P02 it would give itself.
+            batch.insert(0, pg_deadlock_timeout(check));
+        }
         let now_v = self.now_v;
         let session = self.session(&name).await?;
         assert!(session.in_flight.is_none(), "one statement at a time");
         session.keeps_variables |= sets_session_variable(&statement);
+        session.deadlock_timeout_long |= check == Some(false);
+        let deadlock_check = check.unwrap_or(!session.deadlock_timeout_long);
         session.in_flight = Some(InFlight {
             step: i,
             queued,
             statement,
             sent_v: now_v,
+            deadlock_check,
             wait: None,
         });
         session.real.send(batch);
@@ -935,7 +989,7 @@ impl Stepper {
             }
             let (_, wait_v, wait_real) = flight.wait.expect("set");
             let deadlock_v = match clock {
-                Clock::Steps => Some(Duration::ZERO),
+                Clock::Steps => flight.deadlock_check.then_some(Duration::ZERO),
                 Clock::Conformance => Some(timers.deadlock.unwrap_or(PG_DEADLOCK_TIMEOUT_VIRTUAL)),
             };
             if Stepper::due(wait_v, deadlock_v, end) && !notice.is_some_and(|n| n >= wait_start) {

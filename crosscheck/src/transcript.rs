@@ -28,7 +28,7 @@ use crate::ids::{column_table, placeholder_columns, statement_table, IdMap};
 use crate::lane::Lane;
 use crate::server::EngineKind;
 use crate::session::{lost_code, RealResult};
-use crate::stepper::{Clock, StepError};
+use crate::stepper::{Clock, Steering, StepError};
 use crate::{Engines, RunError};
 
 /// A transcript turned into steps, with the simulated outcome of every step.
@@ -49,6 +49,10 @@ pub struct Replay {
     pub timers: Vec<(usize, String, String)>,
     /// Per step: the steps whose statements were waiting when it was sent.
     pub waiting_at: Vec<Vec<usize>>,
+    /// Per step: a PostgreSQL deadlock check of its statement's wait ran in the simulated
+    /// run (one that found no cycle, or one that made it the victim), also after its client
+    /// left while it waited.
+    pub deadlock_checked: Vec<bool>,
     /// Per step: the statement as the client sent it and its parameters (`None` for
     /// `DISCONNECT` and `CRASH`): what the replay rewrites with the real generated ids.
     pub raw: Vec<Option<(String, Vec<Value>)>>,
@@ -56,6 +60,18 @@ pub struct Replay {
     pub sim_results: Vec<Option<Result<QueryResult, DbError>>>,
     /// The tables of the schema.
     pub tables: Vec<String>,
+}
+
+/// For a PostgreSQL statement that waited in the simulated run: whether the real engine
+/// checks its wait for a deadlock in the step that began it, or never, as in the simulated
+/// run ([`Steering::pg_deadlock_check`]). Up to the first difference, a statement waits on the
+/// real engine exactly when it did in the simulated run.
+pub fn deadlock_check(replay: &Replay, i: usize) -> Option<bool> {
+    let waited = replay
+        .simulated
+        .get(i)
+        .is_some_and(|t| t.starts_with("BLOCK"));
+    (replay.profile.is_postgres() && waited).then(|| replay.deadlock_checked[i])
 }
 
 /// A SQL literal for a bound parameter.
@@ -180,6 +196,9 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
     let mut simulated_ids: Vec<Option<i64>> = Vec::new();
     let mut timers = Vec::new();
     let mut waiting_at = Vec::new();
+    let mut deadlock_checked: Vec<bool> = Vec::new();
+    // Per session whose client left while its statement waited: that statement's step.
+    let mut orphaned: BTreeMap<SessionId, usize> = BTreeMap::new();
     let mut raw = Vec::new();
     let mut sim_results: Vec<Option<Result<QueryResult, DbError>>> = Vec::new();
     // Per session: its statement in flight (step index) and whether it blocked.
@@ -217,6 +236,7 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
                         .collect(),
                 );
                 in_flight.insert(*session, (steps.len(), false));
+                deadlock_checked.push(false);
                 steps.push((name(*session), inline(kind, sql, params)));
                 raw.push(Some((sql.clone(), params.clone())));
                 sim_results.push(None);
@@ -228,15 +248,30 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
                     flight.1 = true;
                 }
             }
+            TranscriptEvent::DeadlockCheck { session, .. } => {
+                let step = in_flight
+                    .get(session)
+                    .map(|f| f.0)
+                    .or_else(|| orphaned.get(session).copied());
+                if let Some(step) = step {
+                    deadlock_checked[step] = true;
+                }
+            }
             TranscriptEvent::Finish {
                 session,
                 result,
                 cause,
                 ..
             } => {
+                let deadlock = *cause == FinishCause::Deadline
+                    && result.as_ref().is_err_and(|e| e.code() == "40P01");
+                if let Some(step) = orphaned.remove(session) {
+                    deadlock_checked[step] |= deadlock;
+                }
                 let Some((step, blocked)) = in_flight.remove(session) else {
                     continue;
                 };
+                deadlock_checked[step] |= deadlock;
                 let tok = result_token(&steps[step].1, result);
                 sim_results[step] = Some(result.clone());
                 if *cause == FinishCause::Deadline {
@@ -259,12 +294,16 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
             }
             TranscriptEvent::Disconnect { session, .. } => {
                 waiting_at.push(Vec::new());
+                deadlock_checked.push(false);
                 steps.push((name(*session), "DISCONNECT".to_string()));
                 raw.push(None);
                 sim_results.push(None);
                 simulated.push(Some("ok".to_string()));
                 simulated_ids.push(None);
-                if let Some((step, _)) = in_flight.remove(session) {
+                if let Some((step, blocked)) = in_flight.remove(session) {
+                    if blocked {
+                        orphaned.insert(*session, step);
+                    }
                     let tok = format!("ERR {}", lost_code(kind));
                     finish(
                         &steps,
@@ -279,6 +318,8 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
             }
             TranscriptEvent::Crash { .. } => {
                 waiting_at.push(Vec::new());
+                deadlock_checked.push(false);
+                orphaned.clear();
                 steps.push(("-".to_string(), "CRASH".to_string()));
                 raw.push(None);
                 sim_results.push(None);
@@ -312,6 +353,7 @@ pub fn replay_of(transcript: &Transcript) -> Replay {
         simulated_ids,
         timers,
         waiting_at,
+        deadlock_checked,
         raw,
         sim_results,
         tables: setup_tables(&transcript.setup.ddl),
@@ -486,7 +528,11 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
             if replay.raw[i].is_some() {
                 unanswered.push(i);
             }
-            (replay.steps[i].0.clone(), text, held_back(&replay, i))
+            let steering = Steering {
+                hold: held_back(&replay, i),
+                pg_deadlock_check: deadlock_check(&replay, i),
+            };
+            (replay.steps[i].0.clone(), text, steering)
         },
     )?;
     for j in unanswered {
@@ -723,6 +769,51 @@ mod tests {
         assert_eq!(held[4], ["S3"], "{:?}", replay.simulated);
         // S2's COMMIT grants S3, the last waiter: nobody is left to hold back.
         assert!(held.iter().enumerate().all(|(i, h)| i == 4 || h.is_empty()));
+    }
+
+    /// A wait counts as checked for a deadlock when a check found nothing, when one made it
+    /// the victim, and when one ran after its client left; a statement that never waited is
+    /// not steered, and an unchecked wait is steered to no check.
+    #[test]
+    fn deadlock_checks_of_the_simulated_run_steer_the_real_waits() {
+        let update = |id: i64| format!("update orders set total = 1 where id = {id}");
+        let ok = QueryResult::default;
+        let check = |session| TranscriptEvent::DeadlockCheck { session, at_us: 0 };
+        let t = transcript(vec![
+            execute(1, &update(1), vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            execute(2, &update(1), vec![]),
+            block(2),
+            check(2),
+            execute(3, &update(1), vec![]),
+            block(3),
+            TranscriptEvent::Finish {
+                session: 3,
+                result: Err(DbError::new("40P01", "deadlock detected")),
+                cause: FinishCause::Deadline,
+                at_us: 0,
+                woken_by: None,
+            },
+            execute(4, &update(1), vec![]),
+            block(4),
+            TranscriptEvent::Disconnect {
+                session: 4,
+                at_us: 0,
+            },
+            check(4),
+            execute(5, &update(1), vec![]),
+            block(5),
+        ]);
+        let replay = replay_of(&t);
+        let steered: Vec<Option<bool>> = (0..replay.steps.len())
+            .map(|i| deadlock_check(&replay, i))
+            .collect();
+        assert_eq!(
+            steered,
+            [None, Some(true), Some(true), Some(true), None, Some(false)],
+            "{:?}",
+            replay.simulated
+        );
     }
 
     /// The simulated engine gave the order id 2 where the real one gave 7: the later insert

@@ -13,7 +13,7 @@ use shopsim_crosscheck::compare::{first_difference, simulate};
 use shopsim_crosscheck::server::{EngineKind, RealServer};
 use shopsim_crosscheck::{engines_required, files, transcript, Engines};
 use shopsim_sim::db::conformance::ScriptFile;
-use shopsim_sim::db::server::transcript::{record_transcripts, TranscriptEvent};
+use shopsim_sim::db::server::transcript::{record_transcripts, Transcript, TranscriptEvent};
 use shopsim_sim::db::{DbError, Profile};
 
 /// One pair of servers for the whole test binary (initdb and mariadb-install-db take
@@ -301,6 +301,97 @@ fn transcripts_of_every_scenario_diverge_only_in_known_classes() {
         "transcript divergences outside classes::KNOWN_OPEN:\n{}",
         failures.join("\n")
     );
+}
+
+/// A two-session deadlock that a crash breaks before the simulated run checked the wait
+/// that closed the cycle; `planted_check` plants a check of that wait that found no cycle.
+fn deadlock_broken_by_a_crash(planted_check: bool) -> Transcript {
+    use shopsim_sim::db::server::transcript::{FinishCause, TranscriptSetup};
+    use shopsim_sim::db::{QueryResult, Value};
+    let ok = |rows_affected: u64| QueryResult {
+        rows_affected,
+        ..QueryResult::default()
+    };
+    let execute = |session: u64, sql: &str| TranscriptEvent::Execute {
+        session,
+        sql: sql.to_string(),
+        params: Vec::new(),
+        at_us: 0,
+        tag: None,
+        application: None,
+    };
+    let finish = |session: u64, result: QueryResult| TranscriptEvent::Finish {
+        session,
+        result: Ok(result),
+        cause: FinishCause::Immediate,
+        at_us: 0,
+        woken_by: None,
+    };
+    let block = |session: u64| TranscriptEvent::Block {
+        session,
+        at_us: 0,
+        table: Some("t".to_string()),
+    };
+    let mut events = vec![
+        execute(1, "BEGIN"),
+        finish(1, ok(0)),
+        execute(1, "update t set v = 1 where id = 1"),
+        finish(1, ok(1)),
+        execute(2, "BEGIN"),
+        finish(2, ok(0)),
+        execute(2, "update t set v = 2 where id = 2"),
+        finish(2, ok(1)),
+        execute(1, "update t set v = 1 where id = 2"),
+        block(1),
+        // S1's check runs before the cycle closes: it finds none.
+        TranscriptEvent::DeadlockCheck {
+            session: 1,
+            at_us: 1_000_000,
+        },
+        execute(2, "update t set v = 2 where id = 1"),
+        block(2),
+    ];
+    if planted_check {
+        events.push(TranscriptEvent::DeadlockCheck {
+            session: 2,
+            at_us: 1_500_000,
+        });
+    }
+    events.push(TranscriptEvent::Crash { at_us: 1_600_000 });
+    Transcript {
+        profile: Profile::PgRc,
+        read_only: false,
+        setup: TranscriptSetup {
+            ddl: vec!["create table t (id int primary key, v int not null)".to_string()],
+            tables: vec![(
+                "t".to_string(),
+                vec!["id".to_string(), "v".to_string()],
+                vec![
+                    vec![Value::Int(1), Value::Int(0)],
+                    vec![Value::Int(2), Value::Int(0)],
+                ],
+            )],
+        },
+        origin_run_us: 0,
+        events,
+    }
+}
+
+/// A wait the simulated run never checked for a deadlock is not checked on the real engine
+/// either: the cycle stays until the crash on both sides. Canary: with a planted check of that
+/// wait that found nothing, the real engine checks it and finds the cycle, and the comparison
+/// reports the difference.
+#[test]
+fn a_wait_the_simulated_run_never_checked_is_never_checked_on_the_real_engine() {
+    let Some(mut engines) = engines() else { return };
+    let check = transcript::check(&mut engines, &deadlock_broken_by_a_crash(false)).unwrap();
+    assert!(check.first.is_none(), "{:?}", check.first);
+    assert_eq!(check.compared, 7);
+    let planted = transcript::check(&mut engines, &deadlock_broken_by_a_crash(true)).unwrap();
+    let first = planted.first.expect("the real engine finds the cycle");
+    assert_eq!(first.step, Some(6));
+    assert_eq!(first.real, "ERR 40P01");
+    assert!(planted.allowed.is_none());
 }
 
 /// The classes are documented: every one has a name and its reason.

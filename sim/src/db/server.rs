@@ -685,6 +685,9 @@ async fn serve_deadlines(state: Arc<DbNodeState>) {
         let now = inner.now();
         let count_before = inner.db.commit_log().len();
         inner.db.advance(now);
+        for session in inner.db.take_clear_deadlock_checks() {
+            inner.record(|at_us| TranscriptEvent::DeadlockCheck { session, at_us });
+        }
         inner.route_completions(FinishCause::Deadline, None);
         let count_after = inner.db.commit_log().len();
         drop(inner);

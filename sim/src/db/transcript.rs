@@ -70,6 +70,16 @@ pub enum TranscriptEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<String>,
     },
+    /// PostgreSQL's deadlock check of the wait of `session`'s statement ran
+    /// (`deadlock_timeout` after the wait began) and found no cycle. A check that finds one
+    /// ends the statement instead: a `Finish` with [`FinishCause::Deadline`] and `40P01`.
+    /// The crosscheck needs both: a cycle is found only by a check that runs while it exists.
+    DeadlockCheck {
+        /// The engine session (also an orphaned one, whose client left while it waited).
+        session: SessionId,
+        /// When.
+        at_us: u64,
+    },
     /// A statement of `session` finished.
     Finish {
         /// The engine session.
@@ -149,7 +159,7 @@ impl Transcript {
         let mut in_flight: BTreeMap<SessionId, usize> = BTreeMap::new();
         for (event, e) in self.events.iter().enumerate() {
             match e {
-                TranscriptEvent::Connect { .. } => {}
+                TranscriptEvent::Connect { .. } | TranscriptEvent::DeadlockCheck { .. } => {}
                 TranscriptEvent::Execute {
                     session,
                     sql,

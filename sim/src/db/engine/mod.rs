@@ -142,6 +142,10 @@ pub struct Database {
     log: Vec<CommitRecord>,
     completions: Vec<(SessionId, Result<QueryResult, DbError>)>,
     woken: VecDeque<TxId>,
+    /// PostgreSQL deadlock checks that found no cycle, by waiting session, since the last
+    /// [`Database::take_clear_deadlock_checks`]: a check runs once per wait, so a cycle that
+    /// closes after it is found only by a later waiter's check.
+    clear_deadlock_checks: Vec<SessionId>,
     now: Duration,
     stats: DbStats,
 }
@@ -169,6 +173,7 @@ impl Database {
             log: Vec::new(),
             completions: Vec::new(),
             woken: VecDeque::new(),
+            clear_deadlock_checks: Vec::new(),
             now: Duration::ZERO,
             stats: DbStats::default(),
         }
@@ -177,6 +182,12 @@ impl Database {
     /// The profile.
     pub fn profile(&self) -> Profile {
         self.profile
+    }
+
+    /// The sessions whose PostgreSQL deadlock check ran and found no cycle since the last
+    /// call, in the order the checks ran (a check that finds one ends its statement instead).
+    pub fn take_clear_deadlock_checks(&mut self) -> Vec<SessionId> {
+        std::mem::take(&mut self.clear_deadlock_checks)
     }
 
     /// Number of open sessions.

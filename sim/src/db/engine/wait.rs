@@ -165,6 +165,7 @@ impl Database {
                         // PostgreSQL checks once per wait; a later cycle is found by a later
                         // waiter's timer.
                         b.deadlock_check_at = None;
+                        self.clear_deadlock_checks.push(session);
                     }
                 }
             }
