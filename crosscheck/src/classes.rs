@@ -61,6 +61,16 @@ fn nondeterminism(name: &str) -> &'static Nondeterminism {
         .expect("a class of NONDETERMINISM")
 }
 
+/// The error codes of a statement a timer ended: a deadlock found by PostgreSQL's check, a
+/// lock wait or statement timeout.
+const TIMER_CODES: [&str; 4] = ["40P01", "55P03", "57014", "1205"];
+
+/// Whether a [`Replay::timers`] token is the error of the statement the timer ended, not of a
+/// waiter that the ended statement's locks let run.
+pub(crate) fn ended_by_its_timer(token: &str) -> bool {
+    TIMER_CODES.iter().any(|code| ends_in(token, code))
+}
+
 fn ends_in(token: &str, code: &str) -> bool {
     token.contains(&format!("ERR {code}"))
 }

@@ -568,7 +568,7 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
     // a statement that waits differs from the step its wait ends on one side, and a waiter
     // woken in a step was woken by that step's statement, so that statement, if it differs
     // itself, is the cause (a deadlock victim on one side lets the waiter behind it run).
-    let first = first_in_time(differences);
+    let first = first_in_time(differences, &replay.timers);
     let (compared, identical) = match &first {
         Some(d) => {
             let at = d.step.expect("a step") - 1;
@@ -604,20 +604,39 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
 }
 
 /// The 1-based step during which a difference became visible: the step of an immediate
-/// outcome, or the step where the first side's wait ended.
+/// outcome, or the step where the first side's wait ended. A wait still pending at the end
+/// shows nothing on its side; two pending ones count from the step.
 fn visible_at(d: &Divergence) -> usize {
     let step = d.step.expect("a step");
-    let end = |token: &str| classes::end_step(token).unwrap_or(step);
-    end(&d.simulated).min(end(&d.real)).max(step)
+    let end = |token: &str| match classes::end_step(token) {
+        Some(at) => Some(at),
+        None if token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK") => None,
+        None => Some(step),
+    };
+    match (end(&d.simulated), end(&d.real)) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => step,
+    }
+    .max(step)
 }
 
-/// The difference visible first; at one step, the statement sent in that step (the cause
-/// of what its step woke), else the earliest sent.
-fn first_in_time(differences: Vec<Divergence>) -> Option<Divergence> {
+/// The difference visible first; at one step, a cause of what that step woke: the statement
+/// sent in it, then one a simulated timer ended in it (a deadlock victim, whose abort lets
+/// the waiters behind it run; `timers` as in [`Replay::timers`], which also lists those
+/// waiters), else the earliest sent.
+fn first_in_time(
+    differences: Vec<Divergence>,
+    timers: &[(usize, String, String)],
+) -> Option<Divergence> {
     differences.into_iter().min_by_key(|d| {
         let at = visible_at(d);
         let sent_then = d.step == Some(at);
-        (at, !sent_then, d.step)
+        let timer_then = classes::end_step(&d.simulated) == Some(at)
+            && timers.iter().any(|(step, session, token)| {
+                *step == at && *session == d.session && classes::ended_by_its_timer(token)
+            });
+        (at, !sent_then, !timer_then, d.step)
     })
 }
 
@@ -683,17 +702,40 @@ mod tests {
         let waiter = difference(92, "BLOCK->rows[converted]@s631", "BLOCK->rows[open]@s121");
         let victim = difference(121, "BLOCK->aff=1@s621", "ERR 40P01");
         let later = difference(130, "aff=1", "aff=0");
-        let first = first_in_time(vec![waiter.clone(), victim.clone(), later.clone()]);
+        let first = first_in_time(vec![waiter.clone(), victim.clone(), later.clone()], &[]);
         assert_eq!(first.unwrap().step, Some(121));
-        let first = first_in_time(vec![waiter.clone(), later.clone()]);
+        let first = first_in_time(vec![waiter.clone(), later.clone()], &[]);
         assert_eq!(
             first.unwrap().step,
             Some(92),
             "visible at 121, before step 130"
         );
         let early = difference(95, "aff=1 id=4", "aff=1 id=5");
-        assert_eq!(first_in_time(vec![waiter, early]).unwrap().step, Some(95));
-        assert!(first_in_time(Vec::new()).is_none());
+        assert_eq!(
+            first_in_time(vec![waiter, early], &[]).unwrap().step,
+            Some(95)
+        );
+        assert!(first_in_time(Vec::new(), &[]).is_none());
+        // A wait still pending on one side is visible when the other side's ends.
+        let pending = difference(90, "BLOCK->aff=1@s140", "BLOCK");
+        let victim = difference(100, "BLOCK->ERR 40P01@s120", "BLOCK");
+        let first = first_in_time(vec![pending.clone(), victim.clone()], &[]);
+        assert_eq!(first.unwrap().step, Some(100), "visible at 120, before 140");
+        assert_eq!(visible_at(&difference(7, "BLOCK", "QUEUED BLOCK")), 7);
+        // At one step, the statement a simulated timer ended there comes before the waiters
+        // its abort let run, though they were sent earlier.
+        let woken = difference(80, "BLOCK->rows[open]@s140", "BLOCK");
+        let victim = difference(100, "BLOCK->ERR 40P01@s140", "BLOCK");
+        let timers = [
+            (140, "S80".to_string(), "rows[open]".to_string()),
+            (140, "S100".to_string(), "ERR 40P01".to_string()),
+        ];
+        let first = first_in_time(vec![woken.clone(), victim.clone()], &timers);
+        assert_eq!(first.unwrap().step, Some(100));
+        assert_eq!(
+            first_in_time(vec![woken, victim], &[]).unwrap().step,
+            Some(80)
+        );
     }
 
     fn execute(session: SessionId, sql: &str, params: Vec<Value>) -> TranscriptEvent {
