@@ -98,16 +98,9 @@ pub fn explain_transcript(
         })
     };
     let any_40p01 = ends_in(&d.simulated, "40P01") || ends_in(&d.real, "40P01");
-    if replay.profile.is_postgres() && any_40p01 {
+    if replay.profile.is_postgres() && any_40p01 && deadlock_timer(step) {
         // The victim on one side; on the other, a timer chose another waiter.
-        let timer_nearby = replay
-            .timers
-            .iter()
-            .any(|(at, _, tok)| ends_in(tok, "40P01") && at.abs_diff(step + 1) <= 64)
-            || deadlock_timer(step);
-        if timer_nearby {
-            return Some(nondeterminism("pg_deadlock_victim_by_timer"));
-        }
+        return Some(nondeterminism("pg_deadlock_victim_by_timer"));
     }
     if replay.profile.is_postgres() && waiters_race(d, replay) {
         return Some(nondeterminism("pg_waiters_race_after_update"));

@@ -610,7 +610,7 @@ fn visible_at(d: &Divergence) -> usize {
     let step = d.step.expect("a step");
     let end = |token: &str| match classes::end_step(token) {
         Some(at) => Some(at),
-        None if token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK") => None,
+        None if blocked_token(token) => None,
         None => Some(step),
     };
     match (end(&d.simulated), end(&d.real)) {
@@ -631,13 +631,25 @@ fn first_in_time(
 ) -> Option<Divergence> {
     differences.into_iter().min_by_key(|d| {
         let at = visible_at(d);
-        let sent_then = d.step == Some(at);
+        // The statement of the step is a cause unless it waited on both sides: a waiter
+        // releases nothing.
+        let sent_then =
+            d.step == Some(at) && !(blocked_token(&d.simulated) && blocked_token(&d.real));
         let timer_then = classes::end_step(&d.simulated) == Some(at)
             && timers.iter().any(|(step, session, token)| {
                 *step == at && *session == d.session && classes::ended_by_its_timer(token)
             });
-        (at, !sent_then, !timer_then, d.step)
+        // Of two waiters one grant decided otherwise, the one granted on each side ends on
+        // both; one still waiting at the end on a side is the consequence.
+        let pending = |t: &str| blocked_token(t) && classes::end_step(t).is_none();
+        let one_pending = pending(&d.simulated) || pending(&d.real);
+        (at, !sent_then, !timer_then, one_pending, d.step)
     })
+}
+
+/// A token of a statement that waited.
+fn blocked_token(token: &str) -> bool {
+    token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK")
 }
 
 fn with_id(token: &str, id: Option<i64>) -> String {
@@ -736,6 +748,19 @@ mod tests {
             first_in_time(vec![woken, victim], &[]).unwrap().step,
             Some(80)
         );
+        // One grant, decided otherwise: the waiter granted on the real side comes before the
+        // one the simulated run granted, which waits on to the end there.
+        let granted_sim = difference(404, "BLOCK->aff=1@s478", "BLOCK");
+        let granted_real = difference(456, "BLOCK->rows[7:6]@s797", "BLOCK->rows[11:9]@s478");
+        let first = first_in_time(vec![granted_sim, granted_real], &[]);
+        assert_eq!(first.unwrap().step, Some(456));
+        // A statement that waits on both sides, granted in its own step because a timer
+        // ended another's wait then, is no cause: the victim comes first.
+        let sent = difference(1811, "BLOCK->aff=1@s1811", "BLOCK");
+        let victim = difference(1769, "BLOCK->ERR 40P01@s1811", "BLOCK");
+        let timers = [(1811, "S1769".to_string(), "ERR 40P01".to_string())];
+        let first = first_in_time(vec![sent, victim], &timers);
+        assert_eq!(first.unwrap().step, Some(1769));
     }
 
     fn execute(session: SessionId, sql: &str, params: Vec<Value>) -> TranscriptEvent {
