@@ -9,8 +9,8 @@
 //! checks the locks it covers (`CheckForSerializableConflictIn`): a new index entry the index
 //! page it lands on, an update or delete the tuple it replaces and that tuple's heap page,
 //! every write the relation; a writer drops its own lock of the tuple it replaces (not inside a
-//! savepoint), which then no longer counts towards its page. A reader that meets a version it cannot see, written by a
-//! concurrent transaction, has a conflict out to that writer
+//! savepoint), which then no longer counts towards its page. A reader that meets a version it
+//! cannot see, written by a concurrent transaction, has a conflict out to that writer
 //! (`CheckForSerializableConflictOut`). Each such rw-antidependency `reader -> writer` is
 //! checked as `OnConflict_CheckForSerializationFailure` does:
 //! 1. the writer committed with a conflict out to a transaction that committed before it
