@@ -8,8 +8,9 @@
 //! transaction holds more than two tuples of that page (`max_pred_locks_per_page`). A write
 //! checks the locks it covers (`CheckForSerializableConflictIn`): a new index entry the index
 //! page it lands on, an update or delete the tuple it replaces and that tuple's heap page,
-//! every write the relation. A reader that meets a version it cannot see, written by a
-//! concurrent transaction, has a conflict out to that writer
+//! every write the relation; a writer drops its own lock of the tuple it replaces (not inside a
+//! savepoint), which then no longer counts towards its page. A reader that meets a version it
+//! cannot see, written by a concurrent transaction, has a conflict out to that writer
 //! (`CheckForSerializableConflictOut`). Each such rw-antidependency `reader -> writer` is
 //! checked as `OnConflict_CheckForSerializationFailure` does:
 //! 1. the writer committed with a conflict out to a transaction that committed before it
@@ -89,10 +90,16 @@ impl IndexPage {
 pub struct WriteSet {
     /// The table.
     pub table: String,
-    /// The row version replaced by an update or delete, and its heap page.
-    pub replaced: Option<(Key, CommitSeq, u64)>,
+    /// The row replaced by an update or delete: its key, the committed version replaced
+    /// (`None`: the writer's own uncommitted version, which no other transaction can have
+    /// locked), and its heap page (which another's page lock may cover all the same).
+    pub replaced: Option<(Key, Option<CommitSeq>, u64)>,
     /// New index entries (`None`: the primary key), each on the index page it lands on.
     pub entries: Vec<(Option<usize>, Key)>,
+    /// The writer is inside a savepoint (a subtransaction): it keeps its own SIREAD lock of
+    /// the tuple it replaces, which a rollback to the savepoint could otherwise leave it
+    /// without.
+    pub in_subtransaction: bool,
 }
 
 /// How many tuple locks of one heap page a transaction holds before they become a page lock
@@ -303,11 +310,13 @@ impl Ssi {
             }
         };
         if let Some((key, version, page)) = &write.replaced {
-            add(self.readers.get(&SiTarget::Tuple {
-                table: table.clone(),
-                key: key.clone(),
-                version: *version,
-            }));
+            if let Some(version) = version {
+                add(self.readers.get(&SiTarget::Tuple {
+                    table: table.clone(),
+                    key: key.clone(),
+                    version: *version,
+                }));
+            }
             add(self.readers.get(&SiTarget::HeapPage {
                 table: table.clone(),
                 page: *page,
@@ -337,7 +346,29 @@ impl Ssi {
             fail.extend(failed);
             if stop {
                 // The writer's error ends the check: later readers get no edge.
-                break;
+                fail.sort_unstable();
+                fail.dedup();
+                return fail;
+            }
+        }
+        if let (Some((key, Some(version), page)), false) =
+            (&write.replaced, write.in_subtransaction)
+        {
+            // A writer needs no SIREAD lock of the tuple it write-locks: PostgreSQL drops its
+            // own tuple lock (not a page or relation lock) in `CheckTargetForConflictsIn`,
+            // and the tuple no longer counts towards promoting its page
+            // (`DecrementParentLocks`).
+            let target = SiTarget::Tuple {
+                table: table.clone(),
+                key: key.clone(),
+                version: *version,
+            };
+            if self.txs[&writer].locks.contains(&target) {
+                self.unlock(writer, &target);
+                let state = self.txs.get_mut(&writer).expect("tracked");
+                if let Some(on_page) = state.tuples_per_page.get_mut(&(table.clone(), *page)) {
+                    on_page.retain(|t| *t != target);
+                }
             }
         }
         fail.sort_unstable();
@@ -551,8 +582,9 @@ mod tests {
     fn update(k: i64) -> WriteSet {
         WriteSet {
             table: "t".into(),
-            replaced: Some((vec![Value::Int(k)], 1, 0)),
+            replaced: Some((vec![Value::Int(k)], Some(1), 0)),
             entries: Vec::new(),
+            in_subtransaction: false,
         }
     }
 
@@ -610,7 +642,7 @@ mod tests {
         ssi.read(1, vec![tuple(1), tuple(2)], |_| 0);
         // Row 3 is on the same page but unread: no conflict yet.
         let mut other = update(3);
-        other.replaced = Some((vec![Value::Int(3)], 1, 0));
+        other.replaced = Some((vec![Value::Int(3)], Some(1), 0));
         ssi.read(1, vec![tuple(4)], |_| 0);
         assert!(ssi.conflict_in(2, &other).is_empty());
         assert!(ssi.txs[&1].outs.contains(&2), "the page lock covers row 3");

@@ -150,6 +150,11 @@ pub struct Table {
     pub heap_rows: u64,
     /// Writes (committed or undone) since the last purge pass.
     pub writes_since_purge: u64,
+    /// PostgreSQL: index entries (`None`: the primary key; by primary key) of tuples whose
+    /// insert was rolled back, that no index scan has met yet. The dead heap tuple stays until
+    /// vacuum; the first index scan that meets it examines it (for SSI, a tuple read) and
+    /// marks the entry dead (`kill_prior_tuple`), so later scans of that index skip it.
+    pub dead_inserts: BTreeSet<(Option<usize>, Key)>,
 }
 
 /// What a purge pass removed.
@@ -183,6 +188,7 @@ impl Table {
             heap_pages: BTreeMap::new(),
             heap_rows: 0,
             writes_since_purge: 0,
+            dead_inserts: BTreeSet::new(),
         }
     }
 
@@ -209,6 +215,8 @@ impl Table {
         gap_locked: impl Fn(Option<usize>, Option<&Key>) -> bool,
     ) -> Purged {
         self.writes_since_purge = 0;
+        // Vacuum removes the tuples of rolled-back inserts with their index entries.
+        self.dead_inserts.clear();
         let mut purged = Purged::default();
         let mut dead_rows = Vec::new();
         let mut keys = self.rows.iter_mut().peekable();
@@ -263,6 +271,18 @@ impl Table {
             }
         }
         purged
+    }
+
+    /// PostgreSQL: the insert of row `key` with the values `row` was rolled back; its tuple
+    /// and index entries stay (see [`Table::dead_inserts`]).
+    pub fn record_dead_insert(&mut self, key: &Key, row: &Row) {
+        self.dead_inserts.insert((None, key.clone()));
+        for index in 0..self.indexes.len() {
+            let values = self.index_key_of(index, row);
+            if self.index_entries[index].contains(&(values, key.clone())) {
+                self.dead_inserts.insert((Some(index), key.clone()));
+            }
+        }
     }
 
     /// The position of `column`.

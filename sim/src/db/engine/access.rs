@@ -341,6 +341,43 @@ pub(super) fn row_keys(table: &Table, access: &Access, direction: Direction) -> 
     keys
 }
 
+/// PostgreSQL: the entries of rolled-back inserts (see [`Table::dead_inserts`]) an index scan
+/// of `access` meets (none for a sequential scan, which reads the heap).
+pub(super) fn dead_inserts_met(table: &Table, access: &Access) -> Vec<(Option<usize>, Key)> {
+    if table.dead_inserts.is_empty() {
+        return Vec::new();
+    }
+    let primary = |k: &Key| (None, k.clone());
+    match access {
+        Access::Keys(keys) => keys
+            .iter()
+            .map(primary)
+            .filter(|e| table.dead_inserts.contains(e))
+            .collect(),
+        Access::Range { lo, hi } => table
+            .dead_inserts
+            .iter()
+            .filter(|(index, k)| {
+                index.is_none()
+                    && match lo {
+                        Bound::Included(l) => k >= l,
+                        Bound::Excluded(l) => k > l,
+                        Bound::Unbounded => true,
+                    }
+                    && below(hi, k)
+            })
+            .cloned()
+            .collect(),
+        Access::Scan => Vec::new(),
+        Access::Index { index, values } => values
+            .iter()
+            .flat_map(|v| table.index_lookup(*index, v))
+            .map(|k| (Some(*index), k))
+            .filter(|e| table.dead_inserts.contains(e))
+            .collect(),
+    }
+}
+
 /// The index positions an access path visits, in its direction, with the gaps InnoDB locks
 /// (measured on MariaDB 10.11.19): every record of a
 /// range or scan with its next-key lock; the first record past a range too, which the scan

@@ -140,11 +140,13 @@ impl Database {
         let rv = table.rows.get(key);
         let replaced = old.and_then(|_| {
             let rv = rv?;
-            if rv.pending.as_ref().is_some_and(|p| p.tx == tx) {
-                // Its own version: nobody else can hold a lock on it.
-                return None;
-            }
-            let version = rv.latest_committed()?.seq;
+            let version = if rv.pending.as_ref().is_some_and(|p| p.tx == tx) {
+                // Its own version: nobody else can hold a lock of that tuple, but a page lock
+                // covers it like any other (`heap_update` checks the page too).
+                None
+            } else {
+                Some(rv.latest_committed()?.seq)
+            };
             Some((key.clone(), version, table.heap_page(key)))
         });
         let indexed_change = match (old, new) {
@@ -166,10 +168,16 @@ impl Database {
                 }
             }
         }
+        let in_subtransaction = self
+            .tx_session
+            .get(&tx)
+            .and_then(|s| self.sessions[s].tx.as_ref())
+            .is_some_and(|t| !t.savepoints.is_empty());
         WriteSet {
             table: table_name.to_string(),
             replaced,
             entries,
+            in_subtransaction,
         }
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use super::access::{index_order, positions, row_keys, Access, Direction, Position};
+use super::access::{
+    dead_inserts_met, index_order, positions, row_keys, Access, Direction, Position,
+};
 use super::expr::{eval, matches, BExpr};
 use super::predicate::examine;
 use super::result::compare_sort_keys;
@@ -224,6 +226,7 @@ impl Database {
             }
         }
         self.stats.rows_touched += touched;
+        let met_dead = !stopped && self.meet_dead_inserts(table_name, access)?;
         if serializable {
             let read = match in_order {
                 None => access.clone(),
@@ -237,9 +240,35 @@ impl Database {
                 }
             };
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, &read, touched > 0, seen, writers)?;
+            self.ssi_after_read(
+                tx,
+                table_name,
+                &read,
+                touched > 0 || met_dead,
+                seen,
+                writers,
+            )?;
         }
         Ok(out)
+    }
+
+    /// PostgreSQL: an index scan of `access` that read its whole path meets the tuples of
+    /// rolled-back inserts left in it (see [`Table::dead_inserts`]): whether it met any (a
+    /// tuple examined, for SSI's doom check). It marks their entries dead, as the scan's
+    /// `kill_prior_tuple` does, so the next scan of the index skips them. (A scan that
+    /// stopped early is not credited with them.)
+    ///
+    /// [`Table::dead_inserts`]: crate::db::storage::Table::dead_inserts
+    fn meet_dead_inserts(&mut self, table_name: &str, access: &Access) -> Step<bool> {
+        if self.engine != Engine::Postgres {
+            return Ok(false);
+        }
+        let met = dead_inserts_met(self.table(table_name)?, access);
+        let table = self.tables.get_mut(table_name).expect("table");
+        for entry in &met {
+            table.dead_inserts.remove(entry);
+        }
+        Ok(!met.is_empty())
     }
 
     /// Dooms the other pivots; fails this statement if `tx` itself is one.
@@ -339,9 +368,11 @@ impl Database {
             }
         }
         self.stats.rows_touched += touched;
+        let met_dead = self.meet_dead_inserts(table_name, access)?;
         if serializable {
             let writers = writers.into_iter().collect();
-            self.ssi_after_read(tx, table_name, access, touched > 0, seen, writers)?;
+            let examined = touched > 0 || met_dead;
+            self.ssi_after_read(tx, table_name, access, examined, seen, writers)?;
         }
         if !order.is_empty() {
             let mut keyed: Vec<(Vec<Value>, (Key, Row, bool))> = Vec::new();
@@ -445,6 +476,9 @@ impl Database {
                 continue;
             };
             out.extend(self.pg_lock_found(session, key, row, found)?);
+        }
+        if !stopped && self.meet_dead_inserts(table_name, access)? {
+            examined_since = true;
         }
         if serializable {
             let up_to = match (stopped, &last_read) {

@@ -270,8 +270,15 @@ impl Database {
             let table = self.tables.get_mut(&u.table).expect("written table");
             table.writes_since_purge += 1;
             let rv = table.rows.get_mut(&u.key).expect("written row");
-            rv.pending = u.previous;
+            let undone = std::mem::replace(&mut rv.pending, u.previous);
             if rv.pending.is_none() && rv.committed.is_empty() {
+                // PostgreSQL keeps the dead tuple (not for a statement that runs again: that
+                // one never wrote in PostgreSQL).
+                if let (Engine::Postgres, true, Some(row)) =
+                    (self.engine, release_inserts, undone.and_then(|p| p.data))
+                {
+                    table.record_dead_insert(&u.key, &row);
+                }
                 // An undone insert leaves no record, and its lock goes with it (InnoDB's
                 // lock on a row it inserted is implicit in the record).
                 table.rows.remove(&u.key);

@@ -157,6 +157,7 @@ impl Database {
                         table: table_name.to_string(),
                         replaced: None,
                         entries: vec![(index, entry)],
+                        in_subtransaction: false,
                     };
                     let fail = self.ssi.conflict_in_check(tx, &write);
                     self.ssi_fail(tx, fail)?;
@@ -293,6 +294,7 @@ impl Database {
             table: table_name.to_string(),
             replaced: None,
             entries,
+            in_subtransaction: false,
         };
         let fail = self.ssi.conflict_in(tx, &write);
         self.ssi_fail(tx, fail)
