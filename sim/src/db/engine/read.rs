@@ -911,6 +911,18 @@ pub(super) struct InnoDbCursor {
     kept: BTreeSet<Key>,
 }
 
+impl Database {
+    /// InnoDB: the rows the locking read of `session` on `table_name` took before its wait.
+    pub(super) fn innodb_cursor_kept(&self, session: SessionId, table_name: &str) -> Vec<Key> {
+        self.sessions[&session]
+            .innodb_cursor
+            .as_ref()
+            .filter(|c| c.table == table_name)
+            .map(|c| c.kept.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then
 /// inserted again: the old tuple is still visible in the snapshot beside `tx`'s own.
 fn deleted_under_own_insert(rv: &RowVersions, tx: TxId, snapshot: CommitSeq) -> Option<&Row> {
