@@ -109,18 +109,38 @@ impl Database {
         }
         match found {
             None => Ok(()),
-            Some(Conflict::Uncommitted { row: other, .. }) => {
+            Some(Conflict::Uncommitted { row: other, index }) => {
                 // Wait for the other writer by queueing for a shared lock on its row; InnoDB
                 // keeps that lock, which is what makes concurrent inserts of one key
                 // deadlock-prone; PostgreSQL only waits for the other transaction to end.
                 let target = LockTarget::Record {
                     table: table_name.to_string(),
-                    key: other,
+                    key: other.clone(),
                 };
                 match engine {
                     Engine::Postgres => Err(self.pg_wait_for_writer(tx, table_name, target)),
                     Engine::InnoDb => {
+                        // In a secondary index InnoDB locks the index record it met, the
+                        // writer's implicit lock made explicit, not the clustered record
+                        // (`row_ins_scan_sec_index_for_duplicate`): it queues behind that
+                        // record's lockers only.
+                        let target = match (index, target) {
+                            (Some(i), LockTarget::Record { table, key }) => LockTarget::Entry {
+                                entry: concat_key(&self.table(&table)?.index_key_of(i, new), &key),
+                                table,
+                                index: i,
+                            },
+                            (_, target) => target,
+                        };
                         self.innodb_convert_implicit(tx, &target);
+                        if index.is_some() {
+                            let owner = self.table(table_name)?.rows[&other]
+                                .pending
+                                .as_ref()
+                                .expect("an uncommitted duplicate")
+                                .tx;
+                            self.locks.grant_converted(owner, &target);
+                        }
                         match self.locks.request(tx, &target, LockMode::Shared) {
                             Grant::Wait(_) => Err(Fail::wait(table_name)),
                             Grant::Granted => unreachable!("the other writer holds the row"),

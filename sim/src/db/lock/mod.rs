@@ -369,6 +369,22 @@ impl LockManager {
             .push((target.clone(), previous));
     }
 
+    /// InnoDB: `owner`'s implicit lock on a secondary index record it wrote becomes an
+    /// explicit exclusive lock when another transaction asks for a lock on that record
+    /// (`lock_rec_convert_impl_to_expl`); the asker then queues on the record itself.
+    pub fn grant_converted(&mut self, owner: TxId, target: &LockTarget) {
+        assert!(matches!(target, LockTarget::Entry { .. }));
+        if self.holds(owner, target, LockMode::Exclusive) {
+            return;
+        }
+        // The write came first: nobody else can hold the record it implicitly locks.
+        assert!(self.queues.get(target).is_none_or(|q| q
+            .granted
+            .iter()
+            .all(|&(t, m)| t == owner || m == LockMode::Gap)));
+        self.grant(owner, target, LockMode::Exclusive);
+    }
+
     /// InnoDB: a record inserted into the gap `from` splits it, and every transaction with a
     /// gap lock on it gets one on `to`, the gap before the new record, as well
     /// (`lock_update_insert`, `lock_rec_inherit_to_gap_if_gap_lock`): the gap it locked stays
