@@ -639,8 +639,17 @@ impl Database {
                     if gaps && !resuming {
                         let granted = self.locks.request(tx, &gap, LockMode::Gap);
                         assert_eq!(granted, Grant::Granted);
-                        self.locks
-                            .note_struct(tx, &gap, exclusive, RecordLockKind::GapOnly);
+                        // The supremum is locked with an ordinary next-key lock
+                        // (`row_search_mvcc` locks it `LOCK_ORDINARY` before it looks at the
+                        // search condition), of one struct type with the scan's next-key
+                        // locks; the first record past an equality search only its gap.
+                        let supremum = matches!(gap, LockTarget::Gap { before: None, .. });
+                        let kind = if supremum {
+                            RecordLockKind::NextKey
+                        } else {
+                            RecordLockKind::GapOnly
+                        };
+                        self.locks.note_struct(tx, &gap, exclusive, kind);
                     }
                     continue;
                 }
