@@ -182,6 +182,7 @@ impl Database {
             .map(|f| bind(engine, f, &column_names, params))
             .transpose()?;
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
+        let access = self.innodb_resumed_access(session, table_name, access);
         let order: Vec<(BExpr, bool)> = select
             .order_by
             .iter()
@@ -374,6 +375,7 @@ impl Database {
             }
         }
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
+        let access = self.innodb_resumed_access(session, table_name, access);
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
         let spec = ScanSpec {

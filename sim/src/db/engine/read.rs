@@ -711,7 +711,7 @@ impl Database {
                     RecordLockKind::RecordOnly
                 };
                 if !self
-                    .innodb_lock(session, table_name, entry, mode, policy, &order, &out)
+                    .innodb_lock(session, access, entry, mode, policy, &order, &out)
                     .inspect_err(|_| self.innodb_next_key_wait(tx, gap.as_ref()))?
                 {
                     continue;
@@ -746,7 +746,7 @@ impl Database {
             }
             let next_key_gap = gap.as_ref().filter(|_| entry.is_none());
             if !self
-                .innodb_lock(session, table_name, &target, mode, policy, &order, &out)
+                .innodb_lock(session, access, &target, mode, policy, &order, &out)
                 .inspect_err(|_| self.innodb_next_key_wait(tx, next_key_gap))?
             {
                 continue;
@@ -809,7 +809,7 @@ impl Database {
     fn innodb_lock(
         &mut self,
         session: SessionId,
-        table_name: &str,
+        access: &Access,
         target: &LockTarget,
         mode: LockMode,
         policy: LockWaitPolicy,
@@ -817,6 +817,7 @@ impl Database {
         out: &[(Key, Row)],
     ) -> Step<bool> {
         let tx = self.session_tx(session);
+        let table_name = target.table();
         self.innodb_convert_implicit(tx, target);
         match self.lock_row(tx, table_name, target, mode, policy) {
             Err(Fail::Wait {
@@ -833,6 +834,7 @@ impl Database {
                 kept.extend(out.iter().map(|(k, _)| k.clone()));
                 s.innodb_cursor = Some(InnoDbCursor {
                     table: table_name.to_string(),
+                    access: access.clone(),
                     resume_at: order.clone(),
                     kept,
                 });
@@ -916,11 +918,29 @@ impl Database {
 #[derive(Debug, Clone)]
 pub(super) struct InnoDbCursor {
     table: String,
+    /// The access path the statement chose when it began: the cursor stays in that index,
+    /// though rows committed meanwhile would make the optimizer choose another now.
+    access: Access,
     resume_at: Key,
     kept: BTreeSet<Key>,
 }
 
 impl Database {
+    /// InnoDB: the access path of the statement of `session` on `table_name`: the one it
+    /// began with if it resumes after a lock wait, else `chosen`.
+    pub(super) fn innodb_resumed_access(
+        &self,
+        session: SessionId,
+        table_name: &str,
+        chosen: Access,
+    ) -> Access {
+        self.sessions[&session]
+            .innodb_cursor
+            .as_ref()
+            .filter(|c| c.table == table_name)
+            .map_or(chosen, |c| c.access.clone())
+    }
+
     /// InnoDB: the rows the locking read of `session` on `table_name` took before its wait.
     pub(super) fn innodb_cursor_kept(&self, session: SessionId, table_name: &str) -> Vec<Key> {
         self.sessions[&session]

@@ -61,7 +61,8 @@ pub enum LockTarget {
 }
 
 impl LockTarget {
-    fn table(&self) -> &str {
+    /// The table the target is in.
+    pub fn table(&self) -> &str {
         match self {
             LockTarget::Record { table, .. }
             | LockTarget::Entry { table, .. }
