@@ -222,6 +222,8 @@ pub fn check_args(args: &Args) -> Result<Plan, String> {
 }
 
 pub fn run(args: Args) -> u8 {
+    // `SHOPSIM_LOG=debug` logs the simulated database's lock waits and deadlocks.
+    shopsim_sim::trace::init_from_env();
     let plan = match check_args(&args) {
         Ok(p) => p,
         Err(e) => {

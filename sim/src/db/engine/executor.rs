@@ -57,10 +57,9 @@ impl Database {
                 .get_mut(&session)
                 .expect("session")
                 .innodb_cursor = None;
-            self.sessions
-                .get_mut(&session)
-                .expect("session")
-                .innodb_insert = None;
+            let s = self.sessions.get_mut(&session).expect("session");
+            s.innodb_insert = None;
+            s.innodb_written_before_wait = 0;
         }
         let mark = resume.map_or_else(|| self.tx_mut(session).undo.len(), |r| r.mark);
         let statement_started = resume.map_or(self.now, |r| r.statement_started);
@@ -183,6 +182,7 @@ impl Database {
             .map(|f| bind(engine, f, &column_names, params))
             .transpose()?;
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
+        let access = self.innodb_resumed_access(session, table_name, access);
         let order: Vec<(BExpr, bool)> = select
             .order_by
             .iter()
@@ -375,6 +375,7 @@ impl Database {
             }
         }
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
+        let access = self.innodb_resumed_access(session, table_name, access);
         let tx = self.session_tx(session);
         let isolation = self.tx_mut(session).isolation;
         let spec = ScanSpec {
@@ -395,17 +396,31 @@ impl Database {
                 &[],
                 true,
             )?,
-            Engine::InnoDb => self.innodb_locking_read(
-                session,
-                spec,
-                LockMode::Exclusive,
-                LockWaitPolicy::Wait,
-                // InnoDB reads semi-consistently in a clustered index scan only, not in a
-                // unique lookup or a secondary index (`row_search_mvcc`; measured).
-                sets.is_some()
-                    && isolation <= Isolation::ReadCommitted
-                    && matches!(access, Access::Scan | Access::Range { .. }),
-            )?,
+            Engine::InnoDb => {
+                let read = self.innodb_locking_read(
+                    session,
+                    spec,
+                    LockMode::Exclusive,
+                    LockWaitPolicy::Wait,
+                    // InnoDB reads semi-consistently in a clustered index scan only, not in a
+                    // unique lookup or a secondary index (`row_search_mvcc`; measured).
+                    sets.is_some()
+                        && isolation <= Isolation::ReadCommitted
+                        && matches!(access, Access::Scan | Access::Range { .. }),
+                );
+                if let Err(Fail::Wait { .. }) = &read {
+                    let written = self.innodb_written_before_wait(
+                        session,
+                        table_name,
+                        sets.map(|_| assignments.as_slice()),
+                    )?;
+                    self.sessions
+                        .get_mut(&session)
+                        .expect("session")
+                        .innodb_written_before_wait = written;
+                }
+                read?
+            }
         };
         let row_owners = self.row_owners(self.table(table_name)?, targets.iter().map(|(_, r)| r));
         let mut affected = 0u64;
@@ -413,17 +428,7 @@ impl Database {
         for (key, old) in targets {
             let new = match sets {
                 None => None,
-                Some(_) => {
-                    let mut new = old.clone();
-                    for (c, expr) in &assignments {
-                        new[*c] = eval(engine, expr, &old)?;
-                    }
-                    let table = self.table(table_name)?;
-                    for (c, _) in &assignments {
-                        new[*c] = coerce(engine, table, *c, new[*c].clone())?;
-                    }
-                    Some(new)
-                }
+                Some(_) => Some(self.updated_row(table_name, &assignments, &old)?),
             };
             // PostgreSQL's heap_update and heap_delete check SSI before they write.
             self.ssi_check_doomed(tx)?;
@@ -467,6 +472,63 @@ impl Database {
         result.rows_affected = affected;
         result.row_owners = row_owners;
         Ok(result)
+    }
+
+    /// Row `old` of `table_name` with `assignments` applied (an UPDATE's new version).
+    fn updated_row(
+        &self,
+        table_name: &str,
+        assignments: &[(usize, BExpr)],
+        old: &Row,
+    ) -> Result<Row, DbError> {
+        let engine = self.engine;
+        let mut new = old.clone();
+        for (c, expr) in assignments {
+            new[*c] = eval(engine, expr, old)?;
+        }
+        let table = self.table(table_name)?;
+        for (c, _) in assignments {
+            new[*c] = coerce(engine, table, *c, new[*c].clone())?;
+        }
+        Ok(new)
+    }
+
+    /// InnoDB: the undo records an UPDATE (`assignments`) or DELETE (`None`) that waits now
+    /// would have written before this wait. InnoDB changes each row as soon as its lock is
+    /// granted (`row_upd_step` after each record the search returns), so those records count
+    /// in the transaction's deadlock weight while it waits; the simulated statement writes
+    /// its rows only once it has locked all of them. A row an UPDATE leaves unchanged is not
+    /// written; a changed primary key is a delete-mark and an insert.
+    fn innodb_written_before_wait(
+        &self,
+        session: SessionId,
+        table_name: &str,
+        assignments: Option<&[(usize, BExpr)]>,
+    ) -> Result<u64, DbError> {
+        let tx = self.session_tx(session);
+        let mut written = 0;
+        for key in self.innodb_cursor_kept(session, table_name) {
+            let table = self.table(table_name)?;
+            let rv = &table.rows[&key];
+            let old = match &rv.pending {
+                Some(p) => {
+                    assert_eq!(p.tx, tx, "a kept row stays locked");
+                    p.data.as_ref()
+                }
+                None => rv.latest_committed().and_then(|v| v.data.as_ref()),
+            };
+            let Some(old) = old else { continue };
+            let Some(assignments) = assignments else {
+                written += 1;
+                continue;
+            };
+            let new = self.updated_row(table_name, assignments, old)?;
+            if new == *old {
+                continue;
+            }
+            written += if table.key_of(&new) == key { 1 } else { 2 };
+        }
+        Ok(written)
     }
 
     pub(super) fn insert(
@@ -650,10 +712,9 @@ impl Database {
             inserted.push(row);
         }
         if engine == Engine::InnoDb {
-            self.sessions
-                .get_mut(&session)
-                .expect("session")
-                .innodb_insert = None;
+            let s = self.sessions.get_mut(&session).expect("session");
+            s.innodb_insert = None;
+            s.innodb_written_before_wait = 0;
         }
         let mut result = match &insert.returning {
             Some(items) => project(engine, self.table(&insert.table)?, items, params, &inserted)?,

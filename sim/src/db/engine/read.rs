@@ -673,8 +673,17 @@ impl Database {
                     if gaps && !resuming {
                         let granted = self.locks.request(tx, &gap, LockMode::Gap);
                         assert_eq!(granted, Grant::Granted);
-                        self.locks
-                            .note_struct(tx, &gap, exclusive, RecordLockKind::GapOnly);
+                        // The supremum is locked with an ordinary next-key lock
+                        // (`row_search_mvcc` locks it `LOCK_ORDINARY` before it looks at the
+                        // search condition), of one struct type with the scan's next-key
+                        // locks; the first record past an equality search only its gap.
+                        let supremum = matches!(gap, LockTarget::Gap { before: None, .. });
+                        let kind = if supremum {
+                            RecordLockKind::NextKey
+                        } else {
+                            RecordLockKind::GapOnly
+                        };
+                        self.locks.note_struct(tx, &gap, exclusive, kind);
                     }
                     continue;
                 }
@@ -736,7 +745,7 @@ impl Database {
                     RecordLockKind::RecordOnly
                 };
                 if !self
-                    .innodb_lock(session, table_name, entry, mode, policy, &order, &out)
+                    .innodb_lock(session, access, entry, mode, policy, &order, &out)
                     .inspect_err(|_| self.innodb_next_key_wait(tx, gap.as_ref()))?
                 {
                     continue;
@@ -771,7 +780,7 @@ impl Database {
             }
             let next_key_gap = gap.as_ref().filter(|_| entry.is_none());
             if !self
-                .innodb_lock(session, table_name, &target, mode, policy, &order, &out)
+                .innodb_lock(session, access, &target, mode, policy, &order, &out)
                 .inspect_err(|_| self.innodb_next_key_wait(tx, next_key_gap))?
             {
                 continue;
@@ -834,7 +843,7 @@ impl Database {
     fn innodb_lock(
         &mut self,
         session: SessionId,
-        table_name: &str,
+        access: &Access,
         target: &LockTarget,
         mode: LockMode,
         policy: LockWaitPolicy,
@@ -842,6 +851,7 @@ impl Database {
         out: &[(Key, Row)],
     ) -> Step<bool> {
         let tx = self.session_tx(session);
+        let table_name = target.table();
         self.innodb_convert_implicit(tx, target);
         match self.lock_row(tx, table_name, target, mode, policy) {
             Err(Fail::Wait {
@@ -858,6 +868,7 @@ impl Database {
                 kept.extend(out.iter().map(|(k, _)| k.clone()));
                 s.innodb_cursor = Some(InnoDbCursor {
                     table: table_name.to_string(),
+                    access: access.clone(),
                     resume_at: order.clone(),
                     kept,
                 });
@@ -941,8 +952,38 @@ impl Database {
 #[derive(Debug, Clone)]
 pub(super) struct InnoDbCursor {
     table: String,
+    /// The access path the statement chose when it began: the cursor stays in that index,
+    /// though rows committed meanwhile would make the optimizer choose another now.
+    access: Access,
     resume_at: Key,
     kept: BTreeSet<Key>,
+}
+
+impl Database {
+    /// InnoDB: the access path of the statement of `session` on `table_name`: the one it
+    /// began with if it resumes after a lock wait, else `chosen`.
+    pub(super) fn innodb_resumed_access(
+        &self,
+        session: SessionId,
+        table_name: &str,
+        chosen: Access,
+    ) -> Access {
+        self.sessions[&session]
+            .innodb_cursor
+            .as_ref()
+            .filter(|c| c.table == table_name)
+            .map_or(chosen, |c| c.access.clone())
+    }
+
+    /// InnoDB: the rows the locking read of `session` on `table_name` took before its wait.
+    pub(super) fn innodb_cursor_kept(&self, session: SessionId, table_name: &str) -> Vec<Key> {
+        self.sessions[&session]
+            .innodb_cursor
+            .as_ref()
+            .filter(|c| c.table == table_name)
+            .map(|c| c.kept.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// PostgreSQL: the row that a concurrent transaction deleted after `snapshot` and `tx` then

@@ -33,6 +33,11 @@ pub(super) struct Session {
     pub(super) innodb_cursor: Option<InnoDbCursor>,
     /// InnoDB: how far the INSERT in flight has come.
     pub(super) innodb_insert: Option<InnoDbInsert>,
+    /// InnoDB: the undo records the UPDATE or DELETE in flight would have written by the time
+    /// of its lock wait. InnoDB writes each row as soon as it is locked; the simulated
+    /// statement locks its rows first and is rolled back to its start when it waits. They
+    /// count in the transaction's deadlock weight while it waits.
+    pub(super) innodb_written_before_wait: u64,
     /// The client closed the connection while a statement of this session waited for a lock.
     /// Neither engine notices a closed socket while a backend sleeps on a lock (PostgreSQL
     /// without `client_connection_check_interval`, MariaDB's lock wait): the statement waits
@@ -62,6 +67,7 @@ impl Database {
                 blocked: None,
                 innodb_cursor: None,
                 innodb_insert: None,
+                innodb_written_before_wait: 0,
                 orphaned: false,
             },
         );

@@ -64,6 +64,14 @@ impl Database {
         );
         // An InnoDB INSERT keeps what it has written: it goes on from there.
         if self.sessions[&session].innodb_insert.is_none() {
+            let written = self.tx_mut(session).undo.len() - resume.mark;
+            if written > 0 {
+                // Waiting after some rows were written (an UPDATE's insert intention).
+                self.sessions
+                    .get_mut(&session)
+                    .expect("session")
+                    .innodb_written_before_wait = written as u64;
+            }
             self.undo_for_rerun(session, resume.mark);
         }
         let waited = self.locks.waiting_target(tx).cloned();
@@ -189,11 +197,15 @@ impl Database {
             };
             tracing::debug!(tx, ?cycle, "deadlock");
             let weight = |db: &Database, t: TxId| {
-                let undo = db.sessions[&db.tx_session[&t]]
-                    .tx
-                    .as_ref()
-                    .map_or(0, |x| x.undo.len() as u64);
-                db.locks.weight(t) + undo
+                let s = &db.sessions[&db.tx_session[&t]];
+                let undo = s.tx.as_ref().map_or(0, |x| x.undo.len() as u64);
+                // A waiting UPDATE or DELETE has written the rows it locked before the wait.
+                let written = if s.blocked.is_some() {
+                    s.innodb_written_before_wait
+                } else {
+                    0
+                };
+                db.locks.weight(t) + undo + written
             };
             let mut victim = tx;
             let mut victim_weight = weight(self, tx);

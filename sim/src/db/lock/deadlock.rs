@@ -137,11 +137,13 @@ impl LockManager {
     /// InnoDB's transaction weight for choosing a deadlock victim (`TRX_WEIGHT`), without the
     /// undo count: the transaction's lock structs ([`LockManager::note_struct`]: its table
     /// locks, and one record lock struct per index and lock type, as InnoDB keeps one per page
-    /// and type on these small tables) and the struct of its waiting request, with the table
-    /// lock it needs if it has none of that mode yet.
+    /// and type on these small tables; a request granted after a wait stays a struct of its
+    /// own) and the struct of its waiting request, with the table lock it needs if it has
+    /// none of that mode yet.
     pub fn weight(&self, tx: TxId) -> u64 {
         let structs = self.structs.get(&tx);
         let mut weight = structs.map_or(0, BTreeSet::len) as u64;
+        weight += self.extra_structs.get(&tx).copied().unwrap_or(0);
         if let Some(target) = self.waiting_for.get(&tx) {
             let mode = self.queues[target]
                 .waiting

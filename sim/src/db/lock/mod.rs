@@ -61,7 +61,8 @@ pub enum LockTarget {
 }
 
 impl LockTarget {
-    fn table(&self) -> &str {
+    /// The table the target is in.
+    pub fn table(&self) -> &str {
         match self {
             LockTarget::Record { table, .. }
             | LockTarget::Entry { table, .. }
@@ -174,6 +175,14 @@ pub struct LockManager {
     /// InnoDB: waiters whose request is a next-key lock, and the gap it covers: the waiting
     /// lock already stops inserts into that gap, and is granted with its record.
     next_key_waits: BTreeMap<TxId, LockTarget>,
+    /// InnoDB: lock structs beyond one per index and type ([`LockManager::weight`]): a
+    /// waiting request is a struct of its own, and when granted it stays one (`lock_grant`
+    /// only clears its wait flag), beside any struct of the same type the transaction had.
+    extra_structs: BTreeMap<TxId, u64>,
+    /// InnoDB: the index and lock type (table, index, exclusive) of a request granted after
+    /// a wait, until the statement notes its struct: if the transaction had none of that
+    /// type, the granted one is it, not an extra one.
+    granted_waits: BTreeMap<TxId, (String, Option<usize>, bool)>,
 }
 
 impl LockManager {
@@ -249,12 +258,25 @@ impl LockManager {
             LockTarget::Gap { table, index, .. } => (table, *index),
         };
         self.note_table_lock(tx, table, exclusive);
-        self.structs.entry(tx).or_default().insert(LockStruct {
+        let new = self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
             index,
             exclusive,
             kind: Some(kind),
         });
+        let granted_wait = (table.clone(), index, exclusive);
+        if self.granted_waits.get(&tx) == Some(&granted_wait) {
+            self.granted_waits.remove(&tx);
+            if new {
+                // The struct of the granted request is the first of its type.
+                let extra = self
+                    .extra_structs
+                    .get_mut(&tx)
+                    .expect("counted when granted");
+                assert!(*extra > 0);
+                *extra -= 1;
+            }
+        }
     }
 
     /// InnoDB: the waiting record lock request of `tx` is a next-key lock that also covers
@@ -367,6 +389,22 @@ impl LockManager {
             .entry(tx)
             .or_default()
             .push((target.clone(), previous));
+    }
+
+    /// InnoDB: `owner`'s implicit lock on a secondary index record it wrote becomes an
+    /// explicit exclusive lock when another transaction asks for a lock on that record
+    /// (`lock_rec_convert_impl_to_expl`); the asker then queues on the record itself.
+    pub fn grant_converted(&mut self, owner: TxId, target: &LockTarget) {
+        assert!(matches!(target, LockTarget::Entry { .. }));
+        if self.holds(owner, target, LockMode::Exclusive) {
+            return;
+        }
+        // The write came first: nobody else can hold the record it implicitly locks.
+        assert!(self.queues.get(target).is_none_or(|q| q
+            .granted
+            .iter()
+            .all(|&(t, m)| t == owner || m == LockMode::Gap)));
+        self.grant(owner, target, LockMode::Exclusive);
     }
 
     /// InnoDB: a record inserted into the gap `from` splits it, and every transaction with a
@@ -585,6 +623,8 @@ impl LockManager {
         let mut woken = self.cancel_wait(tx);
         self.log.remove(&tx);
         self.structs.remove(&tx);
+        self.extra_structs.remove(&tx);
+        self.granted_waits.remove(&tx);
         let targets = self.held.remove(&tx).unwrap_or_default();
         for target in &targets {
             if let Some(queue) = self.queues.get_mut(target) {
@@ -628,6 +668,19 @@ impl LockManager {
             self.edge.remove(&waiter.tx);
             self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
+            if self.rule == QueueRule::InnoDb {
+                *self.extra_structs.entry(waiter.tx).or_default() += 1;
+                let (table, index) = match target {
+                    LockTarget::Record { table, .. } => (table.clone(), None),
+                    LockTarget::Entry { table, index, .. } => (table.clone(), Some(*index)),
+                    LockTarget::Gap { table, index, .. } => (table.clone(), *index),
+                };
+                if waiter.mode != LockMode::InsertIntention {
+                    let exclusive = waiter.mode == LockMode::Exclusive;
+                    self.granted_waits
+                        .insert(waiter.tx, (table, index, exclusive));
+                }
+            }
             woken.push(waiter.tx);
         }
         let waiters: Vec<TxId> = self
@@ -676,6 +729,8 @@ impl LockManager {
         self.sleeping_on.clear();
         self.restarted.clear();
         self.structs.clear();
+        self.extra_structs.clear();
+        self.granted_waits.clear();
         self.next_key_waits.clear();
     }
 }
