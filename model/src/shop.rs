@@ -312,70 +312,68 @@ fn seed_database(config: &ShopConfig, db: &mut Database) -> BTreeMap<i64, i64> {
     let engine = config.profile().engine();
     let bugs = config.bugs();
     let mut initial = BTreeMap::new();
-    {
-        for statement in schema::statements(engine, &bugs) {
-            db.execute_setup(&statement, &[])
-                .expect("the schema applies");
-        }
-        let insert = schema::dialect(engine, "insert into products (tenant_id, sku, name, category_id, price, stock) values (?, ?, ?, ?, ?, ?)");
-        let category = schema::dialect(
-            engine,
-            "insert into categories (tenant_id, name) values (?, ?)",
-        );
-        let mut id = 0;
-        for tenant in 1..=i64::from(config.tenants) {
-            // Every tenant has the same category and product names, so a leak is visible only
-            // through ids and tenant ids.
-            let mut categories = Vec::new();
-            for c in 0..CATEGORIES_PER_TENANT {
-                let r = db
-                    .execute_setup(
-                        &category,
-                        &[Value::Int(tenant), Value::Text(format!("Category {c}"))],
-                    )
-                    .expect("category insert");
-                categories.push(r.last_insert_id.expect("category id"));
-            }
-            for p in 0..config.products_per_tenant {
-                let category_id = categories[p as usize % categories.len()];
-                db.execute_setup(
-                    &insert,
-                    &[
-                        Value::Int(tenant),
-                        Value::Text(format!("SKU-{p}")),
-                        Value::Text(format!("Product {p}")),
-                        Value::Int(category_id),
-                        Value::Int(config.price_cents),
-                        Value::Int(config.stock_per_product),
-                    ],
-                )
-                .expect("products insert");
-                id += 1;
-                initial.insert(id, config.stock_per_product);
-            }
-        }
-        // Financial orders for the order-lock race, each of its own order.
-        let order = schema::dialect(
-            engine,
-            "insert into orders (tenant_id, cart_id, total, status) values (?, ?, ?, 'placed')",
-        );
-        let fo = schema::dialect(engine, "insert into financial_orders (tenant_id, order_id, status, total, paid) values (?, ?, 'draft', ?, 0)");
-        for i in 0..i64::from(config.lockable_orders) {
-            let tenant = 1 + i % i64::from(config.tenants);
-            // Negative cart ids keep these orders apart from the shoppers' carts.
+    for statement in schema::statements(engine, &bugs) {
+        db.execute_setup(&statement, &[])
+            .expect("the schema applies");
+    }
+    let insert = schema::dialect(engine, "insert into products (tenant_id, sku, name, category_id, price, stock) values (?, ?, ?, ?, ?, ?)");
+    let category = schema::dialect(
+        engine,
+        "insert into categories (tenant_id, name) values (?, ?)",
+    );
+    let mut id = 0;
+    for tenant in 1..=i64::from(config.tenants) {
+        // Every tenant has the same category and product names, so a leak is visible only
+        // through ids and tenant ids.
+        let mut categories = Vec::new();
+        for c in 0..CATEGORIES_PER_TENANT {
             let r = db
                 .execute_setup(
-                    &order,
-                    &[Value::Int(tenant), Value::Int(-(i + 1)), Value::Int(10_000)],
+                    &category,
+                    &[Value::Int(tenant), Value::Text(format!("Category {c}"))],
                 )
-                .expect("order insert");
-            let order_id = r.last_insert_id.expect("order id");
-            db.execute_setup(
-                &fo,
-                &[Value::Int(tenant), Value::Int(order_id), Value::Int(10_000)],
-            )
-            .expect("financial order insert");
+                .expect("category insert");
+            categories.push(r.last_insert_id.expect("category id"));
         }
+        for p in 0..config.products_per_tenant {
+            let category_id = categories[p as usize % categories.len()];
+            db.execute_setup(
+                &insert,
+                &[
+                    Value::Int(tenant),
+                    Value::Text(format!("SKU-{p}")),
+                    Value::Text(format!("Product {p}")),
+                    Value::Int(category_id),
+                    Value::Int(config.price_cents),
+                    Value::Int(config.stock_per_product),
+                ],
+            )
+            .expect("products insert");
+            id += 1;
+            initial.insert(id, config.stock_per_product);
+        }
+    }
+    // Financial orders for the order-lock race, each of its own order.
+    let order = schema::dialect(
+        engine,
+        "insert into orders (tenant_id, cart_id, total, status) values (?, ?, ?, 'placed')",
+    );
+    let fo = schema::dialect(engine, "insert into financial_orders (tenant_id, order_id, status, total, paid) values (?, ?, 'draft', ?, 0)");
+    for i in 0..i64::from(config.lockable_orders) {
+        let tenant = 1 + i % i64::from(config.tenants);
+        // Negative cart ids keep these orders apart from the shoppers' carts.
+        let r = db
+            .execute_setup(
+                &order,
+                &[Value::Int(tenant), Value::Int(-(i + 1)), Value::Int(10_000)],
+            )
+            .expect("order insert");
+        let order_id = r.last_insert_id.expect("order id");
+        db.execute_setup(
+            &fo,
+            &[Value::Int(tenant), Value::Int(order_id), Value::Int(10_000)],
+        )
+        .expect("financial order insert");
     }
     initial
 }
