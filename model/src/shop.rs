@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use shopsim_sim::check::{
     Checker, LatencySla, Liveness, NoRpcInTransaction, Progress, ProgressGoal,
 };
 use shopsim_sim::db::server::{self as db_server, DbNodeState};
-use shopsim_sim::db::{DbConfig, Value};
+use shopsim_sim::db::{Database, DbConfig, Value};
 use shopsim_sim::runner::{LocalBoxFuture, NodeRole, SimConfig, System, World};
 
 use crate::config::ShopConfig;
@@ -132,6 +132,8 @@ pub struct Shop {
     pub name: String,
     /// Settings.
     pub config: Arc<ShopConfig>,
+    /// The database as seeding leaves it, made by the first run and cloned by every later one.
+    seeded: Arc<OnceLock<SeededDatabase>>,
 }
 
 impl Shop {
@@ -141,7 +143,57 @@ impl Shop {
         Shop {
             name: name.to_string(),
             config: Arc::new(config),
+            seeded: Arc::new(OnceLock::new()),
         }
+    }
+}
+
+/// The database right after [`seed_database`], for the configuration it was seeded from.
+///
+/// Seeding is a pure function of the configuration: it runs setup statements only, draws
+/// nothing from the seed and reads no clock. So a clone of the seeded database is the state
+/// seeding would produce again, and runs that start from clones keep their trace hashes.
+struct SeededDatabase {
+    /// The configuration seeded from; a run with another one seeds afresh.
+    config: Arc<ShopConfig>,
+    /// The database after seeding.
+    db: Database,
+    /// The stock of each product after seeding, by product id.
+    initial_stock: BTreeMap<i64, i64>,
+}
+
+impl std::fmt::Debug for SeededDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tables are large and say nothing the configuration does not.
+        f.debug_struct("SeededDatabase")
+            .field("products", &self.initial_stock.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeededDatabase {
+    /// Seeds a fresh database for `config`.
+    fn new(config: &Arc<ShopConfig>) -> SeededDatabase {
+        // A bare engine, not a node state: a node state would open a transcript of its own.
+        let mut db = Database::new(config.profile(), db_engine_config());
+        let initial_stock = seed_database(config, &mut db);
+        SeededDatabase {
+            config: config.clone(),
+            db,
+            initial_stock,
+        }
+    }
+
+    /// Puts a clone of the seeded database into `state`, a node state fresh from
+    /// [`DbNodeState::new`] with the same profile and settings.
+    fn seed(&self, config: &Arc<ShopConfig>, state: &DbNodeState) -> BTreeMap<i64, i64> {
+        assert!(Arc::ptr_eq(&self.config, config));
+        state.with_database(|db| {
+            // A fresh node has run nothing: nothing of its own is lost by the replacement.
+            assert_eq!(db.commit_log().len(), 0);
+            *db = self.db.clone();
+        });
+        self.initial_stock.clone()
     }
 }
 
@@ -200,7 +252,8 @@ impl System for Shop {
 
     fn run(&self, world: World) -> LocalBoxFuture<ShopState> {
         let config = self.config.clone();
-        Box::pin(async move { run_shop(config, world).await })
+        let seeded = self.seeded.clone();
+        Box::pin(async move { run_shop(config, seeded, world).await })
     }
 
     fn windows(&self) -> &'static [shopsim_sim::coverage::Window] {
@@ -255,54 +308,73 @@ impl System for Shop {
     }
 }
 
-fn seed_database(config: &ShopConfig, state: &DbNodeState) -> BTreeMap<i64, i64> {
+fn seed_database(config: &ShopConfig, db: &mut Database) -> BTreeMap<i64, i64> {
     let engine = config.profile().engine();
     let bugs = config.bugs();
     let mut initial = BTreeMap::new();
-    state.with_database(|db| {
-        for statement in schema::statements(engine, &bugs) {
-            db.execute_setup(&statement, &[]).expect("the schema applies");
-        }
-        let insert = schema::dialect(engine, "insert into products (tenant_id, sku, name, category_id, price, stock) values (?, ?, ?, ?, ?, ?)");
-        let category = schema::dialect(engine, "insert into categories (tenant_id, name) values (?, ?)");
-        let mut id = 0;
-        for tenant in 1..=i64::from(config.tenants) {
-            // Every tenant has the same category and product names, so a leak is visible only
-            // through ids and tenant ids.
-            let mut categories = Vec::new();
-            for c in 0..CATEGORIES_PER_TENANT {
-                let r = db.execute_setup(&category, &[Value::Int(tenant), Value::Text(format!("Category {c}"))]).expect("category insert");
-                categories.push(r.last_insert_id.expect("category id"));
-            }
-            for p in 0..config.products_per_tenant {
-                let category_id = categories[p as usize % categories.len()];
-                db.execute_setup(
-                    &insert,
-                    &[
-                        Value::Int(tenant),
-                        Value::Text(format!("SKU-{p}")),
-                        Value::Text(format!("Product {p}")),
-                        Value::Int(category_id),
-                        Value::Int(config.price_cents),
-                        Value::Int(config.stock_per_product),
-                    ],
+    for statement in schema::statements(engine, &bugs) {
+        db.execute_setup(&statement, &[])
+            .expect("the schema applies");
+    }
+    let insert = schema::dialect(engine, "insert into products (tenant_id, sku, name, category_id, price, stock) values (?, ?, ?, ?, ?, ?)");
+    let category = schema::dialect(
+        engine,
+        "insert into categories (tenant_id, name) values (?, ?)",
+    );
+    let mut id = 0;
+    for tenant in 1..=i64::from(config.tenants) {
+        // Every tenant has the same category and product names, so a leak is visible only
+        // through ids and tenant ids.
+        let mut categories = Vec::new();
+        for c in 0..CATEGORIES_PER_TENANT {
+            let r = db
+                .execute_setup(
+                    &category,
+                    &[Value::Int(tenant), Value::Text(format!("Category {c}"))],
                 )
-                .expect("products insert");
-                id += 1;
-                initial.insert(id, config.stock_per_product);
-            }
+                .expect("category insert");
+            categories.push(r.last_insert_id.expect("category id"));
         }
-        // Financial orders for the order-lock race, each of its own order.
-        let order = schema::dialect(engine, "insert into orders (tenant_id, cart_id, total, status) values (?, ?, ?, 'placed')");
-        let fo = schema::dialect(engine, "insert into financial_orders (tenant_id, order_id, status, total, paid) values (?, ?, 'draft', ?, 0)");
-        for i in 0..i64::from(config.lockable_orders) {
-            let tenant = 1 + i % i64::from(config.tenants);
-            // Negative cart ids keep these orders apart from the shoppers' carts.
-            let r = db.execute_setup(&order, &[Value::Int(tenant), Value::Int(-(i + 1)), Value::Int(10_000)]).expect("order insert");
-            let order_id = r.last_insert_id.expect("order id");
-            db.execute_setup(&fo, &[Value::Int(tenant), Value::Int(order_id), Value::Int(10_000)]).expect("financial order insert");
+        for p in 0..config.products_per_tenant {
+            let category_id = categories[p as usize % categories.len()];
+            db.execute_setup(
+                &insert,
+                &[
+                    Value::Int(tenant),
+                    Value::Text(format!("SKU-{p}")),
+                    Value::Text(format!("Product {p}")),
+                    Value::Int(category_id),
+                    Value::Int(config.price_cents),
+                    Value::Int(config.stock_per_product),
+                ],
+            )
+            .expect("products insert");
+            id += 1;
+            initial.insert(id, config.stock_per_product);
         }
-    });
+    }
+    // Financial orders for the order-lock race, each of its own order.
+    let order = schema::dialect(
+        engine,
+        "insert into orders (tenant_id, cart_id, total, status) values (?, ?, ?, 'placed')",
+    );
+    let fo = schema::dialect(engine, "insert into financial_orders (tenant_id, order_id, status, total, paid) values (?, ?, 'draft', ?, 0)");
+    for i in 0..i64::from(config.lockable_orders) {
+        let tenant = 1 + i % i64::from(config.tenants);
+        // Negative cart ids keep these orders apart from the shoppers' carts.
+        let r = db
+            .execute_setup(
+                &order,
+                &[Value::Int(tenant), Value::Int(-(i + 1)), Value::Int(10_000)],
+            )
+            .expect("order insert");
+        let order_id = r.last_insert_id.expect("order id");
+        db.execute_setup(
+            &fo,
+            &[Value::Int(tenant), Value::Int(order_id), Value::Int(10_000)],
+        )
+        .expect("financial order insert");
+    }
     initial
 }
 
@@ -315,11 +387,22 @@ fn db_engine_config() -> DbConfig {
     }
 }
 
-async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
+async fn run_shop(
+    config: Arc<ShopConfig>,
+    seeded: Arc<OnceLock<SeededDatabase>>,
+    world: World,
+) -> ShopState {
     let handle = world.handle();
     let addrs = Addrs::new(config.app_nodes, config.replica, config.db.port);
+    // Seeding once per configuration, not once per run: the clone is the same state.
+    let mut seeded = seeded.get_or_init(|| SeededDatabase::new(&config));
+    let seeded_here;
+    if !Arc::ptr_eq(&seeded.config, &config) {
+        seeded_here = SeededDatabase::new(&config);
+        seeded = &seeded_here;
+    }
     let db_state = DbNodeState::new(config.profile(), db_engine_config());
-    let initial_stock = seed_database(&config, &db_state);
+    let initial_stock = seeded.seed(&config, &db_state);
     let db_config = db_server::DbServerConfig {
         max_connections: config.db_max_connections,
         ..config.db.clone()
@@ -335,7 +418,7 @@ async fn run_shop(config: Arc<ShopConfig>, world: World) -> ShopState {
     if let Some(replica_addr) = addrs.replica {
         // The replica starts from the same data and follows the primary's commit log.
         let replica_state = DbNodeState::new(config.profile(), db_engine_config());
-        seed_database(&config, &replica_state);
+        seeded.seed(&config, &replica_state);
         let replica = shopsim_sim::db::replica::DbReplica::new(db_state.clone(), replica_state);
         let replica_config = shopsim_sim::db::replica::DbReplicaConfig {
             server: db_server::DbServerConfig {

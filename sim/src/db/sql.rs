@@ -275,7 +275,7 @@ pub struct CreateIndex {
 /// Plans are found by a hash of the text first: statement texts share long prefixes
 /// (`select id, tenant_id, ... from`), so ordering them by the text compared those prefixes
 /// again at every level of the tree on every statement.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PlanCache {
     /// Plans by the text's [`PlanCache::text_hash`], then by the text.
     plans: BTreeMap<u64, Vec<(String, Arc<Plan>)>>,

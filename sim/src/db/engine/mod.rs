@@ -124,8 +124,9 @@ impl From<DbError> for Fail {
 
 type Step<T> = Result<T, Fail>;
 
-/// The simulated SQL database.
-#[derive(Debug)]
+/// The simulated SQL database. A clone is an independent database in the same state (a
+/// scenario seeds one and starts each run from a clone of it).
+#[derive(Debug, Clone)]
 pub struct Database {
     profile: Profile,
     engine: Engine,
