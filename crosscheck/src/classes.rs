@@ -333,4 +333,30 @@ mod tests {
             &no_update
         ));
     }
+
+    /// A deadlock victim on one side is timing only when a simulated timer ended a deadlock
+    /// while the differing statement waited (or in the step after it was sent); a timer
+    /// elsewhere in the run explains nothing.
+    #[test]
+    fn a_victim_by_timer_needs_a_deadlock_timer_during_the_wait() {
+        let victim = divergence("BLOCK->ERR 40P01@s4", "BLOCK->rows[1:1]@s4");
+        let name = |d: &Divergence, r: &Replay| explain_transcript(d, r, &[]).map(|c| c.name);
+        let mut during = replay(("S3", "select 1"));
+        during.simulated[1] = victim.simulated.clone();
+        during.waiting_at[3] = vec![1];
+        during.timers = vec![(3, "S2".to_string(), "ERR 40P01".to_string())];
+        assert_eq!(name(&victim, &during), Some("pg_deadlock_victim_by_timer"));
+        // No deadlock timer at all: not timing.
+        let mut none = during.clone();
+        none.timers.clear();
+        assert_eq!(name(&victim, &none), None);
+        // A deadlock timer of the run that fired before the statement was sent.
+        let mut before = during.clone();
+        before.timers = vec![(0, "S1".to_string(), "ERR 40P01".to_string())];
+        assert_eq!(name(&victim, &before), None);
+        // A timer that ended a lock wait timeout is no deadlock.
+        let mut timeout = during.clone();
+        timeout.timers = vec![(3, "S2".to_string(), "ERR 55P03".to_string())];
+        assert_eq!(name(&victim, &timeout), None);
+    }
 }
