@@ -211,7 +211,8 @@ fn is_innodb(d: &Divergence) -> bool {
     !d.profile.is_postgres()
 }
 
-fn blocked(token: &str) -> bool {
+/// A token of a statement that waited.
+pub(crate) fn blocked(token: &str) -> bool {
     token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK")
 }
 

@@ -191,10 +191,8 @@ pub struct Stepper {
     /// Backends of closed sessions that the server still runs.
     zombies: Vec<i64>,
     steps: Vec<(String, String)>,
-    /// Per step: [`Steering::pg_deadlock_check`].
+    /// Per step: [`Steering::pg_deadlock_check`] (a queued statement is sent later).
     deadlock_checks: Vec<Option<bool>>,
-    /// The steering of the step being played, taken by [`Stepper::step`].
-    steering_next: Option<bool>,
     /// Per step: its token and its answer.
     outcomes: Vec<Option<(String, RealResult)>>,
     current: usize,
@@ -436,7 +434,6 @@ impl Stepper {
             zombies: Vec::new(),
             steps: Vec::new(),
             deadlock_checks: Vec::new(),
-            steering_next: None,
             outcomes: Vec::new(),
             current: 0,
             now_v: Duration::ZERO,
@@ -555,8 +552,9 @@ impl Stepper {
         }
     }
 
-    /// Plays step `session: statement` like [`Stepper::step`], with the backends of the
-    /// waiting sessions `hold` stopped while the step settles, then let go and settled again.
+    /// Plays step `session: statement` like [`Stepper::step`], steered: its deadlock check as
+    /// [`Steering::pg_deadlock_check`] says, and the backends of the waiting sessions
+    /// [`Steering::hold`] stopped while the step settles, then let go and settled again.
     ///
     /// This steers a grant the real engine leaves to process scheduling: when a holder
     /// releases a row that several sessions wait for, PostgreSQL wakes them all and the one
@@ -573,7 +571,6 @@ impl Stepper {
         steering: &Steering,
     ) -> Result<(), StepError> {
         let hold = &steering.hold;
-        self.steering_next = steering.pg_deadlock_check;
         let mut held = Vec::new();
         let upper = statement.trim().to_ascii_uppercase();
         let sql = !(upper == "CRASH" || upper == "DISCONNECT" || upper.starts_with("SLEEP"));
@@ -593,7 +590,9 @@ impl Stepper {
                 }
             }
         }
-        let result = self.step(session, statement).await;
+        let result = self
+            .play(session, statement, steering.pg_deadlock_check)
+            .await;
         if held.is_empty() {
             return result;
         }
@@ -615,10 +614,20 @@ impl Stepper {
 
     /// Plays step `session: statement` (SQL, `DISCONNECT`, `SLEEP s`, `CRASH`).
     pub async fn step(&mut self, session: &str, statement: &str) -> Result<(), StepError> {
+        self.play(session, statement, None).await
+    }
+
+    /// [`Stepper::step`] with the step's [`Steering::pg_deadlock_check`].
+    async fn play(
+        &mut self,
+        session: &str,
+        statement: &str,
+        pg_deadlock_check: Option<bool>,
+    ) -> Result<(), StepError> {
         let i = self.steps.len();
         self.steps
             .push((session.to_string(), statement.to_string()));
-        self.deadlock_checks.push(self.steering_next.take());
+        self.deadlock_checks.push(pg_deadlock_check);
         self.outcomes.push(None);
         self.current = i;
         let upper = statement.trim().to_ascii_uppercase();
@@ -849,6 +858,13 @@ impl Stepper {
         (self.fail(message), self.zombies.clone())
     }
 
+    /// Keeps of the zombie backends those the server still runs. On an error they are all
+    /// kept: the caller ends them.
+    async fn forget_ended_zombies(&mut self) -> Result<(), String> {
+        self.zombies = self.pool.control.alive(&self.zombies).await?;
+        Ok(())
+    }
+
     /// The real answer of step `i` (0-based), once it has arrived.
     pub fn result(&self, i: usize) -> Option<&RealResult> {
         self.outcomes.get(i)?.as_ref().map(|(_, r)| r)
@@ -921,11 +937,7 @@ impl Stepper {
         }
         let started = Instant::now();
         while !self.zombies.is_empty() {
-            let zombies = self.zombies.clone();
-            self.zombies = self
-                .pool
-                .control
-                .alive(&zombies)
+            self.forget_ended_zombies()
                 .await
                 .map_err(|e| self.fail_left(e))?;
             if started.elapsed() > Duration::from_secs(60) {

@@ -610,7 +610,7 @@ fn visible_at(d: &Divergence) -> usize {
     let step = d.step.expect("a step");
     let end = |token: &str| match classes::end_step(token) {
         Some(at) => Some(at),
-        None if blocked_token(token) => None,
+        None if classes::blocked(token) => None,
         None => Some(step),
     };
     match (end(&d.simulated), end(&d.real)) {
@@ -634,22 +634,17 @@ fn first_in_time(
         // The statement of the step is a cause unless it waited on both sides: a waiter
         // releases nothing.
         let sent_then =
-            d.step == Some(at) && !(blocked_token(&d.simulated) && blocked_token(&d.real));
+            d.step == Some(at) && !(classes::blocked(&d.simulated) && classes::blocked(&d.real));
         let timer_then = classes::end_step(&d.simulated) == Some(at)
             && timers.iter().any(|(step, session, token)| {
                 *step == at && *session == d.session && classes::ended_by_its_timer(token)
             });
         // Of two waiters one grant decided otherwise, the one granted on each side ends on
         // both; one still waiting at the end on a side is the consequence.
-        let pending = |t: &str| blocked_token(t) && classes::end_step(t).is_none();
+        let pending = |t: &str| classes::blocked(t) && classes::end_step(t).is_none();
         let one_pending = pending(&d.simulated) || pending(&d.real);
         (at, !sent_then, !timer_then, one_pending, d.step)
     })
-}
-
-/// A token of a statement that waited.
-fn blocked_token(token: &str) -> bool {
-    token.starts_with("BLOCK") || token.starts_with("QUEUED BLOCK")
 }
 
 fn with_id(token: &str, id: Option<i64>) -> String {

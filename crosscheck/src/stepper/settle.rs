@@ -34,11 +34,7 @@ impl Stepper {
                 continue;
             }
             if !self.zombies.is_empty() {
-                let zombies = self.zombies.clone();
-                self.zombies = self
-                    .pool
-                    .control
-                    .alive(&zombies)
+                self.forget_ended_zombies()
                     .await
                     .map_err(|e| self.fail(e))?;
             }
