@@ -69,6 +69,15 @@ impl LockTarget {
             | LockTarget::Gap { table, .. } => table,
         }
     }
+
+    /// The secondary index the target is in; `None` for the clustered index.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            LockTarget::Record { .. } => None,
+            LockTarget::Entry { index, .. } => Some(*index),
+            LockTarget::Gap { index, .. } => *index,
+        }
+    }
 }
 
 /// Lock modes.
@@ -252,11 +261,7 @@ impl LockManager {
         exclusive: bool,
         kind: RecordLockKind,
     ) {
-        let (table, index) = match target {
-            LockTarget::Record { table, .. } => (table, None),
-            LockTarget::Entry { table, index, .. } => (table, Some(*index)),
-            LockTarget::Gap { table, index, .. } => (table, *index),
-        };
+        let (table, index) = (target.table(), target.index());
         self.note_table_lock(tx, table, exclusive);
         let new = self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
@@ -264,8 +269,11 @@ impl LockManager {
             exclusive,
             kind: Some(kind),
         });
-        let granted_wait = (table.clone(), index, exclusive);
-        if self.granted_waits.get(&tx) == Some(&granted_wait) {
+        let granted_wait = self
+            .granted_waits
+            .get(&tx)
+            .is_some_and(|(t, i, e)| t == table && *i == index && *e == exclusive);
+        if granted_wait {
             self.granted_waits.remove(&tx);
             if new {
                 // The struct of the granted request is the first of its type.
@@ -670,11 +678,7 @@ impl LockManager {
             self.grant(waiter.tx, target, waiter.mode);
             if self.rule == QueueRule::InnoDb {
                 *self.extra_structs.entry(waiter.tx).or_default() += 1;
-                let (table, index) = match target {
-                    LockTarget::Record { table, .. } => (table.clone(), None),
-                    LockTarget::Entry { table, index, .. } => (table.clone(), Some(*index)),
-                    LockTarget::Gap { table, index, .. } => (table.clone(), *index),
-                };
+                let (table, index) = (target.table().to_string(), target.index());
                 if waiter.mode != LockMode::InsertIntention {
                     let exclusive = waiter.mode == LockMode::Exclusive;
                     self.granted_waits
