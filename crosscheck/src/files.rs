@@ -112,7 +112,11 @@ pub fn protocol_lines() -> Vec<String> {
             .to_string(),
         "completes in the step that began it; lock wait timeouts follow the format's clock (1 s"
             .to_string(),
-        "per SQL step). Private servers: initdb / mariadb-install-db defaults.".to_string(),
+        "per SQL step). Statements queued behind a blocked one are sent one at a time, the"
+            .to_string(),
+        "lowest step first, once everything else has finished or waits. Private servers:"
+            .to_string(),
+        "initdb / mariadb-install-db defaults.".to_string(),
     ]
 }
 

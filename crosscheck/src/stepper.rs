@@ -26,7 +26,11 @@
 //!   bounded), one that falls later is not. The session's timeouts are read from the `SET`
 //!   statements it sent.
 //! - A blocked statement that finishes during a later step is recorded as `BLOCK->X@sN`, a
-//!   statement sent to a session that is still blocked waits behind it (`QUEUED X`).
+//!   statement sent to a session that is still blocked waits behind it (`QUEUED X`). Queued
+//!   statements are sent one at a time once the step has settled, the lowest step first, each
+//!   settled before the next: when one commit wakes several sessions, the script decides whose
+//!   queued statements run first (the conformance runner does the same), not whose answer
+//!   happened to arrive first.
 //! - `DISCONNECT` closes the connection. The server may keep the backend (a backend waiting
 //!   for a lock does not notice its client left); such a backend is followed until it ends,
 //!   because its locks still decide other sessions' waits.
@@ -802,7 +806,8 @@ impl Stepper {
         Ok(())
     }
 
-    /// Routes answers that arrived to their steps and sends what was queued behind them.
+    /// Routes answers that arrived to their steps (what was queued behind them is sent by
+    /// [`Stepper::release_queued`]).
     async fn drain(&mut self, first: Option<(usize, RealResult)>) -> Result<bool, StepError> {
         let mut any = false;
         let mut next = first;
@@ -836,14 +841,27 @@ impl Stepper {
             }
             let token = result.token(&flight.statement);
             self.record(flight.step, flight.queued, (token, result));
-            let next_queued = self
-                .sessions
-                .get_mut(&name)
-                .and_then(|s| s.queued.pop_front());
-            if let Some(step) = next_queued {
-                self.send(step, true).await?;
-            }
         }
+    }
+
+    /// Sends the lowest queued step whose session is free, if there is one. Called only once
+    /// everything in flight has finished or waits: queued statements go one at a time, in
+    /// script order, as the simulated runner sends them, so when one commit wakes several
+    /// sessions the script decides whose queued statements run first.
+    async fn release_queued(&mut self) -> Result<bool, StepError> {
+        let next = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.in_flight.is_none())
+            .filter_map(|(name, s)| s.queued.front().map(|&step| (step, name.clone())))
+            .min();
+        let Some((step, name)) = next else {
+            return Ok(false);
+        };
+        let session = self.sessions.get_mut(&name).expect("found");
+        assert_eq!(session.queued.pop_front(), Some(step), "the queue's head");
+        self.send(step, true).await?;
+        Ok(true)
     }
 
     fn fail(&self, message: String) -> StepError {

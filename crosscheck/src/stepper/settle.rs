@@ -24,6 +24,9 @@ impl Stepper {
                     .values()
                     .all(|s| s.in_flight.is_none() || s.frozen);
             if idle {
+                if self.release_queued().await? {
+                    continue;
+                }
                 return Ok(());
             }
             // The cheapest look first: an answer that arrives right away needs no question.
@@ -45,6 +48,9 @@ impl Stepper {
                 .map(|(n, s)| (n.clone(), s.real.backend))
                 .collect();
             if flights.is_empty() && self.zombies.is_empty() {
+                if self.release_queued().await? {
+                    continue;
+                }
                 return Ok(());
             }
             let settled = match self.kind {
@@ -55,6 +61,11 @@ impl Stepper {
                 confirmed += 1;
                 // MariaDB's counter drops only when a woken waiter runs: look twice.
                 if self.kind == EngineKind::Postgres || confirmed >= 2 {
+                    if self.release_queued().await? {
+                        confirmed = 0;
+                        poll = Duration::from_millis(1);
+                        continue;
+                    }
                     return Ok(());
                 }
             } else {

@@ -5,7 +5,10 @@
 //! The runner plays the measurement harness: one connection per session, steps sent in script
 //! order, and a statement that has not finished 1 s of virtual time after it was sent counts
 //! as blocked (`BLOCK->X@sN`: it finished with X while step N ran). A step sent to a session
-//! that is still blocked waits behind it (`QUEUED X`). PostgreSQL profiles run with
+//! that is still blocked waits behind it (`QUEUED X`); once its session is free and nothing
+//! else is left to finish, queued steps are sent one at a time, the lowest step first (when one
+//! commit wakes two sessions, the script decides whose queued statements run first, not a race
+//! of their answers). PostgreSQL profiles run with
 //! `deadlock_timeout = 300ms` and MariaDB with `innodb_lock_wait_timeout = 50`, as measured.
 //!
 //! Outcomes follow from the engine's semantics only: the runner knows nothing of particular
@@ -537,8 +540,14 @@ impl Runner<'_> {
         self.collect();
     }
 
-    /// Sends step `i` (with the engine's own start of a transaction for `BEGIN`).
+    /// Sends step `i` and routes what finishes because of it.
     fn send(&mut self, i: usize, queued: bool) {
+        self.send_one(i, queued);
+        self.collect();
+    }
+
+    /// Sends step `i` (with the engine's own start of a transaction for `BEGIN`).
+    fn send_one(&mut self, i: usize, queued: bool) {
         let (session, statement) = self.script.steps[i].clone();
         let id = self.session(&session);
         let share = if self.profile.is_postgres() {
@@ -580,7 +589,6 @@ impl Runner<'_> {
                 self.running.insert(session, (i, queued));
             }
         }
-        self.collect();
     }
 
     fn record(&mut self, step: usize, queued: bool, token: String) {
@@ -598,12 +606,20 @@ impl Runner<'_> {
         self.outcomes[step] = Some(token);
     }
 
-    /// Routes finished statements to their steps and sends what was queued behind them.
+    /// Routes finished statements to their steps, then sends what was queued behind them one
+    /// statement at a time: once nothing else finishes, the lowest queued step whose session is
+    /// free goes next. The measurement harness does the same on the real engines, so which of
+    /// two woken sessions runs its queued statements first is decided by the script, not by
+    /// whose answer happens to arrive first.
     fn collect(&mut self) {
         loop {
             let completions = self.db.take_completions();
             if completions.is_empty() {
-                return;
+                let Some(next) = self.next_queued() else {
+                    return;
+                };
+                self.send_one(next, true);
+                continue;
             }
             for (id, result) in completions {
                 let Some(session) = self
@@ -619,15 +635,21 @@ impl Runner<'_> {
                 };
                 let statement = self.script.steps[step].1.clone();
                 self.record(step, queued, token(&statement, &result));
-                while !self.running.contains_key(&session) {
-                    let Some(next) = self.queued.get_mut(&session).and_then(|q| q.pop_front())
-                    else {
-                        break;
-                    };
-                    self.send(next, true);
-                }
             }
         }
+    }
+
+    /// Takes the lowest queued step whose session has no statement running.
+    fn next_queued(&mut self) -> Option<usize> {
+        let (session, step) = self
+            .queued
+            .iter()
+            .filter(|(session, _)| !self.running.contains_key(*session))
+            .filter_map(|(session, q)| q.front().map(|&step| (session.clone(), step)))
+            .min_by_key(|&(_, step)| step)?;
+        let popped = self.queued.get_mut(&session).and_then(|q| q.pop_front());
+        assert_eq!(popped, Some(step), "the step taken is the queue's head");
+        Some(step)
     }
 
     fn finish(mut self) -> Outcome {
