@@ -43,7 +43,36 @@ pub fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    let explicit = !args.profiles.is_empty();
     let reports = check_file(&file, &profiles);
+    if reports.is_empty() {
+        // Nothing measured to compare with: that is no pass.
+        let asked = if explicit {
+            format!(" for --profile {}", args.profiles.join(", "))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "error: {}: nothing to judge: no script has a measured outcome{asked}              (`shopsim crosscheck FILE --measure OUT` measures them on the real engines)",
+            args.file.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
+    if explicit {
+        let unjudged: Vec<String> = file
+            .scripts
+            .iter()
+            .flat_map(|script| {
+                profiles
+                    .iter()
+                    .filter(|p| !script.outcomes.contains_key(p))
+                    .map(|p| format!("{} {p}", script.name))
+            })
+            .collect();
+        if !unjudged.is_empty() {
+            println!("not judged (no measured outcome): {}", unjudged.join(", "));
+        }
+    }
     let failed = reports.iter().filter(|r| r.mismatch.is_some()).count();
     for report in &reports {
         println!("{report}");

@@ -871,9 +871,16 @@ impl Stepper {
         }
     }
 
-    /// A failure of `finish`, with the backends it leaves behind.
+    /// A failure of `finish`, with the backends it leaves behind. It names the last step and
+    /// what was being done after it, not a step the script does not have.
     fn fail_left(&self, message: String) -> (StepError, Vec<i64>) {
-        (self.fail(message), self.zombies.clone())
+        let error = StepError {
+            step: self.steps.len(),
+            message: format!(
+                "after the last step (ending the sessions, reading the final tables): {message}"
+            ),
+        };
+        (error, self.zombies.clone())
     }
 
     /// Keeps of the zombie backends those the server still runs. On an error they are all

@@ -68,6 +68,42 @@ fn conformance_bad_input_exits_2_naming_the_value() {
     assert_eq!(code, 2);
 }
 
+/// A file with no measured outcome (for the profiles asked) has nothing to judge: no pass.
+#[test]
+fn conformance_with_nothing_measured_is_no_pass() {
+    let dir = std::env::temp_dir().join(format!("shopsim-cli-unmeasured-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("unmeasured.toml");
+    std::fs::write(
+        &path,
+        "[[script]]\nname = \"bare\"\nsteps = [[\"T1\", \"select * from test\"]]\n",
+    )
+    .unwrap();
+    let (code, out, err) = shopsim(&["conformance", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("nothing to judge: no script has a measured outcome"),
+        "{err}"
+    );
+    let (code, _, err) = shopsim(&[
+        "conformance",
+        "sim/conformance/hermitage.toml",
+        "--profile",
+        "pg_rc",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = shopsim(&[
+        "conformance",
+        "sim/conformance/crosscheck.toml",
+        "--profile",
+        "pg_rc",
+    ]);
+    // Most found scripts were measured on one engine only; those are named, not passed.
+    assert!(code <= 1, "{err}");
+    assert!(out.contains("not judged (no measured outcome): "), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `crosscheck`'s lane count and swarm mode are checked before any server starts.
 #[test]
 fn crosscheck_bad_input_exits_2_naming_the_value() {
