@@ -52,6 +52,15 @@ pub struct Artifact {
     /// The trace hash a replay must reproduce.
     #[serde(with = "crate::json_u64::hex")]
     pub trace_hash: u64,
+    /// [`inputs_hash`] of the inputs as written, so a replay can tell an artifact edited
+    /// since (its trace hash no longer applies) from a run that did not reproduce. Older
+    /// artifacts have none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::json_u64::hex_option"
+    )]
+    pub inputs_hash: Option<u64>,
     /// The failure (always, in [`FORMAT`]; never in [`CORPUS_FORMAT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -62,6 +71,36 @@ pub struct Artifact {
     pub reports: Vec<Report>,
     /// The history.
     pub history: History,
+}
+
+impl Artifact {
+    /// The artifact with [`Artifact::inputs_hash`] set from its current inputs: called
+    /// when an artifact is made, after its last input is set.
+    pub fn sealed(mut self) -> Artifact {
+        self.inputs_hash = Some(inputs_hash(&self));
+        self
+    }
+
+    /// Whether its inputs are still those it was written with (`None`: it records none).
+    pub fn inputs_unchanged(&self) -> Option<bool> {
+        self.inputs_hash.map(|h| h == inputs_hash(self))
+    }
+}
+
+/// A digest of everything that decides a run: scenario, its text, profile, seed, planted
+/// bugs and configuration. Not the build: the same inputs under another build of shopsim
+/// may run differently, which the replay tells from [`Artifact::commit`].
+pub fn inputs_hash(artifact: &Artifact) -> u64 {
+    let mut hasher = shopsim_sim::trace::TraceHasher::default();
+    hasher.write_value(&(
+        &artifact.scenario,
+        &artifact.scenario_toml,
+        &artifact.profile,
+        artifact.seed,
+        &artifact.bugs,
+        &artifact.config,
+    ));
+    hasher.finish()
 }
 
 /// The longest race window name read, in characters.
@@ -146,6 +185,8 @@ pub struct Header {
     version: String,
     #[serde(with = "crate::json_u64::hex")]
     trace_hash: u64,
+    #[serde(default, with = "crate::json_u64::hex_option")]
+    inputs_hash: Option<u64>,
     #[serde(default)]
     failure: Option<Failure>,
     #[serde(default)]
@@ -169,6 +210,7 @@ impl Header {
             commit: self.commit.clone(),
             version: self.version.clone(),
             trace_hash: self.trace_hash,
+            inputs_hash: self.inputs_hash,
             failure: self.failure.clone(),
             windows: self.windows.clone(),
             reports: Vec::new(),
@@ -374,6 +416,7 @@ mod tests {
             commit: BUILD_COMMIT.to_string(),
             version: VERSION.to_string(),
             trace_hash: 0xfedc_ba98_7654_3210,
+            inputs_hash: None,
             failure: Some(Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
                 check: "payment_exactly_once".to_string(),
@@ -383,7 +426,8 @@ mod tests {
             windows: Vec::new(),
             reports: outcome.reports.clone(),
             history: outcome.history.clone(),
-        };
+        }
+        .sealed();
         let text = serde_json::to_string_pretty(&artifact).unwrap();
         let header = parse(&text).unwrap();
         assert_eq!(header.history_ops(), outcome.history.ops.len());
@@ -411,6 +455,70 @@ mod tests {
         v1["format"] = FORMAT.into();
         v1["extra"] = 1.into();
         assert!(parse(&v1.to_string()).is_err());
+    }
+
+    /// The inputs hash covers every input of a run and nothing else: an edit of any input
+    /// shows, a new history or hash does not.
+    #[test]
+    fn the_inputs_hash_tells_an_edited_artifact() {
+        let scenario = shopsim_scenarios::find("payment-race").unwrap();
+        let artifact = Artifact {
+            format: FORMAT.to_string(),
+            scenario: scenario.name.clone(),
+            profile: "pg_rc".to_string(),
+            seed: 3,
+            bugs: Vec::new(),
+            config: scenario.sim_config(),
+            scenario_toml: scenario.to_toml(),
+            commit: BUILD_COMMIT.to_string(),
+            version: VERSION.to_string(),
+            trace_hash: 1,
+            inputs_hash: None,
+            failure: None,
+            windows: Vec::new(),
+            reports: Vec::new(),
+            history: History::default(),
+        };
+        assert_eq!(
+            artifact.inputs_unchanged(),
+            None,
+            "an older artifact records none"
+        );
+        let sealed = artifact.sealed();
+        assert_eq!(sealed.inputs_unchanged(), Some(true));
+        let not_an_input = Artifact {
+            trace_hash: 2,
+            commit: "other".to_string(),
+            ..sealed.clone()
+        };
+        assert_eq!(not_an_input.inputs_unchanged(), Some(true));
+        let mut loss = sealed.config.clone();
+        loss.faults.loss_probability = 1.0;
+        let edits = [
+            Artifact {
+                seed: 4,
+                ..sealed.clone()
+            },
+            Artifact {
+                profile: "maria_rr".to_string(),
+                ..sealed.clone()
+            },
+            Artifact {
+                bugs: vec!["payment_check_then_act".to_string()],
+                ..sealed.clone()
+            },
+            Artifact {
+                config: loss,
+                ..sealed.clone()
+            },
+            Artifact {
+                scenario_toml: format!("{}\n# edited\n", sealed.scenario_toml),
+                ..sealed.clone()
+            },
+        ];
+        for edited in edits {
+            assert_eq!(edited.inputs_unchanged(), Some(false), "{edited:?}");
+        }
     }
 
     #[test]

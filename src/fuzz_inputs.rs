@@ -154,6 +154,7 @@ impl Fixtures {
             commit: "unknown".to_string(),
             version: crate::artifact::VERSION.to_string(),
             trace_hash: 0,
+            inputs_hash: None,
             failure: Some(shopsim_sim::runner::Failure {
                 kind: shopsim_sim::runner::FailureKind::Violation,
                 check: "no_oversell".to_string(),

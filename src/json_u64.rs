@@ -33,6 +33,24 @@ pub mod hex {
     }
 }
 
+/// An optional `u64` as [`hex`] (a field that older files do not have).
+pub mod hex_option {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => super::hex::serialize(v, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        super::hex::deserialize(deserializer).map(Some)
+    }
+}
+
 /// Parses `text` as a `u64` in `radix` (10 or 16): digits only, no sign, no prefix, no
 /// spaces, at most 20 decimal or 16 hexadecimal digits.
 pub fn parse(text: &str, radix: u32) -> Option<u64> {

@@ -57,6 +57,11 @@ pub struct Plan {
     seed: u64,
     config: shopsim_sim::runner::SimConfig,
     expect_hash: Option<u64>,
+    /// With an artifact's own hash: the build that recorded it, where that is not this one
+    /// (a different hash may then come from the change of shopsim between them).
+    recorded_by: Option<String>,
+    /// Said before the run when the artifact's inputs were edited after it was written.
+    edited_note: Option<String>,
     artifact_path: Option<String>,
     draw: Draw,
 }
@@ -68,6 +73,8 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
     // An artifact carries everything: scenario, profile, bugs, seed, configuration and hash.
     let artifact_path = args.scenario.clone().filter(|s| s.ends_with(".json"));
     let mut loaded = None;
+    let mut edited_note = None;
+    let mut recorded_by = None;
     if let Some(path) = &artifact_path {
         let artifact = crate::artifact::load(std::path::Path::new(path))
             .map_err(|e| format!("ARTIFACT {e}"))?;
@@ -85,9 +92,26 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
         args.seed = Some(artifact.artifact.seed.to_string());
         args.bugs = artifact.artifact.bugs.clone();
         // A hash given on the command line is what the run must reproduce; else the
-        // artifact's own.
+        // artifact's own, unless its inputs were edited after it was written: that hash is
+        // of another run, and the edited one is judged on its own.
         if args.expect_hash.is_none() {
-            args.expect_hash = Some(format!("{:016x}", artifact.artifact.trace_hash));
+            let a = &artifact.artifact;
+            if a.inputs_unchanged() == Some(false) {
+                edited_note = Some(format!(
+                    "note: {path}: its inputs (scenario, profile, seed, bugs or configuration) were \
+                     edited after it was written; its trace hash {:016x} is of the run as \
+                     written, so this run is judged on its own",
+                    a.trace_hash
+                ));
+            } else {
+                args.expect_hash = Some(format!("{:016x}", a.trace_hash));
+                let same_build = a.commit == crate::artifact::BUILD_COMMIT
+                    && !a.commit.ends_with("-dirty")
+                    && a.commit != "unknown";
+                if !same_build {
+                    recorded_by = Some(a.commit.clone());
+                }
+            }
         }
         loaded = Some(artifact);
     }
@@ -139,6 +163,8 @@ pub fn plan(mut args: Args) -> Result<(Plan, Args), String> {
             seed,
             config,
             expect_hash,
+            recorded_by,
+            edited_note,
             artifact_path,
             draw,
         },
@@ -160,9 +186,14 @@ pub fn run(args: Args) -> u8 {
         seed,
         config,
         expect_hash,
+        recorded_by,
+        edited_note,
         artifact_path,
         draw,
     } = plan;
+    if let Some(note) = &edited_note {
+        eprintln!("{note}");
+    }
     shopsim_sim::trace::init_from_env();
     println!("SEED={seed}\nscenario: {}\n{config:#?}", system.name);
     // The database transcripts only observe (same trace hash), so they are recorded only
@@ -221,10 +252,22 @@ pub fn run(args: Args) -> u8 {
     );
     if let Some(expected) = expect_hash {
         if expected != outcome.trace_hash {
-            eprintln!(
-                "NONDETERMINISM: trace hash {:016x} differs from the expected {expected:016x}",
-                outcome.trace_hash,
-            );
+            match &recorded_by {
+                // Another build may run the same inputs differently: that is no proof of
+                // nondeterminism, and the message does not claim it.
+                Some(commit) => eprintln!(
+                    "NOT REPRODUCED: trace hash {:016x} differs from the recorded {expected:016x}; \
+                     the artifact was written by shopsim {commit}, this is {}: a change of \
+                     shopsim between the two can explain it (replay it with the build of \
+                     {commit} to test for nondeterminism)",
+                    outcome.trace_hash,
+                    crate::artifact::BUILD_COMMIT,
+                ),
+                None => eprintln!(
+                    "NONDETERMINISM: trace hash {:016x} differs from the expected {expected:016x}",
+                    outcome.trace_hash,
+                ),
+            }
             return EXIT_NONDETERMINISM;
         }
     }

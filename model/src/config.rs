@@ -314,9 +314,14 @@ impl ShopConfig {
             )
         })?;
         let mut bugs = Bugs::default();
-        for name in &self.bugs {
+        for (i, name) in self.bugs.iter().enumerate() {
             bugs.enable(name)
                 .map_err(|e| InputError::new("shop.bugs", name, e))?;
+            // A repeated name says nothing new: it is a mistake (a scenario's bug given
+            // again with --bug, an edited artifact), and an artifact would record it.
+            if self.bugs[..i].contains(name) {
+                return Err(InputError::new("shop.bugs", name, "no bug listed twice"));
+            }
         }
         for (field, value) in [
             ("shop.tenants", self.tenants),

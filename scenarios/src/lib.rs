@@ -661,6 +661,13 @@ pub fn check_replay(
                 format!("expected one of {}", names.join(", ")),
             ));
         }
+        if bugs[..i].contains(bug) {
+            return Err(InputError::new(
+                format!("bugs[{i}]"),
+                bug,
+                "no bug listed twice",
+            ));
+        }
     }
     Ok((scenario, profile))
 }

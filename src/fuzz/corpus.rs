@@ -360,11 +360,13 @@ pub fn entry_artifact(
         commit: artifact::BUILD_COMMIT.to_string(),
         version: artifact::VERSION.to_string(),
         trace_hash,
+        inputs_hash: None,
         failure: None,
         windows,
         reports: Vec::new(),
         history: Default::default(),
     }
+    .sealed()
 }
 
 /// Whether a passing seed that reached `reached` windows of run `run_name` joins the corpus:

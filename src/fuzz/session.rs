@@ -104,11 +104,13 @@ impl Session<'_> {
             commit: artifact::BUILD_COMMIT.to_string(),
             version: artifact::VERSION.to_string(),
             trace_hash: o.trace_hash,
+            inputs_hash: None,
             failure: Some(failure),
             windows: super::corpus::windows_reached(system, &o.coverage),
             reports: o.reports.clone(),
             history: o.history.clone(),
-        };
+        }
+        .sealed();
         let relative =
             artifact::relative_path(&selected.scenario.name, selected.profile.name(), o.seed);
         let path = self.campaign.out.join(&relative);

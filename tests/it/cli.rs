@@ -298,6 +298,26 @@ fn fuzz_writes_artifacts_that_replay_with_the_same_hash_and_a_diagram() {
     std::fs::write(&tampered, json.to_string()).unwrap();
     let (code, _, _) = shopsim(&["replay", tampered.to_str().unwrap()]);
     assert_eq!(code, 5);
+    // An edited input is another run: its recorded hash does not apply, and the run is
+    // judged on its own (no nondeterminism claimed).
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&artifact).unwrap()).unwrap();
+    assert!(
+        json["inputs_hash"].is_string(),
+        "an artifact records its inputs hash"
+    );
+    let other = if json["profile"] == "pg_rc" {
+        "maria_rr"
+    } else {
+        "pg_rc"
+    };
+    json["profile"] = serde_json::json!(other);
+    let edited = out_dir.join("edited.json");
+    std::fs::write(&edited, json.to_string()).unwrap();
+    let (code, out, err) = shopsim(&["replay", edited.to_str().unwrap()]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    assert!(err.contains("were edited after it was written"), "{err}");
+    assert!(!err.contains("NONDETERMINISM"), "{err}");
 }
 
 #[test]
