@@ -447,19 +447,29 @@ impl Database {
                     returned.push(new.clone());
                     continue;
                 }
-                self.check_unique(tx, table_name, &key, new, Some((&key, &old)))?;
                 if engine == Engine::InnoDb {
-                    // A changed secondary index value is a new record in that index, inserted
-                    // as an INSERT's is (`row_upd_sec_index_entry`): it waits for gap locks
-                    // on the gap it lands in.
+                    // InnoDB updates the clustered record first (`row_upd_clust_step`), then
+                    // each secondary index whose values changed (`row_upd_sec_step`): the old
+                    // entry is delete-marked and the new one inserted as an INSERT's is
+                    // (`row_upd_sec_index_entry`, `row_ins_sec_index_entry`), its unique
+                    // check and then its insert intention, which waits for gap locks on the
+                    // gap it lands in. So a wait there comes after the row's undo record
+                    // (it counts in the deadlock weight), and a duplicate after it too.
+                    affected += 1;
+                    returned.push(new.clone());
+                    self.write_row(tx, table_name, &key, Some(&old), Some(new.clone()))?;
                     let table = self.table(table_name)?;
                     let changed: Vec<usize> = (0..table.indexes.len())
                         .filter(|&i| table.index_key_of(i, new) != table.index_key_of(i, &old))
                         .collect();
                     for i in changed {
+                        let old = Some((&key, &old));
+                        self.check_unique_in(tx, table_name, &key, new, old, Scope::Secondary(i))?;
                         self.insert_intention(tx, table_name, &key, new, Scope::Secondary(i))?;
                     }
+                    continue;
                 }
+                self.check_unique(tx, table_name, &key, new, Some((&key, &old)))?;
             }
             affected += 1;
             returned.push(new.clone().unwrap_or_else(|| old.clone()));

@@ -81,7 +81,7 @@ impl Database {
     }
 
     /// [`Database::check_unique`] in the indexes of `scope` only.
-    fn check_unique_in(
+    pub(super) fn check_unique_in(
         &mut self,
         tx: TxId,
         table_name: &str,
@@ -322,21 +322,14 @@ impl Database {
         self.ssi_fail(tx, fail)
     }
 
-    /// The isolation level of open transaction `tx`.
-    fn tx_isolation(&self, tx: TxId) -> Isolation {
-        self.sessions[&self.tx_session[&tx]]
-            .tx
-            .as_ref()
-            .expect("an open transaction")
-            .isolation
-    }
-
     /// InnoDB: the unique check locks the duplicate record it meets, committed and live or
     /// delete-marked, shared, before it decides (`row_ins_duplicate_error_in_clust`,
     /// `row_ins_scan_sec_index_for_duplicate`): the clustered record alone, or the secondary
-    /// index record with its gap under repeatable read. So it waits while another
-    /// transaction holds the record exclusively, and the lock stays after the duplicate
-    /// error (or the ignored row) until the transaction ends.
+    /// index record with its gap, in every isolation level (the secondary scan locks
+    /// `LOCK_ORDINARY` whatever the isolation level; measured: under read uncommitted the
+    /// gap before the duplicate keeps another transaction's insert out). So it waits while
+    /// another transaction holds the record exclusively, and the lock stays after the
+    /// duplicate error (or the ignored row) until the transaction ends.
     fn innodb_duplicate_lock(
         &mut self,
         tx: TxId,
@@ -345,7 +338,6 @@ impl Database {
         index: Option<usize>,
         new: &Row,
     ) -> Step<()> {
-        let isolation = self.tx_isolation(tx);
         let table = self.table(table_name)?;
         let (target, gap) = match index {
             None => (
@@ -357,7 +349,7 @@ impl Database {
             ),
             Some(i) => {
                 let entry = concat_key(&table.index_key_of(i, new), row);
-                let gap = (isolation >= Isolation::RepeatableRead).then(|| LockTarget::Gap {
+                let gap = Some(LockTarget::Gap {
                     table: table_name.to_string(),
                     index: Some(i),
                     before: Some(entry.clone()),
