@@ -175,10 +175,11 @@ where
         let endpoint = endpoint.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
-            let mut cell = connection.lock().expect("rpc connection");
-            cell.reply = Some(response);
-            cell.replied = true;
-            drop(cell);
+            {
+                let mut cell = connection.lock().expect("rpc connection");
+                cell.reply = Some(response);
+                cell.replied = true;
+            }
             let _ = endpoint
                 .send_to_raw(from, reply_tag, Box::new(Reply::Response))
                 .await;
