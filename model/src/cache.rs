@@ -18,11 +18,11 @@ pub enum CacheRequest {
     /// Value of a key.
     Get(String),
     /// Sets a key for `ttl_ms`.
-    Set(String, String, u64),
+    Set(String, Arc<str>, u64),
     /// Deletes a key.
     Del(String),
     /// Sets a key only if absent; true if it was set.
-    Add(String, String, u64),
+    Add(String, Arc<str>, u64),
     /// Adds 1 and returns the new value.
     Incr(String),
 }
@@ -30,8 +30,9 @@ pub enum CacheRequest {
 /// A cache reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CacheResponse {
-    /// A value, if present.
-    Value(Option<String>),
+    /// A value, if present. Values are shared, not copied, between the store and its readers
+    /// (a cached product page is a few kilobytes, read many times).
+    Value(Option<Arc<str>>),
     /// Whether an add or delete changed something.
     Changed(bool),
     /// A counter.
@@ -43,12 +44,12 @@ pub enum CacheResponse {
 /// expires keys on access and in the background, so no request scans the whole store.
 #[derive(Default)]
 struct Store {
-    entries: BTreeMap<String, (String, Duration)>,
+    entries: BTreeMap<String, (Arc<str>, Duration)>,
     len_after_sweep: usize,
 }
 
 impl Store {
-    fn live(&self, key: &str, now: Duration) -> Option<&String> {
+    fn live(&self, key: &str, now: Duration) -> Option<&Arc<str>> {
         self.entries
             .get(key)
             .filter(|(_, expires)| *expires > now)
@@ -61,7 +62,8 @@ impl Store {
             Some((value, expires)) => (value.parse::<i64>().unwrap_or(0) + 1, *expires),
             None => (1, now + Duration::from_secs(3600)),
         };
-        self.entries.insert(key, (n.to_string(), expires));
+        self.entries
+            .insert(key, (Arc::from(n.to_string()), expires));
         n
     }
 
@@ -125,7 +127,7 @@ const DEADLINE: Duration = Duration::from_millis(50);
 
 impl CacheClient {
     /// The value of `key`, or `None` (also when the cache does not answer).
-    pub async fn get(&self, key: &str) -> Option<String> {
+    pub async fn get(&self, key: &str) -> Option<Arc<str>> {
         match net::call::<CacheRequest, CacheResponse>(
             self.addr,
             CacheRequest::Get(key.to_string()),
@@ -152,7 +154,7 @@ impl CacheClient {
     /// does not answer counts as set (the caller goes on, as `Cache::add` on a dead store
     /// would be treated by code that does not check).
     pub async fn add(&self, key: &str, value: &str, ttl_ms: u64) -> bool {
-        let request = CacheRequest::Add(key.to_string(), value.to_string(), ttl_ms);
+        let request = CacheRequest::Add(key.to_string(), Arc::from(value), ttl_ms);
         match net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await {
             RpcOutcome::Reply(CacheResponse::Changed(set)) => set,
             _ => true,
@@ -161,7 +163,7 @@ impl CacheClient {
 
     /// Sets `key` for `ttl_ms`; best effort.
     pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
-        let request = CacheRequest::Set(key.to_string(), value.to_string(), ttl_ms);
+        let request = CacheRequest::Set(key.to_string(), Arc::from(value), ttl_ms);
         let _ = net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await;
     }
 }
@@ -175,7 +177,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut store = Store::default();
         store.entries.insert("a".into(), ("1".into(), ms(10)));
-        assert_eq!(store.live("a", ms(9)).map(String::as_str), Some("1"));
+        assert_eq!(store.live("a", ms(9)).map(|v| &**v), Some("1"));
         assert_eq!(store.live("a", ms(10)), None);
         // An expired counter starts again from 1.
         assert_eq!(store.incr("a".into(), ms(10)), 1);

@@ -52,47 +52,60 @@ pub enum RpcOutcome<T> {
 }
 
 /// One call's connection state, shared by the client and the server incarnation that accepted
-/// it (the two ends of a TCP connection): which incarnation serves it, and its reply once sent.
-struct Connection<Resp> {
+/// it (the two ends of a TCP connection): which incarnation serves it, the request until that
+/// incarnation takes it, and the reply until the caller takes it. The datagrams only say that
+/// the request or the reply is on its way, so a retransmission copies neither (a reply body
+/// can be a whole product page).
+struct Connection<Req, Resp> {
     /// The incarnation that accepted the call; `None` until a request datagram reached one.
     server: Option<Weak<()>>,
-    /// The reply, once the server sent it (a retransmission after a lost reply gets it again).
+    /// The request, until the incarnation that accepts the call takes it to serve it.
+    request: Option<Req>,
+    /// The reply, from when the server sent it until a reply datagram brought it to the caller
+    /// (a retransmission after a lost reply datagram finds it still here).
     reply: Option<Resp>,
+    /// The server sent its reply: a retransmission is answered with a reply datagram again,
+    /// also once the caller took the reply (it is dropped unread then).
+    replied: bool,
 }
 
-type ConnectionCell<Resp> = Arc<Mutex<Connection<Resp>>>;
+type ConnectionCell<Req, Resp> = Arc<Mutex<Connection<Req, Resp>>>;
 
 /// A reply datagram.
-enum Reply<Resp> {
-    /// The server's answer.
-    Response(Resp),
+enum Reply {
+    /// The server's answer is in the connection.
+    Response,
     /// The connection is unknown to this server incarnation: the one that accepted it died.
     Reset,
 }
 
 /// What a server does with a request datagram.
-enum Accept<Resp> {
-    /// A new connection for this incarnation: serve it.
-    Serve,
-    /// A retransmission of a request already answered: send the reply again.
-    Resend(Resp),
+enum Accept<Req> {
+    /// A new connection for this incarnation: serve its request.
+    Serve(Req),
+    /// A retransmission of a request already answered: send the reply datagram again.
+    Resend,
     /// A retransmission of a request still being served: nothing to do yet.
     Ignore,
     /// A connection of an earlier incarnation: reset it.
     Reset,
 }
 
-fn accept<Resp: Clone>(connection: &ConnectionCell<Resp>, incarnation: &Weak<()>) -> Accept<Resp> {
+fn accept<Req, Resp>(
+    connection: &ConnectionCell<Req, Resp>,
+    incarnation: &Weak<()>,
+) -> Accept<Req> {
     let mut connection = connection.lock().expect("rpc connection");
     match &connection.server {
         None => {
-            assert!(connection.reply.is_none(), "a reply needs a server");
+            assert!(!connection.replied, "a reply needs a server");
             connection.server = Some(incarnation.clone());
-            Accept::Serve
+            let request = connection.request.take();
+            Accept::Serve(request.expect("a call's request waits for its server"))
         }
-        Some(server) if server.ptr_eq(incarnation) => match &connection.reply {
-            Some(reply) => Accept::Resend(reply.clone()),
-            None => Accept::Ignore,
+        Some(server) if server.ptr_eq(incarnation) => match connection.replied {
+            true => Accept::Resend,
+            false => Accept::Ignore,
         },
         Some(_) => Accept::Reset,
     }
@@ -104,7 +117,7 @@ fn accept<Resp: Clone>(connection: &ConnectionCell<Resp>, incarnation: &Weak<()>
 pub async fn serve<Req, Resp, F, Fut>(port: u16, handler: F)
 where
     Req: Send + Sync + 'static,
-    Resp: Clone + Send + Sync + 'static,
+    Resp: Send + Sync + 'static,
     F: Fn(Req) -> Fut + 'static,
     Fut: Future<Output = Resp> + 'static,
 {
@@ -127,26 +140,29 @@ where
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG_REQUEST).await else {
             return;
         };
-        let Ok(request) = payload.downcast::<RequestPayload<Resp, Req>>() else {
+        let Ok(request) = payload.downcast::<RequestPayload<Req, Resp>>() else {
             tracing::warn!(%from, "rpc: request of an unexpected type dropped");
             continue;
         };
-        let (reply_tag, lane, origin, connection, request) = *request;
+        let (reply_tag, lane, origin, connection) = *request;
         let answer = match accept(&connection, &incarnation_weak) {
-            Accept::Serve => None,
+            Accept::Serve(request) => Ok(request),
             Accept::Ignore => continue,
-            Accept::Resend(reply) => Some(Reply::Response(reply)),
-            Accept::Reset => Some(Reply::Reset),
+            Accept::Resend => Err(Reply::Response),
+            Accept::Reset => Err(Reply::Reset),
         };
-        if let Some(answer) = answer {
-            let endpoint = endpoint.clone();
-            madsim::task::spawn_local(async move {
-                let _ = endpoint
-                    .send_to_raw(from, reply_tag, Box::new(answer))
-                    .await;
-            });
-            continue;
-        }
+        let request = match answer {
+            Ok(request) => request,
+            Err(answer) => {
+                let endpoint = endpoint.clone();
+                madsim::task::spawn_local(async move {
+                    let _ = endpoint
+                        .send_to_raw(from, reply_tag, Box::new(answer))
+                        .await;
+                });
+                continue;
+            }
+        };
         // Each request runs in a scope of its own, as in a worker process of its own, and in
         // its caller's steering lane.
         let reply = WithOrigin {
@@ -159,9 +175,13 @@ where
         let endpoint = endpoint.clone();
         madsim::task::spawn_local(async move {
             let response = reply.await;
-            connection.lock().expect("rpc connection").reply = Some(response.clone());
+            {
+                let mut cell = connection.lock().expect("rpc connection");
+                cell.reply = Some(response);
+                cell.replied = true;
+            }
             let _ = endpoint
-                .send_to_raw(from, reply_tag, Box::new(Reply::Response(response)))
+                .send_to_raw(from, reply_tag, Box::new(Reply::Response))
                 .await;
         });
     }
@@ -170,7 +190,7 @@ where
 /// Calls the server at `addr`; `Unknown` if no reply arrives within `deadline`.
 pub async fn call<Req, Resp>(addr: SocketAddr, request: Req, deadline: Duration) -> RpcOutcome<Resp>
 where
-    Req: Clone + Send + Sync + 'static,
+    Req: Send + Sync + 'static,
     Resp: Send + Sync + 'static,
 {
     assert!(deadline > Duration::ZERO);
@@ -188,9 +208,11 @@ where
         },
     };
     let reply_tag: u64 = madsim::rand::thread_rng().gen_range(2..u64::MAX);
-    let connection: ConnectionCell<Resp> = Arc::new(Mutex::new(Connection {
+    let connection: ConnectionCell<Req, Resp> = Arc::new(Mutex::new(Connection {
         server: None,
+        request: Some(request),
         reply: None,
+        replied: false,
     }));
     let mut retransmit_after = RETRANSMIT_AFTER;
     let mut sent = 0u32;
@@ -201,13 +223,8 @@ where
         }
         sent += 1;
         // The same tag and connection every time: the server serves a request once.
-        let payload: Box<RequestPayload<Resp, Req>> = Box::new((
-            reply_tag,
-            lane.id(),
-            origin.clone(),
-            connection.clone(),
-            request.clone(),
-        ));
+        let payload: Box<RequestPayload<Req, Resp>> =
+            Box::new((reply_tag, lane.id(), origin.clone(), connection.clone()));
         if endpoint
             .send_to_raw(addr, TAG_REQUEST, payload)
             .await
@@ -226,9 +243,11 @@ where
                 if sent == 1 {
                     give_back_endpoint(node, endpoint);
                 }
-                let outcome = match payload.downcast::<Reply<Resp>>() {
+                let outcome = match payload.downcast::<Reply>() {
                     Ok(reply) => match *reply {
-                        Reply::Response(response) => {
+                        Reply::Response => {
+                            let response = connection.lock().expect("rpc connection").reply.take();
+                            let response = response.expect("a reply datagram follows its reply");
                             // The reply is held back on its way to this caller, who alone is
                             // slowed by it (the event names the request's origin). Held past
                             // the deadline, it arrives too late: the call times out.
@@ -312,8 +331,9 @@ pub(crate) fn end_run() {
     drop(endpoints);
 }
 
-/// A request on the wire: reply tag, steering lane, origin, connection, the request.
-type RequestPayload<Resp, Req> = (u64, u64, Option<Arc<str>>, ConnectionCell<Resp>, Req);
+/// A request on the wire: reply tag, steering lane, origin, and the connection that holds the
+/// request.
+type RequestPayload<Req, Resp> = (u64, u64, Option<Arc<str>>, ConnectionCell<Req, Resp>);
 
 thread_local! {
     // The origin of the request the task being polled serves (set by `WithOrigin`).
