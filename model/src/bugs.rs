@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The planted bugs, by name.
-pub const NAMES: [(&str, &str); 17] = [
+pub const NAMES: [(&str, &str); 18] = [
     (
         "oversell_check_then_act",
         "reserve stock after a plain SELECT of the available quantity, without FOR UPDATE",
@@ -73,6 +73,10 @@ pub const NAMES: [(&str, &str); 17] = [
         "expiry_releases_without_recheck",
         "release an expired reservation by id without re-checking that it is still held",
     ),
+    (
+        "add_item_without_cart_lock",
+        "add an item after a plain SELECT of the cart's status, without FOR UPDATE",
+    ),
 ];
 
 /// Which bugs are on.
@@ -112,6 +116,8 @@ pub struct Bugs {
     pub order_lookup_without_tenant: bool,
     /// See [`NAMES`].
     pub expiry_releases_without_recheck: bool,
+    /// See [`NAMES`].
+    pub add_item_without_cart_lock: bool,
 }
 
 impl Bugs {
@@ -137,6 +143,7 @@ impl Bugs {
             "payment_order_read_from_replica" => &mut self.payment_order_read_from_replica,
             "order_lookup_without_tenant" => &mut self.order_lookup_without_tenant,
             "expiry_releases_without_recheck" => &mut self.expiry_releases_without_recheck,
+            "add_item_without_cart_lock" => &mut self.add_item_without_cart_lock,
             _ => {
                 let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(

@@ -40,6 +40,7 @@ pub async fn add_item(
     assert!(quantity > 0);
     let engine = app.engine;
     let bug = app.bugs.oversell_check_then_act;
+    let cart_unlocked = app.bugs.add_item_without_cart_lock;
     let expires_at = app.now_ms() + app.config.reservation_ttl_ms as i64;
     // The planted replica bug: availability is judged from the (lagging) replica and the
     // primary transaction below trusts that judgement.
@@ -89,12 +90,19 @@ pub async fn add_item(
     };
     conn.transaction(app.attempts(), move |c| {
         Box::pin(async move {
-            // The cart row is locked so that a concurrent convert sees this item or none of it.
-            let cart = q(engine, c, "select status from carts where id = ? and tenant_id = ? for update", &[Value::Int(cart_id), Value::Int(tenant)]).await?;
+            // The cart row is locked so that a concurrent convert sees this item or none of it;
+            // the planted bug reads it unlocked, so an add racing the convert slips in beside
+            // the order.
+            let lock = if cart_unlocked { "" } else { " for update" };
+            let sql = format!("select status from carts where id = ? and tenant_id = ?{lock}");
+            let cart = q(engine, c, &sql, &[Value::Int(cart_id), Value::Int(tenant)]).await?;
             match text_at(&cart, 0, 0).as_deref() {
                 None => return Ok(HttpResponse::not_found("cart")),
                 Some("open") => {}
-                Some(_) => return Ok(HttpResponse::new(409, json!({"error": "cart is already converted"}))),
+                Some(_) => {
+                    sometimes!(windows::ADD_ITEM_CART_CONVERTED, true).await;
+                    return Ok(HttpResponse::new(409, json!({"error": "cart is already converted"})));
+                }
             }
             let lock = if bug { "" } else { " for update" };
             let sql = format!("select stock, reserved from products where id = ? and tenant_id = ?{lock}");

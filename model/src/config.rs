@@ -63,6 +63,9 @@ pub struct ShopConfig {
     /// The second click of a double click comes up to this long after the first, ms (0: at
     /// once).
     pub double_convert_gap_ms_max: u64,
+    /// Probability that a shopper adds one more item, from a second browser tab, while its
+    /// convert is under way (the item must end in the order or be refused).
+    pub add_during_convert_probability: f64,
     /// Shoppers who also pay (checkout, then payment, webhook and return URL).
     pub payers: u32,
     /// Probability that a payer sends the payment request twice at once (a double click).
@@ -206,6 +209,7 @@ impl Default for ShopConfig {
             quantity_max: 2,
             double_convert_probability: 0.2,
             double_convert_gap_ms_max: 0,
+            add_during_convert_probability: 0.0,
             payers: 0,
             pay_double_click_probability: 0.0,
             payer_retries: 0,
@@ -359,6 +363,10 @@ impl ShopConfig {
         check_probability(
             "shop.double_convert_probability",
             self.double_convert_probability,
+        )?;
+        check_probability(
+            "shop.add_during_convert_probability",
+            self.add_during_convert_probability,
         )?;
         check_probability(
             "shop.webhook_duplicate_probability",

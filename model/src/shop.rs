@@ -88,7 +88,14 @@ pub struct ShopState {
 pub const REPLICA_POLL_MS: u64 = 5;
 
 /// The tables whose every committed change [`ShopState::row_history`] keeps.
-pub const HISTORY_TABLES: [&str; 4] = ["products", "reservations", "payments", "jobs"];
+pub const HISTORY_TABLES: [&str; 6] = [
+    "products",
+    "reservations",
+    "payments",
+    "jobs",
+    "carts",
+    "orders",
+];
 
 /// One committed change of a row.
 #[derive(Debug, Clone, PartialEq)]

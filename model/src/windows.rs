@@ -5,6 +5,9 @@
 shopsim_sim::windows! {
     /// Adding an item read a product with some units left, but no more than it asks for.
     pub ADD_ITEM_LAST_UNITS = "add item: last units contested";
+    /// Adding an item found its cart converted meanwhile (a second tab's add racing the
+    /// convert) and refused the item.
+    pub ADD_ITEM_CART_CONVERTED = "add item: the cart was converted meanwhile";
     /// A convert found its cart already converted and answered with the existing order.
     pub CONVERT_ALREADY_CONVERTED = "convert: second convert of a converted cart";
     /// A convert locked a reservation that the expiry job released after the convert had

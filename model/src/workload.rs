@@ -372,7 +372,29 @@ pub async fn checkout_flow(
     let convert = format!("/api/v1/cart/{cart_id}/convert");
     let double = madsim::rand::thread_rng().gen_bool(config.double_convert_probability);
     let gap = config.double_convert_gap_ms_max;
-    let order = maybe_twice(client, &convert, tenant, double, gap, "order_id").await;
+    // A second tab adds one more item while the convert runs: drawn only when the scenario
+    // asks for it, so a scenario without it draws what it always drew.
+    let late_add = config.add_during_convert_probability > 0.0
+        && madsim::rand::thread_rng().gen_bool(config.add_during_convert_probability);
+    let order = if late_add {
+        let product = product_of(
+            config,
+            tenant,
+            madsim::rand::thread_rng().gen_range(1..=products),
+        );
+        let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
+        let items = format!("/api/v1/cart/{cart_id}/items");
+        let add = client.request(
+            "POST",
+            &items,
+            tenant,
+            json!({"product_id": product, "quantity": quantity}),
+        );
+        let convert = maybe_twice(client, &convert, tenant, double, gap, "order_id");
+        madsim::export::futures::future::join(convert, add).await.0
+    } else {
+        maybe_twice(client, &convert, tenant, double, gap, "order_id").await
+    };
     let Some(order_id) = id_in(&order, "order_id") else {
         return;
     };

@@ -53,7 +53,7 @@ const BUILTIN: [(&str, &str); 12] = [
 ];
 
 /// Each planted bug with the scenario that must find it and the check that names it.
-pub const PLANTED_BUGS: [(&str, &str, &str); 17] = [
+pub const PLANTED_BUGS: [(&str, &str, &str); 18] = [
     ("inventory-race", "oversell_check_then_act", "no_oversell"),
     (
         "checkout-concurrency",
@@ -122,6 +122,11 @@ pub const PLANTED_BUGS: [(&str, &str, &str); 17] = [
         "expiry-race",
         "expiry_releases_without_recheck",
         "no_oversell",
+    ),
+    (
+        "checkout-concurrency",
+        "add_item_without_cart_lock",
+        "order_matches_cart",
     ),
 ];
 

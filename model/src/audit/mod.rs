@@ -28,6 +28,7 @@ mod no_cross_tenant;
 mod no_n_plus_one;
 mod no_oversell;
 mod one_order_per_cart;
+mod order_matches_cart;
 mod payment_exactly_once;
 mod progress;
 mod read_your_writes;
@@ -45,6 +46,7 @@ pub use no_cross_tenant::NoCrossTenant;
 pub use no_n_plus_one::NoNPlusOne;
 pub use no_oversell::NoOversell;
 pub use one_order_per_cart::OneOrderPerCart;
+pub use order_matches_cart::OrderMatchesCart;
 pub use payment_exactly_once::PaymentExactlyOnce;
 pub use progress::progress_made;
 pub use read_your_writes::ReadYourWrites;
@@ -55,6 +57,7 @@ pub fn all(config: &ShopConfig) -> Vec<Box<dyn Checker<ShopState>>> {
     vec![
         Box::new(NoOversell),
         Box::new(OneOrderPerCart),
+        Box::new(OrderMatchesCart),
         Box::new(PaymentExactlyOnce),
         Box::new(CapturedPaymentsSucceed),
         Box::new(LockedOrderImmutable),
@@ -165,6 +168,42 @@ pub(crate) fn owners(state: &ShopState, table: &str) -> BTreeMap<i64, i64> {
         .iter()
         .map(|r| (int(r, "id"), int(r, "tenant_id")))
         .collect()
+}
+
+/// The columns of a table, by name: reads the rows of its committed history.
+pub(crate) struct Columns(Vec<String>);
+
+impl Columns {
+    /// The columns of `table` in `state` (none if it has no such table).
+    pub(crate) fn of(state: &ShopState, table: &str) -> Columns {
+        Columns(
+            state
+                .tables
+                .get(table)
+                .map(|t| t.0.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Column `name` of `row` as an integer (0 if absent or not one).
+    pub(crate) fn int(&self, row: &[Value], name: &str) -> i64 {
+        self.0
+            .iter()
+            .position(|c| c == name)
+            .and_then(|i| row.get(i))
+            .and_then(Value::as_int)
+            .unwrap_or(0)
+    }
+
+    /// Column `name` of `row` as text ("" if absent or not text).
+    pub(crate) fn text<'a>(&self, row: &'a [Value], name: &str) -> &'a str {
+        self.0
+            .iter()
+            .position(|c| c == name)
+            .and_then(|i| row.get(i))
+            .and_then(Value::as_text)
+            .unwrap_or("")
+    }
 }
 
 fn int(row: &std::collections::BTreeMap<&str, &Value>, column: &str) -> i64 {

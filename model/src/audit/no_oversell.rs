@@ -12,10 +12,9 @@
 use std::collections::BTreeMap;
 
 use shopsim_sim::check::{describe, Checker, Report};
-use shopsim_sim::db::Value;
 use shopsim_sim::history::History;
 
-use super::{int, request_objects, text};
+use super::{int, request_objects, text, Columns};
 use crate::shop::{RowChange, ShopState};
 
 /// See the module documentation.
@@ -31,34 +30,13 @@ struct Held {
     cart: i64,
 }
 
-/// The columns of a table, by name.
-struct Columns(Vec<String>);
-
-impl Columns {
-    fn int(&self, row: &[Value], name: &str) -> i64 {
-        self.0
-            .iter()
-            .position(|c| c == name)
-            .and_then(|i| row.get(i))
-            .and_then(Value::as_int)
-            .unwrap_or(0)
-    }
-
-    fn text<'a>(&self, row: &'a [Value], name: &str) -> &'a str {
-        self.0
-            .iter()
-            .position(|c| c == name)
-            .and_then(|i| row.get(i))
-            .and_then(Value::as_text)
-            .unwrap_or("")
-    }
-}
-
 /// The first commit after which product `product` broke an invariant, described with its
 /// changes and the requests in flight then.
 fn first_cause(history: &History, state: &ShopState, product: i64, initial: i64) -> Option<String> {
-    let columns = |t: &str| Columns(state.tables.get(t).map(|t| t.0.clone()).unwrap_or_default());
-    let (rc, pc) = (columns("reservations"), columns("products"));
+    let (rc, pc) = (
+        Columns::of(state, "reservations"),
+        Columns::of(state, "products"),
+    );
     let mut changes: Vec<(&str, &RowChange)> = Vec::new();
     changes.extend(
         state
@@ -263,6 +241,7 @@ mod tests {
     use super::*;
     use crate::audit::testing::*;
     use shopsim_sim::check::Verdict;
+    use shopsim_sim::db::Value;
 
     fn change(at_ms: u64, commit: usize, id: i64, row: &[i64], status: Option<&str>) -> RowChange {
         let mut values: Vec<Value> = row.iter().map(|v| Value::Int(*v)).collect();
