@@ -46,7 +46,8 @@ pub struct Version {
     /// The row, or `None` for a deletion.
     pub data: Option<Row>,
     /// For a deletion by an UPDATE of the primary key: the key the row moved to (PostgreSQL
-    /// follows an updated row to its new version, wherever its key now is).
+    /// follows an updated row to its new version, wherever its key now is). Kept on a new
+    /// tuple the same writer then inserted at the old key, whose chain still leads there.
     pub moved_to: Option<Key>,
     /// The writer deleted the row this version follows and inserted a new one with the same
     /// key: in PostgreSQL a new tuple, not the next link of the old tuple's update chain.

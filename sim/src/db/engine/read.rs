@@ -70,7 +70,12 @@ fn follow_chain(rv: &RowVersions, from: Bound<CommitSeq>) -> Chain {
     let mut latest = None;
     for v in rv.committed.iter().filter(|v| after(v.seq)) {
         if v.new_tuple {
-            return Chain::Deleted;
+            // A new tuple at the key ends the old tuple's chain: where it moved, if the same
+            // writer moved it away first (see `Version::moved_to`), or nowhere.
+            return match &v.moved_to {
+                Some(next) => Chain::Moved(next.clone(), v.seq),
+                None => Chain::Deleted,
+            };
         }
         match &v.data {
             None => {

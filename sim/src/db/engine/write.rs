@@ -598,10 +598,17 @@ impl Database {
             Some(p) => p.new_tuple || (p.data.is_none() && new.is_some()),
             None => old.is_none() && new.is_some(),
         };
+        // A new tuple written where this transaction moved the row away keeps the move: the
+        // old tuple's update chain still leads to the key it moved to, whatever now lives at
+        // the old key (PostgreSQL follows t_ctid, not the key).
+        let moved_to = previous
+            .as_ref()
+            .filter(|_| new_tuple)
+            .and_then(|p| p.moved_to.clone());
         rv.pending = Some(Pending {
             tx,
             data: new,
-            moved_to: None,
+            moved_to,
             new_tuple,
         });
         let session = self.tx_session[&tx];
@@ -652,7 +659,11 @@ impl Database {
             .rows
             .get_mut(new_key)
             .and_then(|rv| rv.pending.as_mut());
-        pending.expect("the version just written").new_tuple = false;
+        let pending = pending.expect("the version just written");
+        // The chain of a tuple that moved out of `new_key` earlier ends here, at its last
+        // version: a row moved back in is the newest link, not a pointer onwards.
+        pending.new_tuple = false;
+        pending.moved_to = None;
         Ok(())
     }
 
