@@ -367,6 +367,10 @@ pub const FIELDS: &[Field] = &[
         60_000,
         "The second click of a double click comes up to this long after the first (0: at once).",
     ),
+    probability(
+        "shop.add_during_convert_probability",
+        "Probability that a shopper adds one more item, from a second browser tab, while its convert is under way.",
+    ),
     count(
         "shop.payers",
         0,
