@@ -6,7 +6,8 @@
 //! one receipt; a payment that did not succeed has no ledger transaction; per order: at most
 //! one of its payments was captured (a customer is charged once per order), and its financial
 //! order's paid amount equals the ledger of its succeeded payments (one financial-order update
-//! per payment); no ledger transaction or capture names a payment that does not exist.
+//! per payment); an order has one payment, of the order's total (paying is idempotent per
+//! order); no ledger transaction or capture names a payment that does not exist.
 //!
 //! Not verified here: that every captured payment ends succeeded (`captured_payments_succeed`)
 //! and that every job ran (`jobs_settled`). A receipt job that is still queued or was
@@ -186,6 +187,35 @@ impl Checker<ShopState> for PaymentExactlyOnce {
                 ),
             );
         }
+        // Paying is idempotent per order: a second request for an order answers with the
+        // payment it has. Two payments would be two checkout sessions the customer could
+        // both pay, and each must charge what its order costs.
+        let totals: BTreeMap<i64, i64> = state
+            .rows("orders")
+            .iter()
+            .map(|o| (int(o, "id"), int(o, "total")))
+            .collect();
+        let mut payments_per_order: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for p in &payments {
+            let (id, order, amount) = (int(p, "id"), int(p, "order_id"), int(p, "amount"));
+            payments_per_order.entry(order).or_default().push(id);
+            if let Some(total) = totals.get(&order).filter(|t| **t != amount) {
+                return Report::invalid(
+                    NAME,
+                    format!("payment {id} is for {amount} cents, but its order {order} totals {total}; its requests: {}", ops_naming(history, "payments", id, 4)),
+                );
+            }
+        }
+        if let Some((order, ids)) = payments_per_order.iter().find(|(_, ids)| ids.len() > 1) {
+            return Report::invalid(
+                NAME,
+                format!(
+                    "order {order} has {} payments {ids:?}, each a checkout session the customer could pay; its requests: {}",
+                    ids.len(),
+                    ops_naming(history, "orders", *order, 4)
+                ),
+            );
+        }
         for fo in state.rows("financial_orders") {
             let order = int(&fo, "order_id");
             let expected = paid_per_order.get(&order).copied().unwrap_or(0);
@@ -233,6 +263,51 @@ mod tests {
         ]);
         s.captures.push(capture(1, 100));
         s
+    }
+
+    /// A double click on Pay that made two payments for one order, only one of them paid.
+    #[test]
+    fn canary_two_payments_for_one_order() {
+        let mut s = paid_once();
+        s.tables.get_mut("payments").unwrap().1.push(vec![
+            2.into(),
+            1.into(),
+            5.into(),
+            100.into(),
+            "pending".into(),
+        ]);
+        let r = PaymentExactlyOnce.check(&history(vec![]), &s);
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness.starts_with("order 5 has 2 payments [1, 2]"),
+            "{}",
+            r.witness
+        );
+    }
+
+    #[test]
+    fn canary_payment_amount_differs_from_its_order() {
+        let mut s = paid_once();
+        s.tables.insert(
+            "orders".into(),
+            (
+                vec!["id".into(), "total".into()],
+                vec![vec![5.into(), 100.into()]],
+            ),
+        );
+        assert_eq!(
+            PaymentExactlyOnce.check(&history(vec![]), &s).verdict,
+            Verdict::Valid
+        );
+        s.tables.get_mut("orders").unwrap().1[0][1] = 120.into();
+        let r = PaymentExactlyOnce.check(&history(vec![]), &s);
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert!(
+            r.witness
+                .starts_with("payment 1 is for 100 cents, but its order 5 totals 120"),
+            "{}",
+            r.witness
+        );
     }
 
     #[test]
