@@ -615,6 +615,13 @@ impl Runner<'_> {
         loop {
             let completions = self.db.take_completions();
             if completions.is_empty() {
+                // Each PostgreSQL wait's deadlock check completes before anything else is
+                // sent (the real servers run with `deadlock_timeout` = 1 ms and the stepper
+                // waits for the check): a wait a commit moved onto a new blocker is checked
+                // before a queued statement can close a cycle through it.
+                if self.profile.is_postgres() && self.db.run_pending_deadlock_checks() {
+                    continue;
+                }
                 let Some(next) = self.next_queued() else {
                     return;
                 };

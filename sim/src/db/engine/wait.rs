@@ -153,33 +153,64 @@ impl Database {
                     let engine = self.engine;
                     self.fail_blocked(session, errors::lock_timeout(engine));
                 }
-                _ => {
-                    let tx = self.session_tx(session);
-                    if self.locks.pg_deadlock(tx) {
-                        let cycle = self.locks.find_cycle(tx).unwrap_or_default();
-                        let waits: Vec<_> = cycle
-                            .iter()
-                            .map(|&t| (t, self.locks.waiting_target(t).cloned()))
-                            .collect();
-                        tracing::debug!(tx, ?waits, "deadlock found after deadlock_timeout");
-                        self.stats.deadlocks += 1;
-                        let engine = self.engine;
-                        self.fail_blocked(session, errors::deadlock(engine));
-                    } else if let Some(b) = self
-                        .sessions
-                        .get_mut(&session)
-                        .and_then(|s| s.blocked.as_mut())
-                    {
-                        // PostgreSQL checks once per wait; a later cycle is found by a later
-                        // waiter's timer.
-                        b.deadlock_check_at = None;
-                        self.clear_deadlock_checks.push(session);
-                    }
-                }
+                _ => self.pg_deadlock_check(session),
             }
             self.drain_wakeups();
         }
         self.now = now;
+    }
+
+    /// Runs, now, the deadlock check of every PostgreSQL wait that has one pending, in the
+    /// order the waits began (their timers' order); returns whether any ran. For the stepping
+    /// protocol, where each wait's check completes before the next statement is sent
+    /// (`deadlock_timeout` far below a step), whatever the simulated clock says.
+    pub fn run_pending_deadlock_checks(&mut self) -> bool {
+        let mut ran = false;
+        loop {
+            let next = self
+                .sessions
+                .iter()
+                .filter_map(|(&id, s)| s.blocked.as_ref().map(|b| (id, b)))
+                .filter_map(|(id, b)| b.deadlock_check_at.map(|d| (d, id)))
+                .min();
+            let Some((_, session)) = next else {
+                return ran;
+            };
+            assert_eq!(
+                self.engine,
+                Engine::Postgres,
+                "only PostgreSQL waits run timed checks"
+            );
+            ran = true;
+            self.pg_deadlock_check(session);
+            self.drain_wakeups();
+        }
+    }
+
+    /// PostgreSQL's `CheckDeadLock` for the wait of `session`, once its timer fired: a cycle
+    /// through it fails it with `40P01`; none, and this wait is never checked again.
+    fn pg_deadlock_check(&mut self, session: SessionId) {
+        let tx = self.session_tx(session);
+        if self.locks.pg_deadlock(tx) {
+            let cycle = self.locks.find_cycle(tx).unwrap_or_default();
+            let waits: Vec<_> = cycle
+                .iter()
+                .map(|&t| (t, self.locks.waiting_target(t).cloned()))
+                .collect();
+            tracing::debug!(tx, ?waits, "deadlock found after deadlock_timeout");
+            self.stats.deadlocks += 1;
+            let engine = self.engine;
+            self.fail_blocked(session, errors::deadlock(engine));
+        } else if let Some(b) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.blocked.as_mut())
+        {
+            // PostgreSQL checks once per wait; a later cycle is found by a later waiter's
+            // timer.
+            b.deadlock_check_at = None;
+            self.clear_deadlock_checks.push(session);
+        }
     }
 
     /// InnoDB detects a deadlock as soon as a wait closes a cycle, and rolls back the
