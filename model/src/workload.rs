@@ -293,6 +293,19 @@ fn id_in(response: &Option<HttpResponse>, field: &str) -> Option<i64> {
     response.as_ref()?.body.get(field)?.as_i64()
 }
 
+/// The body of an add-item request: a product of `tenant`, then a quantity, drawn in that
+/// order.
+fn draw_item(config: &ShopConfig, tenant: i64) -> serde_json::Value {
+    let products = i64::from(config.products_per_tenant);
+    let product = product_of(
+        config,
+        tenant,
+        madsim::rand::thread_rng().gen_range(1..=products),
+    );
+    let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
+    json!({"product_id": product, "quantity": quantity})
+}
+
 /// Sends `path` once or, with `double`, twice (a double click: the second up to
 /// `gap_ms_max` later, drawn only if there is a gap, so a double click at once draws what it
 /// always drew); the first answer with a body field `field` wins.
@@ -339,7 +352,6 @@ pub async fn checkout_flow(
     pays: bool,
     abandon_probability: f64,
 ) {
-    let products = i64::from(config.products_per_tenant);
     let cart = client
         .request("POST", "/api/v1/cart", tenant, json!({}))
         .await;
@@ -350,21 +362,10 @@ pub async fn checkout_flow(
         .lock()
         .expect("id board")
         .publish(IdKind::Cart, tenant, cart_id);
+    let items = format!("/api/v1/cart/{cart_id}/items");
     for _ in 0..config.items_per_cart {
-        let product = product_of(
-            config,
-            tenant,
-            madsim::rand::thread_rng().gen_range(1..=products),
-        );
-        let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
-        client
-            .request(
-                "POST",
-                &format!("/api/v1/cart/{cart_id}/items"),
-                tenant,
-                json!({"product_id": product, "quantity": quantity}),
-            )
-            .await;
+        let item = draw_item(config, tenant);
+        client.request("POST", &items, tenant, item).await;
     }
     let think = madsim::rand::thread_rng()
         .gen_range(config.convert_delay_ms_min..=config.convert_delay_ms_max);
@@ -377,19 +378,7 @@ pub async fn checkout_flow(
     let late_add = config.add_during_convert_probability > 0.0
         && madsim::rand::thread_rng().gen_bool(config.add_during_convert_probability);
     let order = if late_add {
-        let product = product_of(
-            config,
-            tenant,
-            madsim::rand::thread_rng().gen_range(1..=products),
-        );
-        let quantity = madsim::rand::thread_rng().gen_range(1..=config.quantity_max);
-        let items = format!("/api/v1/cart/{cart_id}/items");
-        let add = client.request(
-            "POST",
-            &items,
-            tenant,
-            json!({"product_id": product, "quantity": quantity}),
-        );
+        let add = client.request("POST", &items, tenant, draw_item(config, tenant));
         let convert = maybe_twice(client, &convert, tenant, double, gap, "order_id");
         madsim::export::futures::future::join(convert, add).await.0
     } else {
