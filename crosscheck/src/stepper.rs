@@ -565,7 +565,8 @@ impl Stepper {
     /// whose process runs first gets the row's new version. A replay that knows which waiters
     /// the simulated run kept waiting holds exactly those back, so the waiters it granted run
     /// first; the held ones then wake, find the row taken and wait again, as they did in the
-    /// simulated run. A stopped backend that was only sleeping in a lock wait holds no
+    /// simulated run. They are let go one at a time, in the order of `hold`, so they re-queue
+    /// in that order. A stopped backend that was only sleeping in a lock wait holds no
     /// server-internal lock; one that holds the row lock a granted waiter needs makes that
     /// waiter wait, and the step settles as the engine decides once it is let go.
     pub async fn step_steered(
@@ -600,10 +601,30 @@ impl Stepper {
         if held.is_empty() {
             return result;
         }
-        self.thaw();
-        result?;
+        if let Err(e) = result {
+            self.thaw();
+            return Err(e);
+        }
+        // One backend at a time, each settled (asleep in its next wait, or done) before the
+        // next goes on: a woken waiter re-queues on the row's new version, and the order in
+        // which they re-queue is the order the row is granted to them later. Let go all at
+        // once, they would re-queue in the order their processes happen to run.
         let now = self.now_v;
-        self.settle(now, now).await
+        for name in held {
+            let session = self.sessions.get_mut(&name).expect("held sessions exist");
+            debug_assert!(
+                session.frozen,
+                "a held session is stopped until it is let go"
+            );
+            signal(session.real.backend, "CONT");
+            session.frozen = false;
+            if let Err(e) = self.settle(now, now).await {
+                self.thaw();
+                return Err(e);
+            }
+        }
+        debug_assert!(self.sessions.values().all(|s| !s.frozen));
+        Ok(())
     }
 
     /// Lets every stopped backend go on.

@@ -478,7 +478,8 @@ fn mapped_simulated(replay: &Replay, i: usize, ids: &IdMap) -> String {
 /// The sessions whose statements the simulated run kept waiting through step `i` while
 /// another waiter was granted during it: the replay holds them back so the real engine grants
 /// the same waiter ([`crate::stepper::Stepper::step_steered`]). Empty when no waiter was
-/// granted during step `i`, or none kept waiting.
+/// granted during step `i`, or none kept waiting. Ordered by the step that ended each wait in
+/// the simulated run, the never-ended last.
 pub fn held_back(replay: &Replay, i: usize) -> Vec<String> {
     let Some(waiting) = replay.waiting_at.get(i) else {
         return Vec::new();
@@ -495,10 +496,17 @@ pub fn held_back(replay: &Replay, i: usize) -> Vec<String> {
     if !granted_now {
         return Vec::new();
     }
-    waiting
+    let mut held: Vec<(Option<usize>, usize)> = waiting
         .iter()
-        .filter(|&&w| ended(w).is_none_or(|n| n > i + 1))
-        .map(|&w| replay.steps[w].0.clone())
+        .map(|&w| (ended(w), w))
+        .filter(|&(end, _)| end.is_none_or(|n| n > i + 1))
+        .collect();
+    // In the order the simulated run ended their waits, the never-ended last: the replay lets
+    // them go in this order, so they re-queue on the row's new version as the simulated
+    // waiters were queued (a stable sort keeps arrival order among equals).
+    held.sort_by_key(|&(end, _)| end.unwrap_or(usize::MAX));
+    held.into_iter()
+        .map(|(_, w)| replay.steps[w].0.clone())
         .collect()
 }
 
@@ -831,6 +839,45 @@ mod tests {
         assert_eq!(held[4], ["S3"], "{:?}", replay.simulated);
         // S2's COMMIT grants S3, the last waiter: nobody is left to hold back.
         assert!(held.iter().enumerate().all(|(i, h)| i == 4 || h.is_empty()));
+    }
+
+    /// S2, S3 and S4 wait for S1's row; S1's COMMIT lets S2 through, and the simulated run
+    /// grants S4 before S3 afterwards: the replay lets S4 go first, so S4 re-queues first on
+    /// the row's new version.
+    #[test]
+    fn held_waiters_go_in_the_order_the_simulated_run_granted_them() {
+        let update = "update orders set total = 1 where id = 1";
+        let ok = QueryResult::default;
+        let t = transcript(vec![
+            execute(1, "BEGIN", vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            execute(1, update, vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            execute(2, update, vec![]),
+            block(2),
+            execute(3, update, vec![]),
+            block(3),
+            execute(4, update, vec![]),
+            block(4),
+            execute(1, "COMMIT", vec![]),
+            finish(1, ok(), FinishCause::Immediate),
+            finish(2, ok(), FinishCause::Woken),
+            execute(2, "COMMIT", vec![]),
+            finish(2, ok(), FinishCause::Immediate),
+            finish(4, ok(), FinishCause::Woken),
+            execute(4, "COMMIT", vec![]),
+            finish(4, ok(), FinishCause::Immediate),
+            finish(3, ok(), FinishCause::Woken),
+        ]);
+        let replay = replay_of(&t);
+        assert_eq!(replay.steps.len(), 8);
+        assert_eq!(
+            held_back(&replay, 5),
+            ["S4", "S3"],
+            "{:?}",
+            replay.simulated
+        );
+        assert_eq!(held_back(&replay, 6), ["S3"], "{:?}", replay.simulated);
     }
 
     /// A wait counts as checked for a deadlock when a check found nothing, when one made it
