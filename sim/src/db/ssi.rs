@@ -178,6 +178,11 @@ impl Ssi {
         self.is_doomed(tx) && self.replaying.as_ref().is_none_or(|(t, _, _)| *t != tx)
     }
 
+    /// Whether a statement of `tx` is replaying what it did before a lock wait.
+    pub fn is_replaying(&self, tx: TxId) -> bool {
+        self.replaying.as_ref().is_some_and(|(t, _, _)| *t == tx)
+    }
+
     /// A statement of `tx` runs again from the start after waiting for the lock of row `key`
     /// of `table`. PostgreSQL's statement did not: it waited inside `heap_lock_tuple` /
     /// `heap_update` / `heap_delete` with its scan done up to that row, and its SSI checks up

@@ -276,16 +276,21 @@ impl Database {
         Ok(!met.is_empty())
     }
 
-    /// Dooms the other pivots; fails this statement if `tx` itself is one.
+    /// Dooms the other pivots; fails this statement if `tx` itself is one. A statement that
+    /// replays its scan up to the row it waited for ([`Ssi::replay`]) dooms itself instead:
+    /// PostgreSQL made those checks before the wait, and a structure that formed while it
+    /// slept (a commit that doomed it) fails it only at its next check, after what it finds
+    /// at that row (a concurrent update fails with plain `40001` first).
     pub(super) fn ssi_fail(&mut self, tx: TxId, pivots: Vec<TxId>) -> Step<()> {
         let mut fail = false;
         for pivot in pivots {
-            if pivot == tx {
+            if pivot == tx && !self.ssi.is_replaying(tx) {
                 fail = true;
             } else {
                 self.ssi.doom(pivot);
             }
         }
+        debug_assert!(!fail || !self.ssi.is_replaying(tx));
         if fail {
             return Err(errors::rw_dependency().into());
         }
