@@ -811,29 +811,41 @@ mod tests {
         }
     }
 
-    /// S1 holds a row S2 and S3 wait for; S1's COMMIT lets S2 through while S3 waits on (for
-    /// S2's COMMIT): at S1's COMMIT the replay holds S3 back, and at no other step.
-    #[test]
-    fn the_waiters_the_simulated_run_kept_waiting_are_held_back() {
+    /// S1 updates a row that `waiters` then wait for, in that order; S1's COMMIT grants the
+    /// first of `grants`, whose COMMIT grants the next, and so on.
+    fn row_handed_on(waiters: &[SessionId], grants: &[SessionId]) -> Transcript {
         let update = "update orders set total = 1 where id = 1";
         let ok = QueryResult::default;
-        let t = transcript(vec![
+        let mut events = vec![
             execute(1, "BEGIN", vec![]),
             finish(1, ok(), FinishCause::Immediate),
             execute(1, update, vec![]),
             finish(1, ok(), FinishCause::Immediate),
-            execute(2, update, vec![]),
-            block(2),
-            execute(3, update, vec![]),
-            block(3),
+        ];
+        for &w in waiters {
+            events.extend([execute(w, update, vec![]), block(w)]);
+        }
+        events.extend([
             execute(1, "COMMIT", vec![]),
             finish(1, ok(), FinishCause::Immediate),
-            finish(2, ok(), FinishCause::Woken),
-            execute(2, "COMMIT", vec![]),
-            finish(2, ok(), FinishCause::Immediate),
-            finish(3, ok(), FinishCause::Woken),
         ]);
-        let replay = replay_of(&t);
+        for (n, &g) in grants.iter().enumerate() {
+            events.push(finish(g, ok(), FinishCause::Woken));
+            if n + 1 < grants.len() {
+                events.extend([
+                    execute(g, "COMMIT", vec![]),
+                    finish(g, ok(), FinishCause::Immediate),
+                ]);
+            }
+        }
+        transcript(events)
+    }
+
+    /// S1 holds a row S2 and S3 wait for; S1's COMMIT lets S2 through while S3 waits on (for
+    /// S2's COMMIT): at S1's COMMIT the replay holds S3 back, and at no other step.
+    #[test]
+    fn the_waiters_the_simulated_run_kept_waiting_are_held_back() {
+        let replay = replay_of(&row_handed_on(&[2, 3], &[2, 3]));
         assert_eq!(replay.steps.len(), 6);
         let held: Vec<Vec<String>> = (0..6).map(|i| held_back(&replay, i)).collect();
         assert_eq!(held[4], ["S3"], "{:?}", replay.simulated);
@@ -846,30 +858,7 @@ mod tests {
     /// the row's new version.
     #[test]
     fn held_waiters_go_in_the_order_the_simulated_run_granted_them() {
-        let update = "update orders set total = 1 where id = 1";
-        let ok = QueryResult::default;
-        let t = transcript(vec![
-            execute(1, "BEGIN", vec![]),
-            finish(1, ok(), FinishCause::Immediate),
-            execute(1, update, vec![]),
-            finish(1, ok(), FinishCause::Immediate),
-            execute(2, update, vec![]),
-            block(2),
-            execute(3, update, vec![]),
-            block(3),
-            execute(4, update, vec![]),
-            block(4),
-            execute(1, "COMMIT", vec![]),
-            finish(1, ok(), FinishCause::Immediate),
-            finish(2, ok(), FinishCause::Woken),
-            execute(2, "COMMIT", vec![]),
-            finish(2, ok(), FinishCause::Immediate),
-            finish(4, ok(), FinishCause::Woken),
-            execute(4, "COMMIT", vec![]),
-            finish(4, ok(), FinishCause::Immediate),
-            finish(3, ok(), FinishCause::Woken),
-        ]);
-        let replay = replay_of(&t);
+        let replay = replay_of(&row_handed_on(&[2, 3, 4], &[2, 4, 3]));
         assert_eq!(replay.steps.len(), 8);
         assert_eq!(
             held_back(&replay, 5),
