@@ -7,10 +7,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::rand::Rng;
+use serde_json::Value as Json;
 use shopsim_sim::net::{self, RpcOutcome};
 
 /// The port the cache serves on.
 pub const PORT: u16 = 6379;
+
+/// A cached value: text, or a JSON document kept as the document it was set as (a store that
+/// serializes documents gives back an equal document on read; keeping it parsed spares the
+/// encoding and decoding, not a behaviour). Values are shared, not copied, between the store
+/// and its readers (a cached product page is a few kilobytes, read many times).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cached {
+    /// A string.
+    Text(Arc<str>),
+    /// A JSON document.
+    Json(Arc<Json>),
+}
+
+impl Cached {
+    /// The value as text (a document as its JSON text).
+    pub fn text(&self) -> Arc<str> {
+        match self {
+            Cached::Text(text) => text.clone(),
+            Cached::Json(json) => Arc::from(json.to_string()),
+        }
+    }
+
+    /// The value as a JSON document, if it is one (text is parsed).
+    pub fn json(&self) -> Option<Arc<Json>> {
+        match self {
+            Cached::Text(text) => serde_json::from_str(text).ok().map(Arc::new),
+            Cached::Json(json) => Some(json.clone()),
+        }
+    }
+}
 
 /// A cache command.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,11 +49,11 @@ pub enum CacheRequest {
     /// Value of a key.
     Get(String),
     /// Sets a key for `ttl_ms`.
-    Set(String, Arc<str>, u64),
+    Set(String, Cached, u64),
     /// Deletes a key.
     Del(String),
     /// Sets a key only if absent; true if it was set.
-    Add(String, Arc<str>, u64),
+    Add(String, Cached, u64),
     /// Adds 1 and returns the new value.
     Incr(String),
 }
@@ -30,9 +61,8 @@ pub enum CacheRequest {
 /// A cache reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CacheResponse {
-    /// A value, if present. Values are shared, not copied, between the store and its readers
-    /// (a cached product page is a few kilobytes, read many times).
-    Value(Option<Arc<str>>),
+    /// A value, if present.
+    Value(Option<Cached>),
     /// Whether an add or delete changed something.
     Changed(bool),
     /// A counter.
@@ -44,12 +74,12 @@ pub enum CacheResponse {
 /// expires keys on access and in the background, so no request scans the whole store.
 #[derive(Default)]
 struct Store {
-    entries: BTreeMap<String, (Arc<str>, Duration)>,
+    entries: BTreeMap<String, (Cached, Duration)>,
     len_after_sweep: usize,
 }
 
 impl Store {
-    fn live(&self, key: &str, now: Duration) -> Option<&Arc<str>> {
+    fn live(&self, key: &str, now: Duration) -> Option<&Cached> {
         self.entries
             .get(key)
             .filter(|(_, expires)| *expires > now)
@@ -59,11 +89,11 @@ impl Store {
     /// Adds 1 to a counter, keeping its expiry (a new counter lives an hour), as `INCR` does.
     fn incr(&mut self, key: String, now: Duration) -> i64 {
         let (n, expires) = match self.entries.get(&key).filter(|(_, e)| *e > now) {
-            Some((value, expires)) => (value.parse::<i64>().unwrap_or(0) + 1, *expires),
+            Some((value, expires)) => (value.text().parse::<i64>().unwrap_or(0) + 1, *expires),
             None => (1, now + Duration::from_secs(3600)),
         };
         self.entries
-            .insert(key, (Arc::from(n.to_string()), expires));
+            .insert(key, (Cached::Text(Arc::from(n.to_string())), expires));
         n
     }
 
@@ -135,7 +165,22 @@ impl CacheClient {
         )
         .await
         {
-            RpcOutcome::Reply(CacheResponse::Value(v)) => v,
+            RpcOutcome::Reply(CacheResponse::Value(v)) => v.map(|v| v.text()),
+            _ => None,
+        }
+    }
+
+    /// The JSON document under `key`, or `None` (also when the value is no document, or the
+    /// cache does not answer).
+    pub async fn get_json(&self, key: &str) -> Option<Arc<Json>> {
+        match net::call::<CacheRequest, CacheResponse>(
+            self.addr,
+            CacheRequest::Get(key.to_string()),
+            DEADLINE,
+        )
+        .await
+        {
+            RpcOutcome::Reply(CacheResponse::Value(v)) => v.and_then(|v| v.json()),
             _ => None,
         }
     }
@@ -154,7 +199,7 @@ impl CacheClient {
     /// does not answer counts as set (the caller goes on, as `Cache::add` on a dead store
     /// would be treated by code that does not check).
     pub async fn add(&self, key: &str, value: &str, ttl_ms: u64) -> bool {
-        let request = CacheRequest::Add(key.to_string(), Arc::from(value), ttl_ms);
+        let request = CacheRequest::Add(key.to_string(), Cached::Text(Arc::from(value)), ttl_ms);
         match net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await {
             RpcOutcome::Reply(CacheResponse::Changed(set)) => set,
             _ => true,
@@ -163,7 +208,13 @@ impl CacheClient {
 
     /// Sets `key` for `ttl_ms`; best effort.
     pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
-        let request = CacheRequest::Set(key.to_string(), Arc::from(value), ttl_ms);
+        let request = CacheRequest::Set(key.to_string(), Cached::Text(Arc::from(value)), ttl_ms);
+        let _ = net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await;
+    }
+
+    /// Sets `key` to the JSON document `value` for `ttl_ms`; best effort.
+    pub async fn set_json(&self, key: &str, value: Arc<Json>, ttl_ms: u64) {
+        let request = CacheRequest::Set(key.to_string(), Cached::Json(value), ttl_ms);
         let _ = net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await;
     }
 }
@@ -176,14 +227,18 @@ mod tests {
     fn expired_keys_are_absent_and_swept_once_the_store_doubles() {
         let ms = Duration::from_millis;
         let mut store = Store::default();
-        store.entries.insert("a".into(), ("1".into(), ms(10)));
-        assert_eq!(store.live("a", ms(9)).map(|v| &**v), Some("1"));
+        let text = |s: &str| Cached::Text(s.into());
+        store.entries.insert("a".into(), (text("1"), ms(10)));
+        assert_eq!(
+            store.live("a", ms(9)).map(Cached::text).as_deref(),
+            Some("1")
+        );
         assert_eq!(store.live("a", ms(10)), None);
         // An expired counter starts again from 1.
         assert_eq!(store.incr("a".into(), ms(10)), 1);
         assert_eq!(store.incr("a".into(), ms(11)), 2);
         for i in 0..200 {
-            store.entries.insert(format!("k{i}"), ("v".into(), ms(20)));
+            store.entries.insert(format!("k{i}"), (text("v"), ms(20)));
         }
         store.sweep_if_grown(ms(30));
         assert_eq!(store.entries.len(), 1, "only the live counter is left");

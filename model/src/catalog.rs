@@ -15,6 +15,8 @@
 //! faults cost misses, never staleness: an entry can only be as old as the data that named
 //! it. Reads go to the read pool (the replica when the deployment has one).
 
+use std::sync::Arc;
+
 use serde_json::{json, Value as Json};
 use shopsim_sim::db::Value;
 
@@ -92,9 +94,9 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
         &format!("{total}.{version_sum}"),
         &format!("products:{page}:{per_page}"),
     );
-    if let Some(cached) = app.cache().get(&key).await {
-        if let Ok(Json::Object(body)) = serde_json::from_str::<Json>(&cached) {
-            return Ok(page_response(body, page, "hit"));
+    if let Some(cached) = app.cache().get_json(&key).await {
+        if let Json::Object(body) = &*cached {
+            return Ok(page_response(body.clone(), page, "hit"));
         }
     }
     let sql = format!(
@@ -146,8 +148,8 @@ pub async fn list(app: &App, tenant: i64, page: i64, per_page: i64) -> AppResult
     let mut body = serde_json::Map::new();
     body.insert("products".to_string(), Json::Array(products));
     body.insert("total".to_string(), total.into());
-    let cached = serde_json::to_string(&body).expect("JSON values serialize");
-    app.cache().set(&key, &cached, CACHE_TTL_MS).await;
+    let cached = Arc::new(Json::Object(body.clone()));
+    app.cache().set_json(&key, cached, CACHE_TTL_MS).await;
     Ok(page_response(body, page, "miss"))
 }
 
@@ -175,13 +177,8 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
         return Ok(HttpResponse::not_found("product"));
     };
     let key = cache_key(app, tenant, &version.to_string(), &format!("product:{id}"));
-    if let Some(cached) = app.cache().get(&key).await {
-        if let Ok(product) = serde_json::from_str::<Json>(&cached) {
-            return Ok(HttpResponse::new(
-                200,
-                json!({"product": product, "cache": "hit"}),
-            ));
-        }
+    if let Some(cached) = app.cache().get_json(&key).await {
+        return Ok(product_response(Json::clone(&cached), "hit"));
     }
     let sql = format!("select {PRODUCT_COLUMNS} from products where id = ? and tenant_id = ?");
     let rows = q(
@@ -204,10 +201,16 @@ pub async fn show(app: &App, tenant: i64, id: i64) -> AppResult<HttpResponse> {
     drop(conn);
     let product = product_json(row, category.rows.first().map(Vec::as_slice));
     app.cache()
-        .set(&key, &product.to_string(), CACHE_TTL_MS)
+        .set_json(&key, Arc::new(product.clone()), CACHE_TTL_MS)
         .await;
-    Ok(HttpResponse::new(
-        200,
-        json!({"product": product, "cache": "miss"}),
-    ))
+    Ok(product_response(product, "miss"))
+}
+
+/// A product detail response, `{"product": ..., "cache": ...}`, with the product moved in
+/// (`json!` would copy it).
+fn product_response(product: Json, cache: &str) -> HttpResponse {
+    let mut body = serde_json::Map::new();
+    body.insert("product".to_string(), product);
+    body.insert("cache".to_string(), cache.into());
+    HttpResponse::new(200, Json::Object(body))
 }

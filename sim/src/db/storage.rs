@@ -320,12 +320,20 @@ impl Table {
 
     /// Primary keys of rows some version of which had `values` in index `index`, in order.
     pub fn index_lookup(&self, index: usize, values: &Key) -> Vec<Key> {
+        self.index_keys(index, values).cloned().collect()
+    }
+
+    /// The primary keys [`Table::index_lookup`] gives, borrowed from the index.
+    pub fn index_keys<'a>(
+        &'a self,
+        index: usize,
+        values: &'a Key,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
         let start = (values.clone(), Vec::new());
         self.index_entries[index]
             .range((Bound::Included(start), Bound::Unbounded))
-            .take_while(|(v, _)| v == values)
-            .map(|(_, k)| k.clone())
-            .collect()
+            .take_while(move |(v, _)| v == values)
+            .map(|(_, k)| k)
     }
 
     /// Rows per PostgreSQL heap page for this table: an 8 kB page less its header, over a tuple

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use super::expr::BExpr;
 use crate::db::lock::LockTarget;
 use crate::db::sql::{BinOp, ColumnType};
-use crate::db::storage::{Key, Table};
+use crate::db::storage::{Key, RowVersions, Table};
 use crate::db::value::Value;
 
 /// How rows are found: which index positions are visited.
@@ -339,6 +339,37 @@ pub(super) fn row_keys(table: &Table, access: &Access, direction: Direction) -> 
         keys.reverse();
     }
     keys
+}
+
+/// The rows an access path visits, in its order, as [`row_keys`] gives their keys, with
+/// their versions: borrowed from the table, so a snapshot read copies no key and looks no
+/// row up twice.
+pub(super) fn row_entries<'t>(
+    table: &'t Table,
+    access: &Access,
+    direction: Direction,
+) -> Vec<(&'t Key, &'t RowVersions)> {
+    let mut entries: Vec<(&Key, &RowVersions)> = match access {
+        Access::Keys(keys) => keys
+            .iter()
+            .filter_map(|key| table.rows.get_key_value(key))
+            .collect(),
+        Access::Range { lo, hi } => table
+            .rows
+            .range::<Key, _>((lo.as_ref(), Bound::Unbounded))
+            .take_while(|(k, _)| below(hi, k))
+            .collect(),
+        Access::Scan => table.rows.iter().collect(),
+        Access::Index { index, values } => values
+            .iter()
+            .flat_map(|v| table.index_keys(*index, v))
+            .filter_map(|key| table.rows.get_key_value(key))
+            .collect(),
+    };
+    if direction == Direction::Desc {
+        entries.reverse();
+    }
+    entries
 }
 
 /// PostgreSQL: the entries of rolled-back inserts (see [`Table::dead_inserts`]) an index scan

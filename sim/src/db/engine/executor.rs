@@ -175,18 +175,18 @@ impl Database {
             });
         };
         let table = self.table(table_name)?;
-        let column_names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        let column_names = &table.columns;
         let filter = select
             .filter
             .as_ref()
-            .map(|f| bind(engine, f, &column_names, params))
+            .map(|f| bind(engine, f, column_names, params))
             .transpose()?;
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);
         let access = self.innodb_resumed_access(session, table_name, access);
         let order: Vec<(BExpr, bool)> = select
             .order_by
             .iter()
-            .map(|(e, desc)| Ok((bind(engine, e, &column_names, params)?, *desc)))
+            .map(|(e, desc)| Ok((bind(engine, e, column_names, params)?, *desc)))
             .collect::<Result<_, DbError>>()?;
         let limit = select
             .limit
@@ -361,9 +361,9 @@ impl Database {
     ) -> Step<QueryResult> {
         let engine = self.engine;
         let table = self.table(table_name)?;
-        let column_names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        let column_names = &table.columns;
         let filter = filter
-            .map(|f| bind(engine, f, &column_names, params))
+            .map(|f| bind(engine, f, column_names, params))
             .transpose()?;
         let mut assignments = Vec::new();
         if let Some(sets) = sets {
@@ -371,7 +371,7 @@ impl Database {
                 let c = table
                     .column(column)
                     .ok_or_else(|| errors::no_such_column(engine, column))?;
-                assignments.push((c, bind(engine, expr, &column_names, params)?));
+                assignments.push((c, bind(engine, expr, column_names, params)?));
             }
         }
         let access = choose_access(table, filter.as_ref(), engine == Engine::InnoDb);

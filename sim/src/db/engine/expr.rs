@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::db::profile::{errors, Engine};
-use crate::db::sql::{BinOp, ColumnType, Expr};
+use crate::db::sql::{BinOp, ColumnSpec, ColumnType, Expr};
 use crate::db::storage::Table;
 use crate::db::value::{DbError, Value};
 
@@ -39,15 +39,15 @@ thread_local! {
     pub(super) static STATEMENT_SETTINGS: std::cell::RefCell<BTreeMap<String, Value>> = const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
-/// Resolves column names and substitutes parameters.
+/// Resolves column names (against a table's columns) and substitutes parameters.
 pub(super) fn bind(
     engine: Engine,
     e: &Expr,
-    columns: &[String],
+    columns: &[ColumnSpec],
     params: &[Value],
 ) -> Result<BExpr, DbError> {
     Ok(match e {
-        Expr::Column(name) => match columns.iter().position(|c| c == name) {
+        Expr::Column(name) => match columns.iter().position(|c| c.name == *name) {
             Some(i) => BExpr::Col(i),
             None => return Err(errors::no_such_column(engine, name)),
         },

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::access::{
-    dead_inserts_met, index_order, positions, row_keys, Access, Direction, Position,
+    dead_inserts_met, index_order, positions, row_entries, row_keys, Access, Direction, Position,
 };
 use super::expr::{eval, matches, BExpr};
 use super::predicate::examine;
@@ -181,7 +181,7 @@ impl Database {
         let serializable = self.ssi.tracks(tx);
         let table = self.table(table_name)?;
         let (direction, wanted) = in_order.unwrap_or((Direction::Asc, None));
-        let keys = row_keys(table, access, direction);
+        let entries = row_entries(table, access, direction);
         let seqscan = matches!(access, Access::Scan) && in_order.is_none();
         let mut out = Vec::new();
         let mut seen = Vec::new();
@@ -189,14 +189,11 @@ impl Database {
         let mut touched = 0u64;
         let mut last_read: Option<&Key> = None;
         let mut stopped = false;
-        for key in &keys {
+        for &(key, rv) in &entries {
             if wanted.is_some_and(|w| out.len() >= w) {
                 stopped = true;
                 break;
             }
-            let Some(rv) = table.rows.get(key) else {
-                continue;
-            };
             touched += 1;
             last_read = Some(key);
             let data = match snapshot {
@@ -230,13 +227,14 @@ impl Database {
                 out.push(row.clone());
             }
         }
+        let last_read: Option<Key> = last_read.cloned();
         self.stats.rows_touched += touched;
         let met_dead = !stopped && self.meet_dead_inserts(table_name, access)?;
         if serializable {
             let read = match in_order {
                 None => access.clone(),
                 Some(_) => {
-                    let up_to = match (stopped, last_read) {
+                    let up_to = match (stopped, &last_read) {
                         (false, _) => ReadUpTo::All,
                         (true, None) => ReadUpTo::Nothing,
                         (true, Some(last)) => ReadUpTo::Row(last),

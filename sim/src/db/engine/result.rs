@@ -62,20 +62,19 @@ pub(super) fn project(
     params: &[Value],
     rows: &[Row],
 ) -> Result<QueryResult, DbError> {
-    let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
     let mut columns = Vec::new();
     let mut exprs = Vec::new();
     for item in items {
         match item {
             SelectItem::Star => {
-                for (i, n) in names.iter().enumerate() {
-                    columns.push(n.clone());
+                for (i, c) in table.columns.iter().enumerate() {
+                    columns.push(c.name.clone());
                     exprs.push(BExpr::Col(i));
                 }
             }
             SelectItem::Expr { expr, name } => {
                 columns.push(name.clone());
-                exprs.push(bind(engine, expr, &names, params)?);
+                exprs.push(bind(engine, expr, &table.columns, params)?);
             }
         }
     }
@@ -102,7 +101,6 @@ pub(super) fn aggregate(
     params: &[Value],
     rows: &[Row],
 ) -> Result<QueryResult, DbError> {
-    let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
     let mut columns = Vec::new();
     let mut out = Vec::new();
     for item in items {
@@ -119,7 +117,7 @@ pub(super) fn aggregate(
         columns.push(name.clone());
         let arg = arg
             .as_ref()
-            .map(|a| bind(engine, a, &names, params))
+            .map(|a| bind(engine, a, &table.columns, params))
             .transpose()?;
         let mut values = Vec::new();
         if let Some(arg) = &arg {
