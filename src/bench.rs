@@ -261,7 +261,18 @@ pub fn run(args: Args) -> u8 {
         "bench",
         "seeds",
     );
-    for selected in &benched {
+    // Each scenario's peak of one run is measured first, on this thread: memory that the
+    // throughput runs leave in their worker threads' heaps (abandoned when a thread ends,
+    // not returned by a collection here) would count as the measured run's.
+    let peaks_kib: Vec<Option<u64>> = benched
+        .iter()
+        .map(|selected| {
+            let system = selected.system(&[]).expect("checked above");
+            peak_rss_one_seed_kib(&system, &selected.scenario.sim_config(), seeds.start)
+        })
+        .collect();
+    assert_eq!(peaks_kib.len(), benched.len());
+    for (selected, peak_kib) in benched.iter().zip(peaks_kib) {
         let system = selected.system(&[]).expect("checked above");
         let config = selected.scenario.sim_config();
         // Outcomes are consumed as they come, as `run` does: keeping them would measure
@@ -280,7 +291,6 @@ pub fn run(args: Args) -> u8 {
             },
         );
         let wall = started.elapsed().as_secs_f64();
-        let peak_kib = peak_rss_one_seed_kib(&system, &config, seeds.start);
         rows.push(serde_json::json!({
             "scenario": system.name,
             "seeds": seeds.count,
