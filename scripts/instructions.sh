@@ -6,8 +6,9 @@
 #   scripts/instructions.sh [BINARY] [SCENARIO...]
 #
 # BINARY defaults to target/release/shopsim; the scenarios to catalog-reads,
-# multi-tenant-mixed and checkout-concurrency. Each runs seed 0 under pg_rc on one thread.
-# Fixed per-process work (argument parsing, the scenario registry) is included.
+# multi-tenant-mixed and checkout-concurrency. Each runs seeds 0-3 under pg_rc on one thread;
+# only instructions inside the runs count (not argument parsing or the scenario registry),
+# given per seed.
 set -euo pipefail
 binary="${1:-target/release/shopsim}"
 shift || true
@@ -25,14 +26,16 @@ if [ ! -x "$binary" ]; then
 fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-printf '%-24s %16s\n' scenario instructions
+seeds=4
+printf '%-24s %22s\n' scenario 'instructions per seed'
 for scenario in "${scenarios[@]}"; do
-    valgrind --tool=callgrind --callgrind-out-file="$out/$scenario.cg" \
-        "$binary" run "$scenario" --seed 0 --profile pg_rc --jobs 1 >/dev/null 2>"$out/$scenario.err" || {
+    valgrind --tool=callgrind --toggle-collect='shopsim_sim::runner::run*' \
+        --callgrind-out-file="$out/$scenario.cg" \
+        "$binary" run "$scenario" --seeds "$seeds" --profile pg_rc --jobs 1 >/dev/null 2>"$out/$scenario.err" || {
         echo "error: $scenario failed; valgrind said:" >&2
         tail -5 "$out/$scenario.err" >&2
         exit 1
     }
     instructions="$(grep -o 'Collected : [0-9]*' "$out/$scenario.err" | grep -o '[0-9]*$')"
-    printf '%-24s %16s\n' "$scenario" "$instructions"
+    printf '%-24s %22s\n' "$scenario" "$((instructions / seeds))"
 done
