@@ -679,19 +679,23 @@ impl Database {
             let (key, gap, end_of_range, entry, order) = match position {
                 Position::Gap(gap) => {
                     if gaps && !resuming {
-                        let granted = self.locks.request(tx, &gap, LockMode::Gap);
-                        assert_eq!(granted, Grant::Granted);
-                        // The supremum is locked with an ordinary next-key lock
-                        // (`row_search_mvcc` locks it `LOCK_ORDINARY` before it looks at the
-                        // search condition), of one struct type with the scan's next-key
-                        // locks; the first record past an equality search only its gap.
                         let supremum = matches!(gap, LockTarget::Gap { before: None, .. });
                         let kind = if supremum {
                             RecordLockKind::NextKey
                         } else {
                             RecordLockKind::GapOnly
                         };
-                        self.locks.note_struct(tx, &gap, exclusive, kind);
+                        let covered = self.locks.record_lock_covered(tx, &gap, exclusive, kind);
+                        let granted = self.locks.request(tx, &gap, LockMode::Gap);
+                        assert_eq!(granted, Grant::Granted);
+                        // The supremum is locked with an ordinary next-key lock
+                        // (`row_search_mvcc` locks it `LOCK_ORDINARY` before it looks at the
+                        // search condition), of one struct type with the scan's next-key
+                        // locks; the first record past an equality search only its gap. A
+                        // lock the transaction holds there already covers it: no struct.
+                        if !covered {
+                            self.locks.note_struct(tx, &gap, exclusive, kind);
+                        }
                     }
                     continue;
                 }
@@ -752,16 +756,20 @@ impl Database {
                 } else {
                     RecordLockKind::RecordOnly
                 };
+                let covered = self.locks.record_lock_covered(tx, entry, exclusive, kind);
                 if !self
                     .innodb_lock(session, access, entry, mode, policy, &order, &out)
                     .inspect_err(|_| self.innodb_next_key_wait(tx, gap.as_ref()))?
                 {
                     continue;
                 }
-                self.locks.note_struct(tx, entry, exclusive, kind);
+                if !covered {
+                    self.locks.note_struct(tx, entry, exclusive, kind);
+                }
                 if let Some(gap) = &gap {
                     let granted = self.locks.request(tx, gap, LockMode::Gap);
                     assert_eq!(granted, Grant::Granted);
+                    self.locks.note_next_key_gap(tx, gap, exclusive);
                 }
                 // A delete-marked index record (the row is gone, or no longer has these
                 // values) is passed over before its clustered record is looked at.
@@ -787,21 +795,25 @@ impl Database {
                 }
             }
             let next_key_gap = gap.as_ref().filter(|_| entry.is_none());
+            let kind = if next_key_gap.is_some() {
+                RecordLockKind::NextKey
+            } else {
+                RecordLockKind::RecordOnly
+            };
+            let covered = self.locks.record_lock_covered(tx, &target, exclusive, kind);
             if !self
                 .innodb_lock(session, access, &target, mode, policy, &order, &out)
                 .inspect_err(|_| self.innodb_next_key_wait(tx, next_key_gap))?
             {
                 continue;
             }
-            let kind = if gap.is_some() && entry.is_none() {
-                RecordLockKind::NextKey
-            } else {
-                RecordLockKind::RecordOnly
-            };
-            self.locks.note_struct(tx, &target, exclusive, kind);
-            if let Some(gap) = gap.as_ref().filter(|_| entry.is_none()) {
+            if !covered {
+                self.locks.note_struct(tx, &target, exclusive, kind);
+            }
+            if let Some(gap) = next_key_gap {
                 let granted = self.locks.request(tx, gap, LockMode::Gap);
                 assert_eq!(granted, Grant::Granted);
+                self.locks.note_next_key_gap(tx, gap, exclusive);
             }
             let table = self.table(table_name)?;
             let rv = &table.rows[&key];

@@ -192,6 +192,10 @@ pub struct LockManager {
     /// a wait, until the statement notes its struct: if the transaction had none of that
     /// type, the granted one is it, not an extra one.
     granted_waits: BTreeMap<TxId, (String, Option<usize>, bool)>,
+    /// InnoDB: the record locks each transaction took, by what they lock (a next-key lock
+    /// under both its record and its gap) and whether exclusive, as `lock_rec_has_expl`
+    /// consults them: a request one of them covers adds no lock and no struct.
+    record_lock_kinds: BTreeMap<TxId, BTreeMap<LockTarget, BTreeSet<(RecordLockKind, bool)>>>,
 }
 
 impl LockManager {
@@ -252,6 +256,53 @@ impl LockManager {
         })
     }
 
+    /// InnoDB: whether a record lock of `kind` on `target` (a record, or the gap before one
+    /// for [`RecordLockKind::GapOnly`]) is covered by one `tx` already holds there, as
+    /// `lock_rec_has_expl` finds: one lock of at least the mode that locks what is asked (a
+    /// next-key lock covers its record and its gap; any lock covers the supremum). Such a
+    /// request adds no lock struct. A lock given back since no longer covers anything.
+    pub fn record_lock_covered(
+        &self,
+        tx: TxId,
+        target: &LockTarget,
+        exclusive: bool,
+        kind: RecordLockKind,
+    ) -> bool {
+        if !self.held.get(&tx).is_some_and(|set| set.contains(target)) {
+            return false;
+        }
+        let Some(kinds) = self.record_lock_kinds.get(&tx).and_then(|m| m.get(target)) else {
+            return false;
+        };
+        // A record lock downgraded since (read committed gives an upgrade back) covers only
+        // the mode it has now.
+        let downgraded = matches!(target, LockTarget::Record { .. } | LockTarget::Entry { .. })
+            && self.held_mode(tx, target) != Some(LockMode::Exclusive);
+        let supremum = matches!(target, LockTarget::Gap { before: None, .. });
+        kinds.iter().any(|&(held, held_exclusive)| {
+            let strong_enough = (held_exclusive && !downgraded) || !exclusive;
+            let locks_it = supremum
+                || match kind {
+                    RecordLockKind::NextKey => held == RecordLockKind::NextKey,
+                    RecordLockKind::RecordOnly => held != RecordLockKind::GapOnly,
+                    RecordLockKind::GapOnly => held != RecordLockKind::RecordOnly,
+                };
+            strong_enough && locks_it
+        })
+    }
+
+    /// InnoDB: notes that the next-key lock `tx` took on a record also locks `gap`, the gap
+    /// before it (see [`LockManager::record_lock_covered`]).
+    pub fn note_next_key_gap(&mut self, tx: TxId, gap: &LockTarget, exclusive: bool) {
+        assert!(matches!(gap, LockTarget::Gap { .. }), "{gap:?} is no gap");
+        self.record_lock_kinds
+            .entry(tx)
+            .or_default()
+            .entry(gap.clone())
+            .or_default()
+            .insert((RecordLockKind::NextKey, exclusive));
+    }
+
     /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
     /// before one), for its deadlock weight ([`LockManager::weight`]).
     pub fn note_struct(
@@ -263,6 +314,12 @@ impl LockManager {
     ) {
         let (table, index) = (target.table(), target.index());
         self.note_table_lock(tx, table, exclusive);
+        self.record_lock_kinds
+            .entry(tx)
+            .or_default()
+            .entry(target.clone())
+            .or_default()
+            .insert((kind, exclusive));
         let new = self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
             index,
@@ -484,6 +541,9 @@ impl LockManager {
                     if let Some(set) = self.held.get_mut(&tx) {
                         set.remove(&target);
                     }
+                    if let Some(kinds) = self.record_lock_kinds.get_mut(&tx) {
+                        kinds.remove(&target);
+                    }
                 }
             }
             touched.insert(target);
@@ -622,6 +682,9 @@ impl LockManager {
         if let Some(set) = self.held.get_mut(&tx) {
             set.remove(target);
         }
+        if let Some(kinds) = self.record_lock_kinds.get_mut(&tx) {
+            kinds.remove(target);
+        }
         self.regrant(target)
     }
 
@@ -633,6 +696,7 @@ impl LockManager {
         self.structs.remove(&tx);
         self.extra_structs.remove(&tx);
         self.granted_waits.remove(&tx);
+        self.record_lock_kinds.remove(&tx);
         let targets = self.held.remove(&tx).unwrap_or_default();
         for target in &targets {
             if let Some(queue) = self.queues.get_mut(target) {
@@ -736,6 +800,7 @@ impl LockManager {
         self.extra_structs.clear();
         self.granted_waits.clear();
         self.next_key_waits.clear();
+        self.record_lock_kinds.clear();
     }
 }
 
