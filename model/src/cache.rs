@@ -156,33 +156,24 @@ pub struct CacheClient {
 const DEADLINE: Duration = Duration::from_millis(50);
 
 impl CacheClient {
-    /// The value of `key`, or `None` (also when the cache does not answer).
-    pub async fn get(&self, key: &str) -> Option<Arc<str>> {
-        match net::call::<CacheRequest, CacheResponse>(
-            self.addr,
-            CacheRequest::Get(key.to_string()),
-            DEADLINE,
-        )
-        .await
-        {
-            RpcOutcome::Reply(CacheResponse::Value(v)) => v.map(|v| v.text()),
+    /// The value stored under `key`, or `None` (also when the cache does not answer).
+    async fn get_cached(&self, key: &str) -> Option<Cached> {
+        let request = CacheRequest::Get(key.to_string());
+        match net::call::<CacheRequest, CacheResponse>(self.addr, request, DEADLINE).await {
+            RpcOutcome::Reply(CacheResponse::Value(v)) => v,
             _ => None,
         }
+    }
+
+    /// The value of `key`, or `None` (also when the cache does not answer).
+    pub async fn get(&self, key: &str) -> Option<Arc<str>> {
+        self.get_cached(key).await.map(|v| v.text())
     }
 
     /// The JSON document under `key`, or `None` (also when the value is no document, or the
     /// cache does not answer).
     pub async fn get_json(&self, key: &str) -> Option<Arc<Json>> {
-        match net::call::<CacheRequest, CacheResponse>(
-            self.addr,
-            CacheRequest::Get(key.to_string()),
-            DEADLINE,
-        )
-        .await
-        {
-            RpcOutcome::Reply(CacheResponse::Value(v)) => v.and_then(|v| v.json()),
-            _ => None,
-        }
+        self.get_cached(key).await.and_then(|v| v.json())
     }
 
     /// Adds 1 to the counter `key`; best effort.

@@ -315,30 +315,10 @@ fn below(hi: &Bound<Key>, key: &Key) -> bool {
 /// The keys of the rows an access path visits, in its order: [`positions`] without the gaps,
 /// for reads that lock no gaps (snapshot reads, PostgreSQL's locking reads).
 pub(super) fn row_keys(table: &Table, access: &Access, direction: Direction) -> Vec<Key> {
-    let mut keys: Vec<Key> = match access {
-        Access::Keys(keys) => keys
-            .iter()
-            .filter(|key| table.rows.contains_key(*key))
-            .cloned()
-            .collect(),
-        Access::Range { lo, hi } => table
-            .rows
-            .range((lo.clone(), Bound::Unbounded))
-            .map(|(k, _)| k)
-            .take_while(|k| below(hi, k))
-            .cloned()
-            .collect(),
-        Access::Scan => table.rows.keys().cloned().collect(),
-        Access::Index { index, values } => values
-            .iter()
-            .flat_map(|v| table.index_lookup(*index, v))
-            .filter(|key| table.rows.contains_key(key))
-            .collect(),
-    };
-    if direction == Direction::Desc {
-        keys.reverse();
-    }
-    keys
+    row_entries(table, access, direction)
+        .into_iter()
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// The rows an access path visits, in its order, as [`row_keys`] gives their keys, with
