@@ -295,12 +295,33 @@ impl LockManager {
     /// before it (see [`LockManager::record_lock_covered`]).
     pub fn note_next_key_gap(&mut self, tx: TxId, gap: &LockTarget, exclusive: bool) {
         assert!(matches!(gap, LockTarget::Gap { .. }), "{gap:?} is no gap");
+        self.note_record_lock_kind(tx, gap, RecordLockKind::NextKey, exclusive);
+    }
+
+    fn note_record_lock_kind(
+        &mut self,
+        tx: TxId,
+        target: &LockTarget,
+        kind: RecordLockKind,
+        exclusive: bool,
+    ) {
         self.record_lock_kinds
             .entry(tx)
             .or_default()
-            .entry(gap.clone())
+            .entry(target.clone())
             .or_default()
-            .insert((RecordLockKind::NextKey, exclusive));
+            .insert((kind, exclusive));
+    }
+
+    /// Forgets that `tx` holds a lock on `target`, once it gave the lock back: it covers
+    /// nothing any more ([`LockManager::record_lock_covered`]).
+    fn forget_held(&mut self, tx: TxId, target: &LockTarget) {
+        if let Some(set) = self.held.get_mut(&tx) {
+            set.remove(target);
+        }
+        if let Some(kinds) = self.record_lock_kinds.get_mut(&tx) {
+            kinds.remove(target);
+        }
     }
 
     /// InnoDB: notes that `tx` holds a record lock of `kind` on `target` (a record or the gap
@@ -314,12 +335,7 @@ impl LockManager {
     ) {
         let (table, index) = (target.table(), target.index());
         self.note_table_lock(tx, table, exclusive);
-        self.record_lock_kinds
-            .entry(tx)
-            .or_default()
-            .entry(target.clone())
-            .or_default()
-            .insert((kind, exclusive));
+        self.note_record_lock_kind(tx, target, kind, exclusive);
         let new = self.structs.entry(tx).or_default().insert(LockStruct {
             table: table.to_string(),
             index,
@@ -538,12 +554,7 @@ impl LockManager {
                 }
                 None => {
                     queue.granted.retain(|&(t, _)| t != tx);
-                    if let Some(set) = self.held.get_mut(&tx) {
-                        set.remove(&target);
-                    }
-                    if let Some(kinds) = self.record_lock_kinds.get_mut(&tx) {
-                        kinds.remove(&target);
-                    }
+                    self.forget_held(tx, &target);
                 }
             }
             touched.insert(target);
@@ -679,12 +690,7 @@ impl LockManager {
             return Vec::new();
         };
         queue.granted.retain(|&(t, _)| t != tx);
-        if let Some(set) = self.held.get_mut(&tx) {
-            set.remove(target);
-        }
-        if let Some(kinds) = self.record_lock_kinds.get_mut(&tx) {
-            kinds.remove(target);
-        }
+        self.forget_held(tx, target);
         self.regrant(target)
     }
 

@@ -148,3 +148,63 @@ fn shared_locks_are_granted_together_in_queue_order() {
     assert!(locks.release_all(2).is_empty());
     assert_eq!(locks.release_all(3), vec![4]);
 }
+
+fn gap_before(k: i64) -> LockTarget {
+    LockTarget::Gap {
+        table: "t".into(),
+        index: None,
+        before: Some(vec![Value::Int(k)]),
+    }
+}
+
+#[test]
+fn a_held_next_key_lock_covers_its_record_and_gap_until_given_back() {
+    let mut locks = LockManager::default();
+    // 1 takes an exclusive next-key lock on record 5: the record and the gap before it.
+    assert_eq!(
+        locks.request(1, &row(5), LockMode::Exclusive),
+        Grant::Granted
+    );
+    locks.note_struct(1, &row(5), true, RecordLockKind::NextKey);
+    assert_eq!(
+        locks.request(1, &gap_before(5), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_next_key_gap(1, &gap_before(5), true);
+    let weight = locks.weight(1);
+    let covered = |l: &LockManager, t: &LockTarget, x: bool, k| l.record_lock_covered(1, t, x, k);
+    assert!(covered(&locks, &row(5), true, RecordLockKind::RecordOnly));
+    assert!(covered(&locks, &row(5), false, RecordLockKind::NextKey));
+    assert!(covered(
+        &locks,
+        &gap_before(5),
+        true,
+        RecordLockKind::GapOnly
+    ));
+    // Another record, and another transaction, are not covered.
+    assert!(!covered(&locks, &row(6), false, RecordLockKind::RecordOnly));
+    assert!(!locks.record_lock_covered(2, &row(5), false, RecordLockKind::RecordOnly));
+    // A shared record-only lock covers neither an exclusive request nor the gap.
+    assert_eq!(locks.request(2, &row(7), LockMode::Shared), Grant::Granted);
+    locks.note_struct(2, &row(7), false, RecordLockKind::RecordOnly);
+    assert!(locks.record_lock_covered(2, &row(7), false, RecordLockKind::RecordOnly));
+    assert!(!locks.record_lock_covered(2, &row(7), true, RecordLockKind::RecordOnly));
+    assert!(!locks.record_lock_covered(2, &row(7), false, RecordLockKind::NextKey));
+    assert_eq!(locks.weight(1), weight, "asking covers nothing new");
+    // Given back (read committed releases a row that did not match): it covers nothing.
+    locks.release(1, &row(5));
+    assert!(!covered(&locks, &row(5), false, RecordLockKind::RecordOnly));
+    assert!(covered(
+        &locks,
+        &gap_before(5),
+        true,
+        RecordLockKind::GapOnly
+    ));
+    locks.release_all(1);
+    assert!(!covered(
+        &locks,
+        &gap_before(5),
+        false,
+        RecordLockKind::GapOnly
+    ));
+}
