@@ -24,7 +24,8 @@
 //! The writer fails at once if it is the one acting; else a committed writer means the
 //! acting reader fails (a transaction that fails at once gets no edge: the check comes before
 //! the flagging, so the conflict is found again after a rollback to a savepoint); else the
-//! writer is doomed and fails at its next SSI check: the next
+//! writer is doomed at once (the next conflict the reader's scan meets sees it doomed: no
+//! longer a T0 or pivot to fail for) and fails at its next SSI check: the next
 //! tuple it examines or writes, or its commit (not a statement that touches no tuple).
 //! At commit (`PreCommit_CheckForSerializationFailure`) a transaction dooms each active
 //! in-neighbour that has an active in-neighbour of its own (or the committer itself). A
@@ -420,7 +421,11 @@ impl Ssi {
             return Vec::new();
         }
         // The acting reader met an active writer: the writer is doomed (a committed one could
-        // not be aborted any more, and the reader failed above).
+        // not be aborted any more, and the reader failed above). At once, as PostgreSQL sets
+        // `SXACT_FLAG_DOOMED`: the conflicts the reader meets next see it doomed (it no
+        // longer counts as a T0 or a pivot).
+        assert!(acting == reader && acting != writer);
+        self.txs.get_mut(&writer).expect("tracked").doomed = true;
         vec![writer]
     }
 
@@ -637,6 +642,32 @@ mod tests {
         ssi.commit(1, 3);
         ssi.cleanup();
         assert!(!ssi.tracks(1) && !ssi.tracks(2));
+    }
+
+    #[test]
+    fn a_pivot_doomed_by_a_reader_no_longer_fails_it() {
+        // 1 read the table, then 2 and 3 wrote into it (1 -> 2, 1 -> 3); 3 committed. 2 meets
+        // 1's uncommitted row first: 1 is a pivot whose out-neighbour 3 committed first, so 1
+        // is doomed. 2 then meets 3's row: 2 is a pivot too (1 -> 2 -> 3), but its only
+        // in-neighbour is doomed already, so 2 goes on (PostgreSQL dooms at once).
+        let mut ssi = Ssi::default();
+        for tx in [1, 2, 3] {
+            ssi.begin(tx, 1);
+        }
+        let relation = SiTarget::Relation("t".into());
+        let insert = WriteSet {
+            table: "t".into(),
+            ..WriteSet::default()
+        };
+        ssi.read(1, vec![relation], |_| 0);
+        assert!(ssi.conflict_in(2, &insert).is_empty());
+        assert!(ssi.conflict_in(3, &insert).is_empty());
+        assert!(ssi.pre_commit(3));
+        ssi.commit(3, 2);
+        assert_eq!(ssi.conflict_out(2, 1), vec![1]);
+        assert!(ssi.is_doomed(1), "doomed before 2 meets its next writer");
+        assert!(ssi.conflict_out(2, 3).is_empty());
+        assert!(!ssi.is_doomed(2));
     }
 
     #[test]

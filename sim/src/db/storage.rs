@@ -144,9 +144,10 @@ pub struct Table {
     pub index_entries: Vec<BTreeSet<(Key, Key)>>,
     /// The next value an auto-increment column hands out.
     pub next_auto_increment: i64,
-    /// PostgreSQL's heap page of each row, in the order rows were first inserted (an update
-    /// stays on its page, as a HOT update does): what SSI's page locks cover.
-    pub heap_pages: BTreeMap<Key, u64>,
+    /// PostgreSQL's heap position of each row: the order rows were first inserted (an update
+    /// stays in place, as a HOT update does on its page). A sequential scan meets rows in this
+    /// order; [`Table::rows_per_heap_page`] of them fill a page, which SSI's page locks cover.
+    pub heap_positions: BTreeMap<Key, u64>,
     /// Rows placed so far.
     pub heap_rows: u64,
     /// Writes (committed or undone) since the last purge pass.
@@ -186,7 +187,7 @@ impl Table {
             rows: BTreeMap::new(),
             index_entries,
             next_auto_increment: 1,
-            heap_pages: BTreeMap::new(),
+            heap_positions: BTreeMap::new(),
             heap_rows: 0,
             writes_since_purge: 0,
             dead_inserts: BTreeSet::new(),
@@ -238,7 +239,7 @@ impl Table {
         }
         for key in &dead_rows {
             self.rows.remove(key);
-            self.heap_pages.remove(key);
+            self.heap_positions.remove(key);
         }
         purged.rows = dead_rows.len() as u64;
         for index in 0..self.indexes.len() {
@@ -343,18 +344,22 @@ impl Table {
         (8192 - 24) / row_bytes
     }
 
-    /// Places row `key` on a heap page the first time it is written.
+    /// Places row `key` at the end of the heap the first time it is written.
     pub fn place_row(&mut self, key: &Key) {
-        if !self.heap_pages.contains_key(key) {
-            let page = self.heap_rows / self.rows_per_heap_page();
-            self.heap_pages.insert(key.clone(), page);
+        if !self.heap_positions.contains_key(key) {
+            self.heap_positions.insert(key.clone(), self.heap_rows);
             self.heap_rows += 1;
         }
     }
 
+    /// The heap position of row `key` (0 for a row never placed, like a replica's).
+    pub fn heap_position(&self, key: &Key) -> u64 {
+        self.heap_positions.get(key).copied().unwrap_or(0)
+    }
+
     /// The heap page of row `key` (0 for a row never placed, like a replica's).
     pub fn heap_page(&self, key: &Key) -> u64 {
-        self.heap_pages.get(key).copied().unwrap_or(0)
+        self.heap_position(key) / self.rows_per_heap_page()
     }
 
     /// The leaf page of index `index` (`None`: the primary key) that holds `entry` (index

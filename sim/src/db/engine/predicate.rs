@@ -8,7 +8,7 @@ use super::access::Access;
 use super::{Database, Step};
 use crate::db::profile::errors;
 use crate::db::ssi::{IndexPage, SiTarget, WriteSet};
-use crate::db::storage::{CommitSeq, Key, Row, RowVersions, TxId};
+use crate::db::storage::{CommitSeq, Key, Row, RowVersions, Table, TxId};
 
 /// What a serializable read learnt from one row's versions: the committed version it sees
 /// (to lock; `None` for none, or its own write) and the concurrent writers of versions it
@@ -43,6 +43,49 @@ pub(super) fn examine(rv: &RowVersions, tx: TxId, snapshot: CommitSeq, seqscan: 
     Examined {
         version: visible.filter(|v| v.data.is_some() && !own).map(|v| v.seq),
         writers,
+    }
+}
+
+/// The concurrent writers a serializable read met, in the order PostgreSQL's scan meets them:
+/// a sequential scan walks the heap (rows in the order they were placed), an index scan its
+/// index; each conflict out is checked, and may doom its writer, before the next is met.
+pub(super) struct MetWriters {
+    seqscan: bool,
+    /// (where in the scan, writer), in the order added.
+    met: Vec<(u64, TxId)>,
+}
+
+impl MetWriters {
+    /// Writers met by a sequential scan (`seqscan`) or an index scan.
+    pub(super) fn new(seqscan: bool) -> MetWriters {
+        MetWriters {
+            seqscan,
+            met: Vec::new(),
+        }
+    }
+
+    /// The writers of versions of row `key` of `table` that the scan could not see; rows
+    /// must come in the access path's order.
+    pub(super) fn add(&mut self, table: &Table, key: &Key, writers: Vec<TxId>) {
+        let at = if self.seqscan {
+            table.heap_position(key)
+        } else {
+            self.met.len() as u64
+        };
+        self.met.extend(writers.into_iter().map(|w| (at, w)));
+    }
+
+    /// Each writer once, where the scan first met it.
+    pub(super) fn into_ordered(mut self) -> Vec<TxId> {
+        // Stable: the versions of one row keep their order.
+        self.met.sort_by_key(|&(at, _)| at);
+        let mut out: Vec<TxId> = Vec::with_capacity(self.met.len());
+        for (_, w) in self.met {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+        out
     }
 }
 
@@ -113,13 +156,19 @@ impl Database {
                 version,
             }));
         }
-        let heap_pages = &self.tables[table_name].heap_pages;
+        let table = &self.tables[table_name];
         self.ssi.read_pages(tx, pages);
-        self.ssi
-            .read(tx, targets, |k| heap_pages.get(k).copied().unwrap_or(0));
+        self.ssi.read(tx, targets, |k| table.heap_page(k));
         let mut fail = Vec::new();
         for writer in writers {
-            fail.extend(self.ssi.conflict_out(tx, writer));
+            let failed = self.ssi.conflict_out(tx, writer);
+            // The reader's error ends the scan (`ereport` in `FlagRWConflict`): it meets no
+            // later writer.
+            let stop = failed.contains(&tx);
+            fail.extend(failed);
+            if stop {
+                break;
+            }
         }
         self.ssi_fail(tx, fail)
     }

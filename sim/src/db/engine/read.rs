@@ -11,7 +11,7 @@ use super::access::{
     dead_inserts_met, index_order, positions, row_entries, row_keys, Access, Direction, Position,
 };
 use super::expr::{eval, matches, BExpr};
-use super::predicate::examine;
+use super::predicate::{examine, MetWriters};
 use super::result::compare_sort_keys;
 use super::{Database, Fail, SessionId, Step};
 use crate::db::lock::{Grant, LockMode, LockTarget, RecordLockKind};
@@ -185,7 +185,7 @@ impl Database {
         let seqscan = matches!(access, Access::Scan) && in_order.is_none();
         let mut out = Vec::new();
         let mut seen = Vec::new();
-        let mut writers = BTreeSet::new();
+        let mut writers = MetWriters::new(seqscan);
         let mut touched = 0u64;
         let mut last_read: Option<&Key> = None;
         let mut stopped = false;
@@ -201,7 +201,7 @@ impl Database {
                     if serializable {
                         let examined = examine(rv, tx, snapshot, seqscan);
                         seen.extend(examined.version.map(|v| (key.clone(), v)));
-                        writers.extend(examined.writers);
+                        writers.add(table, key, examined.writers);
                     }
                     if engine == Engine::Postgres {
                         if let Some(old) = deleted_under_own_insert(rv, tx, snapshot) {
@@ -242,7 +242,7 @@ impl Database {
                     read_so_far(access, direction, up_to)
                 }
             };
-            let writers = writers.into_iter().collect();
+            let writers = writers.into_ordered();
             self.ssi_after_read(
                 tx,
                 table_name,
@@ -352,7 +352,7 @@ impl Database {
         let mut candidates: Vec<(Key, Row, bool)> = Vec::new();
         let seqscan = matches!(access, Access::Scan);
         let mut seen = Vec::new();
-        let mut writers = BTreeSet::new();
+        let mut writers = MetWriters::new(seqscan);
         let mut touched = 0u64;
         for key in row_keys(table, access, direction) {
             let Some(rv) = table.rows.get(&key) else {
@@ -362,7 +362,7 @@ impl Database {
             if serializable {
                 let examined = examine(rv, tx, snapshot, seqscan);
                 seen.extend(examined.version.map(|v| (key.clone(), v)));
-                writers.extend(examined.writers);
+                writers.add(table, &key, examined.writers);
             }
             if let Some(old) = deleted_under_own_insert(rv, tx, snapshot) {
                 if matches(engine, filter, old)? {
@@ -378,7 +378,7 @@ impl Database {
         self.stats.rows_touched += touched;
         let met_dead = self.meet_dead_inserts(table_name, access)?;
         if serializable {
-            let writers = writers.into_iter().collect();
+            let writers = writers.into_ordered();
             let examined = touched > 0 || met_dead;
             self.ssi_after_read(tx, table_name, access, examined, seen, writers)?;
         }
@@ -434,7 +434,7 @@ impl Database {
         let table_name = found.table;
         let keys = row_keys(self.table(table_name)?, access, direction);
         let mut seen = Vec::new();
-        let mut writers = BTreeSet::new();
+        let mut writers = MetWriters::new(false);
         let mut last_read: Option<Key> = None;
         // Tuples examined since the SIREAD locks were last taken: the doom check of the final
         // read concerns those only.
@@ -454,7 +454,7 @@ impl Database {
             if serializable {
                 let examined = examine(rv, tx, found.snapshot, false);
                 seen.extend(examined.version.map(|v| (key.clone(), v)));
-                writers.extend(examined.writers);
+                writers.add(table, &key, examined.writers);
             }
             last_read = Some(key.clone());
             examined_since = true;
@@ -471,7 +471,8 @@ impl Database {
             }
             if serializable {
                 let read = read_so_far(access, direction, ReadUpTo::Row(&key));
-                let writers = std::mem::take(&mut writers).into_iter().collect();
+                let writers =
+                    std::mem::replace(&mut writers, MetWriters::new(false)).into_ordered();
                 let seen = std::mem::take(&mut seen);
                 self.ssi_after_read(tx, table_name, &read, true, seen, writers)?;
                 examined_since = false;
@@ -495,7 +496,7 @@ impl Database {
                 (true, Some(last)) => ReadUpTo::Row(last),
             };
             let read = read_so_far(access, direction, up_to);
-            let writers = writers.into_iter().collect();
+            let writers = writers.into_ordered();
             self.ssi_after_read(tx, table_name, &read, examined_since, seen, writers)?;
         }
         Ok(out)
