@@ -114,9 +114,11 @@ pub fn protocol_lines() -> Vec<String> {
             .to_string(),
         "per SQL step). Statements queued behind a blocked one are sent one at a time, the"
             .to_string(),
-        "lowest step first, once everything else has finished or waits. Private servers:"
+        "lowest step first, once everything else has finished or waits. MariaDB: a read view"
             .to_string(),
-        "initdb / mariadb-install-db defaults.".to_string(),
+        "held open on a connection of its own keeps purge from removing deleted records while"
+            .to_string(),
+        "the steps run. Private servers: initdb / mariadb-install-db defaults.".to_string(),
     ]
 }
 

@@ -207,6 +207,8 @@ pub struct Stepper {
 /// sessions, reused by the next script (a connection costs a PostgreSQL backend fork).
 pub struct Pool {
     control: Control,
+    /// MariaDB: a connection whose open read view holds purge back while a script runs.
+    purge_guard: Option<Control>,
     idle: Vec<RealSession>,
     answers_tx: mpsc::UnboundedSender<(usize, RealResult)>,
     answers: mpsc::UnboundedReceiver<(usize, RealResult)>,
@@ -238,6 +240,7 @@ impl Pool {
         let (answers_tx, answers) = mpsc::unbounded_channel();
         Ok(Pool {
             control,
+            purge_guard: None,
             idle: Vec::new(),
             answers_tx,
             answers,
@@ -248,6 +251,42 @@ impl Pool {
     /// Runs one statement on the control connection.
     pub async fn run(&mut self, sql: &str) -> RealResult {
         self.control.run(sql).await
+    }
+
+    /// MariaDB: opens a read view on a connection of its own, which keeps InnoDB's purge from
+    /// removing the records that the script's transactions delete until
+    /// [`Pool::release_purge`]. Purge runs in the background a few milliseconds after a
+    /// commit, so without this whether a later locking read finds (and locks) a
+    /// delete-marked record depends on the server's timing; the simulated database purges
+    /// only after many writes to a table, never within a short script.
+    async fn hold_purge(&mut self, port: u16) -> Result<(), String> {
+        if self.purge_guard.is_none() {
+            let guard = Control::connect(EngineKind::MariaDb, port)
+                .await
+                .map_err(|e| format!("the purge guard connection: {e}"))?;
+            self.purge_guard = Some(guard);
+        }
+        let guard = self.purge_guard.as_mut().expect("connected");
+        for statement in [
+            "set session transaction isolation level repeatable read",
+            "start transaction with consistent snapshot",
+        ] {
+            if let RealResult::Err { code, message } = guard.run(statement).await {
+                self.purge_guard = None;
+                return Err(format!("the purge guard's `{statement}`: {code} {message}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the read view of [`Pool::hold_purge`], if one is open: purge may run again.
+    async fn release_purge(&mut self) {
+        if let Some(guard) = self.purge_guard.as_mut() {
+            if let RealResult::Err { .. } = guard.run("commit").await {
+                // A connection that cannot commit is dropped (its view with it).
+                self.purge_guard = None;
+            }
+        }
     }
 }
 
@@ -417,6 +456,8 @@ impl Stepper {
                 }
             }
         }
+        // The last script's read view (if its run failed before `finish`) lets purge go.
+        pool.release_purge().await;
         let setup_rest = setup.iter().filter(|s| !(reuse && is_ddl(s)));
         for statement in prepare.iter().chain(setup_rest).chain(&sequences) {
             if let RealResult::Err { code, message } = pool.control.run(statement).await {
@@ -424,6 +465,9 @@ impl Stepper {
                     "the engine rejected `{statement}`: {code} {message}"
                 )));
             }
+        }
+        if kind == EngineKind::MariaDb {
+            pool.hold_purge(port).await.map_err(setup_error)?;
         }
         Ok(Stepper {
             kind,
@@ -994,6 +1038,8 @@ impl Stepper {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Every transaction of the script has ended: purge may catch up before the next one.
+        self.pool.release_purge().await;
         let mut tables = BTreeMap::new();
         for table in setup_tables(&self.setup) {
             let mut rows = self
