@@ -257,13 +257,40 @@ pub fn parallel<R: Send>(
     })
 }
 
-/// The real and simulated outcome of one random group under one profile.
+/// The real and simulated outcome of one random group under one profile, and the further
+/// real runs a divergence took ([`classes::RACE_REPLAYS`]): how many, and whether one of them
+/// was identical to the simulated run.
 type GroupRun = (
     u64,
     EngineKind,
     Profile,
-    Result<(Outcome, Outcome), StepError>,
+    Result<(Outcome, Outcome, Replays), StepError>,
 );
+
+/// Further real runs of an input that diverged.
+#[derive(Debug, Clone, Copy, Default)]
+struct Replays {
+    runs: usize,
+    identical: bool,
+}
+
+/// Runs a diverged input on the real engine again, up to [`classes::RACE_REPLAYS`] times,
+/// until one run is identical (`identical` judges a run; an error ends the search).
+fn replay_until_identical<E>(mut identical: impl FnMut() -> Result<bool, E>) -> Replays {
+    let mut replays = Replays::default();
+    while replays.runs < classes::RACE_REPLAYS {
+        replays.runs += 1;
+        match identical() {
+            Ok(true) => {
+                replays.identical = true;
+                break;
+            }
+            Ok(false) => {}
+            Err(_) => break,
+        }
+    }
+    replays
+}
 
 /// Runs random groups `first..first + count` of each engine in `kinds` under every profile of
 /// the engine, on `workers` lanes. Runs are numbered, not listed: any count takes no memory
@@ -295,9 +322,19 @@ pub fn random_groups(
         let seed = first + (i / combos.len()) as u64;
         let (kind, profile) = combos[i % combos.len()];
         let group = random::group(seed, kind);
-        let outcomes = lane
-            .run_script(&group.script, profile)
-            .map(|real| (real, simulate(&group.script, profile)));
+        let script = &group.script;
+        let outcomes = lane.run_script(script, profile).map(|real| {
+            let simulated = simulate(script, profile);
+            let replays = match first_difference(script, profile, &simulated, &real) {
+                None => Replays::default(),
+                Some(_) => replay_until_identical(|| {
+                    lane.run_script(script, profile).map(|again| {
+                        first_difference(script, profile, &simulated, &again).is_none()
+                    })
+                }),
+            };
+            (real, simulated, replays)
+        });
         (seed, kind, profile, outcomes)
     };
     let mut runs_log = std::env::var("SHOPSIM_CROSSCHECK_RUNS")
@@ -306,7 +343,7 @@ pub fn random_groups(
     parallel(engines, workers, total, work, |engines, run| {
         let (seed, kind, profile, outcomes) = run;
         summary.runs += 1;
-        let (real, simulated) = match outcomes {
+        let (real, simulated, replays) = match outcomes {
             Ok(o) => o,
             Err(e) => match engines.classify(kind, e) {
                 RunError::Step(e) => {
@@ -320,7 +357,7 @@ pub fn random_groups(
         };
         let group = random::group(seed, kind);
         summary.statements += group.script.steps.len() as u64;
-        summary.statements_stepped += group.script.steps.len() as u64;
+        summary.statements_stepped += ((1 + replays.runs) * group.script.steps.len()) as u64;
         let first = first_difference(&group.script, profile, &simulated, &real);
         if let Some(log) = &mut runs_log {
             // One line per run, to compare two campaigns run by run.
@@ -345,6 +382,16 @@ pub fn random_groups(
             None => {
                 summary.identical_runs += 1;
                 summary.statements_identical += group.script.steps.len() as u64;
+            }
+            Some(d) if replays.identical => {
+                // The real engine gave the simulated outcome too: its first run decided a
+                // race of its own otherwise.
+                summary.statements_identical +=
+                    d.step.map_or(group.script.steps.len(), |s| s - 1) as u64;
+                *summary
+                    .allowed
+                    .entry(classes::real_engine_race().name)
+                    .or_default() += 1;
             }
             Some(d) => {
                 summary.statements_identical +=
@@ -383,7 +430,22 @@ pub fn transcripts(
     let mut summary = Summary::default();
     let work = |lane: &mut Lane, i: usize| {
         let (label, t) = input(i);
-        let check = transcript::check_on(lane, &t);
+        let check = transcript::check_on(lane, &t).map(|mut check| {
+            if check.first.is_some() && check.allowed.is_none() {
+                let mut stepped = 0;
+                let replays = replay_until_identical(|| {
+                    transcript::check_on(lane, &t).map(|again| {
+                        stepped += again.steps;
+                        again.first.is_none()
+                    })
+                });
+                if replays.identical {
+                    check.allowed = Some(classes::real_engine_race());
+                }
+                check.steps_replayed = stepped;
+            }
+            check
+        });
         (label, t.profile, check)
     };
     parallel(
@@ -404,7 +466,7 @@ pub fn transcripts(
                 },
             };
             summary.statements += check.compared as u64;
-            summary.statements_stepped += check.steps as u64;
+            summary.statements_stepped += (check.steps + check.steps_replayed) as u64;
             summary.statements_identical += check.identical as u64;
             summary.statements_uncompared += (check.steps - check.compared) as u64;
             summary.ids_remapped += check.ids_remapped;
@@ -442,6 +504,25 @@ pub fn transcripts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A diverged input is run again until one run is identical, at most RACE_REPLAYS times;
+    /// a run that fails ends the search without an identical one.
+    #[test]
+    fn replays_stop_at_the_first_identical_run_and_never_exceed_the_limit() {
+        let never = replay_until_identical(|| Ok::<bool, ()>(false));
+        assert_eq!(
+            (never.runs, never.identical),
+            (classes::RACE_REPLAYS, false)
+        );
+        let mut n = 0;
+        let third = replay_until_identical(|| {
+            n += 1;
+            Ok::<bool, ()>(n == 3)
+        });
+        assert_eq!((third.runs, third.identical), (3, true));
+        let failed = replay_until_identical(|| Err::<bool, ()>(()));
+        assert_eq!((failed.runs, failed.identical), (1, false));
+    }
 
     /// Results reach `consume` in input order whatever order the lanes finish them in, each
     /// input once; an error from `consume` stops the campaign: nothing after it is consumed.

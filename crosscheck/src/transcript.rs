@@ -375,6 +375,8 @@ pub struct TranscriptCheck {
     pub allowed: Option<&'static Nondeterminism>,
     /// Generated ids the replay bound to another real value.
     pub ids_remapped: usize,
+    /// Steps sent in further real runs of the transcript (see [`classes::RACE_REPLAYS`]).
+    pub steps_replayed: usize,
     /// The replay (for shrinking and reporting).
     pub replay: Replay,
 }
@@ -607,6 +609,7 @@ pub fn check_on(lane: &mut Lane, transcript: &Transcript) -> Result<TranscriptCh
         first,
         allowed,
         ids_remapped: ids.remapped(),
+        steps_replayed: 0,
         replay,
     })
 }

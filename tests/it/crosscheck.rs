@@ -269,6 +269,22 @@ fn a_planted_wrong_simulated_outcome_is_reported() {
     assert!(check.allowed.is_none());
     assert_eq!(check.identical, first.step.unwrap() - 1);
     assert_eq!(check.compared, first.step.unwrap());
+    // Stepped again, the real engine never gives the planted outcome: not a race of its own.
+    let summary = campaign::transcripts(
+        &mut engines,
+        1,
+        |_| ("planted".into(), t.clone()),
+        0,
+        1,
+        |_| {},
+    )
+    .unwrap();
+    assert!(summary.allowed.is_empty(), "{:?}", summary.allowed);
+    assert_eq!(summary.diverged(), 1);
+    assert!(
+        summary.statements_stepped > 2 * check.steps as u64,
+        "replayed"
+    );
 }
 
 /// Transcripts of every scenario under both default profiles, faults on: the first
