@@ -2,15 +2,16 @@
 //! log that rolls a statement or a transaction back, each engine's rule for what an error
 //! rolls back, and when a transaction takes its snapshot or read view.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::access::{concat_key, index_successor};
 use super::savepoint::Savepoint;
 use super::session::Settings;
 use super::{Database, SessionId};
 use crate::db::lock::LockTarget;
 use crate::db::profile::{errors, Engine, Isolation};
 use crate::db::sql::Stmt;
-use crate::db::storage::{CommitRecord, CommitSeq, Key, Pending, RowWrite, TxId, Version};
+use crate::db::storage::{CommitRecord, CommitSeq, Key, Pending, Row, RowWrite, TxId, Version};
 use crate::db::value::{DbError, QueryResult, Value};
 
 #[derive(Debug, Clone)]
@@ -272,17 +273,20 @@ impl Database {
             let rv = table.rows.get_mut(&u.key).expect("written row");
             let undone = std::mem::replace(&mut rv.pending, u.previous);
             if rv.pending.is_none() && rv.committed.is_empty() {
+                let row = undone.and_then(|p| p.data);
                 // PostgreSQL keeps the dead tuple (not for a statement that runs again: that
                 // one never wrote in PostgreSQL).
-                if let (Engine::Postgres, true, Some(row)) =
-                    (self.engine, release_inserts, undone.and_then(|p| p.data))
-                {
-                    table.record_dead_insert(&u.key, &row);
+                if let (Engine::Postgres, true, Some(row)) = (self.engine, release_inserts, &row) {
+                    table.record_dead_insert(&u.key, row);
                 }
                 // An undone insert leaves no record, and its lock goes with it (InnoDB's
                 // lock on a row it inserted is implicit in the record).
                 table.rows.remove(&u.key);
                 if !release_inserts {
+                    continue;
+                }
+                if self.engine == Engine::InnoDb {
+                    self.innodb_remove_records(id, &u.table, &u.key, row.as_ref());
                     continue;
                 }
                 let target = LockTarget::Record {
@@ -292,6 +296,67 @@ impl Database {
                 let woken = self.locks.release(id, &target);
                 self.woken.extend(woken);
             }
+        }
+    }
+
+    /// InnoDB: the records of a row whose insert was undone leave the primary key and every
+    /// secondary index, and each passes its locks to the next record there as gap locks
+    /// ([`crate::db::lock::LockManager::remove_record`]). A lock kept as a gap lock stays
+    /// unless its transaction runs at read committed or below and it is exclusive
+    /// (`lock_rec_inherit_to_gap`: there a row lock of an UPDATE or DELETE is not one to keep).
+    fn innodb_remove_records(
+        &mut self,
+        owner: TxId,
+        table_name: &str,
+        key: &Key,
+        row: Option<&Row>,
+    ) {
+        let isolation: BTreeMap<TxId, Isolation> = self
+            .tx_session
+            .iter()
+            .filter_map(|(&t, s)| Some((t, self.sessions.get(s)?.tx.as_ref()?.isolation)))
+            .collect();
+        let inherits = |t: TxId, exclusive: bool| {
+            !exclusive
+                || isolation
+                    .get(&t)
+                    .is_some_and(|&i| i > Isolation::ReadCommitted)
+        };
+        let table = self.tables.get(table_name).expect("written table");
+        assert!(!table.rows.contains_key(key), "the record is removed first");
+        let gap = |index: Option<usize>, before: Option<Key>| LockTarget::Gap {
+            table: table_name.to_string(),
+            index,
+            before,
+        };
+        let mut records = vec![(
+            LockTarget::Record {
+                table: table_name.to_string(),
+                key: key.clone(),
+            },
+            gap(None, Some(key.clone())),
+            gap(None, table.primary_successor(key)),
+        )];
+        if let Some(row) = row {
+            for i in 0..table.indexes.len() {
+                let values = table.index_key_of(i, row);
+                let entry = concat_key(&values, key);
+                records.push((
+                    LockTarget::Entry {
+                        table: table_name.to_string(),
+                        index: i,
+                        entry: entry.clone(),
+                    },
+                    gap(Some(i), Some(entry)),
+                    gap(Some(i), index_successor(table, i, &values, key)),
+                ));
+            }
+        }
+        for (record, gap, heir) in records {
+            let ended = self
+                .locks
+                .remove_record(owner, &record, &gap, &heir, inherits);
+            self.woken.extend(ended);
         }
     }
 

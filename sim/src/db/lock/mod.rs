@@ -188,10 +188,11 @@ pub struct LockManager {
     /// waiting request is a struct of its own, and when granted it stays one (`lock_grant`
     /// only clears its wait flag), beside any struct of the same type the transaction had.
     extra_structs: BTreeMap<TxId, u64>,
-    /// InnoDB: the index and lock type (table, index, exclusive) of a request granted after
-    /// a wait, until the statement notes its struct: if the transaction had none of that
-    /// type, the granted one is it, not an extra one.
-    granted_waits: BTreeMap<TxId, (String, Option<usize>, bool)>,
+    /// InnoDB: the index and lock type (table, index, exclusive, kind) of a request granted
+    /// or cancelled after a wait, until the statement notes a struct of that type: if the
+    /// transaction had none of that type, the waiting one is it, not an extra one
+    /// (`lock_rec_add_to_queue` reuses a struct of the same type and page).
+    granted_waits: BTreeMap<TxId, (String, Option<usize>, bool, RecordLockKind)>,
     /// InnoDB: the record locks each transaction took, by what they lock (a next-key lock
     /// under both its record and its gap) and whether exclusive, as `lock_rec_has_expl`
     /// consults them: a request one of them covers adds no lock and no struct.
@@ -345,7 +346,7 @@ impl LockManager {
         let granted_wait = self
             .granted_waits
             .get(&tx)
-            .is_some_and(|(t, i, e)| t == table && *i == index && *e == exclusive);
+            .is_some_and(|(t, i, e, k)| t == table && *i == index && *e == exclusive && *k == kind);
         if granted_wait {
             self.granted_waits.remove(&tx);
             if new {
@@ -508,23 +509,120 @@ impl LockManager {
             self.grant(tx, to, LockMode::Gap);
             // The inherited lock joins a gap struct of the holder in that index, shared or
             // exclusive as its other locks there.
-            let (table, index) = match to {
-                LockTarget::Gap { table, index, .. } => (table.clone(), *index),
-                _ => unreachable!("a gap"),
-            };
-            let exclusive = self.structs.get(&tx).is_some_and(|set| {
-                set.iter().any(|s| {
-                    s.table == table
-                        && s.index == index
-                        && s.exclusive
-                        && matches!(
-                            s.kind,
-                            Some(RecordLockKind::NextKey | RecordLockKind::GapOnly)
-                        )
-                })
-            });
+            let exclusive = self.gap_struct_exclusive(tx, to);
             self.note_struct(tx, to, exclusive, RecordLockKind::GapOnly);
         }
+    }
+
+    /// InnoDB: the struct of a request whose wait ended (granted, or cancelled because its
+    /// record went away) stays in the transaction's locks: `lock_grant` and `lock_rec_cancel`
+    /// only clear its wait flag.
+    fn note_ended_wait(&mut self, tx: TxId, target: &LockTarget, mode: LockMode, next_key: bool) {
+        if self.rule != QueueRule::InnoDb {
+            return;
+        }
+        *self.extra_structs.entry(tx).or_default() += 1;
+        if mode != LockMode::InsertIntention {
+            let kind = if next_key {
+                RecordLockKind::NextKey
+            } else {
+                RecordLockKind::RecordOnly
+            };
+            let (table, index) = (target.table().to_string(), target.index());
+            let exclusive = mode == LockMode::Exclusive;
+            self.granted_waits
+                .insert(tx, (table, index, exclusive, kind));
+        }
+    }
+
+    /// InnoDB: an index record is removed (the insert that made it rolled back). Its locks
+    /// pass to the next record as gap locks (`lock_update_delete`, `lock_rec_inherit_to_gap`):
+    /// every lock and waiting request on the record or its gap, except insert intentions and
+    /// those `inherits` refuses (read committed does not keep an exclusive lock as a gap
+    /// lock), so what was locked stays locked. The requests waiting for the record are
+    /// cancelled (`lock_rec_reset_and_release_wait`): their statements run again and find
+    /// the record gone. `owner`'s own lock on the record is implicit in it and goes with it.
+    /// Returns the transactions whose waits ended, in queue order.
+    pub fn remove_record(
+        &mut self,
+        owner: TxId,
+        record: &LockTarget,
+        gap: &LockTarget,
+        heir: &LockTarget,
+        inherits: impl Fn(TxId, bool) -> bool,
+    ) -> Vec<TxId> {
+        assert!(matches!(
+            record,
+            LockTarget::Record { .. } | LockTarget::Entry { .. }
+        ));
+        assert!(matches!(gap, LockTarget::Gap { .. }) && matches!(heir, LockTarget::Gap { .. }));
+        let record_queue = self.queues.remove(record).unwrap_or_default();
+        let gap_queue = self.queues.remove(gap).unwrap_or_default();
+        // Who inherits, exclusive or shared, in the order InnoDB walks the record's locks.
+        let mut heirs: Vec<(TxId, bool)> = Vec::new();
+        for &(t, m) in &record_queue.granted {
+            if t != owner {
+                heirs.push((t, m == LockMode::Exclusive));
+            }
+        }
+        for w in &record_queue.waiting {
+            heirs.push((w.tx, w.mode == LockMode::Exclusive));
+        }
+        for &(t, m) in &gap_queue.granted {
+            if m == LockMode::Gap {
+                let exclusive = self.gap_struct_exclusive(t, gap);
+                heirs.push((t, exclusive));
+            }
+        }
+        for &(t, _) in record_queue.granted.iter().chain(&gap_queue.granted) {
+            self.forget_held(t, record);
+            self.forget_held(t, gap);
+        }
+        let mut ended = Vec::new();
+        for w in record_queue.waiting.iter().chain(&gap_queue.waiting) {
+            self.waiting_for.remove(&w.tx);
+            self.edge.remove(&w.tx);
+            self.sleeping_on.remove(&w.tx);
+            let next_key = self.next_key_waits.remove(&w.tx).is_some();
+            self.note_ended_wait(w.tx, record, w.mode, next_key);
+            ended.push(w.tx);
+        }
+        // A next-key request waiting on another record may cover the removed gap.
+        let covering: Vec<TxId> = self
+            .next_key_waits
+            .iter()
+            .filter(|(_, g)| *g == gap)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in covering {
+            self.next_key_waits.insert(t, heir.clone());
+        }
+        for (t, exclusive) in heirs {
+            if !inherits(t, exclusive) || self.holds(t, heir, LockMode::Gap) {
+                continue;
+            }
+            self.grant(t, heir, LockMode::Gap);
+            self.note_struct(t, heir, exclusive, RecordLockKind::GapOnly);
+        }
+        assert!(!self.queues.contains_key(record) && !self.queues.contains_key(gap));
+        ended
+    }
+
+    /// Whether the gap lock `tx` holds on `gap` is exclusive: as its other next-key and gap
+    /// locks in that index (the manager keeps a gap lock's mode in its struct only).
+    fn gap_struct_exclusive(&self, tx: TxId, gap: &LockTarget) -> bool {
+        let (table, index) = (gap.table(), gap.index());
+        self.structs.get(&tx).is_some_and(|set| {
+            set.iter().any(|s| {
+                s.table == table
+                    && s.index == index
+                    && s.exclusive
+                    && matches!(
+                        s.kind,
+                        Some(RecordLockKind::NextKey | RecordLockKind::GapOnly)
+                    )
+            })
+        })
     }
 
     /// How many grants `tx` has received so far: a savepoint's place in its lock log.
@@ -739,22 +837,15 @@ impl LockManager {
                 .waiting
                 .remove(i);
             self.waiting_for.remove(&waiter.tx);
-            if let Some(gap) = self.next_key_waits.remove(&waiter.tx) {
+            let next_key = self.next_key_waits.remove(&waiter.tx);
+            if let Some(gap) = &next_key {
                 // The next-key lock is granted whole: record and gap.
-                self.grant(waiter.tx, &gap, LockMode::Gap);
+                self.grant(waiter.tx, gap, LockMode::Gap);
             }
             self.edge.remove(&waiter.tx);
             self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
-            if self.rule == QueueRule::InnoDb {
-                *self.extra_structs.entry(waiter.tx).or_default() += 1;
-                let (table, index) = (target.table().to_string(), target.index());
-                if waiter.mode != LockMode::InsertIntention {
-                    let exclusive = waiter.mode == LockMode::Exclusive;
-                    self.granted_waits
-                        .insert(waiter.tx, (table, index, exclusive));
-                }
-            }
+            self.note_ended_wait(waiter.tx, target, waiter.mode, next_key.is_some());
             woken.push(waiter.tx);
         }
         let waiters: Vec<TxId> = self

@@ -208,3 +208,59 @@ fn a_held_next_key_lock_covers_its_record_and_gap_until_given_back() {
         RecordLockKind::GapOnly
     ));
 }
+
+#[test]
+fn a_removed_record_passes_its_locks_to_the_next_gap_and_ends_its_waits() {
+    let mut locks = LockManager::default();
+    // 3 inserted record 1 (its lock made explicit); 1 waits for it, 2 holds the gap before it.
+    assert_eq!(
+        locks.request(3, &row(1), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert_eq!(
+        locks.request(2, &gap_before(1), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_struct(2, &gap_before(1), true, RecordLockKind::GapOnly);
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![3])
+    );
+    let weight = locks.weight(1);
+    // 3's insert is rolled back: record 1 leaves, and its next record is 2.
+    let ended = locks.remove_record(3, &row(1), &gap_before(1), &gap_before(2), |_, _| true);
+    assert_eq!(ended, vec![1], "the waiting request is cancelled");
+    assert!(locks.waiting_target(1).is_none());
+    assert!(
+        !locks.holds(1, &row(1), LockMode::Shared) && !locks.holds(3, &row(1), LockMode::Shared)
+    );
+    // Both the waiter and the gap's holder now lock the gap before record 2; the inserter's
+    // own lock went with its record.
+    assert!(locks.holds(1, &gap_before(2), LockMode::Gap));
+    assert!(locks.holds(2, &gap_before(2), LockMode::Gap));
+    assert!(!locks.holds(3, &gap_before(2), LockMode::Gap));
+    // The cancelled request's struct stays, and the inherited gap lock is one more.
+    // (The table lock counted while it waited is noted with the gap lock.)
+    assert_eq!(
+        locks.weight(1),
+        weight + 1,
+        "wait struct kept, gap struct added"
+    );
+    assert!(matches!(
+        locks.request(4, &gap_before(2), LockMode::InsertIntention),
+        Grant::Wait(_)
+    ));
+    // Read committed keeps no exclusive lock as a gap lock.
+    let mut locks = LockManager::default();
+    assert_eq!(
+        locks.request(3, &row(1), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert_eq!(
+        locks.request(1, &row(1), LockMode::Exclusive),
+        Grant::Wait(vec![3])
+    );
+    let ended = locks.remove_record(3, &row(1), &gap_before(1), &gap_before(2), |_, x| !x);
+    assert_eq!(ended, vec![1]);
+    assert!(!locks.holds(1, &gap_before(2), LockMode::Gap));
+}
