@@ -150,8 +150,11 @@ impl Database {
                 continue;
             };
             assert_eq!(pending.tx, tx.id, "only the lock holder writes a row");
-            if rv.committed.is_empty() && pending.data.is_none() {
-                // Inserted and deleted by this transaction: nothing to commit.
+            if rv.committed.is_empty() && pending.data.is_none() && self.engine == Engine::Postgres
+            {
+                // Inserted and deleted by this transaction: nothing to commit (PostgreSQL's
+                // dead tuple is seen by no one). InnoDB commits its record delete-marked, with
+                // this transaction's id: a later lock on it meets it until purge.
                 table.rows.remove(&key);
                 continue;
             }
