@@ -2,7 +2,7 @@
 //! log that rolls a statement or a transaction back, each engine's rule for what an error
 //! rolls back, and when a transaction takes its snapshot or read view.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::access::{concat_key, index_successor};
 use super::savepoint::Savepoint;
@@ -314,16 +314,13 @@ impl Database {
         key: &Key,
         row: Option<&Row>,
     ) {
-        let isolation: BTreeMap<TxId, Isolation> = self
-            .tx_session
-            .iter()
-            .filter_map(|(&t, s)| Some((t, self.sessions.get(s)?.tx.as_ref()?.isolation)))
-            .collect();
+        let (tx_session, sessions) = (&self.tx_session, &self.sessions);
         let inherits = |t: TxId, exclusive: bool| {
-            !exclusive
-                || isolation
-                    .get(&t)
-                    .is_some_and(|&i| i > Isolation::ReadCommitted)
+            let isolation = tx_session
+                .get(&t)
+                .and_then(|s| sessions.get(s)?.tx.as_ref())
+                .map(|x| x.isolation);
+            !exclusive || isolation.is_some_and(|i| i > Isolation::ReadCommitted)
         };
         let table = self.tables.get(table_name).expect("written table");
         assert!(!table.rows.contains_key(key), "the record is removed first");

@@ -580,11 +580,8 @@ impl LockManager {
         }
         let mut ended = Vec::new();
         for w in record_queue.waiting.iter().chain(&gap_queue.waiting) {
-            self.waiting_for.remove(&w.tx);
-            self.edge.remove(&w.tx);
-            self.sleeping_on.remove(&w.tx);
-            let next_key = self.next_key_waits.remove(&w.tx).is_some();
-            self.note_ended_wait(w.tx, record, w.mode, next_key);
+            let (_, next_key) = self.forget_wait(w.tx).expect("a queued waiter");
+            self.note_ended_wait(w.tx, record, w.mode, next_key.is_some());
             ended.push(w.tx);
         }
         // A next-key request waiting on another record may cover the removed gap.
@@ -742,18 +739,25 @@ impl LockManager {
     /// Withdraws the queued request of `tx`; returns transactions whose requests are now
     /// granted, in queue order.
     pub fn cancel_wait(&mut self, tx: TxId) -> Vec<TxId> {
-        let Some(target) = self.waiting_for.remove(&tx) else {
+        let Some((target, next_key)) = self.forget_wait(tx) else {
             return Vec::new();
         };
-        self.edge.remove(&tx);
-        self.sleeping_on.remove(&tx);
         let queue = self.queues.get_mut(&target).expect("queue of a waiter");
         queue.waiting.retain(|w| w.tx != tx);
         let mut woken = self.regrant(&target);
-        if let Some(gap) = self.next_key_waits.remove(&tx) {
+        if let Some(gap) = next_key {
             woken.extend(self.regrant(&gap));
         }
         woken
+    }
+
+    /// Forgets what `tx` was waiting for, once its request left a queue (granted, withdrawn or
+    /// cancelled): the target, and the gap of a next-key request, if it waited.
+    fn forget_wait(&mut self, tx: TxId) -> Option<(LockTarget, Option<LockTarget>)> {
+        let target = self.waiting_for.remove(&tx)?;
+        self.edge.remove(&tx);
+        self.sleeping_on.remove(&tx);
+        Some((target, self.next_key_waits.remove(&tx)))
     }
 
     /// The mode `tx` holds on `target`, if any.
@@ -836,14 +840,11 @@ impl LockManager {
                 .expect("queue")
                 .waiting
                 .remove(i);
-            self.waiting_for.remove(&waiter.tx);
-            let next_key = self.next_key_waits.remove(&waiter.tx);
+            let (_, next_key) = self.forget_wait(waiter.tx).expect("a queued waiter");
             if let Some(gap) = &next_key {
                 // The next-key lock is granted whole: record and gap.
                 self.grant(waiter.tx, gap, LockMode::Gap);
             }
-            self.edge.remove(&waiter.tx);
-            self.sleeping_on.remove(&waiter.tx);
             self.grant(waiter.tx, target, waiter.mode);
             self.note_ended_wait(waiter.tx, target, waiter.mode, next_key.is_some());
             woken.push(waiter.tx);
