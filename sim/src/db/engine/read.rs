@@ -941,7 +941,11 @@ impl Database {
             let has = |r: Option<&Row>| r.is_some_and(|r| t.index_key_of(*index, r) == values);
             let committed = rv.latest_committed().and_then(|v| v.data.as_ref());
             if has(p.data.as_ref()) != has(committed) {
+                // The asker then queues on the index record itself, behind the writer, so
+                // its own lock struct there is a waiting one (it holds none it could be
+                // granted before reaching the clustered record).
                 let owner = p.tx;
+                self.locks.grant_converted(owner, target);
                 self.locks
                     .note_struct(owner, target, true, RecordLockKind::RecordOnly);
             }

@@ -51,6 +51,9 @@ impl Database {
     pub(super) fn fail_outside_statement(&mut self, session: SessionId, _e: &DbError) {
         if self.engine == Engine::Postgres && self.in_transaction(session) {
             self.pg_abort(session);
+            // The abort released the transaction's locks: the statements waiting for them
+            // go on now, as after any other statement.
+            self.drain_wakeups();
         }
     }
 

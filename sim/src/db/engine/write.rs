@@ -365,15 +365,20 @@ impl Database {
             }
         };
         self.locks.note_table_lock(tx, table_name, true);
-        if let Grant::Wait(_) = self.locks.request(tx, &target, LockMode::Shared) {
-            return Err(Fail::wait(table_name));
-        }
         let kind = if gap.is_some() {
             RecordLockKind::NextKey
         } else {
             RecordLockKind::RecordOnly
         };
-        self.locks.note_struct(tx, &target, false, kind);
+        // A lock the transaction holds on the duplicate already covers the shared one
+        // (`lock_rec_has_expl`): no new lock and no struct.
+        let covered = self.locks.record_lock_covered(tx, &target, false, kind);
+        if let Grant::Wait(_) = self.locks.request(tx, &target, LockMode::Shared) {
+            return Err(Fail::wait(table_name));
+        }
+        if !covered {
+            self.locks.note_struct(tx, &target, false, kind);
+        }
         if let Some(gap) = gap {
             let granted = self.locks.request(tx, &gap, LockMode::Gap);
             assert_eq!(granted, Grant::Granted);

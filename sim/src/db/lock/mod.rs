@@ -358,7 +358,62 @@ impl LockManager {
                 assert!(*extra > 0);
                 *extra -= 1;
             }
+        } else if !new && self.rule == QueueRule::InnoDb && self.others_wait_at(tx, target) {
+            // `lock_rec_add_to_queue` sets the bit in a similar struct of the page only when
+            // no request waits at that record (on it or on its gap); else it creates one.
+            *self.extra_structs.entry(tx).or_default() += 1;
         }
+    }
+
+    /// Whether a transaction other than `tx` waits at the index record of `target` (for the
+    /// record, or for the gap before it: InnoDB keeps both at one heap number of the page).
+    fn others_wait_at(&self, tx: TxId, target: &LockTarget) -> bool {
+        let (record, gap) = match target {
+            LockTarget::Record { table, key } => (
+                Some(target.clone()),
+                LockTarget::Gap {
+                    table: table.clone(),
+                    index: None,
+                    before: Some(key.clone()),
+                },
+            ),
+            LockTarget::Entry {
+                table,
+                index,
+                entry,
+            } => (
+                Some(target.clone()),
+                LockTarget::Gap {
+                    table: table.clone(),
+                    index: Some(*index),
+                    before: Some(entry.clone()),
+                },
+            ),
+            LockTarget::Gap {
+                table,
+                index,
+                before,
+            } => {
+                let record = before.as_ref().map(|key| match index {
+                    None => LockTarget::Record {
+                        table: table.clone(),
+                        key: key.clone(),
+                    },
+                    Some(index) => LockTarget::Entry {
+                        table: table.clone(),
+                        index: *index,
+                        entry: key.clone(),
+                    },
+                });
+                (record, target.clone())
+            }
+        };
+        assert!(matches!(gap, LockTarget::Gap { .. }));
+        record
+            .iter()
+            .chain(std::iter::once(&gap))
+            .filter_map(|t| self.queues.get(t))
+            .any(|q| q.waiting.iter().any(|w| w.tx != tx))
     }
 
     /// InnoDB: the waiting record lock request of `tx` is a next-key lock that also covers

@@ -264,3 +264,47 @@ fn a_removed_record_passes_its_locks_to_the_next_gap_and_ends_its_waits() {
     assert_eq!(ended, vec![1]);
     assert!(!locks.holds(1, &gap_before(2), LockMode::Gap));
 }
+
+#[test]
+fn a_lock_added_where_another_request_waits_is_a_struct_of_its_own() {
+    let mut locks = LockManager::default();
+    // 1 holds shared gap locks in one struct; 2 holds record 5, and 3 waits for it.
+    assert_eq!(
+        locks.request(1, &gap_before(3), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_struct(1, &gap_before(3), false, RecordLockKind::GapOnly);
+    let one_struct = locks.weight(1);
+    assert_eq!(
+        locks.request(1, &gap_before(4), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_struct(1, &gap_before(4), false, RecordLockKind::GapOnly);
+    assert_eq!(
+        locks.weight(1),
+        one_struct,
+        "a similar struct takes the lock"
+    );
+    assert_eq!(
+        locks.request(2, &row(5), LockMode::Exclusive),
+        Grant::Granted
+    );
+    assert_eq!(
+        locks.request(3, &row(5), LockMode::Shared),
+        Grant::Wait(vec![2])
+    );
+    // The gap before record 5 is where 3 waits: the same lock type there is a new struct.
+    assert_eq!(
+        locks.request(1, &gap_before(5), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_struct(1, &gap_before(5), false, RecordLockKind::GapOnly);
+    assert_eq!(locks.weight(1), one_struct + 1);
+    // Past the waiting record, the similar struct takes locks again.
+    assert_eq!(
+        locks.request(1, &gap_before(6), LockMode::Gap),
+        Grant::Granted
+    );
+    locks.note_struct(1, &gap_before(6), false, RecordLockKind::GapOnly);
+    assert_eq!(locks.weight(1), one_struct + 1);
+}
