@@ -127,28 +127,36 @@ fn found_regression_scripts_match_or_diverge_in_a_known_open_class() {
     let mut failures = Vec::new();
     for script in &file.scripts {
         let open = STILL_DIVERGENT.contains(&script.name.as_str());
+        // A still-divergent script keeps the outcome of every profile it was measured on:
+        // the profiles it matches count as matches, and it must still diverge on one.
+        let mut diverged = false;
         for (&profile, measured) in &script.outcomes {
             let simulated = simulate(script, profile);
             match (
                 first_difference(script, profile, &simulated, measured),
                 open,
             ) {
-                (None, false) => matched += 1,
-                (None, true) => failures.push(format!(
-                    "{} now matches on {profile}: take it off STILL_DIVERGENT",
-                    script.name
-                )),
+                (None, _) => matched += 1,
                 (Some(d), false) => failures.push(format!("{} regressed: {d}", script.name)),
-                (Some(d), true) => match classes::known(&d, script) {
-                    Some(class) => {
-                        classes_seen.insert(class.name);
+                (Some(d), true) => {
+                    diverged = true;
+                    match classes::known(&d, script) {
+                        Some(class) => {
+                            classes_seen.insert(class.name);
+                        }
+                        None => failures.push(format!(
+                            "{}: {d} is outside classes::KNOWN_OPEN",
+                            script.name
+                        )),
                     }
-                    None => failures.push(format!(
-                        "{}: {d} is outside classes::KNOWN_OPEN",
-                        script.name
-                    )),
-                },
+                }
             }
+        }
+        if open && !diverged {
+            failures.push(format!(
+                "{} now matches on every profile: take it off STILL_DIVERGENT",
+                script.name
+            ));
         }
     }
     let unused: Vec<&str> = KNOWN_OPEN
@@ -157,21 +165,15 @@ fn found_regression_scripts_match_or_diverge_in_a_known_open_class() {
         .filter(|name| !classes_seen.contains(name))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // Every script of STILL_DIVERGENT is in the file, and every other one matched on each
-    // profile it was measured on (a script may carry several).
+    // Every script of STILL_DIVERGENT is in the file (every other run matched, or it is a
+    // failure above).
     let open = file
         .scripts
         .iter()
         .filter(|s| STILL_DIVERGENT.contains(&s.name.as_str()))
         .count();
     assert_eq!(open, STILL_DIVERGENT.len());
-    let runs: usize = file
-        .scripts
-        .iter()
-        .filter(|s| !STILL_DIVERGENT.contains(&s.name.as_str()))
-        .map(|s| s.outcomes.len())
-        .sum();
-    assert_eq!(matched, runs);
+    assert!(matched > 0);
     assert!(
         unused.is_empty(),
         "KNOWN_OPEN classes no script shows any more: {unused:?}"
